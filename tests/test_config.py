@@ -1,0 +1,96 @@
+"""Configuration: validated on construction, read from the environment, secrets kept out of repr."""
+
+from __future__ import annotations
+
+import pytest
+
+from webcall import Agent, ConfigError, WebCallConfig
+
+SECRET = "s" * 40
+
+
+def test_repr_hides_secrets() -> None:
+    config = WebCallConfig(
+        api_key="key_123:very-secret", session_secrets=(SECRET,), webhook_secrets=("w" * 20,),
+        agents={"sales": Agent(id="agent_1")},
+    )
+    text = repr(config)
+    assert "very-secret" not in text and SECRET not in text and "w" * 20 not in text
+    assert "agent_1" in text
+
+
+def test_from_env_reads_everything() -> None:
+    env = {
+        "DIALNEXA_API_KEY": "kid:secret",
+        "DIALNEXA_BASE_URL": "https://api.dialnexa.com/v1",
+        "WEBCALL_AGENTS": "sales=agent_a@2+name+company, support=agent_b",
+        "WEBCALL_ALLOWED_ORIGINS": "https://Shop.example.com, http://localhost:8080",
+        "WEBCALL_SESSION_SECRET": f"{SECRET},{'t' * 32}",
+        "WEBCALL_WEBHOOK_SECRETS": "whsec_aaaaaaaaaaaaaaaa",
+        "WEBCALL_RATE_LIMIT": "5/30",
+        "WEBCALL_MAX_CONCURRENT_CALLS": "7",
+        "WEBCALL_MAX_CALL_SECONDS": "300",
+        "WEBCALL_TRUSTED_PROXIES": "1",
+        "WEBCALL_STRICT_AGENTS": "true",
+        "WEBCALL_PUBLIC_URL": "https://shop.example.com",
+    }
+    config = WebCallConfig.from_env(env)
+    assert config.api_key == "kid:secret"
+    assert config.agents["sales"] == Agent(id="agent_a", version=2, visitor_variables=frozenset({"name", "company"}))
+    assert config.agents["support"].version is None
+    assert config.allowed_origins == ("https://shop.example.com", "http://localhost:8080")
+    assert config.session_secrets == (SECRET, "t" * 32)
+    assert (config.rate_limit, config.rate_limit_window) == (5, 30.0)
+    assert config.max_concurrent_calls == 7 and config.max_call_seconds == 300
+    assert config.trusted_proxies == 1 and config.strict_agents is True
+    assert not config.uses_emulator
+
+
+def test_no_api_key_means_the_emulator() -> None:
+    config = WebCallConfig.from_env({})
+    assert config.uses_emulator
+    assert config.generated_session_secret and len(config.session_secrets[0]) >= 32
+
+
+def test_hooks_can_be_passed_to_from_env() -> None:
+    def variables(request: object, alias: str, agent: Agent) -> dict[str, str]:
+        return {}
+
+    config = WebCallConfig.from_env({}, variables=variables)
+    assert config.variables is variables
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"DIALNEXA_BASE_URL": "https://api.dialnexa.com"}, "retired its unversioned API"),
+        ({"DIALNEXA_BASE_URL": "api.dialnexa.com/v1"}, "absolute URL"),
+        ({"WEBCALL_SESSION_SECRET": "short"}, "at least 32 bytes"),
+        ({"WEBCALL_AGENTS": "sales"}, "must look like"),
+        ({"WEBCALL_AGENTS": "sales=agent_a@x"}, "must be a number"),
+        ({"WEBCALL_RATE_LIMIT": "ten"}, "'10/60'"),
+        ({"WEBCALL_MAX_CONCURRENT_CALLS": "lots"}, "must be a number"),
+        ({"WEBCALL_MAX_CONCURRENT_CALLS": "0"}, "greater than 0"),
+        ({"WEBCALL_ALLOWED_ORIGINS": "shop.example.com"}, "scheme://host"),
+        ({"WEBCALL_STRICT_AGENTS": "maybe"}, "true or false"),
+        ({"WEBCALL_STORE": "postgres://x"}, "Redis URL"),
+        ({"DIALNEXA_API_KEY": "kid:secret"}, "No agents configured"),
+    ],
+)
+def test_bad_settings_fail_with_a_sentence(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        WebCallConfig.from_env(env)
+
+
+def test_unknown_override_is_refused() -> None:
+    with pytest.raises(ConfigError, match="Unknown configuration"):
+        WebCallConfig.from_env({}, colour="blue")
+
+
+def test_bad_agent_alias_and_variable_names() -> None:
+    with pytest.raises(ConfigError, match="alias"):
+        WebCallConfig(agents={"sales desk": Agent(id="agent_1")})
+    with pytest.raises(ConfigError, match="visitor variable"):
+        Agent(id="agent_1", visitor_variables=frozenset({"first name"}))
+    with pytest.raises(ConfigError, match="version"):
+        Agent(id="agent_1", version=0)

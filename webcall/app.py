@@ -1,0 +1,205 @@
+"""``create_app()`` builds the plugin's sub-application; ``setup()`` mounts it in a host app and returns its handle.
+
+All lifetimes (the DialNexa client, the store, the embedded emulator) are opened and closed in one ``cleanup_ctx``.
+The host application is never touched beyond ``add_subapp``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import jinja2
+from aiohttp import web
+
+from . import views
+from .config import Agent, WebCallConfig
+from .dialnexa import AgentInfo, DialNexaClient
+from .dialnexa.models import CallRecord
+from .errors import ConfigError, DialNexaConflict, DialNexaError, DialNexaNotFound, WebCallError
+from .keys import WEBCALL
+from .resources import Asset, templates_dir, widget_asset
+from .store import MemoryStore, Store
+from .tokens import TokenIssuer
+
+log = logging.getLogger("webcall")
+
+T = TypeVar("T")
+
+# Aliases offered when the plugin runs on its embedded emulator without agents of its own.
+EMULATOR_AGENTS = {
+    "sales": Agent(id="agent_sales", visitor_variables=frozenset({"name", "company"}), label="Sales"),
+    "support": Agent(id="agent_support", visitor_variables=frozenset({"name", "company"}), label="Support"),
+    "collections": Agent(id="agent_collections", visitor_variables=frozenset({"name", "company"}), label="Accounts"),
+}
+
+
+async def maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class WebCall:
+    """The handle of one mounted plugin: its configuration, state, and the Python API for the host."""
+
+    def __init__(self, config: WebCallConfig, app: web.Application) -> None:
+        self.config = config
+        self.app = app
+        self.tokens = TokenIssuer(config.session_secrets)
+        self.agents: dict[str, Agent] = dict(config.agents)
+        self.agent_info: dict[str, AgentInfo] = {}
+        self.required_variables: dict[str, frozenset[str]] = {}
+        self.templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True, enable_async=False
+        )
+        self._store: Store | None = None
+        self._client: DialNexaClient | None = None
+        self.emulator: Any = None  # webcall.emulator.EmulatorServer when running on the embedded emulator
+
+    # -- state opened at startup -------------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise WebCallError("webcall is not started: mount it with webcall.setup() and run the host app")
+        return self._store
+
+    @property
+    def client(self) -> DialNexaClient:
+        if self._client is None:
+            raise WebCallError("webcall is not started: mount it with webcall.setup() and run the host app")
+        return self._client
+
+    @property
+    def widget(self) -> Asset:
+        return widget_asset()
+
+    @property
+    def widget_sri(self) -> str:
+        """The Subresource Integrity hash of the widget, for ``<script integrity=...>``."""
+        return self.widget.sri
+
+    def url(self, name: str, **parts: str) -> str:
+        """The path of one of the plugin's routes, with the mount prefix."""
+        return str(self.app.router[name].url_for(**parts))
+
+    @property
+    def widget_url(self) -> str:
+        """The widget's versioned path (cached for a year by browsers; changes when the widget does)."""
+        return f"{self.url('widget')}?v={self.widget.version}"
+
+    # -- host API ----------------------------------------------------------------------------------------------
+    async def end_call(self, call_id: str) -> CallRecord | None:
+        """Hang a call up through DialNexa and free its concurrent-call slot."""
+        context = await self.store.get_context(call_id)
+        try:
+            record = await self.client.end_call(call_id)
+        except DialNexaConflict:
+            record = None  # it had already ended
+        if context and context.get("slot_id"):
+            await self.store.release_slot(str(context["slot_id"]))
+        log.info("call %s ended by the host", call_id)
+        return record
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    async def _open(self) -> None:
+        config = self.config
+        self._store = MemoryStore()
+        api_key, base_url = config.api_key, config.base_url
+        if config.uses_emulator:
+            api_key, base_url = await self._start_emulator()
+        assert api_key is not None
+        self._client = DialNexaClient(
+            api_key=api_key,
+            base_url=base_url,
+            web_call_path=config.web_call_path,
+            end_call_path=config.end_call_path,
+            timeout=config.upstream_timeout,
+            deadline=config.upstream_deadline,
+        )
+        if config.generated_session_secret:
+            log.info("webcall: no WEBCALL_SESSION_SECRET set; tokens are signed with a per-process secret")
+        await self._check_agents()
+
+    async def _start_emulator(self) -> tuple[str, str]:
+        try:
+            from .emulator import EmulatorServer
+        except ImportError as err:  # pragma: no cover - the emulator ships with the package
+            raise ConfigError("DIALNEXA_API_KEY is not set and the local emulator cannot be loaded.") from err
+        self.emulator = EmulatorServer(port=self.config.emulator_port)
+        await self.emulator.start()
+        if not self.agents:
+            self.agents = dict(EMULATOR_AGENTS)
+        log.warning(
+            "webcall: DIALNEXA_API_KEY is not set; calls go to the local DialNexa emulator at %s",
+            self.emulator.base_url,
+        )
+        return str(self.emulator.api_key), str(self.emulator.base_url)
+
+    async def _check_agents(self) -> None:
+        problems: list[str] = []
+        for alias, agent in self.agents.items():
+            try:
+                info = await self.client.get_agent(agent.id)
+            except DialNexaNotFound:
+                problems.append(f"agent {alias!r} ({agent.id}) does not exist at DialNexa")
+                continue
+            except DialNexaError as err:
+                log.warning("webcall: could not check agent %r (%s) at startup: %s", alias, agent.id, err)
+                continue
+            if info.versions and info.version(agent.version) is None:
+                which = f"version {agent.version}" if agent.version else "any version"
+                problems.append(f"agent {alias!r} ({agent.id}) has no published {which}")
+                continue
+            self.agent_info[alias] = info
+            self.required_variables[alias] = info.required_variables(agent.version)
+            log.info(
+                "webcall: agent %r is %s%s; its messages use %s",
+                alias,
+                agent.id,
+                f" v{agent.version}" if agent.version else "",
+                ", ".join(f"{{{{{n}}}}}" for n in sorted(self.required_variables[alias])) or "no variables",
+            )
+        for problem in problems:
+            log.error("webcall: %s", problem)
+        if problems and self.config.strict_agents:
+            raise ConfigError("; ".join(problems) + ". Fix the agents in the configuration (strict_agents is on).")
+
+    async def _close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        if self.emulator is not None:
+            await self.emulator.stop()
+            self.emulator = None
+
+
+async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    webcall = app[WEBCALL]
+    try:
+        await webcall._open()
+        yield
+    finally:
+        await webcall._close()
+
+
+def create_app(config: WebCallConfig | None = None) -> web.Application:
+    """The plugin as an aiohttp application, to mount under a prefix (see :func:`setup`)."""
+    config = config if config is not None else WebCallConfig.from_env()
+    app = web.Application(middlewares=[views.error_middleware], client_max_size=config.max_body_bytes)
+    app[WEBCALL] = WebCall(config, app)
+    app.cleanup_ctx.append(_lifetime)
+    views.add_routes(app)
+    return app
+
+
+def setup(host: web.Application, config: WebCallConfig | None = None, *, prefix: str = "/webcall") -> WebCall:
+    """Mount the plugin into ``host`` under ``prefix`` and return its handle."""
+    if not prefix.startswith("/") or prefix.endswith("/") or prefix == "/":
+        raise ConfigError("prefix must look like '/webcall' (a leading slash, no trailing slash).")
+    app = create_app(config)
+    host.add_subapp(prefix, app)
+    return app[WEBCALL]

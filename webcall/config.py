@@ -1,0 +1,269 @@
+"""The plugin's one configuration object: frozen, validated on construction, secrets hidden from ``repr``.
+
+``WebCallConfig.from_env()`` is the only place that reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from .errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.dialnexa.com/v1"
+_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Agent:
+    """A DialNexa agent the browser may call, under an alias the host chooses.
+
+    ``visitor_variables`` names the ``{{variables}}`` a visitor may supply from the browser; the host's
+    ``variables`` hook always wins over them.
+    """
+
+    id: str
+    version: int | None = None
+    visitor_variables: frozenset[str] = frozenset()
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise ConfigError("Agent(id=...) must be a DialNexa agent id such as 'agent_2g7Xy3tY53gRlp'.")
+        if self.version is not None and (not isinstance(self.version, int) or self.version < 1):
+            raise ConfigError(f"Agent {self.id}: version must be a positive integer or None (latest published).")
+        object.__setattr__(self, "visitor_variables", frozenset(self.visitor_variables))
+        for name in self.visitor_variables:
+            if not _VARIABLE.match(name):
+                raise ConfigError(f"Agent {self.id}: visitor variable {name!r} is not a valid variable name.")
+
+
+VariablesHook = Callable[[web.Request, str, Agent], Awaitable[Mapping[str, Any]] | Mapping[str, Any]]
+"""``variables(request, alias, agent)`` returns the host's ``{{variables}}`` for this visitor and agent."""
+
+AuthorizeHook = Callable[[web.Request], Awaitable[str | bool | None] | str | bool | None]
+"""``authorize(request)``: ``False`` refuses (403); a string is the visitor's identity (rate-limited per identity);
+``True``/``None`` allows anonymously. It may also raise ``webcall.HTTPProblem`` for a custom answer."""
+
+BotCheckHook = Callable[[web.Request, str | None], Awaitable[bool] | bool]
+"""``bot_check(request, token)`` verifies the widget's bot-check token (e.g. Turnstile); ``False`` refuses."""
+
+
+def _secret_list(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(s.strip() for s in value.split(",") if s.strip())
+    return tuple(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebCallConfig:
+    """Everything the plugin needs. Only ``agents`` is required in production; see the README's table."""
+
+    agents: Mapping[str, Agent] = field(default_factory=dict)
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    web_call_path: str = "/web-calls"
+    end_call_path: str = "/calls/{call_id}/end"
+    allowed_origins: tuple[str, ...] = ()
+    session_secrets: tuple[str, ...] = field(default=(), repr=False)
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    public_url: str | None = None
+    rate_limit: int = 10
+    rate_limit_window: float = 60.0
+    identity_rate_limit: int = 30
+    max_concurrent_calls: int = 20
+    max_call_seconds: int = 600
+    trusted_proxies: int = 0
+    store: str = "memory"
+    strict_agents: bool = False
+    upstream_timeout: float = 10.0
+    upstream_deadline: float = 20.0
+    max_body_bytes: int = 16 * 1024
+    max_visitor_value_length: int = 200
+    emulator_port: int = 0
+    variables: VariablesHook | None = field(default=None, repr=False)
+    authorize: AuthorizeHook | None = field(default=None, repr=False)
+    bot_check: BotCheckHook | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "allowed_origins", tuple(_normalise_origin(o) for o in _secret_list(self.allowed_origins)))
+        set_(self, "session_secrets", _secret_list(self.session_secrets))
+        set_(self, "webhook_secrets", _secret_list(self.webhook_secrets))
+        set_(self, "agents", dict(self.agents))
+        if self.api_key is not None and not self.api_key.strip():
+            set_(self, "api_key", None)
+        self._check()
+        if not self.session_secrets:
+            # One process can sign its own tokens; several workers need a shared secret (checked at startup).
+            set_(self, "session_secrets", (secrets.token_urlsafe(32),))
+            set_(self, "_generated_secret", True)
+
+    def _check(self) -> None:
+        for alias, agent in self.agents.items():
+            if not _ALIAS.match(alias):
+                raise ConfigError(f"Agent alias {alias!r}: use 1-64 letters, digits, '-' or '_'.")
+            if not isinstance(agent, Agent):
+                raise ConfigError(f"agents[{alias!r}] must be webcall.Agent(id=...), not {type(agent).__name__}.")
+        check_base_url(self.base_url)
+        if not self.web_call_path.startswith("/"):
+            raise ConfigError("web_call_path must start with '/', e.g. '/web-calls'.")
+        if "{call_id}" not in self.end_call_path:
+            raise ConfigError("end_call_path must contain '{call_id}', e.g. '/calls/{call_id}/end'.")
+        for secret in self.session_secrets:
+            if len(secret.encode()) < 32:
+                raise ConfigError(
+                    "Each session secret must be at least 32 bytes; generate one with "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` and set WEBCALL_SESSION_SECRET."
+                )
+        for secret in self.webhook_secrets:
+            if len(secret) < 16:
+                raise ConfigError("Each webhook secret must be at least 16 characters (WEBCALL_WEBHOOK_SECRETS).")
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError("public_url must be an absolute http(s) URL such as 'https://shop.example.com'.")
+        positive = {
+            "rate_limit": self.rate_limit,
+            "rate_limit_window": self.rate_limit_window,
+            "identity_rate_limit": self.identity_rate_limit,
+            "max_concurrent_calls": self.max_concurrent_calls,
+            "max_call_seconds": self.max_call_seconds,
+            "upstream_timeout": self.upstream_timeout,
+            "upstream_deadline": self.upstream_deadline,
+            "max_body_bytes": self.max_body_bytes,
+            "max_visitor_value_length": self.max_visitor_value_length,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be greater than 0 (got {value}).")
+        if self.trusted_proxies < 0:
+            raise ConfigError("trusted_proxies is a count of proxy hops and cannot be negative.")
+        if not (self.store == "memory" or self.store.startswith(("redis://", "rediss://", "unix://"))):
+            raise ConfigError("store must be 'memory' or a Redis URL such as 'redis://localhost:6379/0'.")
+        if self.api_key is not None and not self.agents:
+            raise ConfigError(
+                "No agents configured: pass agents={'sales': webcall.Agent(id='agent_...')} or set WEBCALL_AGENTS."
+            )
+
+    @property
+    def uses_emulator(self) -> bool:
+        """True when no API key is configured: the plugin then runs the local DialNexa emulator in-process."""
+        return self.api_key is None
+
+    @property
+    def generated_session_secret(self) -> bool:
+        return bool(getattr(self, "_generated_secret", False))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> WebCallConfig:
+        """Read ``DIALNEXA_*`` and ``WEBCALL_*`` variables; keyword arguments (e.g. hooks) override them."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+
+        def text(name: str, key: str) -> None:
+            if env.get(name, "").strip():
+                values[key] = env[name].strip()
+
+        def number(name: str, key: str, kind: type[int] | type[float]) -> None:
+            raw = env.get(name, "").strip()
+            if raw:
+                try:
+                    values[key] = kind(raw)
+                except ValueError:
+                    raise ConfigError(f"{name} must be a number, got {raw!r}.") from None
+
+        text("DIALNEXA_API_KEY", "api_key")
+        text("DIALNEXA_BASE_URL", "base_url")
+        text("WEBCALL_WEB_CALL_PATH", "web_call_path")
+        text("WEBCALL_END_CALL_PATH", "end_call_path")
+        text("WEBCALL_ALLOWED_ORIGINS", "allowed_origins")
+        text("WEBCALL_SESSION_SECRET", "session_secrets")
+        text("WEBCALL_WEBHOOK_SECRETS", "webhook_secrets")
+        text("WEBCALL_PUBLIC_URL", "public_url")
+        text("WEBCALL_STORE", "store")
+        number("WEBCALL_IDENTITY_RATE_LIMIT", "identity_rate_limit", int)
+        number("WEBCALL_MAX_CONCURRENT_CALLS", "max_concurrent_calls", int)
+        number("WEBCALL_MAX_CALL_SECONDS", "max_call_seconds", int)
+        number("WEBCALL_TRUSTED_PROXIES", "trusted_proxies", int)
+        number("WEBCALL_UPSTREAM_TIMEOUT", "upstream_timeout", float)
+        number("WEBCALL_EMULATOR_PORT", "emulator_port", int)
+        if env.get("WEBCALL_STRICT_AGENTS", "").strip():
+            values["strict_agents"] = _boolean("WEBCALL_STRICT_AGENTS", env["WEBCALL_STRICT_AGENTS"])
+        if env.get("WEBCALL_RATE_LIMIT", "").strip():
+            values["rate_limit"], values["rate_limit_window"] = _rate("WEBCALL_RATE_LIMIT", env["WEBCALL_RATE_LIMIT"])
+        if env.get("WEBCALL_AGENTS", "").strip():
+            values["agents"] = parse_agents(env["WEBCALL_AGENTS"])
+        values.update(overrides)
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"Unknown configuration option(s): {', '.join(sorted(unknown))}.")
+        return cls(**values)
+
+
+def check_base_url(base_url: str) -> None:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"DIALNEXA_BASE_URL must be an absolute URL such as {DEFAULT_BASE_URL!r}.")
+    if not parts.path.rstrip("/").endswith("/v1"):
+        raise ConfigError(
+            f"DIALNEXA_BASE_URL {base_url!r} has no '/v1': DialNexa retired its unversioned API on 2026-07-31. "
+            f"Use {DEFAULT_BASE_URL!r}."
+        )
+
+
+def parse_agents(spec: str) -> dict[str, Agent]:
+    """Parse ``WEBCALL_AGENTS``: ``alias=agent_id[@version][+var1+var2]`` separated by commas.
+
+    ``+name`` entries list the variables visitors may supply, e.g. ``sales=agent_x@2+name+company``.
+    """
+    agents: dict[str, Agent] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        alias, sep, rest = item.partition("=")
+        if not sep or not alias.strip() or not rest.strip():
+            raise ConfigError(f"WEBCALL_AGENTS entry {item!r} must look like 'sales=agent_2g7Xy3tY53gRlp'.")
+        ident, *visitor = rest.strip().split("+")
+        agent_id, at, version = ident.partition("@")
+        try:
+            number = int(version) if at else None
+        except ValueError:
+            raise ConfigError(f"WEBCALL_AGENTS entry {item!r}: the version after '@' must be a number.") from None
+        agents[alias.strip()] = Agent(id=agent_id.strip(), version=number, visitor_variables=frozenset(visitor))
+    return agents
+
+
+def _boolean(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}.")
+
+
+def _rate(name: str, raw: str) -> tuple[int, float]:
+    count, _, window = raw.strip().partition("/")
+    try:
+        return int(count), float(window or 60)
+    except ValueError:
+        raise ConfigError(f"{name} must look like '10/60' (requests per seconds), got {raw!r}.") from None
+
+
+def _normalise_origin(origin: str) -> str:
+    parts = urlsplit(origin.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise ConfigError(f"Allowed origin {origin!r} must be scheme://host[:port], e.g. 'https://shop.example.com'.")
+    return f"{parts.scheme}://{parts.netloc.lower()}"

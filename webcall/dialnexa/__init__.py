@@ -1,0 +1,17 @@
+"""The DialNexa API: client, retry policy, tolerant models, and webhook signatures."""
+
+from .client import DialNexaClient
+from .models import AgentInfo, CallRecord, MediaDescriptor, PhoneCall, WebCallSession, WebhookSubscription
+from .retry import Failure, RetryPolicy
+
+__all__ = [
+    "AgentInfo",
+    "CallRecord",
+    "DialNexaClient",
+    "Failure",
+    "MediaDescriptor",
+    "PhoneCall",
+    "RetryPolicy",
+    "WebCallSession",
+    "WebhookSubscription",
+]

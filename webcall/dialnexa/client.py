@@ -1,0 +1,328 @@
+"""The DialNexa REST client: one ``httpx.AsyncClient`` per app, explicit timeouts, retries by a pure policy.
+
+httpx exceptions never escape: every failure is a :class:`webcall.errors.DialNexaError`. The one undocumented part
+of DialNexa — creating a browser web call — is :meth:`DialNexaClient.create_web_call`, whose path is configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from ..config import check_base_url
+from ..errors import (
+    DialNexaAPIError,
+    DialNexaConnectError,
+    DialNexaError,
+    DialNexaTimeout,
+    DialNexaTransportError,
+    api_error_class,
+)
+from .models import (
+    AgentInfo,
+    CallRecord,
+    ParseError,
+    PhoneCall,
+    WebCallSession,
+    WebhookSubscription,
+    list_items,
+)
+from .retry import Failure, RetryPolicy
+
+log = logging.getLogger("webcall.dialnexa")
+
+_NEVER_LEFT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+_TIMEOUTS = (httpx.ReadTimeout, httpx.WriteTimeout)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def _error_message(body: Any, fallback: str) -> tuple[str, str]:
+    """(message, error) from DialNexa's error object; a ``message`` list is joined."""
+    if isinstance(body, dict):
+        message = body.get("message")
+        if isinstance(message, list):
+            message = "; ".join(str(m) for m in message)
+        error = body.get("error")
+        return (str(message) if message else fallback, str(error) if isinstance(error, str) else "")
+    return fallback, ""
+
+
+class DialNexaClient:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        web_call_path: str = "/web-calls",
+        end_call_path: str = "/calls/{call_id}/end",
+        timeout: float = 10.0,
+        deadline: float = 20.0,
+        policy: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        check_base_url(base_url)
+        self._base = base_url.rstrip("/")
+        self._web_call_path = web_call_path
+        self._end_call_path = end_call_path
+        self._deadline = deadline
+        self._policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._jitter = jitter
+        self._clock = clock
+        self._http = httpx.AsyncClient(
+            base_url=self._base,
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Accept": "application/json",
+                "User-Agent": "dialnexa-webcall",
+            },
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> DialNexaClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- transport ---------------------------------------------------------------------------------------------
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            failure: Failure
+            error: DialNexaError
+            status: int | None = None
+            retry_after: float | None = None
+            try:
+                response = await self._http.request(method, path, json=json, params=params)
+            except _NEVER_LEFT as err:
+                failure, error = (
+                    Failure.CONNECT,
+                    DialNexaConnectError(
+                        f"cannot connect to DialNexa ({type(err).__name__})", method=method, path=path
+                    ),
+                )
+                cause: Exception = err
+            except _TIMEOUTS as err:
+                failure, error = (
+                    Failure.TIMEOUT,
+                    DialNexaTimeout("DialNexa did not answer in time", method=method, path=path),
+                )
+                cause = err
+            except httpx.HTTPError as err:
+                failure, error = (
+                    Failure.NETWORK,
+                    DialNexaTransportError(
+                        f"the connection to DialNexa failed ({type(err).__name__})", method=method, path=path
+                    ),
+                )
+                cause = err
+            else:
+                if response.status_code < 400:
+                    return self._json(response, method, path)
+                status = response.status_code
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                failure, error = Failure.STATUS, self._api_error(response, method, path, retry_after)
+                cause = error
+            delay = self._policy.delay(
+                attempt=attempt,
+                idempotent=idempotent,
+                failure=failure,
+                status=status,
+                retry_after=retry_after,
+                jitter=self._jitter(),
+            )
+            elapsed = self._clock() - started
+            if delay is None or elapsed + delay >= self._deadline:
+                log.warning("DialNexa %s %s failed after %d attempt(s): %s", method, path, attempt, error)
+                if error is cause:
+                    raise error
+                raise error from cause
+            log.info("DialNexa %s %s: %s; retrying in %.2f s", method, path, error, delay)
+            await self._sleep(delay)
+
+    def _json(self, response: httpx.Response, method: str, path: str) -> Any:
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as err:
+            raise DialNexaAPIError(
+                "DialNexa answered with a body that is not JSON",
+                status_code=response.status_code,
+                method=method,
+                path=path,
+            ) from err
+
+    def _api_error(
+        self, response: httpx.Response, method: str, path: str, retry_after: float | None
+    ) -> DialNexaAPIError:
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        message, error = _error_message(body, response.reason_phrase or f"HTTP {response.status_code}")
+        cls = api_error_class(response.status_code)
+        return cls(
+            message,
+            status_code=response.status_code,
+            error=error,
+            body=body,
+            method=method,
+            path=path,
+            retry_after=retry_after,
+        )
+
+    def _parse(self, parser: Callable[[Any], Any], body: Any, method: str, path: str) -> Any:
+        try:
+            return parser(body)
+        except ParseError as err:
+            raise DialNexaError(f"unexpected answer from DialNexa: {err}", method=method, path=path) from err
+
+    # -- calls -------------------------------------------------------------------------------------------------
+    async def create_web_call(
+        self,
+        *,
+        agent_id: str,
+        metadata: Mapping[str, Any],
+        agent_version_number: int | None = None,
+        notes: Mapping[str, Any] | None = None,
+    ) -> WebCallSession:
+        """Create a browser web call (the assumed contract; DialNexa publishes none). Billable: no blind retry."""
+        body: dict[str, Any] = {"agent_id": agent_id, "metadata": dict(metadata)}
+        if agent_version_number is not None:
+            body["agent_version_number"] = agent_version_number
+        if notes:
+            body["notes"] = dict(notes)
+        data = await self._request("POST", self._web_call_path, idempotent=False, json=body)
+        session: WebCallSession = self._parse(WebCallSession.parse, data, "POST", self._web_call_path)
+        log.info("web call %s created for agent %s", session.id, agent_id)
+        return session
+
+    async def create_call(
+        self,
+        *,
+        phone_number: str,
+        agent_id: str,
+        metadata: Mapping[str, Any],
+        agent_version_number: int | None = None,
+        notes: Mapping[str, Any] | None = None,
+    ) -> PhoneCall:
+        """``POST /v1/calls``: an outbound phone call. Billable: retried only when the request never left."""
+        body: dict[str, Any] = {"phone_number": phone_number, "agent_id": agent_id, "metadata": dict(metadata)}
+        if agent_version_number is not None:
+            body["agent_version_number"] = agent_version_number
+        if notes:
+            body["notes"] = dict(notes)
+        data = await self._request("POST", "/calls", idempotent=False, json=body)
+        call: PhoneCall = self._parse(PhoneCall.parse, data, "POST", "/calls")
+        return call
+
+    async def get_call(self, call_id: str) -> CallRecord:
+        path = f"/calls/{_segment(call_id)}"
+        record: CallRecord = self._parse(
+            CallRecord.parse, await self._request("GET", path, idempotent=True), "GET", path
+        )
+        return record
+
+    async def list_calls(self, *, page: int = 1, limit: int = 20, **filters: str) -> list[CallRecord]:
+        params: dict[str, Any] = {"page": page, "limit": limit, **filters}
+        data = await self._request("GET", "/calls", idempotent=True, params=params)
+        items = self._parse(lambda b: list_items(b, "calls"), data, "GET", "/calls")
+        return [CallRecord.parse(item) for item in items if item.get("id")]
+
+    async def end_call(self, call_id: str) -> CallRecord | None:
+        """Hang a call up through the API; None when DialNexa answers without a call record."""
+        path = self._end_call_path.format(call_id=_segment(call_id))
+        data = await self._request("POST", path, idempotent=True)
+        try:
+            return CallRecord.parse(data)
+        except ParseError:
+            return None
+
+    # -- agents ------------------------------------------------------------------------------------------------
+    async def get_agent(self, agent_id: str) -> AgentInfo:
+        path = f"/agents/{_segment(agent_id)}"
+        agent: AgentInfo = self._parse(AgentInfo.parse, await self._request("GET", path, idempotent=True), "GET", path)
+        return agent
+
+    # -- user webhooks -----------------------------------------------------------------------------------------
+    async def list_webhooks(self, *, page: int = 1, limit: int = 100) -> list[WebhookSubscription]:
+        data = await self._request("GET", "/user-webhooks", idempotent=True, params={"page": page, "limit": limit})
+        items = self._parse(lambda b: list_items(b, "webhooks", "user_webhooks"), data, "GET", "/user-webhooks")
+        return [WebhookSubscription.parse(item) for item in items if item.get("id") and item.get("url")]
+
+    async def create_webhook(
+        self, *, url: str, events: list[str], secret: str, is_active: bool = True
+    ) -> WebhookSubscription:
+        body = {"url": url, "events": events, "secret": secret, "is_active": is_active}
+        data = await self._request("POST", "/user-webhooks", idempotent=False, json=body)
+        hook: WebhookSubscription = self._parse(WebhookSubscription.parse, data, "POST", "/user-webhooks")
+        return hook
+
+    async def get_webhook(self, webhook_id: str) -> WebhookSubscription:
+        path = f"/user-webhooks/{_segment(webhook_id)}"
+        data = await self._request("GET", path, idempotent=True)
+        hook: WebhookSubscription = self._parse(WebhookSubscription.parse, data, "GET", path)
+        return hook
+
+    async def update_webhook(self, webhook_id: str, **changes: Any) -> WebhookSubscription:
+        path = f"/user-webhooks/{_segment(webhook_id)}"
+        data = await self._request("PATCH", path, idempotent=True, json=changes)
+        hook: WebhookSubscription = self._parse(WebhookSubscription.parse, data, "PATCH", path)
+        return hook
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self._request("DELETE", f"/user-webhooks/{_segment(webhook_id)}", idempotent=True)
+
+
+def _segment(value: str) -> str:
+    """An id as one URL path segment; ids with slashes or dots are refused rather than escaped into a new path."""
+    if not value or "/" in value or value in (".", "..") or "?" in value or "#" in value:
+        raise DialNexaError(f"not a valid DialNexa id: {value!r}")
+    return value

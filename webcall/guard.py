@@ -1,0 +1,148 @@
+"""The checks in front of every billable route: origin, CORS, content type, body size, client IP, rate limits."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from .config import WebCallConfig
+from .errors import HTTPProblem
+from .store import Store
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_TEMPLATE = re.compile(r"\{\{|\}\}|\{%|%\}")
+PREFLIGHT_MAX_AGE = "600"
+
+
+def request_origin(request: web.Request) -> str | None:
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return None
+    return origin.strip().lower().rstrip("/")
+
+
+def own_origin(request: web.Request, config: WebCallConfig) -> str:
+    if config.public_url:
+        base = config.public_url.rstrip("/")
+        scheme, _, rest = base.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}".lower()
+    return f"{request.scheme}://{request.host}".lower()
+
+
+def origin_allowed(request: web.Request, config: WebCallConfig) -> bool:
+    """Exact allowlist; with no allowlist configured, only the plugin's own origin is allowed."""
+    origin = request_origin(request)
+    if origin is None:
+        return False
+    if config.allowed_origins:
+        return origin in config.allowed_origins
+    return origin == own_origin(request, config)
+
+
+def check_origin(request: web.Request, config: WebCallConfig) -> str:
+    origin = request_origin(request)
+    if origin is None:
+        raise HTTPProblem(403, "origin_not_allowed", "This request has no Origin header; calls start from a web page.")
+    if not origin_allowed(request, config):
+        raise HTTPProblem(403, "origin_not_allowed", "This website is not allowed to start calls.")
+    return origin
+
+
+def cors_headers(request: web.Request, config: WebCallConfig) -> dict[str, str]:
+    """CORS headers for an allowed cross-origin caller; none for anyone else."""
+    origin = request_origin(request)
+    if origin is None or not origin_allowed(request, config) or origin == own_origin(request, config):
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+def preflight(request: web.Request, config: WebCallConfig, methods: str) -> web.Response:
+    if not origin_allowed(request, config):
+        raise HTTPProblem(403, "origin_not_allowed", "This website is not allowed to call this service.")
+    headers = {
+        "Access-Control-Allow-Origin": request_origin(request) or "",
+        "Access-Control-Allow-Methods": methods,
+        "Access-Control-Allow-Headers": "content-type, authorization",
+        "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+        "Vary": "Origin",
+    }
+    return web.Response(status=204, headers=headers)
+
+
+async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
+    """The request's JSON object: 415 unless ``application/json``, 413 when too big, 400 when not an object."""
+    if request.content_type != "application/json":
+        raise HTTPProblem(
+            415, "unsupported_media_type", "Send the request body as JSON (Content-Type: application/json)."
+        )
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise HTTPProblem(413, "payload_too_large", f"The request body is larger than {max_bytes} bytes.")
+    raw = await request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise HTTPProblem(413, "payload_too_large", f"The request body is larger than {max_bytes} bytes.")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise HTTPProblem(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise HTTPProblem(400, "invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+def client_ip(request: web.Request, trusted_proxies: int) -> str:
+    """The visitor's IP: the peer address, or with ``trusted_proxies`` hops, the entry they appended to
+    ``X-Forwarded-For``. A forwarded header is ignored when no proxy is trusted (it is trivially forged)."""
+    peer = request.remote or "unknown"
+    if trusted_proxies <= 0:
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()]
+    if len(hops) < trusted_proxies:
+        return peer
+    candidate = hops[-trusted_proxies]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return peer
+
+
+async def rate_limit(store: Store, key: str, limit: int, window: float, *, who: str) -> None:
+    wait = await store.hit(key, limit, window)
+    if wait is not None:
+        raise HTTPProblem(
+            429, "rate_limited", f"Too many calls from {who}; try again in {max(1, round(wait))} s.", retry_after=wait
+        )
+
+
+def visitor_variables(
+    supplied: Any, allowed: frozenset[str], host: Mapping[str, Any], max_length: int
+) -> dict[str, str]:
+    """Visitor values for the keys the host allows: short plain strings, never a template, never a host key."""
+    if supplied is None:
+        return {}
+    if not isinstance(supplied, dict):
+        raise HTTPProblem(400, "invalid_variables", "variables must be a JSON object of strings.")
+    if len(supplied) > 32:
+        raise HTTPProblem(400, "invalid_variables", "Too many variables.")
+    accepted: dict[str, str] = {}
+    for key, value in supplied.items():
+        if key not in allowed:
+            raise HTTPProblem(400, "invalid_variables", f"The variable {key[:64]!r} cannot be set from the page.")
+        if key in host:
+            continue  # the host's value wins, silently
+        if not isinstance(value, str):
+            raise HTTPProblem(400, "invalid_variables", f"The variable {key!r} must be a string.")
+        if len(value) > max_length:
+            raise HTTPProblem(400, "invalid_variables", f"The variable {key!r} is longer than {max_length} characters.")
+        if _CONTROL.search(value) or _TEMPLATE.search(value):
+            raise HTTPProblem(
+                400, "invalid_variables", f"The variable {key!r} contains characters that are not allowed."
+            )
+        accepted[key] = value.strip()
+    return accepted

@@ -1,0 +1,12 @@
+"""Every object the plugin keeps on its aiohttp application, each under one typed key."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    pass
+
+WEBCALL = web.AppKey["WebCall"]("webcall.webcall")

@@ -1,0 +1,329 @@
+"""The plugin's HTTP routes: thin handlers over the guard, the hooks, the store and the DialNexa client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from . import guard
+from .dialnexa.models import iso
+from .errors import DialNexaError, HTTPProblem, StoreUnavailable, TokenError, problem_response, upstream_problem
+from .keys import WEBCALL
+from .tokens import AUDIENCE_CALL
+
+if TYPE_CHECKING:
+    from .app import WebCall
+
+log = logging.getLogger("webcall")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+_JSON = "application/json"
+
+
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(data, separators=(",", ":")),
+        content_type=_JSON,
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes the one JSON error shape; nothing unexpected reaches a client as a traceback."""
+    try:
+        response = await handler(request)
+    except HTTPProblem as problem:
+        response = problem_response(problem)
+    except StoreUnavailable:
+        log.warning("webcall: the state store is unreachable (%s %s)", request.method, request.path)
+        response = problem_response(
+            HTTPProblem(503, "store_unavailable", "The service is briefly unavailable; try again.", retry_after=2)
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        sentence = {
+            404: "There is nothing at this address.",
+            405: f"{request.method} is not allowed here.",
+            413: "The request body is too large.",
+        }.get(exc.status, exc.reason)
+        response = problem_response(HTTPProblem(exc.status, _HTTP_CODES.get(exc.status, "error"), sentence))
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("webcall: unexpected error on %s %s", request.method, request.path)
+        response = problem_response(HTTPProblem(500, "internal_error", "Something went wrong on our side."))
+    if not response.prepared:
+        response.headers.update(guard.cors_headers(request, request.app[WEBCALL].config))
+    return response
+
+
+# -- widget and pages -------------------------------------------------------------------------------------------
+async def widget_js(request: web.Request) -> web.StreamResponse:
+    asset = request.app[WEBCALL].widget
+    versioned = request.query.get("v") == asset.version
+    headers = {
+        "ETag": asset.etag,
+        "Cache-Control": "public, max-age=31536000, immutable" if versioned else "public, max-age=300, must-revalidate",
+        "Access-Control-Allow-Origin": "*",
+        "Cross-Origin-Resource-Policy": "cross-origin",
+        "X-Content-Type-Options": "nosniff",
+        "Vary": "Accept-Encoding",
+    }
+    if asset.etag in (t.strip() for t in request.headers.get("If-None-Match", "").split(",")):
+        return web.Response(status=304, headers=headers)
+    body = asset.body
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        body, headers["Content-Encoding"] = asset.gzipped, "gzip"
+    return web.Response(body=body, headers={**headers, "Content-Type": "text/javascript; charset=utf-8"})
+
+
+def _page(webcall: WebCall, template: str, http_status: int = 200, **context: Any) -> web.Response:
+    html = webcall.templates.get_template(template).render(**context)
+    return web.Response(
+        text=html,
+        status=http_status,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": "default-src 'self'; connect-src 'self' "
+            + _media_origin(webcall)
+            + "; img-src 'self' data:; base-uri 'none'; frame-ancestors 'self'",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+        },
+    )
+
+
+def _media_origin(webcall: WebCall) -> str:
+    """The origin browsers reach for media (WHIP), for the pages' ``connect-src``."""
+    base = webcall.client.base_url
+    scheme, _, rest = base.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+async def call_page(request: web.Request) -> web.Response:
+    webcall = request.app[WEBCALL]
+    alias = request.match_info["agent"]
+    if alias not in webcall.agents:
+        return _page(
+            webcall,
+            "error.html",
+            404,
+            status=404,
+            title="Unknown agent",
+            message="There is no agent to call at this address.",
+        )
+    agent = webcall.agents[alias]
+    return _page(
+        webcall,
+        "call.html",
+        agent=alias,
+        label=agent.label or alias.title(),
+        widget_url=webcall.widget_url,
+        widget_sri=webcall.widget_sri,
+    )
+
+
+async def snippet_page(request: web.Request) -> web.Response:
+    webcall = request.app[WEBCALL]
+    alias = request.query.get("agent") or next(iter(webcall.agents), "")
+    if alias not in webcall.agents:
+        raise HTTPProblem(404, "unknown_agent", "There is no agent with that name.")
+    attributes = {"agent": alias}
+    return _page(
+        webcall,
+        "snippet.html",
+        agent=alias,
+        widget_url=webcall.widget_url,
+        widget_sri=webcall.widget_sri,
+        attributes=attributes,
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    webcall = request.app[WEBCALL]
+    try:
+        await webcall.store.ping()
+    except Exception:
+        return _json({"status": "unavailable", "store": "unreachable"}, status=503, headers={"Retry-After": "2"})
+    return _json(
+        {
+            "status": "ok",
+            "store": "redis" if webcall.config.store != "memory" else "memory",
+            "upstream": "emulator" if webcall.config.uses_emulator else "dialnexa",
+            "agents": sorted(webcall.agents),
+            "active_calls": await webcall.store.active_slots(),
+        }
+    )
+
+
+# -- sessions ---------------------------------------------------------------------------------------------------
+async def sessions_preflight(request: web.Request) -> web.Response:
+    return guard.preflight(request, request.app[WEBCALL].config, "POST")
+
+
+async def create_session(request: web.Request) -> web.Response:
+    webcall = request.app[WEBCALL]
+    config = webcall.config
+    store = webcall.store
+    origin = guard.check_origin(request, config)
+    ip = guard.client_ip(request, config.trusted_proxies)
+    await guard.rate_limit(store, f"rl:ip:{ip}", config.rate_limit, config.rate_limit_window, who="this address")
+    body = await guard.read_json(request, config.max_body_bytes)
+
+    identity: str | None = None
+    if config.authorize is not None:
+        verdict = await _hook(config.authorize(request), "authorize")
+        if verdict is False:
+            raise HTTPProblem(403, "forbidden", "You are not allowed to start a call.")
+        identity = verdict if isinstance(verdict, str) and verdict else None
+    if identity is not None:
+        await guard.rate_limit(
+            store, f"rl:id:{identity}", config.identity_rate_limit, config.rate_limit_window, who="this account"
+        )
+    if config.bot_check is not None:
+        token = body.get("bot_token")
+        passed = await _hook(config.bot_check(request, token if isinstance(token, str) else None), "bot_check")
+        if passed is not True:
+            raise HTTPProblem(403, "bot_check_failed", "The anti-robot check did not pass; reload the page and retry.")
+
+    alias = body.get("agent")
+    if not isinstance(alias, str) or not alias:
+        raise HTTPProblem(400, "invalid_request", 'Name the agent to call: {"agent": "sales"}.')
+    agent = webcall.agents.get(alias)
+    if agent is None:
+        raise HTTPProblem(404, "unknown_agent", "There is no agent with that name.")
+
+    host_values: dict[str, Any] = {}
+    if config.variables is not None:
+        result = await _hook(config.variables(request, alias, agent), "variables")
+        host_values = dict(result or {})
+    visitor_values = guard.visitor_variables(
+        body.get("variables"), agent.visitor_variables, host_values, config.max_visitor_value_length
+    )
+    metadata = {**visitor_values, **host_values}
+    missing = webcall.required_variables.get(alias, frozenset()) - metadata.keys()
+
+    slot_id = secrets.token_urlsafe(12)
+    max_seconds = _max_call_seconds(webcall, alias)
+    if not await store.acquire_slot(slot_id, config.max_concurrent_calls, max_seconds + 60):
+        raise HTTPProblem(
+            503, "capacity_reached", "All lines are busy right now; try again in a minute.", retry_after=30
+        )
+    try:
+        session = await webcall.client.create_web_call(
+            agent_id=agent.id, agent_version_number=agent.version, metadata=metadata
+        )
+    except DialNexaError as err:
+        await store.release_slot(slot_id)
+        raise upstream_problem(err, doing="starting the call") from err
+    if missing:
+        log.warning(
+            "call %s: agent %r uses %s but this session gives no value; the agent will say the placeholder aloud",
+            session.id,
+            alias,
+            ", ".join(f"{{{{{n}}}}}" for n in sorted(missing)),
+        )
+    now = datetime.now(UTC)
+    context = {
+        "call_id": session.id,
+        "agent": alias,
+        "agent_id": agent.id,
+        "origin": origin,
+        "identity": identity,
+        "variables": metadata,
+        "slot_id": slot_id,
+        "created_at": iso(now),
+    }
+    await store.put_context(session.id, context, ttl=max_seconds + 3600)
+    token, claims = webcall.tokens.issue(session.id, AUDIENCE_CALL, ttl=max_seconds + 120)
+    log.info("call %s: session minted for agent %r from %s", session.id, alias, origin)
+    return _json(
+        {
+            "call_id": session.id,
+            "agent": alias,
+            "access_token": session.access_token,
+            "expires_at": iso(session.expires_at) if session.expires_at else None,
+            "media": session.media.to_json(),
+            "token": token,
+            "token_expires_at": iso(datetime.fromtimestamp(claims.expires_at, UTC)),
+            "max_call_seconds": max_seconds,
+            "end_url": webcall.url("session_end", call_id=session.id),
+        },
+        status=201,
+    )
+
+
+def _max_call_seconds(webcall: WebCall, alias: str) -> int:
+    limit = webcall.config.max_call_seconds
+    info = webcall.agent_info.get(alias)
+    if info is not None and info.max_call_duration_sec:
+        limit = min(limit, info.max_call_duration_sec)
+    return limit
+
+
+async def _hook(value: Any, name: str) -> Any:
+    """Await a host hook's result; a hook's own HTTPProblem passes through, anything else is a 500 logged once."""
+    try:
+        return await value if asyncio.iscoroutine(value) or asyncio.isfuture(value) else value
+    except HTTPProblem:
+        raise
+    except Exception as err:
+        log.exception("webcall: the host's %s hook failed", name)
+        raise HTTPProblem(500, "hook_failed", "The site could not prepare this call.") from err
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.query.get("token")
+
+
+async def session_end_preflight(request: web.Request) -> web.Response:
+    return guard.preflight(request, request.app[WEBCALL].config, "POST")
+
+
+async def end_session(request: web.Request) -> web.Response:
+    webcall = request.app[WEBCALL]
+    call_id = request.match_info["call_id"]
+    try:
+        webcall.tokens.verify(_bearer(request), AUDIENCE_CALL, call_id=call_id)
+    except TokenError:
+        raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
+    try:
+        record = await webcall.end_call(call_id)
+    except DialNexaError as err:
+        raise upstream_problem(err, doing="ending the call") from err
+    return _json({"call_id": call_id, "status": record.status if record else "ended"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/widget.js", widget_js, name="widget")
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_post("/sessions", create_session, name="sessions")
+    app.router.add_route("OPTIONS", "/sessions", sessions_preflight)
+    app.router.add_post("/sessions/{call_id}/end", end_session, name="session_end")
+    app.router.add_route("OPTIONS", "/sessions/{call_id}/end", session_end_preflight)
+    app.router.add_get("/call/{agent}", call_page, name="call_page")
+    app.router.add_get("/snippet", snippet_page, name="snippet")
