@@ -7,6 +7,7 @@ The host application is never touched beyond ``add_subapp``.
 from __future__ import annotations
 
 import inspect
+import secrets
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -122,11 +123,11 @@ class WebCall:
         await self._check_agents()
 
     async def _start_emulator(self) -> tuple[str, str]:
-        try:
-            from .emulator import EmulatorServer
-        except ImportError as err:  # pragma: no cover - the emulator ships with the package
-            raise ConfigError("DIALNEXA_API_KEY is not set and the local emulator cannot be loaded.") from err
-        self.emulator = EmulatorServer(port=self.config.emulator_port)
+        from .emulator.config import EmulatorConfig
+        from .emulator.server import EmulatorServer
+
+        key = f"emu_{secrets.token_hex(8)}:{secrets.token_urlsafe(24)}"
+        self.emulator = EmulatorServer(EmulatorConfig(api_keys=frozenset({key})), port=self.config.emulator_port)
         await self.emulator.start()
         if not self.agents:
             self.agents = dict(EMULATOR_AGENTS)

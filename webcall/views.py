@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import secrets
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -193,7 +195,7 @@ async def create_session(request: web.Request) -> web.Response:
 
     identity: str | None = None
     if config.authorize is not None:
-        verdict = await _hook(config.authorize(request), "authorize")
+        verdict = await _hook("authorize", config.authorize, request)
         if verdict is False:
             raise HTTPProblem(403, "forbidden", "You are not allowed to start a call.")
         identity = verdict if isinstance(verdict, str) and verdict else None
@@ -203,7 +205,7 @@ async def create_session(request: web.Request) -> web.Response:
         )
     if config.bot_check is not None:
         token = body.get("bot_token")
-        passed = await _hook(config.bot_check(request, token if isinstance(token, str) else None), "bot_check")
+        passed = await _hook("bot_check", config.bot_check, request, token if isinstance(token, str) else None)
         if passed is not True:
             raise HTTPProblem(403, "bot_check_failed", "The anti-robot check did not pass; reload the page and retry.")
 
@@ -216,7 +218,7 @@ async def create_session(request: web.Request) -> web.Response:
 
     host_values: dict[str, Any] = {}
     if config.variables is not None:
-        result = await _hook(config.variables(request, alias, agent), "variables")
+        result = await _hook("variables", config.variables, request, alias, agent)
         host_values = dict(result or {})
     visitor_values = guard.visitor_variables(
         body.get("variables"), agent.visitor_variables, host_values, config.max_visitor_value_length
@@ -282,10 +284,11 @@ def _max_call_seconds(webcall: WebCall, alias: str) -> int:
     return limit
 
 
-async def _hook(value: Any, name: str) -> Any:
-    """Await a host hook's result; a hook's own HTTPProblem passes through, anything else is a 500 logged once."""
+async def _hook(name: str, hook: Callable[..., Any], *args: Any) -> Any:
+    """Run a host hook, sync or async; its own HTTPProblem passes through, anything else is a 500 logged once."""
     try:
-        return await value if asyncio.iscoroutine(value) or asyncio.isfuture(value) else value
+        value = hook(*args)
+        return await value if inspect.isawaitable(value) else value
     except HTTPProblem:
         raise
     except Exception as err:
