@@ -6,9 +6,10 @@ The host application is never touched beyond ``add_subapp``.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-import secrets
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ import jinja2
 from aiohttp import web
 
 from . import views
+from .bus import CallbackList, DeadLetter, EventBus
 from .config import Agent, WebCallConfig
 from .dialnexa import AgentInfo, DialNexaClient
 from .dialnexa.models import CallRecord
@@ -23,11 +25,14 @@ from .errors import ConfigError, DialNexaConflict, DialNexaError, DialNexaNotFou
 from .keys import WEBCALL
 from .resources import Asset, templates_dir, widget_asset
 from .store import MemoryStore, Store
+from .store.base import Subscription
 from .tokens import TokenIssuer
 
 log = logging.getLogger("webcall")
 
 T = TypeVar("T")
+
+WEBHOOK_EVENTS = ("call_initiated", "call_ended", "transfer_completed")
 
 # Aliases offered when the plugin runs on its embedded emulator without agents of its own.
 EMULATOR_AGENTS = {
@@ -56,7 +61,13 @@ class WebCall:
         )
         self._store: Store | None = None
         self._client: DialNexaClient | None = None
+        self._bus: EventBus | None = None
         self.emulator: Any = None  # webcall.emulator.EmulatorServer when running on the embedded emulator
+        self.on_call_event = CallbackList()
+        self.streams: set[Subscription] = set()  # open SSE streams, closed on shutdown
+        self.webhook_secrets: tuple[str, ...] = config.webhook_secrets
+        self.webhook_url: str | None = None
+        self._webhook_lock = asyncio.Lock()
 
     # -- state opened at startup -------------------------------------------------------------------------------
     @property
@@ -70,6 +81,12 @@ class WebCall:
         if self._client is None:
             raise WebCallError("webcall is not started: mount it with webcall.setup() and run the host app")
         return self._client
+
+    @property
+    def bus(self) -> EventBus:
+        if self._bus is None:
+            raise WebCallError("webcall is not started: mount it with webcall.setup() and run the host app")
+        return self._bus
 
     @property
     def widget(self) -> Asset:
@@ -92,15 +109,83 @@ class WebCall:
     # -- host API ----------------------------------------------------------------------------------------------
     async def end_call(self, call_id: str) -> CallRecord | None:
         """Hang a call up through DialNexa and free its concurrent-call slot."""
-        context = await self.store.get_context(call_id)
         try:
             record = await self.client.end_call(call_id)
         except DialNexaConflict:
             record = None  # it had already ended
+        await self.call_finished(call_id)
+        log.info("call %s: ended through the API", call_id)
+        return record
+
+    async def call_finished(self, call_id: str) -> None:
+        """Free what a call held: its concurrent-call slot and its maximum-length deadline."""
+        context = await self.store.get_context(call_id)
         if context and context.get("slot_id"):
             await self.store.release_slot(str(context["slot_id"]))
-        log.info("call %s ended by the host", call_id)
-        return record
+        await self.store.deadline_clear(call_id)
+
+    async def _end_at_deadline(self, call_id: str) -> None:
+        log.info("call %s: maximum call length reached; hanging up", call_id)
+        try:
+            await self.end_call(call_id)
+        except DialNexaError as err:
+            log.warning("call %s: could not hang up at the maximum call length: %s", call_id, err)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Callback deliveries that kept failing, oldest first."""
+        return await self.bus.dead_letters()
+
+    async def replay(self, letter_id: str) -> bool:
+        """Deliver a dead letter's event to its callback again; False when there is no such letter."""
+        return await self.bus.replay(letter_id)
+
+    async def ensure_webhook(self, url: str | None = None) -> str:
+        """Make sure exactly one DialNexa webhook subscription points at this plugin's ``/webhooks`` route.
+
+        Finds subscriptions by URL; creates one, or updates the one found (active, events, current secret), and
+        deletes duplicates. Returns the subscription id.
+        """
+        target = url or self._webhook_target()
+        if not self.webhook_secrets:
+            raise ConfigError("Set webhook_secrets (WEBCALL_WEBHOOK_SECRETS) before registering a webhook.")
+        async with self._webhook_lock:
+            hooks = [h for h in await self.client.list_webhooks() if h.url == target]
+            wanted = {
+                "url": target,
+                "events": list(WEBHOOK_EVENTS),
+                "secret": self.webhook_secrets[0],
+                "is_active": True,
+            }
+            if not hooks:
+                hook = await self.client.create_webhook(**wanted)  # type: ignore[arg-type]
+                log.info("webcall: registered DialNexa webhook %s -> %s", hook.id, target)
+            else:
+                hook, extra = hooks[0], hooks[1:]
+                hook = await self.client.update_webhook(hook.id, **wanted)
+                for dup in extra:
+                    await self.client.delete_webhook(dup.id)
+                log.info(
+                    "webcall: DialNexa webhook %s -> %s is up to date%s",
+                    hook.id,
+                    target,
+                    f" ({len(extra)} duplicate(s) removed)" if extra else "",
+                )
+            self.webhook_url = target
+            return hook.id
+
+    def _webhook_target(self) -> str:
+        if not self.config.public_url:
+            raise ConfigError("Set public_url (WEBCALL_PUBLIC_URL) so DialNexa knows where to send webhooks.")
+        return self.config.public_url.rstrip("/") + self.url("webhooks")
+
+    async def ensure_webhook_for(self, origin: str) -> None:
+        """On the embedded emulator, register this site's webhook route the first time its address is known."""
+        if self.webhook_url is not None or not self.config.uses_emulator:
+            return
+        try:
+            await self.ensure_webhook(origin.rstrip("/") + self.url("webhooks"))
+        except (DialNexaError, ConfigError) as err:
+            log.warning("webcall: could not register the emulator's webhook: %s", err)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def _open(self) -> None:
@@ -120,13 +205,28 @@ class WebCall:
         )
         if config.generated_session_secret:
             log.info("webcall: no WEBCALL_SESSION_SECRET set; tokens are signed with a per-process secret")
+        self._bus = EventBus(
+            self._store,
+            self.on_call_event,
+            callback_timeout=config.callback_timeout,
+            attempts=config.callback_attempts,
+            on_deadline=self._end_at_deadline,
+        )
+        self._bus.start()
         await self._check_agents()
+        if config.public_url and self.webhook_secrets and not config.uses_emulator:
+            try:
+                await self.ensure_webhook()
+            except DialNexaError as err:
+                log.error("webcall: could not register the DialNexa webhook: %s", err)
 
     async def _start_emulator(self) -> tuple[str, str]:
         from .emulator.config import EmulatorConfig
         from .emulator.server import EmulatorServer
 
         key = f"emu_{secrets.token_hex(8)}:{secrets.token_urlsafe(24)}"
+        if not self.webhook_secrets:
+            self.webhook_secrets = (secrets.token_urlsafe(32),)
         self.emulator = EmulatorServer(EmulatorConfig(api_keys=frozenset({key})), port=self.config.emulator_port)
         await self.emulator.start()
         if not self.agents:
@@ -167,6 +267,9 @@ class WebCall:
             raise ConfigError("; ".join(problems) + ". Fix the agents in the configuration (strict_agents is on).")
 
     async def _close(self) -> None:
+        if self._bus is not None:
+            await self._bus.stop()
+            self._bus = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -187,12 +290,18 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         await webcall._close()
 
 
+async def _close_streams(app: web.Application) -> None:
+    for subscription in list(app[WEBCALL].streams):
+        await subscription.close()
+
+
 def create_app(config: WebCallConfig | None = None) -> web.Application:
     """The plugin as an aiohttp application, to mount under a prefix (see :func:`setup`)."""
     config = config if config is not None else WebCallConfig.from_env()
     app = web.Application(middlewares=[views.error_middleware], client_max_size=config.max_body_bytes)
     app[WEBCALL] = WebCall(config, app)
     app.cleanup_ctx.append(_lifetime)
+    app.on_shutdown.append(_close_streams)
     views.add_routes(app)
     return app
 

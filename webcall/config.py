@@ -91,6 +91,10 @@ class WebCallConfig:
     max_body_bytes: int = 16 * 1024
     max_visitor_value_length: int = 200
     emulator_port: int = 0
+    callback_timeout: float = 10.0
+    callback_attempts: int = 5
+    callback_rate_limit: int = 3
+    callback_rate_window: float = 3600.0
     variables: VariablesHook | None = field(default=None, repr=False)
     authorize: AuthorizeHook | None = field(default=None, repr=False)
     bot_check: BotCheckHook | None = field(default=None, repr=False)
@@ -143,6 +147,10 @@ class WebCallConfig:
             "upstream_deadline": self.upstream_deadline,
             "max_body_bytes": self.max_body_bytes,
             "max_visitor_value_length": self.max_visitor_value_length,
+            "callback_timeout": self.callback_timeout,
+            "callback_attempts": self.callback_attempts,
+            "callback_rate_limit": self.callback_rate_limit,
+            "callback_rate_window": self.callback_rate_window,
         }
         for name, value in positive.items():
             if value <= 0:

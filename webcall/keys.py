@@ -7,6 +7,6 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    pass
+    from .app import WebCall
 
-WEBCALL = web.AppKey["WebCall"]("webcall.webcall")
+WEBCALL: web.AppKey[WebCall] = web.AppKey("webcall.webcall")

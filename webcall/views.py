@@ -6,22 +6,36 @@ import asyncio
 import inspect
 import json
 import logging
+import re
 import secrets
-from datetime import UTC, datetime
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp_sse import sse_response
 
-from . import guard
+from . import guard, webhooks
 from .dialnexa.models import iso
-from .errors import DialNexaError, HTTPProblem, StoreUnavailable, TokenError, problem_response, upstream_problem
+from .errors import (
+    DialNexaError,
+    DialNexaTransportError,
+    HTTPProblem,
+    StoreUnavailable,
+    TokenError,
+    WebhookSignatureError,
+    problem_response,
+    upstream_problem,
+)
+from .events import CallEvent, EventParseError, from_delivery, parse_delivery
 from .keys import WEBCALL
 from .tokens import AUDIENCE_CALL
 
 if TYPE_CHECKING:
     from .app import WebCall
+    from .config import Agent
 
 log = logging.getLogger("webcall")
 
@@ -192,38 +206,9 @@ async def create_session(request: web.Request) -> web.Response:
     ip = guard.client_ip(request, config.trusted_proxies)
     await guard.rate_limit(store, f"rl:ip:{ip}", config.rate_limit, config.rate_limit_window, who="this address")
     body = await guard.read_json(request, config.max_body_bytes)
-
-    identity: str | None = None
-    if config.authorize is not None:
-        verdict = await _hook("authorize", config.authorize, request)
-        if verdict is False:
-            raise HTTPProblem(403, "forbidden", "You are not allowed to start a call.")
-        identity = verdict if isinstance(verdict, str) and verdict else None
-    if identity is not None:
-        await guard.rate_limit(
-            store, f"rl:id:{identity}", config.identity_rate_limit, config.rate_limit_window, who="this account"
-        )
-    if config.bot_check is not None:
-        token = body.get("bot_token")
-        passed = await _hook("bot_check", config.bot_check, request, token if isinstance(token, str) else None)
-        if passed is not True:
-            raise HTTPProblem(403, "bot_check_failed", "The anti-robot check did not pass; reload the page and retry.")
-
-    alias = body.get("agent")
-    if not isinstance(alias, str) or not alias:
-        raise HTTPProblem(400, "invalid_request", 'Name the agent to call: {"agent": "sales"}.')
-    agent = webcall.agents.get(alias)
-    if agent is None:
-        raise HTTPProblem(404, "unknown_agent", "There is no agent with that name.")
-
-    host_values: dict[str, Any] = {}
-    if config.variables is not None:
-        result = await _hook("variables", config.variables, request, alias, agent)
-        host_values = dict(result or {})
-    visitor_values = guard.visitor_variables(
-        body.get("variables"), agent.visitor_variables, host_values, config.max_visitor_value_length
-    )
-    metadata = {**visitor_values, **host_values}
+    identity = await _authorize(request, body)
+    alias, agent = _agent(webcall, body)
+    metadata = await _variables(request, webcall, alias, agent, body)
     missing = webcall.required_variables.get(alias, frozenset()) - metadata.keys()
 
     slot_id = secrets.token_urlsafe(12)
@@ -258,6 +243,19 @@ async def create_session(request: web.Request) -> web.Response:
         "created_at": iso(now),
     }
     await store.put_context(session.id, context, ttl=max_seconds + 3600)
+    await store.deadline_set(session.id, time.time() + max_seconds)
+    await webcall.bus.publish(
+        CallEvent(
+            id=f"{session.id}:session.created",
+            type="session.created",
+            call_id=session.id,
+            time=iso(now),
+            call={"id": session.id, "agent_id": agent.id, "status": session.status, "type": "web"},
+            context=context,
+            source="webcall",
+        )
+    )
+    await webcall.ensure_webhook_for(guard.own_origin(request, config))
     token, claims = webcall.tokens.issue(session.id, AUDIENCE_CALL, ttl=max_seconds + 120)
     log.info("call %s: session minted for agent %r from %s", session.id, alias, origin)
     return _json(
@@ -271,9 +269,61 @@ async def create_session(request: web.Request) -> web.Response:
             "token_expires_at": iso(datetime.fromtimestamp(claims.expires_at, UTC)),
             "max_call_seconds": max_seconds,
             "end_url": webcall.url("session_end", call_id=session.id),
+            "events_url": webcall.url("session_events", call_id=session.id),
+            "callbacks_url": webcall.url("callbacks"),
         },
         status=201,
     )
+
+
+async def _authorize(request: web.Request, body: dict[str, Any]) -> str | None:
+    """The host's authorize and bot-check hooks, and the per-identity rate limit; returns the identity."""
+    webcall = request.app[WEBCALL]
+    config = webcall.config
+    identity: str | None = None
+    if config.authorize is not None:
+        verdict = await _hook("authorize", config.authorize, request)
+        if verdict is False:
+            raise HTTPProblem(403, "forbidden", "You are not allowed to start a call.")
+        identity = verdict if isinstance(verdict, str) and verdict else None
+    if identity is not None:
+        await guard.rate_limit(
+            webcall.store,
+            f"rl:id:{identity}",
+            config.identity_rate_limit,
+            config.rate_limit_window,
+            who="this account",
+        )
+    if config.bot_check is not None:
+        token = body.get("bot_token")
+        passed = await _hook("bot_check", config.bot_check, request, token if isinstance(token, str) else None)
+        if passed is not True:
+            raise HTTPProblem(403, "bot_check_failed", "The anti-robot check did not pass; reload the page and retry.")
+    return identity
+
+
+def _agent(webcall: WebCall, body: dict[str, Any]) -> tuple[str, Agent]:
+    alias = body.get("agent")
+    if not isinstance(alias, str) or not alias:
+        raise HTTPProblem(400, "invalid_request", 'Name the agent to call: {"agent": "sales"}.')
+    agent = webcall.agents.get(alias)
+    if agent is None:
+        raise HTTPProblem(404, "unknown_agent", "There is no agent with that name.")
+    return alias, agent
+
+
+async def _variables(
+    request: web.Request, webcall: WebCall, alias: str, agent: Agent, body: dict[str, Any]
+) -> dict[str, Any]:
+    """The call's ``{{variables}}``: visitor values the host allows, overridden by the host's own."""
+    host_values: dict[str, Any] = {}
+    if webcall.config.variables is not None:
+        result = await _hook("variables", webcall.config.variables, request, alias, agent)
+        host_values = dict(result or {})
+    visitor_values = guard.visitor_variables(
+        body.get("variables"), agent.visitor_variables, host_values, webcall.config.max_visitor_value_length
+    )
+    return {**visitor_values, **host_values}
 
 
 def _max_call_seconds(webcall: WebCall, alias: str) -> int:
@@ -321,6 +371,163 @@ async def end_session(request: web.Request) -> web.Response:
     return _json({"call_id": call_id, "status": record.status if record else "ended"})
 
 
+# -- webhooks from DialNexa -------------------------------------------------------------------------------------
+WEBHOOK_MAX_BYTES = 256 * 1024
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    webcall = request.app[WEBCALL]
+    if request.content_length is not None and request.content_length > WEBHOOK_MAX_BYTES:
+        raise HTTPProblem(413, "payload_too_large", "The webhook body is too large.")
+    raw = await request.content.read(WEBHOOK_MAX_BYTES + 1)
+    if len(raw) > WEBHOOK_MAX_BYTES:
+        raise HTTPProblem(413, "payload_too_large", "The webhook body is too large.")
+    try:
+        webhooks.verify(raw, request.headers, webcall.webhook_secrets)
+    except WebhookSignatureError as err:
+        log.warning("webcall: webhook refused (%s) from %s", err, request.remote)
+        raise HTTPProblem(401, "invalid_signature", "Invalid signature.") from None
+    try:
+        event_type, call = parse_delivery(raw)
+    except EventParseError as err:
+        log.warning("webcall: signed webhook ignored: %s", err)
+        raise HTTPProblem(400, "invalid_event", "The webhook body is not a call event.") from None
+    context = await webcall.store.get_context(str(call["id"]))
+    event = from_delivery(event_type, call, context)
+    fresh = await webcall.bus.publish(event)
+    if event.type == "call.ended":
+        await webcall.call_finished(event.call_id)
+    return _json({"received": True, "duplicate": not fresh})
+
+
+# -- browser events (SSE) ---------------------------------------------------------------------------------------
+SSE_PING_SECONDS = 15.0
+
+
+async def session_events(request: web.Request) -> web.StreamResponse:
+    webcall = request.app[WEBCALL]
+    call_id = request.match_info["call_id"]
+    try:
+        webcall.tokens.verify(request.query.get("token") or _bearer(request), AUDIENCE_CALL, call_id=call_id)
+    except TokenError:
+        raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
+    last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or "0"
+    after = int(last) if last.isdigit() else 0
+    store = webcall.store
+    subscription = store.subscribe(call_id)
+    streams = webcall.streams
+    try:
+        backlog = await store.events_after(call_id, after)
+        headers = {
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+            **guard.cors_headers(request, webcall.config),
+        }
+        async with sse_response(request, headers=headers, ping_interval=SSE_PING_SECONDS) as stream:
+            streams.add(subscription)
+            sent = after
+            for seq, event in backlog:
+                sent = seq
+                await stream.send(json.dumps(event), id=str(seq), event=str(event["type"]))
+                if event["type"] == "call.ended":
+                    return stream
+            async for seq, event in subscription:
+                if seq <= sent:
+                    continue
+                sent = seq
+                await stream.send(json.dumps(event), id=str(seq), event=str(event["type"]))
+                if event["type"] == "call.ended":
+                    break
+            return stream
+    finally:
+        streams.discard(subscription)
+        await subscription.close()
+
+
+# -- "call me back" --------------------------------------------------------------------------------------------
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+async def callbacks_preflight(request: web.Request) -> web.Response:
+    return guard.preflight(request, request.app[WEBCALL].config, "POST")
+
+
+async def request_callback(request: web.Request) -> web.Response:
+    webcall = request.app[WEBCALL]
+    config = webcall.config
+    store = webcall.store
+    origin = guard.check_origin(request, config)
+    ip = guard.client_ip(request, config.trusted_proxies)
+    await guard.rate_limit(store, f"rl:ip:{ip}", config.rate_limit, config.rate_limit_window, who="this address")
+    body = await guard.read_json(request, config.max_body_bytes)
+    identity = await _authorize(request, body)
+    phone = body.get("phone_number")
+    phone = re.sub(r"[\s().-]", "", phone) if isinstance(phone, str) else None
+    if not phone or not E164.match(phone):
+        raise HTTPProblem(400, "invalid_phone_number", "Enter the number in international form, e.g. +14155550123.")
+    if body.get("consent") is not True:
+        raise HTTPProblem(400, "consent_required", "Please agree to be called before we ring you.")
+    alias, agent = _agent(webcall, body)
+    await guard.rate_limit(
+        store, f"rl:phone:{phone}", config.callback_rate_limit, config.callback_rate_window, who="this number"
+    )
+    metadata = await _variables(request, webcall, alias, agent, body)
+    request_id = secrets.token_urlsafe(12)
+    notes = {"webcall_request": request_id, "source": "webcall callback"}
+    try:
+        call = await webcall.client.create_call(
+            phone_number=phone, agent_id=agent.id, agent_version_number=agent.version, metadata=metadata, notes=notes
+        )
+        call_id = call.id
+    except DialNexaTransportError as err:
+        # Ambiguous: the call may exist. Never retry blindly; look for it first.
+        found = await _reconcile(webcall, agent.id, request_id)
+        if found is None:
+            raise upstream_problem(err, doing="requesting the call back") from err
+        call_id = found
+    except DialNexaError as err:
+        raise upstream_problem(err, doing="requesting the call back") from err
+    created_at = iso(datetime.now(UTC))
+    context = {
+        "call_id": call_id,
+        "agent": alias,
+        "agent_id": agent.id,
+        "origin": origin,
+        "identity": identity,
+        "variables": metadata,
+        "phone_number": phone,
+        "created_at": created_at,
+    }
+    await store.put_context(call_id, context, ttl=24 * 3600)
+    await webcall.bus.publish(
+        CallEvent(
+            id=f"{call_id}:callback.requested",
+            type="callback.requested",
+            call_id=call_id,
+            time=created_at,
+            call={"id": call_id, "agent_id": agent.id, "type": "phone", "to_number": phone},
+            context=context,
+            source="webcall",
+        )
+    )
+    await webcall.ensure_webhook_for(guard.own_origin(request, config))
+    log.info("call %s: call back requested for agent %r", call_id, alias)
+    return _json({"callback_id": call_id, "status": "requested"}, status=202)
+
+
+async def _reconcile(webcall: WebCall, agent_id: str, request_id: str) -> str | None:
+    try:
+        recent = await webcall.client.list_calls(limit=50, type="phone", agent_id=agent_id)
+    except DialNexaError:
+        return None
+    for record in recent:
+        notes = record.raw.get("notes")
+        if isinstance(notes, dict) and notes.get("webcall_request") == request_id:
+            log.info("call %s: found after an ambiguous failure; not created twice", record.id)
+            return record.id
+    return None
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/widget.js", widget_js, name="widget")
     app.router.add_get("/healthz", healthz, name="healthz")
@@ -328,5 +535,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("OPTIONS", "/sessions", sessions_preflight)
     app.router.add_post("/sessions/{call_id}/end", end_session, name="session_end")
     app.router.add_route("OPTIONS", "/sessions/{call_id}/end", session_end_preflight)
+    app.router.add_get("/sessions/{call_id}/events", session_events, name="session_events")
+    app.router.add_post("/webhooks", receive_webhook, name="webhooks")
+    app.router.add_post("/callbacks", request_callback, name="callbacks")
+    app.router.add_route("OPTIONS", "/callbacks", callbacks_preflight)
     app.router.add_get("/call/{agent}", call_page, name="call_page")
     app.router.add_get("/snippet", snippet_page, name="snippet")

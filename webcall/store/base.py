@@ -7,7 +7,18 @@ respect to the others; times are seconds.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from typing import Any
+
+
+class Subscription(ABC):
+    """A live feed of one call's events (sequence number, event); close it when done."""
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[tuple[int, dict[str, Any]]]: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
 
 
 class Store(ABC):
@@ -42,6 +53,75 @@ class Store(ABC):
     @abstractmethod
     async def use_once(self, key: str, ttl: float) -> bool:
         """True the first time ``key`` is used within ``ttl`` seconds, False on every later use (single-use ids)."""
+
+    # -- outbox: events waiting for the host's callbacks (at-least-once, shared by all workers) -------------------
+    @abstractmethod
+    async def outbox_add(
+        self, entry: dict[str, Any], *, dedupe_key: str | None = None, dedupe_ttl: float = 0
+    ) -> str | None:
+        """Append an entry and return its id; with ``dedupe_key``, atomically do nothing (return None) when that
+        key was already used within ``dedupe_ttl`` seconds. Durable as far as the store is (memory: the process)."""
+
+    @abstractmethod
+    async def outbox_take(
+        self, consumer: str, count: int, *, block: float, reclaim_after: float
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Entries for ``consumer``: new ones, and ones another consumer took over ``reclaim_after`` seconds ago
+        without acknowledging them (it died). Waits up to ``block`` seconds when there are none."""
+
+    @abstractmethod
+    async def outbox_ack(self, entry_id: str) -> None:
+        """The entry is fully handled; it leaves the outbox."""
+
+    @abstractmethod
+    async def outbox_depth(self) -> int:
+        """Entries not yet acknowledged."""
+
+    @abstractmethod
+    async def mark_done(self, entry_id: str, part: str, ttl: float) -> None:
+        """Remember that ``part`` of an entry (one callback) succeeded, so a reclaimed entry skips it."""
+
+    @abstractmethod
+    async def done_parts(self, entry_id: str) -> set[str]:
+        """The parts of an entry already done."""
+
+    # -- dead letters ------------------------------------------------------------------------------------------
+    @abstractmethod
+    async def dead_add(self, letter: dict[str, Any]) -> str:
+        """Keep a callback delivery that kept failing; returns its id."""
+
+    @abstractmethod
+    async def dead_list(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every dead letter, oldest first."""
+
+    @abstractmethod
+    async def dead_take(self, letter_id: str) -> dict[str, Any] | None:
+        """Remove and return one dead letter (for replay); None when unknown."""
+
+    # -- per-call event log and fan-out to browsers -------------------------------------------------------------
+    @abstractmethod
+    async def log_event(self, call_id: str, event: dict[str, Any], ttl: float) -> int:
+        """Append to the call's event log and publish it to the call's subscribers; returns its sequence number."""
+
+    @abstractmethod
+    async def events_after(self, call_id: str, seq: int) -> list[tuple[int, dict[str, Any]]]:
+        """Logged events of the call with a sequence number above ``seq`` (for ``Last-Event-ID`` replay)."""
+
+    @abstractmethod
+    def subscribe(self, call_id: str) -> Subscription:
+        """Live events of one call, from any worker."""
+
+    # -- call deadlines (the plugin's maximum call length) ------------------------------------------------------
+    @abstractmethod
+    async def deadline_set(self, call_id: str, at: float) -> None:
+        """End ``call_id`` at wall-clock time ``at`` unless cleared first."""
+
+    @abstractmethod
+    async def deadline_clear(self, call_id: str) -> None: ...
+
+    @abstractmethod
+    async def deadlines_due(self, now: float, limit: int = 50) -> list[str]:
+        """Take (atomically, once across workers) the calls whose deadline has passed."""
 
     async def ping(self) -> None:  # noqa: B027 - optional hook, nothing to check in memory
         """Raise :class:`webcall.errors.StoreUnavailable` when the store cannot be reached."""

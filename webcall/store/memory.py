@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import itertools
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .base import Store
+from .base import Store, Subscription
+
+
+class _MemorySubscription(Subscription):
+    def __init__(self, registry: set[asyncio.Queue[tuple[int, dict[str, Any]] | None]]) -> None:
+        self._registry = registry
+        self._queue: asyncio.Queue[tuple[int, dict[str, Any]] | None] = asyncio.Queue(maxsize=256)
+        registry.add(self._queue)
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    async def close(self) -> None:
+        self._registry.discard(self._queue)
+        if not self._queue.full():
+            self._queue.put_nowait(None)
+
 
 _SWEEP_EVERY = 1024
 
@@ -20,6 +43,16 @@ class MemoryStore(Store):
         self._contexts: dict[str, tuple[float, dict[str, Any]]] = {}
         self._once: dict[str, float] = {}
         self._ops = 0
+        self._ids = itertools.count(1)
+        self._outbox: dict[str, dict[str, Any]] = {}
+        self._fresh: deque[str] = deque()
+        self._taken: dict[str, tuple[str, float]] = {}
+        self._wakeup = asyncio.Event()
+        self._done: dict[str, set[str]] = {}
+        self._dead: dict[str, dict[str, Any]] = {}
+        self._logs: dict[str, tuple[float, list[tuple[int, dict[str, Any]]]]] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[tuple[int, dict[str, Any]] | None]]] = {}
+        self._deadlines: dict[str, float] = {}
 
     def _tick(self) -> float:
         now = self._clock()
@@ -33,6 +66,7 @@ class MemoryStore(Store):
         self._slots = {k: v for k, v in self._slots.items() if v > now}
         self._contexts = {k: v for k, v in self._contexts.items() if v[0] > now}
         self._once = {k: v for k, v in self._once.items() if v > now}
+        self._logs = {k: v for k, v in self._logs.items() if v[0] > now}
 
     async def hit(self, key: str, limit: int, window: float) -> float | None:
         now = self._tick()
@@ -78,3 +112,104 @@ class MemoryStore(Store):
             return False
         self._once[key] = now + ttl
         return True
+
+    # -- outbox ----------------------------------------------------------------------------------------------------
+    async def outbox_add(
+        self, entry: dict[str, Any], *, dedupe_key: str | None = None, dedupe_ttl: float = 0
+    ) -> str | None:
+        if dedupe_key is not None and not await self.use_once(dedupe_key, dedupe_ttl):
+            return None
+        entry_id = f"{int(time.time() * 1000)}-{next(self._ids)}"
+        self._outbox[entry_id] = copy.deepcopy(entry)
+        self._fresh.append(entry_id)
+        self._wakeup.set()
+        return entry_id
+
+    async def outbox_take(
+        self, consumer: str, count: int, *, block: float, reclaim_after: float
+    ) -> list[tuple[str, dict[str, Any]]]:
+        deadline = self._clock() + block
+        while True:
+            now = self._tick()
+            chosen: list[str] = []
+            for entry_id, (owner, taken_at) in list(self._taken.items()):
+                if len(chosen) >= count:
+                    break
+                if owner != consumer and now - taken_at >= reclaim_after:
+                    chosen.append(entry_id)
+            while self._fresh and len(chosen) < count:
+                chosen.append(self._fresh.popleft())
+            if chosen:
+                for entry_id in chosen:
+                    self._taken[entry_id] = (consumer, now)
+                return [(i, copy.deepcopy(self._outbox[i])) for i in chosen if i in self._outbox]
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return []
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+            except TimeoutError:
+                return []
+
+    async def outbox_ack(self, entry_id: str) -> None:
+        self._outbox.pop(entry_id, None)
+        self._taken.pop(entry_id, None)
+        self._done.pop(entry_id, None)
+
+    async def outbox_depth(self) -> int:
+        return len(self._outbox)
+
+    async def mark_done(self, entry_id: str, part: str, ttl: float) -> None:
+        self._done.setdefault(entry_id, set()).add(part)
+
+    async def done_parts(self, entry_id: str) -> set[str]:
+        return set(self._done.get(entry_id, set()))
+
+    # -- dead letters ----------------------------------------------------------------------------------------------
+    async def dead_add(self, letter: dict[str, Any]) -> str:
+        letter_id = f"dl-{int(time.time() * 1000)}-{next(self._ids)}"
+        self._dead[letter_id] = copy.deepcopy(letter)
+        return letter_id
+
+    async def dead_list(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(k, copy.deepcopy(v)) for k, v in self._dead.items()]
+
+    async def dead_take(self, letter_id: str) -> dict[str, Any] | None:
+        return self._dead.pop(letter_id, None)
+
+    # -- event log and fan-out -------------------------------------------------------------------------------------
+    async def log_event(self, call_id: str, event: dict[str, Any], ttl: float) -> int:
+        now = self._tick()
+        _, entries = self._logs.get(call_id, (0.0, []))
+        seq = (entries[-1][0] if entries else 0) + 1
+        entries.append((seq, copy.deepcopy(event)))
+        self._logs[call_id] = (now + ttl, entries)
+        for queue in list(self._subscribers.get(call_id, ())):
+            if queue.full():  # a stalled reader loses its oldest event; the publisher never blocks
+                queue.get_nowait()
+            queue.put_nowait((seq, copy.deepcopy(event)))
+        return seq
+
+    async def events_after(self, call_id: str, seq: int) -> list[tuple[int, dict[str, Any]]]:
+        now = self._tick()
+        expires, entries = self._logs.get(call_id, (0.0, []))
+        if expires <= now:
+            return []
+        return [(n, copy.deepcopy(e)) for n, e in entries if n > seq]
+
+    def subscribe(self, call_id: str) -> Subscription:
+        return _MemorySubscription(self._subscribers.setdefault(call_id, set()))
+
+    # -- deadlines -------------------------------------------------------------------------------------------------
+    async def deadline_set(self, call_id: str, at: float) -> None:
+        self._deadlines[call_id] = at
+
+    async def deadline_clear(self, call_id: str) -> None:
+        self._deadlines.pop(call_id, None)
+
+    async def deadlines_due(self, now: float, limit: int = 50) -> list[str]:
+        due = sorted((at, call_id) for call_id, at in self._deadlines.items() if at <= now)[:limit]
+        for _, call_id in due:
+            del self._deadlines[call_id]
+        return [call_id for _, call_id in due]

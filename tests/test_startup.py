@@ -1,0 +1,86 @@
+"""Startup: agent checks, strictness, the embedded emulator, and mounting without touching the host."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+import webcall
+from webcall import Agent, ConfigError, WebCallConfig
+from webcall.emulator.server import EmulatorServer
+from webcall.emulator.state import AgentVersion
+
+from .conftest import ORIGIN, SESSION_SECRET, MakeHost
+
+
+async def test_agent_checks_log_placeholders(make_host: MakeHost, log_records: pytest.LogCaptureFixture) -> None:
+    _, handle = await make_host()
+    assert handle.required_variables["sales"] == {"name", "company"}
+    assert any("agent 'sales' is agent_sales" in r.getMessage() and "{{company}}" in r.getMessage()
+               for r in log_records.records)
+
+
+async def test_missing_agent_is_logged_when_not_strict(
+    make_host: MakeHost, log_records: pytest.LogCaptureFixture
+) -> None:
+    await make_host(agents={"ghost": Agent(id="agent_missing")})
+    errors = [r.getMessage() for r in log_records.records if r.levelno == logging.ERROR]
+    assert any("'ghost'" in e and "does not exist" in e for e in errors)
+
+
+async def test_unpublished_version_fails_startup_when_strict(emulator: EmulatorServer) -> None:
+    emulator.state.agents["agent_support"].versions.append(AgentVersion(version_number=2, is_published=False))
+    host = web.Application()
+    webcall.setup(host, WebCallConfig(
+        api_key=emulator.api_key, base_url=emulator.base_url, strict_agents=True,
+        agents={"support": Agent(id="agent_support", version=2)}, session_secrets=(SESSION_SECRET,),
+    ))
+    runner = web.AppRunner(host)
+    with pytest.raises(ConfigError, match="no published version 2"):
+        await runner.setup()
+    await runner.cleanup()
+
+
+async def test_embedded_emulator_when_no_api_key(aiohttp_client: Any) -> None:
+    host = web.Application()
+    handle = webcall.setup(host, WebCallConfig(allowed_origins=(ORIGIN,)))
+    client = await aiohttp_client(host)
+    assert handle.emulator is not None
+    assert set(handle.agents) == {"sales", "support", "collections"}
+    response = await client.post("/webcall/sessions", json={"agent": "support", "variables": {"name": "Ana"}},
+                                 headers={"Origin": ORIGIN})
+    assert response.status == 201, await response.text()
+    body = await response.json()
+    assert body["media"]["whip_url"].startswith(handle.emulator.origin)
+    assert handle.emulator.state.calls[body["call_id"]].metadata == {"name": "Ana"}
+
+
+async def test_setup_only_adds_a_subapp(aiohttp_client: Any, emulator: EmulatorServer) -> None:
+    @web.middleware
+    async def host_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        return await handler(request)
+
+    host = web.Application(middlewares=[host_middleware])
+    before = (list(host.middlewares), len(host.cleanup_ctx), len(host.on_response_prepare))
+    handle = webcall.setup(host, WebCallConfig(api_key=emulator.api_key, base_url=emulator.base_url,
+                                               agents={"sales": Agent(id="agent_sales")}), prefix="/voice")
+    after = (list(host.middlewares), len(host.cleanup_ctx), len(host.on_response_prepare))
+    assert before == after  # only add_subapp's own wiring of the sub-app's signals
+    client = await aiohttp_client(host)
+    assert (await client.get("/voice/healthz")).status == 200
+    assert handle.url("sessions") == "/voice/sessions"
+
+
+@pytest.mark.parametrize("prefix", ["webcall", "/webcall/", "/"])
+def test_bad_prefix(prefix: str) -> None:
+    with pytest.raises(ConfigError, match="prefix"):
+        webcall.setup(web.Application(), WebCallConfig(), prefix=prefix)
+
+
+async def test_host_api_before_start_says_what_to_do() -> None:
+    app = webcall.create_app(WebCallConfig())
+    with pytest.raises(webcall.WebCallError, match="not started"):
+        _ = app[webcall.app.WEBCALL].store  # type: ignore[attr-defined]

@@ -1,0 +1,42 @@
+"""GET /webcall/widget.js: ETag, revalidation, gzip, versioned immutability, SRI; and the two pages."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+
+from webcall.resources import static_dir
+
+from .conftest import MakeHost
+
+
+async def test_widget_served_with_validators(make_host: MakeHost) -> None:
+    client, handle = await make_host()
+    raw = (static_dir() / "webcall.js").read_bytes()
+    plain = await client.get("/webcall/widget.js", headers={"Accept-Encoding": "identity"})
+    assert plain.status == 200 and await plain.read() == raw
+    assert plain.headers["Content-Type"].startswith("text/javascript")
+    assert "must-revalidate" in plain.headers["Cache-Control"]
+    etag = plain.headers["ETag"]
+    again = await client.get("/webcall/widget.js", headers={"If-None-Match": etag})
+    assert again.status == 304 and await again.read() == b""
+    zipped = await client.get("/webcall/widget.js", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await zipped.read()) == raw
+    versioned = await client.get(handle.widget_url)
+    assert "immutable" in versioned.headers["Cache-Control"]
+    assert handle.widget_sri == "sha384-" + base64.b64encode(hashlib.sha384(raw).digest()).decode()
+
+
+async def test_call_page_and_snippet(make_host: MakeHost) -> None:
+    client, handle = await make_host()
+    page = await client.get("/webcall/call/sales")
+    assert page.status == 200
+    html = await page.text()
+    assert handle.widget_url in html and handle.widget_sri in html
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    missing = await client.get("/webcall/call/nobody")
+    assert missing.status == 404 and "There is no agent" in await missing.text()
+    snippet = await client.get("/webcall/snippet?agent=sales")
+    assert snippet.status == 200 and "dialnexa-webcall" in await snippet.text()

@@ -1,0 +1,253 @@
+"""The event bus: deduplicated events into the outbox, host callbacks run from it, browsers fed from the call log.
+
+Delivery to host callbacks is at least once: an event is in the outbox (the store) before DialNexa is answered 2xx;
+a dispatcher task takes entries, runs every callback that has not yet succeeded for the entry — each isolated, with
+its own timeout, retried with backoff — and acknowledges the entry when every callback has succeeded or has been
+moved to the dead-letter list. An entry taken by a worker that died is reclaimed by another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import StoreUnavailable
+from .events import CallEvent, now_iso
+from .store import Store
+
+log = logging.getLogger("webcall.events")
+
+Callback = Callable[[CallEvent], Awaitable[None] | None]
+DEDUPE_TTL = 7 * 24 * 3600.0
+EVENT_LOG_TTL = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A callback that kept failing for one event; replay it with ``WebCall.replay(letter.id)``."""
+
+    id: str
+    event: CallEvent
+    callback: str
+    error: str
+    attempts: int
+    failed_at: str
+
+
+def callback_name(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+class CallbackList:
+    """Host callbacks for call events, registered like aiohttp signals: ``handle.on_call_event.append(fn)``,
+    or with a filter: ``@handle.on_call_event.on("call.ended")``."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, Callback, frozenset[str] | None]] = []
+
+    def append(self, fn: Callback, *, types: Iterable[str] | None = None) -> None:
+        name = callback_name(fn)
+        taken = {n for n, _, _ in self._items}
+        base, n = name, 2
+        while name in taken:
+            name, n = f"{base}#{n}", n + 1
+        self._items.append((name, fn, frozenset(types) if types is not None else None))
+
+    def on(self, *types: str) -> Callable[[Callback], Callback]:
+        """Decorator: run the function for events of these types (all types when none are given)."""
+
+        def register(fn: Callback) -> Callback:
+            self.append(fn, types=types or None)
+            return fn
+
+        return register
+
+    def for_event(self, event: CallEvent) -> list[tuple[str, Callback]]:
+        return [(name, fn) for name, fn, types in self._items if types is None or event.type in types]
+
+    def get(self, name: str) -> Callback | None:
+        return next((fn for n, fn, _ in self._items if n == name), None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class EventBus:
+    def __init__(
+        self,
+        store: Store,
+        callbacks: CallbackList,
+        *,
+        callback_timeout: float = 10.0,
+        attempts: int = 5,
+        backoff: float = 0.5,
+        concurrency: int = 32,
+        on_deadline: Callable[[str], Awaitable[None]] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.callbacks = callbacks
+        self.callback_timeout = callback_timeout
+        self.attempts = attempts
+        self.backoff = backoff
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        # An entry held longer than one full round of retries belongs to a worker that died.
+        self.reclaim_after = attempts * (callback_timeout + backoff * 2**attempts) + 5
+        self._slots = asyncio.Semaphore(concurrency)
+        self._on_deadline = on_deadline
+        self._sleep = sleep
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+
+    # -- publishing ------------------------------------------------------------------------------------------------
+    async def publish(self, event: CallEvent) -> bool:
+        """Queue an event for the host's callbacks and the call's browsers; False when it is a duplicate."""
+        entry_id = await self.store.outbox_add(
+            {"event": event.to_json()}, dedupe_key=f"dedupe:{event.id}", dedupe_ttl=DEDUPE_TTL
+        )
+        if entry_id is None:
+            log.info("call %s: duplicate %s ignored", event.call_id, event.type)
+            return False
+        await self.store.log_event(event.call_id, event.browser_json(), EVENT_LOG_TTL)
+        log.info("call %s: %s queued", event.call_id, event.type)
+        return True
+
+    # -- dispatching -----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="webcall-dispatcher")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def drain(self, within: float = 5.0) -> None:
+        """Wait until the outbox is empty and no delivery runs (for tests and orderly shutdowns)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not self._tasks and await self.store.outbox_depth() == 0:
+                return
+            await asyncio.sleep(0.01)
+        raise TimeoutError("the outbox did not drain in time")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._check_deadlines()
+                entries = await self.store.outbox_take(self.consumer, 16, block=0.5, reclaim_after=self.reclaim_after)
+            except StoreUnavailable:
+                log.warning("webcall: the store is unreachable; event delivery pauses")
+                await asyncio.sleep(1.0)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webcall: the event dispatcher failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            for entry_id, entry in entries:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._deliver(entry_id, entry))
+                self._tasks.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _check_deadlines(self) -> None:
+        if self._on_deadline is None:
+            return
+        for call_id in await self.store.deadlines_due(time.time()):
+            try:
+                await self._on_deadline(call_id)
+            except Exception:
+                log.exception("call %s: ending the call at its maximum length failed", call_id)
+
+    async def _deliver(self, entry_id: str, entry: dict[str, Any]) -> None:
+        try:
+            event = CallEvent.from_json(entry["event"])
+            only = set(entry.get("only") or [])
+            done = await self.store.done_parts(entry_id)
+            targets = [
+                (n, fn) for n, fn in self.callbacks.for_event(event) if n not in done and (not only or n in only)
+            ]
+            await asyncio.gather(*(self._run_callback(entry_id, event, name, fn) for name, fn in targets))
+            await self.store.outbox_ack(entry_id)
+        except StoreUnavailable:
+            log.warning("webcall: store unreachable while delivering %s; it will be retried", entry_id)
+        except Exception:
+            log.exception("webcall: delivering outbox entry %s failed; it will be retried", entry_id)
+
+    async def _run_callback(self, entry_id: str, event: CallEvent, name: str, fn: Callback) -> None:
+        error = ""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                result = fn(event)
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, timeout=self.callback_timeout)
+            except asyncio.CancelledError:
+                raise
+            except TimeoutError:
+                error = f"timed out after {self.callback_timeout} s"
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                await self.store.mark_done(entry_id, name, ttl=self.reclaim_after * 2)
+                return
+            log.warning(
+                "call %s: callback %s failed on %s (attempt %d/%d): %s",
+                event.call_id,
+                name,
+                event.type,
+                attempt,
+                self.attempts,
+                error,
+            )
+            if attempt < self.attempts:
+                await self._sleep(self.backoff * 2 ** (attempt - 1))
+        letter = {
+            "event": event.to_json(),
+            "callback": name,
+            "error": error[:500],
+            "attempts": self.attempts,
+            "failed_at": now_iso(),
+        }
+        await self.store.dead_add(letter)
+        await self.store.mark_done(entry_id, name, ttl=self.reclaim_after * 2)
+        log.error("call %s: callback %s gave up on %s; it is in the dead-letter list", event.call_id, name, event.type)
+
+    # -- dead letters ----------------------------------------------------------------------------------------------
+    async def dead_letters(self) -> list[DeadLetter]:
+        letters = []
+        for letter_id, data in await self.store.dead_list():
+            letters.append(
+                DeadLetter(
+                    id=letter_id,
+                    event=CallEvent.from_json(data["event"]),
+                    callback=str(data["callback"]),
+                    error=str(data.get("error", "")),
+                    attempts=int(data.get("attempts", 0)),
+                    failed_at=str(data.get("failed_at", "")),
+                )
+            )
+        return letters
+
+    async def replay(self, letter_id: str) -> bool:
+        """Queue a dead letter's event again for its callback; False when no such letter exists."""
+        data = await self.store.dead_take(letter_id)
+        if data is None:
+            return False
+        await self.store.outbox_add({"event": data["event"], "only": [data["callback"]]})
+        return True

@@ -1,0 +1,105 @@
+"""Call lifecycle events: DialNexa's webhook deliveries parsed tolerantly and normalised for the host.
+
+``call_initiated`` → ``call.started``, ``call_ended`` → ``call.ended``, ``transfer_completed`` → ``call.transferred``;
+the plugin's own ``session.created`` and ``callback.requested``; anything else passes through as
+``dialnexa.<event_type>``. A :class:`CallEvent` carries the host context stored when the session was minted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .dialnexa.models import iso
+
+NAMES = {"call_initiated": "call.started", "call_ended": "call.ended", "transfer_completed": "call.transferred"}
+_TOKEN = re.compile(r"[^a-z0-9_.]+")
+
+
+class EventParseError(ValueError):
+    """A delivery that is not a call event we can read."""
+
+
+def normalise(event_type: str) -> str:
+    if event_type in NAMES:
+        return NAMES[event_type]
+    cleaned = _TOKEN.sub("_", event_type.strip().lower())[:64] or "unknown"
+    return f"dialnexa.{cleaned}"
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One event about one call, as the host's callbacks and the browser receive it."""
+
+    id: str
+    type: str
+    call_id: str
+    time: str
+    call: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] | None = None
+    source: str = "dialnexa"
+
+    @property
+    def agent(self) -> str | None:
+        """The agent alias the session was minted for (from the host context)."""
+        return self.context.get("agent") if self.context else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "call_id": self.call_id,
+            "time": self.time,
+            "call": self.call,
+            "context": self.context,
+            "source": self.source,
+        }
+
+    def browser_json(self) -> dict[str, Any]:
+        """What the visitor's browser may see: the call record without the host's private context."""
+        call = {k: v for k, v in self.call.items() if k not in ("metadata", "notes")}
+        return {"id": self.id, "type": self.type, "call_id": self.call_id, "time": self.time, "call": call}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CallEvent:
+        return cls(
+            id=str(data["id"]),
+            type=str(data["type"]),
+            call_id=str(data["call_id"]),
+            time=str(data["time"]),
+            call=dict(data.get("call") or {}),
+            context=data.get("context"),
+            source=str(data.get("source", "dialnexa")),
+        )
+
+
+def now_iso() -> str:
+    return iso(datetime.now(UTC))
+
+
+def parse_delivery(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """(event_type, call record) from a webhook body: DialNexa's envelope or the variants seen in the wild."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise EventParseError("body is not JSON") from err
+    if not isinstance(body, dict):
+        raise EventParseError("body is not a JSON object")
+    event_type = next((body[k] for k in ("event_type", "event", "type") if isinstance(body.get(k), str)), None)
+    payload = next((body[k] for k in ("payload", "data") if isinstance(body.get(k), dict)), body)
+    call = payload.get("call") if isinstance(payload.get("call"), dict) else payload
+    if not event_type or not isinstance(call, dict):
+        raise EventParseError("no event type")
+    call_id = next((call[k] for k in ("id", "call_id") if isinstance(call.get(k), str) and call.get(k)), None)
+    if call_id is None:
+        raise EventParseError("no call id")
+    return event_type, {**call, "id": call_id}
+
+
+def from_delivery(event_type: str, call: dict[str, Any], context: dict[str, Any] | None) -> CallEvent:
+    kind = normalise(event_type)
+    call_id = str(call["id"])
+    return CallEvent(id=f"{call_id}:{kind}", type=kind, call_id=call_id, time=now_iso(), call=call, context=context)
