@@ -114,15 +114,19 @@ async def test_post_retried_when_it_never_left() -> None:
 
 
 async def test_post_retried_after_429_with_retry_after() -> None:
-    s = Script(reply(429, {"statusCode": 429, "message": "slow down", "error": "Too Many Requests"}, {"Retry-After": "2"}),
-               reply(201, OK_CALL))
+    s = Script(
+        reply(429, {"statusCode": 429, "message": "slow down", "error": "Too Many Requests"}, {"Retry-After": "2"}),
+        reply(201, OK_CALL),
+    )
     async with s.client() as client:
         await client.create_web_call(agent_id="agent_1", metadata={})
     assert s.sleeps == [2.0]
 
 
 async def test_retry_after_beyond_cap_gives_up_with_value() -> None:
-    s = Script(reply(429, {"statusCode": 429, "message": "later", "error": "Too Many Requests"}, {"Retry-After": "120"}))
+    s = Script(
+        reply(429, {"statusCode": 429, "message": "later", "error": "Too Many Requests"}, {"Retry-After": "120"})
+    )
     async with s.client() as client:
         with pytest.raises(DialNexaRateLimited) as info:
             await client.get_call("call_1")
@@ -137,8 +141,13 @@ async def test_deadline_bounds_total_time() -> None:
         now[0] += seconds
 
     client = DialNexaClient(
-        api_key="k", base_url=BASE, transport=httpx.MockTransport(s.handler), sleep=sleep,
-        jitter=lambda: 0.5, clock=lambda: now[0], deadline=0.25,
+        api_key="k",
+        base_url=BASE,
+        transport=httpx.MockTransport(s.handler),
+        sleep=sleep,
+        jitter=lambda: 0.5,
+        clock=lambda: now[0],
+        deadline=0.25,
         policy=RetryPolicy(max_attempts=5, base_delay=0.2, max_delay=1.0),
     )
     with pytest.raises(DialNexaServerError):
@@ -148,8 +157,11 @@ async def test_deadline_bounds_total_time() -> None:
 
 
 async def test_error_message_list_is_joined() -> None:
-    body = {"statusCode": 400, "message": ["agent_id must be a string", "metadata must be an object"],
-            "error": "Bad Request"}
+    body = {
+        "statusCode": 400,
+        "message": ["agent_id must be a string", "metadata must be an object"],
+        "error": "Bad Request",
+    }
     s = Script(reply(400, body))
     async with s.client() as client:
         with pytest.raises(DialNexaBadRequest) as info:
@@ -175,8 +187,9 @@ async def test_unexpected_shape_is_a_dialnexa_error() -> None:
 
 
 async def test_connect_failure_on_real_socket() -> None:
-    client = DialNexaClient(api_key="k", base_url="http://127.0.0.1:9/v1", sleep=Script().sleep,
-                            policy=RetryPolicy(max_attempts=2))
+    client = DialNexaClient(
+        api_key="k", base_url="http://127.0.0.1:9/v1", sleep=Script().sleep, policy=RetryPolicy(max_attempts=2)
+    )
     with pytest.raises(DialNexaConnectError):
         await client.get_agent("agent_1")
     await client.aclose()

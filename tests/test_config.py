@@ -11,7 +11,9 @@ SECRET = "s" * 40
 
 def test_repr_hides_secrets() -> None:
     config = WebCallConfig(
-        api_key="key_123:very-secret", session_secrets=(SECRET,), webhook_secrets=("w" * 20,),
+        api_key="key_123:very-secret",
+        session_secrets=(SECRET,),
+        webhook_secrets=("w" * 20,),
         agents={"sales": Agent(id="agent_1")},
     )
     text = repr(config)

@@ -38,8 +38,9 @@ def quickstart(tmp_path: Path) -> Iterator[int]:
     script.write_text(block("python"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DIALNEXA_", "WEBCALL_"))}
     env["PORT"] = str(port)
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -37,7 +37,12 @@ CASES = [
 
 @pytest.mark.parametrize(("idempotent", "failure", "status", "retry_after", "attempt", "expected"), CASES)
 def test_policy_table(
-    idempotent: bool, failure: Failure, status: int | None, retry_after: float | None, attempt: int, expected: float | None
+    idempotent: bool,
+    failure: Failure,
+    status: int | None,
+    retry_after: float | None,
+    attempt: int,
+    expected: float | None,
 ) -> None:
     got = P.delay(
         attempt=attempt, idempotent=idempotent, failure=failure, status=status, retry_after=retry_after, jitter=0.5

@@ -20,7 +20,8 @@ async def test_no_secret_in_any_response_or_log(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client, handle = await make_host(
-        agents={"sales": Agent(id="agent_sales"), "ghost": Agent(id="agent_missing")}, rate_limit=50,
+        agents={"sales": Agent(id="agent_sales"), "ghost": Agent(id="agent_missing")},
+        rate_limit=50,
         max_concurrent_calls=3,
     )
     seen: list[str] = []
@@ -34,7 +35,9 @@ async def test_no_secret_in_any_response_or_log(
     await record(await client.post("/webcall/sessions", json={"agent": "ghost"}, headers=H))
     await record(await client.post("/webcall/sessions", json={"agent": "nope"}, headers=H))
     await record(await client.post("/webcall/sessions", data="x", headers={**H, "Content-Type": "text/plain"}))
-    await record(await client.post("/webcall/sessions", json={"agent": "sales"}, headers={"Origin": "https://x.example"}))
+    await record(
+        await client.post("/webcall/sessions", json={"agent": "sales"}, headers={"Origin": "https://x.example"})
+    )
     await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=500, count=1)
     await record(await client.post("/webcall/sessions", json={"agent": "sales"}, headers=H))
     await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=401, count=1)

@@ -20,7 +20,9 @@ H = {"Origin": ORIGIN}
 
 async def mint(client: Any, body: Any = None, headers: dict[str, str] | None = None) -> Any:
     return await client.post(
-        "/webcall/sessions", json={"agent": "sales"} if body is None else body, headers=H if headers is None else headers
+        "/webcall/sessions",
+        json={"agent": "sales"} if body is None else body,
+        headers=H if headers is None else headers,
     )
 
 
@@ -87,7 +89,9 @@ async def test_bad_visitor_variables(
     make_host: MakeHost, emulator: EmulatorServer, variables: Any, fragment: str
 ) -> None:
     client, _ = await make_host()
-    body = await assert_problem(await mint(client, {"agent": "sales", "variables": variables}), 400, "invalid_variables")
+    body = await assert_problem(
+        await mint(client, {"agent": "sales", "variables": variables}), 400, "invalid_variables"
+    )
     assert fragment in body["message"]
     assert emulator.state.calls == {}
 
@@ -118,22 +122,25 @@ async def test_same_origin_allowed_without_allowlist(make_host: MakeHost) -> Non
 async def test_preflight(make_host: MakeHost) -> None:
     client, _ = await make_host()
     ok = await client.options(
-        "/webcall/sessions", headers={**H, "Access-Control-Request-Method": "POST",
-                                      "Access-Control-Request-Headers": "content-type"}
+        "/webcall/sessions",
+        headers={**H, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
     )
     assert ok.status == 204
     assert ok.headers["Access-Control-Allow-Origin"] == ORIGIN
     assert "POST" in ok.headers["Access-Control-Allow-Methods"]
     assert "content-type" in ok.headers["Access-Control-Allow-Headers"]
-    bad = await client.options("/webcall/sessions", headers={"Origin": "https://evil.example",
-                                                             "Access-Control-Request-Method": "POST"})
+    bad = await client.options(
+        "/webcall/sessions", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     await assert_problem(bad, 403, "origin_not_allowed")
     assert "Access-Control-Allow-Origin" not in bad.headers
 
 
 async def test_wrong_content_type(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host()
-    response = await client.post("/webcall/sessions", data='{"agent": "sales"}', headers={**H, "Content-Type": "text/plain"})
+    response = await client.post(
+        "/webcall/sessions", data='{"agent": "sales"}', headers={**H, "Content-Type": "text/plain"}
+    )
     await assert_problem(response, 415, "unsupported_media_type")
     assert emulator.state.calls == {}
 
@@ -141,8 +148,9 @@ async def test_wrong_content_type(make_host: MakeHost, emulator: EmulatorServer)
 @pytest.mark.parametrize("raw", ["{not json", "[1, 2]", '"sales"', "\xff\xfe"])
 async def test_bad_json(make_host: MakeHost, raw: str) -> None:
     client, _ = await make_host()
-    response = await client.post("/webcall/sessions", data=raw.encode("latin-1"),
-                                 headers={**H, "Content-Type": "application/json"})
+    response = await client.post(
+        "/webcall/sessions", data=raw.encode("latin-1"), headers={**H, "Content-Type": "application/json"}
+    )
     await assert_problem(response, 400, "invalid_json")
 
 

@@ -19,8 +19,10 @@ from .conftest import ORIGIN, SESSION_SECRET, MakeHost
 async def test_agent_checks_log_placeholders(make_host: MakeHost, log_records: pytest.LogCaptureFixture) -> None:
     _, handle = await make_host()
     assert handle.required_variables["sales"] == {"name", "company"}
-    assert any("agent 'sales' is agent_sales" in r.getMessage() and "{{company}}" in r.getMessage()
-               for r in log_records.records)
+    assert any(
+        "agent 'sales' is agent_sales" in r.getMessage() and "{{company}}" in r.getMessage()
+        for r in log_records.records
+    )
 
 
 async def test_missing_agent_is_logged_when_not_strict(
@@ -34,10 +36,16 @@ async def test_missing_agent_is_logged_when_not_strict(
 async def test_unpublished_version_fails_startup_when_strict(emulator: EmulatorServer) -> None:
     emulator.state.agents["agent_support"].versions.append(AgentVersion(version_number=2, is_published=False))
     host = web.Application()
-    webcall.setup(host, WebCallConfig(
-        api_key=emulator.api_key, base_url=emulator.base_url, strict_agents=True,
-        agents={"support": Agent(id="agent_support", version=2)}, session_secrets=(SESSION_SECRET,),
-    ))
+    webcall.setup(
+        host,
+        WebCallConfig(
+            api_key=emulator.api_key,
+            base_url=emulator.base_url,
+            strict_agents=True,
+            agents={"support": Agent(id="agent_support", version=2)},
+            session_secrets=(SESSION_SECRET,),
+        ),
+    )
     runner = web.AppRunner(host)
     with pytest.raises(ConfigError, match="no published version 2"):
         await runner.setup()
@@ -50,8 +58,9 @@ async def test_embedded_emulator_when_no_api_key(aiohttp_client: Any) -> None:
     client = await aiohttp_client(host)
     assert handle.emulator is not None
     assert set(handle.agents) == {"sales", "support", "collections"}
-    response = await client.post("/webcall/sessions", json={"agent": "support", "variables": {"name": "Ana"}},
-                                 headers={"Origin": ORIGIN})
+    response = await client.post(
+        "/webcall/sessions", json={"agent": "support", "variables": {"name": "Ana"}}, headers={"Origin": ORIGIN}
+    )
     assert response.status == 201, await response.text()
     body = await response.json()
     assert body["media"]["whip_url"].startswith(handle.emulator.origin)
@@ -65,8 +74,11 @@ async def test_setup_only_adds_a_subapp(aiohttp_client: Any, emulator: EmulatorS
 
     host = web.Application(middlewares=[host_middleware])
     before = (list(host.middlewares), len(host.cleanup_ctx), len(host.on_response_prepare))
-    handle = webcall.setup(host, WebCallConfig(api_key=emulator.api_key, base_url=emulator.base_url,
-                                               agents={"sales": Agent(id="agent_sales")}), prefix="/voice")
+    handle = webcall.setup(
+        host,
+        WebCallConfig(api_key=emulator.api_key, base_url=emulator.base_url, agents={"sales": Agent(id="agent_sales")}),
+        prefix="/voice",
+    )
     after = (list(host.middlewares), len(host.cleanup_ctx), len(host.on_response_prepare))
     assert before == after  # only add_subapp's own wiring of the sub-app's signals
     client = await aiohttp_client(host)

@@ -78,7 +78,9 @@ def test_resigned_with_other_key_or_alg_is_refused() -> None:
     with pytest.raises(TokenError):
         issuer.verify(jwt.encode(payload, "x" * 32, algorithm="HS256"), AUDIENCE_CALL)
     with pytest.raises(TokenError):
-        issuer.verify(jwt.encode(payload, NEW + "padding-for-hs512-key-length-ok" * 2, algorithm="HS512"), AUDIENCE_CALL)
+        issuer.verify(
+            jwt.encode(payload, NEW + "padding-for-hs512-key-length-ok" * 2, algorithm="HS512"), AUDIENCE_CALL
+        )
 
 
 @pytest.mark.parametrize("junk", ["", "abc", "a.b.c", "x" * 5000, "é.é.é", None])

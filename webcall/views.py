@@ -515,16 +515,22 @@ async def request_callback(request: web.Request) -> web.Response:
     return _json({"callback_id": call_id, "status": "requested"}, status=202)
 
 
+RECONCILE_WAITS = (0.0, 0.5, 1.0)
+
+
 async def _reconcile(webcall: WebCall, agent_id: str, request_id: str) -> str | None:
-    try:
-        recent = await webcall.client.list_calls(limit=50, type="phone", agent_id=agent_id)
-    except DialNexaError:
-        return None
-    for record in recent:
-        notes = record.raw.get("notes")
-        if isinstance(notes, dict) and notes.get("webcall_request") == request_id:
-            log.info("call %s: found after an ambiguous failure; not created twice", record.id)
-            return record.id
+    """After an ambiguous failure, look for the call we may have created (by the request id in its notes)."""
+    for wait in RECONCILE_WAITS:
+        await asyncio.sleep(wait)
+        try:
+            recent = await webcall.client.list_calls(limit=50, type="phone", agent_id=agent_id)
+        except DialNexaError:
+            continue
+        for record in recent:
+            notes = record.raw.get("notes")
+            if isinstance(notes, dict) and notes.get("webcall_request") == request_id:
+                log.info("call %s: found after an ambiguous failure; not created twice", record.id)
+                return record.id
     return None
 
 

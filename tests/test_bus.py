@@ -1,0 +1,161 @@
+"""Host callbacks run from the outbox: isolated, timed out, retried, dead-lettered, replayable, at least once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from webcall.bus import CallbackList, EventBus
+from webcall.events import CallEvent
+from webcall.store import MemoryStore
+
+
+def event(call_id: str, kind: str = "call.ended") -> CallEvent:
+    return CallEvent(
+        id=f"{call_id}:{kind}",
+        type=kind,
+        call_id=call_id,
+        time="2026-11-24T00:00:00Z",
+        call={"id": call_id},
+        context={"agent": "sales"},
+    )
+
+
+async def no_sleep(seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+def make_bus(callbacks: CallbackList, **kw: float) -> EventBus:
+    bus = EventBus(
+        MemoryStore(),
+        callbacks,
+        sleep=no_sleep,
+        callback_timeout=kw.get("timeout", 1.0),
+        attempts=int(kw.get("attempts", 3)),
+        backoff=0.01,
+    )
+    bus.start()
+    return bus
+
+
+async def test_failing_callback_does_not_stop_the_others_and_is_retried() -> None:
+    callbacks = CallbackList()
+    good: list[str] = []
+    calls = {"flaky": 0}
+
+    def broken(e: CallEvent) -> None:
+        raise RuntimeError("always")
+
+    async def flaky(e: CallEvent) -> None:
+        calls["flaky"] += 1
+        if calls["flaky"] < 3:
+            raise ConnectionError("transient")
+
+    callbacks.append(broken)
+    callbacks.append(flaky)
+    callbacks.append(lambda e: good.append(e.call_id))
+    bus = make_bus(callbacks, attempts=3)
+    try:
+        assert await bus.publish(event("call_1"))
+        await bus.drain()
+        assert good == ["call_1"] and calls["flaky"] == 3
+        letters = await bus.dead_letters()
+        assert [(d.callback.rsplit(".", 1)[-1], d.attempts) for d in letters] == [("broken", 3)]
+        assert "RuntimeError: always" in letters[0].error and letters[0].event.call_id == "call_1"
+    finally:
+        await bus.stop()
+
+
+async def test_timeout_counts_as_failure() -> None:
+    callbacks = CallbackList()
+
+    async def slow(e: CallEvent) -> None:
+        await asyncio.sleep(5)
+
+    callbacks.append(slow)
+    bus = make_bus(callbacks, attempts=2, timeout=0.05)
+    try:
+        await bus.publish(event("call_1"))
+        await bus.drain()
+        (letter,) = await bus.dead_letters()
+        assert "timed out" in letter.error
+    finally:
+        await bus.stop()
+
+
+async def test_replay_delivers_to_the_failed_callback_only() -> None:
+    callbacks = CallbackList()
+    healthy: list[str] = []
+    state = {"fail": True, "seen": 0}
+
+    def sometimes(e: CallEvent) -> None:
+        state["seen"] += 1
+        if state["fail"]:
+            raise RuntimeError("down")
+
+    callbacks.append(sometimes)
+    callbacks.append(lambda e: healthy.append(e.id))
+    bus = make_bus(callbacks, attempts=2)
+    try:
+        await bus.publish(event("call_1"))
+        await bus.drain()
+        (letter,) = await bus.dead_letters()
+        state["fail"] = False
+        assert await bus.replay(letter.id)
+        assert not await bus.replay(letter.id)
+        await bus.drain()
+        assert state["seen"] == 3 and healthy == ["call_1:call.ended"]
+        assert await bus.dead_letters() == []
+    finally:
+        await bus.stop()
+
+
+async def test_duplicates_are_dropped_and_filters_apply() -> None:
+    callbacks = CallbackList()
+    ended: list[str] = []
+    everything: list[str] = []
+    callbacks.on("call.ended")(lambda e: ended.append(e.call_id))
+    callbacks.on()(lambda e: everything.append(e.type))
+    bus = make_bus(callbacks)
+    try:
+        assert await bus.publish(event("call_1"))
+        assert not await bus.publish(event("call_1"))
+        assert await bus.publish(event("call_1", "call.started"))
+        await bus.drain()
+        assert ended == ["call_1"] and sorted(everything) == ["call.ended", "call.started"]
+    finally:
+        await bus.stop()
+
+
+async def test_entry_of_a_dead_worker_is_reclaimed_without_repeating_done_callbacks() -> None:
+    store = MemoryStore()
+    done: list[str] = []
+    callbacks = CallbackList()
+    callbacks.append(lambda e: done.append("a"))
+    callbacks.append(lambda e: done.append("b"))
+    entry_id = await store.outbox_add({"event": event("call_1").to_json()})
+    assert entry_id is not None
+    # A first worker took the entry, ran callback "a", then died before finishing.
+    taken = await store.outbox_take("dead-worker", 10, block=0, reclaim_after=60)
+    assert [i for i, _ in taken] == [entry_id]
+    first = next(iter(callbacks.for_event(event("call_1"))))[0]
+    await store.mark_done(entry_id, first, ttl=60)
+    bus = EventBus(store, callbacks, sleep=no_sleep)
+    bus.reclaim_after = 0.05
+    bus.start()
+    try:
+        await asyncio.sleep(0.1)
+        await bus.drain()
+        assert done == ["b"]
+    finally:
+        await bus.stop()
+
+
+def test_callback_names_are_unique() -> None:
+    callbacks = CallbackList()
+
+    def handler(e: CallEvent) -> None: ...
+
+    callbacks.append(handler)
+    callbacks.append(handler)
+    names = [n for n, _ in callbacks.for_event(event("c"))]
+    assert len(set(names)) == 2 and len(callbacks) == 2

@@ -1,0 +1,174 @@
+"""Browser events over SSE, server-side hang-up, the maximum call length, and phone call-backs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from webcall.emulator.server import EmulatorServer
+from webcall.events import CallEvent
+
+from .conftest import ORIGIN, MakeHost, add_fault, upstream_count
+from .test_webhooks import NEW, delivery, post
+
+H = {"Origin": ORIGIN}
+
+
+async def mint(client: Any) -> dict[str, Any]:
+    response = await client.post(
+        "/webcall/sessions", json={"agent": "sales", "variables": {"name": "Priya"}}, headers=H
+    )
+    assert response.status == 201, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def read_events(response: Any, until: str = "call.ended") -> list[tuple[str, str, dict[str, Any]]]:
+    """(id, event name, data) of each SSE event until ``until`` or the end of the stream."""
+    events, fields = [], {}
+    async for raw in response.content:
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if "data" in fields:
+                events.append((fields.get("id", ""), fields.get("event", "message"), json.loads(fields["data"])))
+                if fields.get("event") == until:
+                    break
+            fields = {}
+            continue
+        key, _, value = line.partition(":")
+        fields[key] = value[1:] if value.startswith(" ") else value
+    return events
+
+
+async def test_sse_streams_the_call_and_replays_after_reconnect(make_host: MakeHost) -> None:
+    client, _ = await make_host(webhook_secrets=(NEW,))
+    session = await mint(client)
+    url = f"{session['events_url']}?token={session['token']}"
+    stream = await client.get(url, headers=H)
+    assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+    assert stream.headers["Access-Control-Allow-Origin"] == ORIGIN
+    await post(client, delivery(session["call_id"], "call_initiated", status="initiated"))
+    await post(client, delivery(session["call_id"], "call_ended", summary="All good", metadata={"secret": "x"}))
+    events = await asyncio.wait_for(read_events(stream), 5)
+    assert [(i, name) for i, name, _ in events] == [
+        ("1", "session.created"),
+        ("2", "call.started"),
+        ("3", "call.ended"),
+    ]
+    ended = events[-1][2]
+    assert ended["call"]["summary"] == "All good" and "metadata" not in ended["call"]
+    assert "context" not in ended  # the host's private context never reaches the browser
+    stream.close()
+    replay = await client.get(url, headers={**H, "Last-Event-ID": "1"})
+    again = await asyncio.wait_for(read_events(replay), 5)
+    assert [i for i, _, _ in again] == ["2", "3"]
+
+
+async def test_sse_requires_this_calls_token(make_host: MakeHost) -> None:
+    client, handle = await make_host()
+    a, b = await mint(client), await mint(client)
+    for url in (a["events_url"], f"{a['events_url']}?token={b['token']}", f"{a['events_url']}?token=junk"):
+        response = await client.get(url, headers=H)
+        assert response.status == 401 and (await response.json())["code"] == "unauthorized"
+    end_token, _ = handle.tokens.issue(a["call_id"], "webcall:other", ttl=60)
+    assert (await client.get(f"{a['events_url']}?token={end_token}")).status == 401
+
+
+async def test_streams_close_cleanly_on_shutdown(make_host: MakeHost) -> None:
+    client, handle = await make_host()
+    session = await mint(client)
+    stream = await client.get(f"{session['events_url']}?token={session['token']}", headers=H)
+    await asyncio.wait_for(stream.content.readline(), 5)
+    assert len(handle.streams) == 1
+    await client.close()
+    assert handle.streams == set()
+
+
+async def test_host_end_call(make_host: MakeHost, emulator: EmulatorServer) -> None:
+    client, handle = await make_host()
+    session = await mint(client)
+    record = await handle.end_call(session["call_id"])
+    assert record is not None and emulator.state.calls[session["call_id"]].ended
+    assert await handle.store.active_slots() == 0
+
+
+async def test_maximum_call_length_is_enforced_by_the_plugin(make_host: MakeHost, emulator: EmulatorServer) -> None:
+    client, _ = await make_host(max_call_seconds=1)
+    session = await mint(client)
+    assert session["max_call_seconds"] == 1
+    for _ in range(40):
+        if emulator.state.calls[session["call_id"]].ended:
+            break
+        await asyncio.sleep(0.1)
+    assert emulator.state.calls[session["call_id"]].ended
+    assert await upstream_count(emulator, "POST /v1/calls/{id}/end") == 1
+
+
+# -- call me back ---------------------------------------------------------------------------------------------------
+async def callback(client: Any, **body: Any) -> Any:
+    payload = {"agent": "sales", "phone_number": "+14155550123", "consent": True, **body}
+    return await client.post("/webcall/callbacks", json=payload, headers=H)
+
+
+async def test_callback_places_a_phone_call(make_host: MakeHost, emulator: EmulatorServer) -> None:
+    client, handle = await make_host()
+    got: list[CallEvent] = []
+    handle.on_call_event.on("callback.requested")(got.append)
+    response = await callback(client, phone_number="+1 (415) 555-0123", variables={"name": "Priya"})
+    assert response.status == 202, await response.text()
+    body = await response.json()
+    call = emulator.state.calls[body["callback_id"]]
+    assert call.type == "phone" and call.to_number == "+14155550123" and call.metadata == {"name": "Priya"}
+    await handle.bus.drain()
+    assert got and got[0].context is not None and got[0].context["phone_number"] == "+14155550123"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"phone_number": "0415 555"}, "invalid_phone_number"),
+        ({"phone_number": 14155550123}, "invalid_phone_number"),
+        ({"consent": False}, "consent_required"),
+        ({"consent": "yes"}, "consent_required"),
+        ({"agent": "nobody"}, "unknown_agent"),
+    ],
+)
+async def test_callback_validation(
+    make_host: MakeHost, emulator: EmulatorServer, body: dict[str, Any], code: str
+) -> None:
+    client, _ = await make_host()
+    response = await callback(client, **body)
+    assert response.status in (400, 404) and (await response.json())["code"] == code
+    assert emulator.state.calls == {}
+
+
+async def test_callback_rate_limited_per_number(make_host: MakeHost, emulator: EmulatorServer) -> None:
+    client, _ = await make_host(callback_rate_limit=2, rate_limit=100)
+    assert (await callback(client)).status == 202
+    assert (await callback(client)).status == 202
+    limited = await callback(client)
+    assert limited.status == 429 and "number" in (await limited.json())["message"]
+    assert (await callback(client, phone_number="+14155550199")).status == 202
+    assert len(emulator.state.calls) == 3
+
+
+async def test_callback_ambiguous_timeout_is_reconciled_not_retried(
+    make_host: MakeHost, emulator: EmulatorServer
+) -> None:
+    client, _ = await make_host(upstream_timeout=0.3)
+    await add_fault(emulator, route="POST /v1/calls", kind="latency", delay=0.6, count=1)
+    response = await callback(client)
+    assert response.status == 202, await response.text()
+    body = await response.json()
+    assert list(emulator.state.calls) == [body["callback_id"]]
+    assert await upstream_count(emulator, "POST /v1/calls") == 1
+
+
+async def test_callback_upstream_refusal(make_host: MakeHost, emulator: EmulatorServer) -> None:
+    client, _ = await make_host()
+    await add_fault(emulator, route="POST /v1/calls", kind="status", status=402, count=1)
+    response = await callback(client)
+    assert response.status == 502 and (await response.json())["code"] == "upstream_rejected"
