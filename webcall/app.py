@@ -190,7 +190,7 @@ class WebCall:
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def _open(self) -> None:
         config = self.config
-        self._store = MemoryStore()
+        self._store = make_store(config.store)
         api_key, base_url = config.api_key, config.base_url
         if config.uses_emulator:
             api_key, base_url = await self._start_emulator()
@@ -288,6 +288,16 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await webcall._close()
+
+
+def make_store(url: str) -> Store:
+    if url == "memory":
+        return MemoryStore()
+    try:
+        from .store.redis import RedisStore
+    except ImportError as err:
+        raise ConfigError("WEBCALL_STORE is a Redis URL: install dialnexa-webcall[redis].") from err
+    return RedisStore(url)
 
 
 async def _close_streams(app: web.Application) -> None:

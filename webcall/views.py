@@ -417,6 +417,7 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     subscription = store.subscribe(call_id)
     streams = webcall.streams
     try:
+        await subscription.start()
         backlog = await store.events_after(call_id, after)
         headers = {
             "Cache-Control": "no-store",

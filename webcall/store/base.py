@@ -14,6 +14,9 @@ from typing import Any
 class Subscription(ABC):
     """A live feed of one call's events (sequence number, event); close it when done."""
 
+    async def start(self) -> None:  # noqa: B027 - nothing to do where subscribing is immediate
+        """Begin receiving now (events published from here on are delivered); idempotent."""
+
     @abstractmethod
     def __aiter__(self) -> AsyncIterator[tuple[int, dict[str, Any]]]: ...
 

@@ -1,0 +1,121 @@
+"""One contract, two stores: the memory store and the Redis store (against a real redis-server) behave alike."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from webcall.store import MemoryStore, Store
+from webcall.store.redis import RedisStore
+
+from .redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(Path(tmp_path_factory.mktemp("redis")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        made: Store = MemoryStore()
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        made = RedisStore(server.url, prefix=f"t{secrets.token_hex(4)}:")
+    yield made
+    await made.close()
+
+
+async def test_rate_limit(store: Store) -> None:
+    assert [await store.hit("ip", 2, 0.3) for _ in range(2)] == [None, None]
+    wait = await store.hit("ip", 2, 0.3)
+    assert wait is not None and 0 < wait <= 0.3
+    await asyncio.sleep(0.35)
+    assert await store.hit("ip", 2, 0.3) is None
+
+
+async def test_slots(store: Store) -> None:
+    assert await store.acquire_slot("a", 2, 0.3)
+    assert await store.acquire_slot("b", 2, 10)
+    assert not await store.acquire_slot("c", 2, 10)
+    assert await store.active_slots() == 2
+    await asyncio.sleep(0.35)
+    assert await store.active_slots() == 1  # "a" expired: a dead worker leaks nothing
+    assert await store.acquire_slot("c", 2, 10)
+    assert await store.release_slot("b") and not await store.release_slot("b")
+
+
+async def test_context_and_once(store: Store) -> None:
+    await store.put_context("call_1", {"agent": "sales", "n": [1, 2]}, ttl=10)
+    assert await store.get_context("call_1") == {"agent": "sales", "n": [1, 2]}
+    assert await store.get_context("call_2") is None
+    assert await store.use_once("jti", 10) and not await store.use_once("jti", 10)
+
+
+async def test_outbox_dedupe_take_ack(store: Store) -> None:
+    first = await store.outbox_add({"n": 1}, dedupe_key="k1", dedupe_ttl=60)
+    assert first is not None
+    assert await store.outbox_add({"n": 1}, dedupe_key="k1", dedupe_ttl=60) is None
+    assert await store.outbox_add({"n": 2}) is not None
+    taken = await store.outbox_take("w1", 10, block=0.1, reclaim_after=60)
+    assert [e for _, e in taken] == [{"n": 1}, {"n": 2}]
+    assert await store.outbox_take("w2", 10, block=0.05, reclaim_after=60) == []
+    await store.outbox_ack(taken[0][0])
+    assert await store.outbox_depth() == 1
+
+
+async def test_outbox_reclaims_from_a_dead_consumer(store: Store) -> None:
+    entry = await store.outbox_add({"n": 1})
+    assert entry is not None
+    assert len(await store.outbox_take("dead", 10, block=0.05, reclaim_after=0.2)) == 1
+    await store.mark_done(entry, "callback_a", ttl=60)
+    await asyncio.sleep(0.25)
+    again = await store.outbox_take("alive", 10, block=0.05, reclaim_after=0.2)
+    assert [i for i, _ in again] == [entry]
+    assert await store.done_parts(entry) == {"callback_a"}
+
+
+async def test_outbox_take_wakes_up_on_add(store: Store) -> None:
+    waiter = asyncio.create_task(store.outbox_take("w", 10, block=2, reclaim_after=60))
+    await asyncio.sleep(0.1)
+    await store.outbox_add({"late": True})
+    taken = await asyncio.wait_for(waiter, 3)
+    assert [e for _, e in taken] == [{"late": True}]
+
+
+async def test_dead_letters(store: Store) -> None:
+    a = await store.dead_add({"callback": "a"})
+    b = await store.dead_add({"callback": "b"})
+    assert [i for i, _ in await store.dead_list()] == [a, b]
+    assert await store.dead_take(a) == {"callback": "a"}
+    assert await store.dead_take(a) is None
+
+
+async def test_event_log_and_subscription(store: Store) -> None:
+    assert await store.log_event("call_1", {"type": "x"}, ttl=60) == 1
+    subscription = store.subscribe("call_1")
+    await subscription.start()
+    assert await store.log_event("call_1", {"type": "y"}, ttl=60) == 2
+    await store.log_event("call_other", {"type": "z"}, ttl=60)
+    iterator = subscription.__aiter__()
+    assert await asyncio.wait_for(iterator.__anext__(), 2) == (2, {"type": "y"})
+    assert await store.events_after("call_1", 1) == [(2, {"type": "y"})]
+    await subscription.close()
+
+
+async def test_deadlines_are_taken_once(store: Store) -> None:
+    await store.deadline_set("a", 100.0)
+    await store.deadline_set("b", 200.0)
+    await store.deadline_set("c", 300.0)
+    await store.deadline_clear("c")
+    assert await store.deadlines_due(150.0) == ["a"]
+    assert await store.deadlines_due(150.0) == []
+    assert await store.deadlines_due(1000.0) == ["b"]
