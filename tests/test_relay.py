@@ -28,7 +28,8 @@ async def mint(client: Any) -> dict[str, Any]:
 
 async def read_events(response: Any, until: str = "call.ended") -> list[tuple[str, str, dict[str, Any]]]:
     """(id, event name, data) of each SSE event until ``until`` or the end of the stream."""
-    events, fields = [], {}
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    fields: dict[str, str] = {}
     async for raw in response.content:
         line = raw.decode().rstrip("\r\n")
         if not line:

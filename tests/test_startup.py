@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 import webcall
 from webcall import Agent, ConfigError, WebCallConfig
@@ -69,7 +70,7 @@ async def test_embedded_emulator_when_no_api_key(aiohttp_client: Any) -> None:
 
 async def test_setup_only_adds_a_subapp(aiohttp_client: Any, emulator: EmulatorServer) -> None:
     @web.middleware
-    async def host_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
 
     host = web.Application(middlewares=[host_middleware])

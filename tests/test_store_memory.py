@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from webcall.store import MemoryStore
 
 
@@ -45,7 +47,7 @@ async def test_slots_cap_release_and_lease_expiry() -> None:
 async def test_context_is_copied_and_expires() -> None:
     clock = Clock()
     store = MemoryStore(clock=clock)
-    ctx = {"agent": "sales", "variables": {"name": "Priya"}}
+    ctx: dict[str, Any] = {"agent": "sales", "variables": {"name": "Priya"}}
     await store.put_context("call_1", ctx, ttl=5)
     ctx["variables"]["name"] = "changed"
     got = await store.get_context("call_1")

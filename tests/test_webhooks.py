@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -57,10 +58,8 @@ def test_no_secret_configured_refuses() -> None:
 @settings(max_examples=300, deadline=None)
 @given(body=st.binary(max_size=512), header=st.text(max_size=200), secret=st.text(min_size=1, max_size=64))
 def test_verify_only_raises_its_own_error(body: bytes, header: str, secret: str) -> None:
-    try:
+    with contextlib.suppress(WebhookSignatureError):
         verify(body, {"x-nexa-signature": header}, [secret])
-    except WebhookSignatureError:
-        pass
 
 
 @settings(max_examples=100, deadline=None)

@@ -212,6 +212,8 @@ class WebCall:
             attempts=config.callback_attempts,
             on_deadline=self._end_at_deadline,
         )
+        if config.outbox_reclaim_seconds is not None:
+            self._bus.reclaim_after = config.outbox_reclaim_seconds
         self._bus.start()
         await self._check_agents()
         if config.public_url and self.webhook_secrets and not config.uses_emulator:

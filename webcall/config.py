@@ -93,6 +93,7 @@ class WebCallConfig:
     emulator_port: int = 0
     callback_timeout: float = 10.0
     callback_attempts: int = 5
+    outbox_reclaim_seconds: float | None = None
     callback_rate_limit: int = 3
     callback_rate_window: float = 3600.0
     variables: VariablesHook | None = field(default=None, repr=False)
@@ -155,6 +156,8 @@ class WebCallConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be greater than 0 (got {value}).")
+        if self.outbox_reclaim_seconds is not None and self.outbox_reclaim_seconds <= 0:
+            raise ConfigError("outbox_reclaim_seconds must be greater than 0.")
         if self.trusted_proxies < 0:
             raise ConfigError("trusted_proxies is a count of proxy hops and cannot be negative.")
         if not (self.store == "memory" or self.store.startswith(("redis://", "rediss://", "unix://"))):
@@ -206,6 +209,9 @@ class WebCallConfig:
         number("WEBCALL_TRUSTED_PROXIES", "trusted_proxies", int)
         number("WEBCALL_UPSTREAM_TIMEOUT", "upstream_timeout", float)
         number("WEBCALL_EMULATOR_PORT", "emulator_port", int)
+        number("WEBCALL_CALLBACK_TIMEOUT", "callback_timeout", float)
+        number("WEBCALL_CALLBACK_ATTEMPTS", "callback_attempts", int)
+        number("WEBCALL_OUTBOX_RECLAIM_SECONDS", "outbox_reclaim_seconds", float)
         if env.get("WEBCALL_STRICT_AGENTS", "").strip():
             values["strict_agents"] = _boolean("WEBCALL_STRICT_AGENTS", env["WEBCALL_STRICT_AGENTS"])
         if env.get("WEBCALL_RATE_LIMIT", "").strip():

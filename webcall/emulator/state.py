@@ -319,7 +319,7 @@ class EmulatorState:
         return body
 
     def agent_json(self, agent: EmulatedAgent) -> dict[str, Any]:
-        versions = [
+        versions: list[dict[str, Any]] = [
             {
                 "agent_id": agent.id,
                 "version_number": v.version_number,

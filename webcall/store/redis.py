@@ -300,6 +300,17 @@ class RedisStore(Store):
     async def outbox_take(
         self, consumer: str, count: int, *, block: float, reclaim_after: float
     ) -> list[tuple[str, dict[str, Any]]]:
+        try:
+            return await self._take(consumer, count, block=block, reclaim_after=reclaim_after)
+        except ResponseError as err:
+            if "NOGROUP" not in str(err):
+                raise
+            self._group_ready = False  # Redis lost its data (restarted without persistence): start over
+            return []
+
+    async def _take(
+        self, consumer: str, count: int, *, block: float, reclaim_after: float
+    ) -> list[tuple[str, dict[str, Any]]]:
         await self._ensure_group()
         stream = self._k("outbox")
         claimed = await self._client.xautoclaim(

@@ -1,0 +1,80 @@
+"""``python -m webcall.emulator``: serve a local DialNexa until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from webcall.emulator.config import DEFAULT_API_KEY, EmulatorConfig
+from webcall.emulator.server import EmulatorServer
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m webcall.emulator",
+        description="Serve a local DialNexa emulator (REST API, fault injection and, if installed, WHIP media).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8700, help="port to listen on; 0 picks a free one (default: 8700)")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help=f"API key clients must send as 'Authorization: Bearer KEY' (repeatable; default: {DEFAULT_API_KEY})",
+    )
+    parser.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="origin browsers use to reach the emulator, e.g. https://emu.example.test (default: the bound address)",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+async def _serve(server: EmulatorServer) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
+            loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        print(f"DialNexa emulator listening on {server.origin}", flush=True)
+        print(f"  base URL: {server.base_url}", flush=True)
+        print(f"  API key:  {server.api_key}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        await stop.wait()
+    finally:
+        await server.stop()
+        print("Emulator stopped.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = EmulatorConfig(
+            api_keys=frozenset(args.api_keys or [DEFAULT_API_KEY]),
+            public_url=args.public_url,
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    server = EmulatorServer(config, host=args.host, port=args.port)
+    try:
+        asyncio.run(_serve(server))
+    except KeyboardInterrupt:
+        pass
+    except OSError as err:
+        print(f"error: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Assemble the emulator: state, REST and control routes, middlewares, background-task lifetime and (if installed)
+the WHIP media endpoint."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from webcall.emulator.config import EmulatorConfig
+from webcall.emulator.control import add_control_routes
+from webcall.emulator.errors import error_middleware
+from webcall.emulator.faults import FaultRegistry, fault_middleware
+from webcall.emulator.keys import CONFIG_KEY, FAULTS_KEY, STATE_KEY, STATS_KEY, TASKS_KEY
+from webcall.emulator.rest import add_rest_routes
+from webcall.emulator.state import EmulatorState
+from webcall.emulator.stats import Stats, record_middleware
+from webcall.emulator.tasks import BackgroundTasks
+
+log = logging.getLogger("webcall.emulator")
+
+
+async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[TASKS_KEY].cancel_all()
+
+
+async def _wake_sleepers(app: web.Application) -> None:
+    # Runs before aiohttp waits for in-flight handlers: latency and timeout faults return at once.
+    app[FAULTS_KEY].shutting_down()
+
+
+def _mount_media(app: web.Application, state: EmulatorState) -> None:
+    try:
+        from webcall.emulator.media import setup_media
+    except ImportError as err:  # the 'emulator' extra (aiortc) is not installed
+        log.info("emulator: WHIP media is unavailable (%s); REST only", err)
+        return
+    setup_media(app, state)
+
+
+def create_emulator_app(config: EmulatorConfig) -> web.Application:
+    """A fresh emulator application: its own state (a copy of ``config.agents``), routes and middlewares."""
+    state = EmulatorState(
+        api_keys=set(config.api_keys),
+        agents=copy.deepcopy(dict(config.agents)),
+        token_ttl=config.token_ttl,
+    )
+    # Outermost first: the request log sees every final status; errors are shaped before it sees them; faults
+    # answer before any handler runs.
+    app = web.Application(middlewares=[record_middleware, error_middleware, fault_middleware])
+    app[STATE_KEY] = state
+    app[CONFIG_KEY] = config
+    app[FAULTS_KEY] = FaultRegistry()
+    app[STATS_KEY] = Stats()
+    app[TASKS_KEY] = BackgroundTasks()
+    add_rest_routes(app)
+    add_control_routes(app)
+    app.cleanup_ctx.append(_background_tasks)
+    app.on_shutdown.append(_wake_sleepers)
+    _mount_media(app, state)
+    return app

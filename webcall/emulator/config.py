@@ -1,0 +1,62 @@
+"""The emulator's configuration: one frozen, keyword-only dataclass validated on construction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from webcall.emulator.state import EmulatedAgent, default_agents
+
+DEFAULT_API_KEY = "emu_key:emu_secret"
+
+
+def _default_api_keys() -> frozenset[str]:
+    return frozenset({DEFAULT_API_KEY})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmulatorConfig:
+    """How one emulator instance behaves.
+
+    ``api_keys`` are the bearer keys the REST API accepts; ``agents`` the agents it knows (each app works on its own
+    copy); ``token_ttl`` the lifetime in seconds of a web call's media token; ``public_url`` the origin a browser
+    uses to reach the emulator (default: the origin of each request); ``phone_ring_seconds`` and
+    ``phone_talk_seconds`` pace the simulated phone calls.
+    """
+
+    api_keys: frozenset[str] = field(default_factory=_default_api_keys, repr=False)
+    agents: Mapping[str, EmulatedAgent] = field(default_factory=default_agents)
+    token_ttl: float = 30.0
+    public_url: str | None = None
+    phone_ring_seconds: float = 0.3
+    phone_talk_seconds: float = 1.5
+
+    def __post_init__(self) -> None:
+        keys = frozenset(self.api_keys)
+        if not keys or not all(isinstance(k, str) and k.strip() for k in keys):
+            raise ValueError(
+                "EmulatorConfig.api_keys must hold at least one non-empty key such as 'emu_key:emu_secret'"
+            )
+        object.__setattr__(self, "api_keys", keys)
+        for agent_id, agent in self.agents.items():
+            if agent_id != agent.id:
+                raise ValueError(f"EmulatorConfig.agents: key {agent_id!r} does not match the agent's id {agent.id!r}")
+        if self.token_ttl <= 0:
+            raise ValueError("EmulatorConfig.token_ttl must be a positive number of seconds")
+        if self.phone_ring_seconds < 0 or self.phone_talk_seconds < 0:
+            raise ValueError("EmulatorConfig.phone_ring_seconds and phone_talk_seconds must not be negative")
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path.strip("/")
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(
+                    f"EmulatorConfig.public_url must be an origin such as 'http://127.0.0.1:8700', "
+                    f"not {self.public_url!r}"
+                )
+            object.__setattr__(self, "public_url", f"{parts.scheme}://{parts.netloc}")
