@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from webcall import Agent
+from webcall.emulator.server import EmulatorServer
 
 from .conftest import ORIGIN, SESSION_SECRET, MakeHost, add_fault
-from webcall.emulator.server import EmulatorServer
 
 H = {"Origin": ORIGIN}
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp_sse import sse_response
 
-from . import guard, webhooks
+from . import guard, openapi, webhooks
 from .dialnexa.models import iso
 from .errors import (
     DialNexaError,
@@ -535,9 +535,16 @@ async def _reconcile(webcall: WebCall, agent_id: str, request_id: str) -> str | 
     return None
 
 
+async def openapi_json(request: web.Request) -> web.Response:
+    webcall = request.app[WEBCALL]
+    prefix = webcall.url("healthz").rsplit("/", 1)[0]
+    return _json(openapi.spec(prefix), headers={"Cache-Control": "public, max-age=300"})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/widget.js", widget_js, name="widget")
     app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/openapi.json", openapi_json, name="openapi")
     app.router.add_post("/sessions", create_session, name="sessions")
     app.router.add_route("OPTIONS", "/sessions", sessions_preflight)
     app.router.add_post("/sessions/{call_id}/end", end_session, name="session_end")

@@ -1,0 +1,241 @@
+"""The plugin's own HTTP surface as OpenAPI 3.1 (served at ``GET {prefix}/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_STR = {"type": "string"}
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): _json(_ref("Error"), "An error in the plugin's one shape.") for code in codes}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["statusCode", "error", "message", "code"],
+        "additionalProperties": False,
+        "properties": {
+            "statusCode": {"type": "integer", "minimum": 400, "maximum": 599},
+            "error": _STR,
+            "message": _STR,
+            "code": {"type": "string", "pattern": "^[a-z_]+$"},
+        },
+    },
+    "Variables": {
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": {"type": "string", "maxLength": 1000},
+    },
+    "SessionRequest": {
+        "type": "object",
+        "required": ["agent"],
+        "properties": {
+            "agent": {"type": "string", "minLength": 1, "maxLength": 64, "description": "An agent alias."},
+            "variables": _ref("Variables"),
+            "bot_token": {"type": "string", "maxLength": 4096},
+        },
+    },
+    "Media": {
+        "type": "object",
+        "required": ["transport", "whip_url", "ice_servers"],
+        "properties": {
+            "transport": {"type": "string", "examples": ["webrtc-whip"]},
+            "whip_url": {"type": "string", "format": "uri"},
+            "ice_servers": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": [
+            "call_id",
+            "agent",
+            "access_token",
+            "media",
+            "token",
+            "token_expires_at",
+            "max_call_seconds",
+            "end_url",
+            "events_url",
+            "callbacks_url",
+        ],
+        "properties": {
+            "call_id": _STR,
+            "agent": _STR,
+            "access_token": {"type": "string", "description": "DialNexa's single-use media token."},
+            "expires_at": {"type": ["string", "null"], "format": "date-time"},
+            "media": _ref("Media"),
+            "token": {"type": "string", "description": "The plugin's token for this call's routes."},
+            "token_expires_at": _TIME,
+            "max_call_seconds": {"type": "integer", "minimum": 1},
+            "end_url": _STR,
+            "events_url": _STR,
+            "callbacks_url": _STR,
+        },
+    },
+    "CallbackRequest": {
+        "type": "object",
+        "required": ["agent", "phone_number", "consent"],
+        "properties": {
+            "agent": {"type": "string", "minLength": 1, "maxLength": 64},
+            "phone_number": {"type": "string", "description": "E.164, e.g. +14155550123."},
+            "consent": {"const": True},
+            "variables": _ref("Variables"),
+            "bot_token": {"type": "string", "maxLength": 4096},
+        },
+    },
+    "CallbackAccepted": {
+        "type": "object",
+        "required": ["callback_id", "status"],
+        "properties": {"callback_id": _STR, "status": {"const": "requested"}},
+    },
+    "Ended": {
+        "type": "object",
+        "required": ["call_id", "status"],
+        "properties": {"call_id": _STR, "status": {"type": ["string", "null"]}},
+    },
+    "WebhookAck": {
+        "type": "object",
+        "required": ["received", "duplicate"],
+        "properties": {"received": {"const": True}, "duplicate": {"type": "boolean"}},
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"enum": ["ok", "unavailable"]},
+            "store": _STR,
+            "upstream": _STR,
+            "agents": {"type": "array", "items": _STR},
+            "active_calls": {"type": "integer"},
+        },
+    },
+    "DeliveryEnvelope": {
+        "type": "object",
+        "required": ["event_type", "payload"],
+        "properties": {"event_type": _STR, "payload": {"type": "object"}},
+    },
+}
+
+_ORIGIN_HEADER = {
+    "name": "Origin",
+    "in": "header",
+    "required": True,
+    "schema": _STR,
+    "description": "Must be an allowed origin.",
+}
+_CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
+_BEARER = [{"callToken": []}]
+
+
+def spec(prefix: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "webcall",
+            "version": "1",
+            "description": "Browser voice calls to DialNexa agents: session minting, events, hang-up, call-backs.",
+        },
+        "servers": [{"url": prefix}],
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "callToken": {"type": "http", "scheme": "bearer", "description": "The `token` of a session."},
+                "webhookSignature": {"type": "apiKey", "in": "header", "name": "x-nexa-signature"},
+            },
+        },
+        "paths": {
+            "/sessions": {
+                "post": {
+                    "operationId": "createSession",
+                    "summary": "Mint one web call for this visitor",
+                    "parameters": [_ORIGIN_HEADER],
+                    "requestBody": {"required": True, **_json(_ref("SessionRequest"), "Which agent to call.")},
+                    "responses": {
+                        "201": _json(_ref("Session"), "What the browser needs to connect."),
+                        **_errors(400, 401, 403, 404, 413, 415, 429, 500, 502, 503, 504),
+                    },
+                }
+            },
+            "/sessions/{call_id}/end": {
+                "post": {
+                    "operationId": "endSession",
+                    "summary": "Hang the call up",
+                    "parameters": [_CALL_ID],
+                    "security": _BEARER,
+                    "responses": {"200": _json(_ref("Ended"), "The call ended."), **_errors(401, 502, 503, 504)},
+                }
+            },
+            "/sessions/{call_id}/events": {
+                "get": {
+                    "operationId": "sessionEvents",
+                    "summary": "Server-sent events of this call (token in the query; Last-Event-ID replays)",
+                    "parameters": [
+                        _CALL_ID,
+                        {"name": "token", "in": "query", "required": True, "schema": _STR},
+                        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": _STR},
+                    ],
+                    "responses": {
+                        "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": _STR}}},
+                        **_errors(401, 503),
+                    },
+                }
+            },
+            "/callbacks": {
+                "post": {
+                    "operationId": "requestCallback",
+                    "summary": "Ask the agent to call a phone number",
+                    "parameters": [_ORIGIN_HEADER],
+                    "requestBody": {"required": True, **_json(_ref("CallbackRequest"), "Number and consent.")},
+                    "responses": {
+                        "202": _json(_ref("CallbackAccepted"), "The call is being placed."),
+                        **_errors(400, 401, 403, 404, 413, 415, 429, 500, 502, 503, 504),
+                    },
+                }
+            },
+            "/webhooks": {
+                "post": {
+                    "operationId": "receiveWebhook",
+                    "summary": "DialNexa's signed webhook deliveries",
+                    "security": [{"webhookSignature": []}],
+                    "requestBody": {"required": True, **_json(_ref("DeliveryEnvelope"), "A call event.")},
+                    "responses": {
+                        "200": _json(_ref("WebhookAck"), "Stored before this answer."),
+                        **_errors(400, 401, 413, 503),
+                    },
+                }
+            },
+            "/widget.js": {
+                "get": {
+                    "operationId": "widget",
+                    "summary": "The widget script",
+                    "responses": {
+                        "200": {"description": "JavaScript.", "content": {"text/javascript": {"schema": _STR}}},
+                        "304": {"description": "Not modified."},
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "responses": {"200": _json(_ref("Health"), "Ready."), "503": _json(_ref("Health"), "Not ready.")},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "responses": {"200": _json({"type": "object"}, "This document.")},
+                }
+            },
+        },
+    }
