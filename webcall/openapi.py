@@ -135,7 +135,7 @@ _ORIGIN_HEADER = {
     "description": "Must be an allowed origin.",
 }
 _CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
-_BEARER = [{"callToken": []}]
+_BEARER: list[dict[str, list[str]]] = [{"callToken": []}]
 
 
 def spec(prefix: str) -> dict[str, Any]:
