@@ -82,7 +82,7 @@ async def test_every_route_is_documented(make_host: MakeHost) -> None:
     client, handle = await make_host()
     spec = await (await client.get("/webcall/openapi.json")).json()
     documented = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
-    pages = {"/call/{agent}", "/snippet"}
+    pages = {"/call/{agent}", "/snippet", "/call.css"}
     for route in handle.app.router.routes():
         info = route.resource.canonical.removeprefix("/webcall") if route.resource else ""
         if route.method in ("OPTIONS", "HEAD") or info in pages:

@@ -97,6 +97,19 @@ class WebCall:
         """The Subresource Integrity hash of the widget, for ``<script integrity=...>``."""
         return self.widget.sri
 
+    @property
+    def media_origin(self) -> str:
+        """The origin browsers reach for call media (WHIP): add it to your pages' CSP ``connect-src``."""
+        if self.emulator is not None:
+            return str(self.emulator.origin)
+        scheme, _, rest = self.client.base_url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
+
+    @property
+    def content_security_policy(self) -> str:
+        """A strict policy that lets the widget run on a page: ``default-src 'self'`` plus the media origin."""
+        return f"default-src 'self'; connect-src 'self' {self.media_origin}; img-src 'self' data:"
+
     def url(self, name: str, **parts: str) -> str:
         """The path of one of the plugin's routes, with the mount prefix."""
         return str(self.app.router[name].url_for(**parts))

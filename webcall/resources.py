@@ -58,3 +58,9 @@ class Asset:
 def widget_asset() -> Asset:
     """The widget, read once per process."""
     return Asset.load(static_dir() / "webcall.js", "text/javascript")
+
+
+@cache
+def page_css() -> Asset:
+    """The stylesheet of the plugin's own pages (call page, snippet, errors)."""
+    return Asset.load(static_dir() / "call.css", "text/css")

@@ -31,6 +31,7 @@ from .errors import (
 )
 from .events import CallEvent, EventParseError, from_delivery, parse_delivery
 from .keys import WEBCALL
+from .resources import page_css
 from .tokens import AUDIENCE_CALL
 
 if TYPE_CHECKING:
@@ -115,26 +116,26 @@ async def widget_js(request: web.Request) -> web.StreamResponse:
 
 
 def _page(webcall: WebCall, template: str, http_status: int = 200, **context: Any) -> web.Response:
-    html = webcall.templates.get_template(template).render(**context)
+    csp = webcall.content_security_policy
+    html = webcall.templates.get_template(template).render(css_url=webcall.url("call_css"), csp=csp, **context)
     return web.Response(
         text=html,
         status=http_status,
         content_type="text/html",
         headers={
-            "Content-Security-Policy": "default-src 'self'; connect-src 'self' "
-            + _media_origin(webcall)
-            + "; img-src 'self' data:; base-uri 'none'; frame-ancestors 'self'",
+            "Content-Security-Policy": csp + "; base-uri 'none'; frame-ancestors 'self'",
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "same-origin",
         },
     )
 
 
-def _media_origin(webcall: WebCall) -> str:
-    """The origin browsers reach for media (WHIP), for the pages' ``connect-src``."""
-    base = webcall.client.base_url
-    scheme, _, rest = base.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+async def call_css(request: web.Request) -> web.StreamResponse:
+    asset = page_css()
+    headers = {"ETag": asset.etag, "Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    if asset.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=asset.body, headers={**headers, "Content-Type": "text/css; charset=utf-8"})
 
 
 async def call_page(request: web.Request) -> web.Response:
@@ -554,4 +555,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/callbacks", request_callback, name="callbacks")
     app.router.add_route("OPTIONS", "/callbacks", callbacks_preflight)
     app.router.add_get("/call/{agent}", call_page, name="call_page")
+    app.router.add_get("/call.css", call_css, name="call_css")
     app.router.add_get("/snippet", snippet_page, name="snippet")

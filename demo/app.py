@@ -1,0 +1,230 @@
+"""The demo host site: a landing page with the floating widget, agent and theme choices, a persona form whose
+values reach the agent through the ``variables`` hook, a live console fed by ``on_call_event``, and an embed page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import deque
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp_sse import sse_response
+
+import webcall
+from webcall.events import CallEvent
+
+HERE = Path(__file__).resolve().parent
+PERSONA_COOKIE = "demo_persona"
+_CLEAN = re.compile(r"[\x00-\x1f\x7f{}<>]")
+
+AGENTS = {
+    "sales": ("Sales", "Nova answers questions about plans and books a trial.", "#4f46e5"),
+    "support": ("Support", "Sam troubleshoots an account and fixes it on the call.", "#0d9488"),
+    "collections": ("Accounts", "Ava agrees a payment plan, politely.", "#b45309"),
+}
+THEMES = {
+    "light": {"label": "Light"},
+    "dark": {"label": "Dark"},
+    "brand": {"label": "Brand"},
+}
+THEME_PROPERTIES = {
+    "light": {},
+    "dark": {"--webcall-bg": "#111827", "--webcall-fg": "#f9fafb", "--webcall-accent": "#818cf8"},
+    "brand": {
+        "--webcall-accent": "#e11d48",
+        "--webcall-radius": "4px",
+        "--webcall-bg": "#fff7ed",
+        "--webcall-fg": "#431407",
+    },
+}
+
+CONSOLE: web.AppKey[Console] = web.AppKey("demo.console")
+HANDLE: web.AppKey[webcall.WebCall] = web.AppKey("demo.webcall")
+TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("demo.templates")
+
+
+class Console:
+    """What the host's callback receives, kept for the page's live console (newest 200)."""
+
+    def __init__(self) -> None:
+        self.lines: deque[dict[str, Any]] = deque(maxlen=200)
+        self.listeners: set[asyncio.Queue[dict[str, Any] | None]] = set()
+
+    async def record(self, event: CallEvent) -> None:
+        for line in describe(event):
+            self.lines.append(line)
+            for queue in list(self.listeners):
+                if not queue.full():
+                    queue.put_nowait(line)
+
+    async def close(self) -> None:
+        for queue in list(self.listeners):
+            if not queue.full():
+                queue.put_nowait(None)
+
+
+def describe(event: CallEvent) -> list[dict[str, Any]]:
+    """Console lines for one event: the event itself, then (for call.ended) the transcript and summary."""
+    context = event.context or {}
+    variables = context.get("variables") or {}
+    head = {
+        "time": event.time,
+        "type": event.type,
+        "call_id": event.call_id,
+        "agent": context.get("agent"),
+        "detail": "",
+    }
+    if event.type == "session.created":
+        head["detail"] = "variables: " + (", ".join(f"{k}={v}" for k, v in variables.items()) or "none")
+    elif event.type == "call.started":
+        head["detail"] = "media connected"
+    elif event.type == "call.ended":
+        head["detail"] = f"{event.call.get('end_reason') or 'ended'}, {event.call.get('duration') or 0:.0f} s"
+    elif event.type == "callback.requested":
+        head["detail"] = f"ringing {context.get('phone_number', '')}"
+    lines = [head]
+    if event.type == "call.ended":
+        for turn in event.call.get("transcript_object") or []:
+            role = "Agent" if turn.get("role") == "agent" else "Caller"
+            lines.append({**head, "type": "transcript", "detail": f"{role}: {turn.get('content', '')}"})
+        if event.call.get("summary"):
+            lines.append({**head, "type": "summary", "detail": str(event.call["summary"])})
+    return lines
+
+
+def persona(request: web.Request) -> dict[str, str]:
+    raw = request.cookies.get(PERSONA_COOKIE, "")
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        data = {}
+    out = {}
+    for key in ("name", "company"):
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, str) and _CLEAN.sub("", value).strip():
+            out[key] = _CLEAN.sub("", value).strip()[:60]
+    return out
+
+
+async def persona_variables(request: web.Request, alias: str, agent: webcall.Agent) -> dict[str, str]:
+    """The host's ``variables`` hook: the visitor's persona from the demo form, with friendly defaults."""
+    values = {"name": "there", "company": "your company"}
+    values.update(persona(request))
+    return values
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    if response.content_type == "text/html":
+        csp = request.app[HANDLE].content_security_policy
+        response.headers["Content-Security-Policy"] = (
+            f"{csp}; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        )
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _choice(request: web.Request, name: str, options: dict[str, Any], default: str) -> str:
+    value = request.query.get(name, default)
+    return value if value in options else default
+
+
+def _render(request: web.Request, template: str, **context: Any) -> web.Response:
+    html = request.app[TEMPLATES].get_template(template).render(**context)
+    return web.Response(text=html, content_type="text/html")
+
+
+def _state(request: web.Request) -> dict[str, Any]:
+    agent = _choice(request, "agent", AGENTS, "sales")
+    theme = _choice(request, "theme", THEMES, "light")
+    return {
+        "agent": agent,
+        "theme": theme,
+        "agents": AGENTS,
+        "themes": THEMES,
+        "persona": persona(request),
+        "handle": request.app[HANDLE],
+        "link": lambda **change: "?" + urlencode({"agent": agent, "theme": theme, **change}),
+    }
+
+
+async def index(request: web.Request) -> web.Response:
+    return _render(request, "index.html", **_state(request))
+
+
+async def embed(request: web.Request) -> web.Response:
+    state = _state(request)
+    handle = request.app[HANDLE]
+    snippet_attributes = {"data-agent": state["agent"], "data-callback": "true"}
+    properties = THEME_PROPERTIES[state["theme"]]
+    return _render(
+        request,
+        "embed.html",
+        **state,
+        widget_url=handle.widget_url,
+        widget_sri=handle.widget_sri,
+        snippet_attributes=snippet_attributes,
+        properties=properties,
+        csp=handle.content_security_policy,
+    )
+
+
+async def save_persona(request: web.Request) -> web.Response:
+    form = await request.post()
+    data = {k: str(form.get(k, ""))[:60] for k in ("name", "company")}
+    back = "/?" + urlencode(
+        {"agent": _choice(request, "agent", AGENTS, "sales"), "theme": _choice(request, "theme", THEMES, "light")}
+    )
+    response = web.HTTPSeeOther(back)
+    response.set_cookie(PERSONA_COOKIE, json.dumps(data), httponly=True, samesite="Lax", max_age=86400)
+    raise response
+
+
+async def console_stream(request: web.Request) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=500)
+    console.listeners.add(queue)
+    try:
+        async with sse_response(request, ping_interval=15) as stream:
+            for line in list(console.lines)[-30:]:
+                await stream.send(json.dumps(line))
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                await stream.send(json.dumps(item))
+    finally:
+        console.listeners.discard(queue)
+    return stream
+
+
+async def _close_console(app: web.Application) -> None:
+    await app[CONSOLE].close()
+
+
+def create_demo_app(config: webcall.WebCallConfig | None = None) -> web.Application:
+    """The demo site with webcall mounted at /webcall (on the embedded emulator unless DIALNEXA_API_KEY is set)."""
+    app = web.Application(middlewares=[security_headers])
+    console = Console()
+    config = config or webcall.WebCallConfig.from_env(variables=persona_variables, rate_limit=30)
+    handle = webcall.setup(app, config)
+    handle.on_call_event.append(console.record)
+    app[CONSOLE] = console
+    app[HANDLE] = handle
+    app[TEMPLATES] = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    app.on_shutdown.append(_close_console)
+    app.router.add_get("/", index, name="index")
+    app.router.add_get("/embed", embed, name="embed")
+    app.router.add_post("/persona", save_persona, name="persona")
+    app.router.add_get("/demo/console", console_stream, name="console")
+    app.router.add_static("/static", HERE / "static", name="static")
+    return app
