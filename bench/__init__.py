@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``bench/run`` measures and prints one table, each row side by side in one run."""

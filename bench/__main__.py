@@ -1,0 +1,480 @@
+"""``bench/run``: measure webcall on this machine and print one table, every comparison side by side in one run.
+
+Rows: widget size; session minting through the full plugin vs a bare aiohttp handler making the same upstream call
+(memory and Redis stores, concurrency 1/50/200); webhook-to-browser relay latency in one process and across two
+workers through Redis; webhook ingest throughput; server memory per idle SSE stream; click-to-connected and
+click-to-first-agent-audio in headless Chromium; simultaneous emulator calls with agent audio flowing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from webcall.tokens import AUDIENCE_CALL, TokenIssuer
+from webcall.webhooks import signature
+
+from .servers import ORIGIN, SESSION_SECRET, WEBHOOK_SECRET
+
+ROOT = Path(__file__).resolve().parents[1]
+EMULATOR_KEY = "bench_key:bench_secret"
+
+
+@dataclass
+class Row:
+    section: str
+    metric: str
+    value: str
+    budget: str = ""
+    verdict: str = ""
+
+
+ROWS: list[Row] = []
+
+
+def row(section: str, metric: str, value: str, budget: str = "", ok: bool | None = None) -> None:
+    verdict = "" if ok is None else ("met" if ok else "MISSED")
+    ROWS.append(Row(section, metric, value, budget, verdict))
+    print(f"  {section:<10} {metric:<58} {value:>22}  {budget:<16} {verdict}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+class Proc:
+    """A server subprocess on a free port, waited for until it answers."""
+
+    def __init__(self, args: list[str], port: int, ready_path: str, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(Path(self.log.name).read_text())
+            try:
+                if httpx.get(f"{self.url}{ready_path}", timeout=1).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{args} did not start: {Path(self.log.name).read_text()}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def start_emulator() -> Proc:
+    port = free_port()
+    return Proc(
+        ["-m", "webcall.emulator", "--port", str(port), "--api-key", EMULATOR_KEY, "--log-level", "WARNING"],
+        port,
+        "/_control/stats",
+    )
+
+
+def start_server(kind: str, emulator: Proc, store: str = "memory") -> Proc:
+    port = free_port()
+    return Proc(
+        [
+            "-m",
+            "bench.servers",
+            kind,
+            "--port",
+            str(port),
+            "--base-url",
+            f"{emulator.url}/v1",
+            "--api-key",
+            EMULATOR_KEY,
+            "--store",
+            store,
+        ],
+        port,
+        "/webcall/healthz" if kind == "plugin" else "/",
+    )
+
+
+class RedisProc:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- widget ---------------------------------------------------------------------------------------------------------
+def bench_widget() -> None:
+    body = (ROOT / "static" / "webcall.js").read_bytes()
+    gz = len(gzip.compress(body, 9))
+    try:
+        import brotli
+
+        br = f"{len(brotli.compress(body, quality=11)) / 1024:.1f} KiB"
+    except ImportError:
+        br = "n/a (pip install brotli)"
+    row("widget", "size raw", f"{len(body) / 1024:.1f} KiB")
+    row("widget", "size gzip -9 (peers: 148-191 KiB)", f"{gz / 1024:.1f} KiB", "<= 12 KiB", gz <= 12 * 1024)
+    row("widget", "size brotli q11", br)
+
+
+# -- minting --------------------------------------------------------------------------------------------------------
+async def load(url: str, concurrency: int, total: int) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    body = {"agent": "sales", "variables": {"name": "Priya"}}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60, headers={"Origin": ORIGIN}) as http:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(total):
+            queue.put_nowait(i)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                started = time.perf_counter()
+                response = await http.post(f"{url}/webcall/sessions", json=body)
+                if response.status_code != 201:
+                    raise RuntimeError(f"mint failed: {response.status_code} {response.text[:200]}")
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - began
+
+
+async def bench_minting(quick: bool, upstream_ms: float) -> None:
+    emulator = start_emulator()
+    redis = RedisProc()
+    try:
+        await asyncio.to_thread(
+            httpx.post,
+            f"{emulator.url}/_control/faults",
+            json={"route": "POST /v1/web-calls", "kind": "latency", "delay": upstream_ms / 1000, "count": 0},
+        )
+        servers = {
+            "bare": start_server("bare", emulator),
+            "memory": start_server("plugin", emulator),
+            "redis": start_server("plugin", emulator, redis.url),
+        }
+        try:
+            for concurrency in (1, 50, 200):
+                total = max(concurrency * (4 if quick else 10), 100 if quick else 300)
+                results: dict[str, tuple[list[float], float]] = {}
+                for server in servers.values():
+                    await load(server.url, concurrency, min(total, 50))  # warm up
+                for name, server in servers.items():
+                    results[name] = await load(server.url, concurrency, total)
+                bare_lat, bare_time = results["bare"]
+                bare_rps = len(bare_lat) / bare_time
+                row(
+                    "minting",
+                    f"c={concurrency:<3} bare handler p50 / p99 / req/s",
+                    f"{pct(bare_lat, 50) * 1e3:.1f} / {pct(bare_lat, 99) * 1e3:.1f} ms / {bare_rps:.0f}",
+                )
+                for name in ("memory", "redis"):
+                    lat, elapsed = results[name]
+                    rps = len(lat) / elapsed
+                    ratio = pct(lat, 50) / pct(bare_lat, 50)
+                    row(
+                        "minting",
+                        f"c={concurrency:<3} plugin ({name}) p50 / p99 / req/s",
+                        f"{pct(lat, 50) * 1e3:.1f} / {pct(lat, 99) * 1e3:.1f} ms / {rps:.0f}",
+                    )
+                    row(
+                        "minting",
+                        f"c={concurrency:<3} plugin ({name}) p50 ratio / throughput ratio vs bare",
+                        f"{ratio:.2f}x / {bare_rps / rps:.2f}x",
+                        "<= 1.15x",
+                        ratio <= 1.15,
+                    )
+        finally:
+            for server in servers.values():
+                server.stop()
+    finally:
+        emulator.stop()
+        redis.stop()
+
+
+# -- relay ----------------------------------------------------------------------------------------------------------
+def signed(call_id: str, event_type: str = "call_ended") -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"event_type": event_type, "payload": {"call": {"id": call_id, "status": "completed"}}}).encode()
+    return body, {"Content-Type": "application/json", "x-nexa-signature": signature(body, WEBHOOK_SECRET)}
+
+
+async def relay_latencies(post_to: str, stream_from: str, count: int) -> list[float]:
+    """Post a webhook for a fresh call to one server; time until its SSE stream on another server shows it."""
+    issuer = TokenIssuer([SESSION_SECRET])
+    latencies = []
+    async with httpx.AsyncClient(timeout=10) as http:
+        for i in range(count):
+            call_id = f"call_bench{time.time_ns():x}{i}"
+            token, _ = issuer.issue(call_id, AUDIENCE_CALL, ttl=600)
+            async with http.stream("GET", f"{stream_from}/webcall/sessions/{call_id}/events?token={token}") as stream:
+                lines = stream.aiter_lines()
+                await asyncio.sleep(0.005)  # let the stream subscribe
+                body, headers = signed(call_id)
+                started = time.perf_counter()
+                response = await http.post(f"{post_to}/webcall/webhooks", content=body, headers=headers)
+                if response.status_code != 200:
+                    raise RuntimeError(response.text)
+                async for line in lines:
+                    if line.startswith("data:"):
+                        latencies.append(time.perf_counter() - started)
+                        break
+    return latencies
+
+
+async def ingest(url: str, total: int, concurrency: int) -> float:
+    bodies = [signed(f"call_ingest{time.time_ns():x}{i}") for i in range(total)]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+        queue = list(bodies)
+        began = time.perf_counter()
+
+        async def worker() -> None:
+            while queue:
+                body, headers = queue.pop()
+                response = await http.post(f"{url}/webcall/webhooks", content=body, headers=headers)
+                if response.status_code != 200:
+                    raise RuntimeError(response.text)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return total / (time.perf_counter() - began)
+
+
+async def bench_relay(quick: bool) -> None:
+    emulator = start_emulator()
+    redis = RedisProc()
+    count = 100 if quick else 300
+    try:
+        single = start_server("plugin", emulator)
+        a = start_server("plugin", emulator, redis.url)
+        b = start_server("plugin", emulator, redis.url)
+        try:
+            await relay_latencies(single.url, single.url, 20)
+            lat = await relay_latencies(single.url, single.url, count)
+            row(
+                "relay",
+                "webhook -> browser SSE, one process (memory) p50 / p99",
+                f"{pct(lat, 50) * 1e3:.1f} / {pct(lat, 99) * 1e3:.1f} ms",
+                "p99 <= 20 ms",
+                pct(lat, 99) <= 0.020,
+            )
+            await relay_latencies(a.url, b.url, 20)
+            lat = await relay_latencies(a.url, b.url, count)
+            row(
+                "relay",
+                "webhook -> browser SSE, two workers via Redis p50 / p99",
+                f"{pct(lat, 50) * 1e3:.1f} / {pct(lat, 99) * 1e3:.1f} ms",
+                "p99 <= 30 ms",
+                pct(lat, 99) <= 0.030,
+            )
+            rate = await ingest(single.url, 1000 if quick else 3000, 50)
+            row("relay", "webhook ingest, one process (memory), c=50", f"{rate:.0f} req/s")
+            rate = await ingest(a.url, 1000 if quick else 3000, 50)
+            row("relay", "webhook ingest, one worker (Redis), c=50", f"{rate:.0f} req/s")
+        finally:
+            for server in (single, a, b):
+                server.stop()
+    finally:
+        emulator.stop()
+        redis.stop()
+
+
+# -- SSE memory -----------------------------------------------------------------------------------------------------
+async def bench_sse_memory(quick: bool) -> None:
+    streams_wanted = 300 if quick else 1000
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    emulator = start_emulator()
+    server = start_server("plugin", emulator)
+    issuer = TokenIssuer([SESSION_SECRET])
+    try:
+        limits = httpx.Limits(max_connections=streams_wanted + 10, max_keepalive_connections=0)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+            opened: list[Any] = []
+
+            async def open_stream(i: int) -> None:
+                token, _ = issuer.issue(f"call_idle{i}", AUDIENCE_CALL, ttl=600)
+                request = http.build_request("GET", f"{server.url}/webcall/sessions/call_idle{i}/events?token={token}")
+                response = await http.send(request, stream=True)
+                opened.append(response)
+
+            for i in range(10):  # warm up: first-use allocations are not per stream
+                await open_stream(10_000 + i)
+            await asyncio.sleep(1)
+            before = server.rss()
+            for start in range(0, streams_wanted, 100):
+                await asyncio.gather(*(open_stream(i) for i in range(start, min(start + 100, streams_wanted))))
+            await asyncio.sleep(2)
+            after = server.rss()
+            per = (after - before) / streams_wanted
+            row(
+                "sse",
+                f"server memory per idle SSE stream ({streams_wanted} open)",
+                f"{per / 1024:.1f} KiB",
+                "<= 20 KiB",
+                per <= 20 * 1024,
+            )
+            for response in opened:
+                await response.aclose()
+    finally:
+        server.stop()
+        emulator.stop()
+
+
+# -- browser --------------------------------------------------------------------------------------------------------
+async def bench_browser(quick: bool) -> None:
+    from .browser import click_to_connected
+
+    calls = 20 if quick else 30
+    connected, audio = await click_to_connected(calls)
+    row(
+        "browser",
+        f"click -> connected, headless Chromium, {calls} calls median / p90",
+        f"{statistics.median(connected) * 1e3:.0f} / {pct(connected, 90) * 1e3:.0f} ms",
+        "median <= 250 ms",
+        statistics.median(connected) <= 0.250,
+    )
+    row(
+        "browser",
+        f"click -> first agent audio, {calls} calls median / p90",
+        f"{statistics.median(audio) * 1e3:.0f} / {pct(audio, 90) * 1e3:.0f} ms",
+    )
+
+
+async def bench_capacity(quick: bool) -> None:
+    from .capacity import simultaneous_calls
+
+    sustained, detail = await simultaneous_calls(max_calls=16 if quick else 32)
+    row("emulator", "simultaneous calls with agent audio flowing (frames on time)", str(sustained), "", None)
+    row("emulator", "at that load", detail)
+
+
+SECTIONS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
+    "minting": lambda quick: bench_minting(quick, upstream_ms=20),
+    "relay": bench_relay,
+    "sse": bench_sse_memory,
+    "browser": bench_browser,
+    "emulator": bench_capacity,
+}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
+    parser.add_argument("--only", nargs="*", choices=["widget", *SECTIONS], help="run only these sections")
+    args = parser.parse_args()
+    print(f"webcall benchmarks on {machine()}")
+    print(f"  {'section':<10} {'metric':<58} {'value':>22}  {'budget':<16} verdict")
+    chosen = args.only or ["widget", *SECTIONS]
+    if "widget" in chosen:
+        bench_widget()
+    for name, section in SECTIONS.items():
+        if name in chosen:
+            try:
+                asyncio.run(section(args.quick))
+            except Exception as err:  # one failing section must not hide the others
+                row(name, "section failed", f"{type(err).__name__}: {str(err)[:80]}")
+    missed = [r for r in ROWS if r.verdict == "MISSED"]
+    print(
+        f"\n{len(ROWS)} rows, {len(missed)} budget(s) missed"
+        + (": " + "; ".join(r.metric for r in missed) if missed else "")
+    )
+
+
+if __name__ == "__main__":
+    main()

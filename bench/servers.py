@@ -1,0 +1,90 @@
+"""Server processes for the benchmarks: the full plugin in a host app, or a bare handler doing the same upstream call.
+
+python -m bench.servers plugin --port 8801 --base-url http://127.0.0.1:8700/v1 --api-key K [--store redis://…]
+python -m bench.servers bare   --port 8802 --base-url http://127.0.0.1:8700/v1 --api-key K
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+
+import httpx
+from aiohttp import web
+
+import webcall
+
+ORIGIN = "https://bench.example"
+SESSION_SECRET = "bench-session-secret-0123456789-abcdef"
+WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
+BARE_CLIENT: web.AppKey[httpx.AsyncClient] = web.AppKey("bench.client")
+
+
+def plugin_app(args: argparse.Namespace) -> web.Application:
+    app = web.Application()
+    config = webcall.WebCallConfig(
+        api_key=args.api_key,
+        base_url=args.base_url,
+        agents={"sales": webcall.Agent(id="agent_sales", visitor_variables=frozenset({"name", "company"}))},
+        allowed_origins=(ORIGIN,),
+        session_secrets=(SESSION_SECRET,),
+        webhook_secrets=(WEBHOOK_SECRET,),
+        rate_limit=10**9,
+        identity_rate_limit=10**9,
+        max_concurrent_calls=10**9,
+        store=args.store,
+        upstream_timeout=30,
+        upstream_deadline=60,
+    )
+    handle = webcall.setup(app, config)
+
+    async def noop(event: webcall.events.CallEvent) -> None:  # a host callback that does nothing
+        return None
+
+    handle.on_call_event.append(noop)
+    return app
+
+
+def bare_app(args: argparse.Namespace) -> web.Application:
+    """The floor: parse the JSON body, make the same upstream call, answer JSON."""
+    app = web.Application()
+
+    async def lifetime(app: web.Application):  # type: ignore[no-untyped-def]
+        app[BARE_CLIENT] = httpx.AsyncClient(
+            base_url=args.base_url,
+            headers={"Authorization": f"Bearer {args.api_key}"},
+            timeout=30,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        yield
+        await app[BARE_CLIENT].aclose()
+
+    async def sessions(request: web.Request) -> web.Response:
+        body = await request.json()
+        upstream = await request.app[BARE_CLIENT].post(
+            "/web-calls", json={"agent_id": "agent_sales", "metadata": body.get("variables") or {}}
+        )
+        return web.json_response(json.loads(upstream.content), status=201)
+
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_post("/webcall/sessions", sessions)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["plugin", "bare"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--store", default="memory")
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    app = plugin_app(args) if args.kind == "plugin" else bare_app(args)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None, shutdown_timeout=2)
+
+
+if __name__ == "__main__":
+    main()
