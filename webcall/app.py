@@ -23,6 +23,7 @@ from .dialnexa import AgentInfo, DialNexaClient
 from .dialnexa.models import CallRecord
 from .errors import ConfigError, DialNexaConflict, DialNexaError, DialNexaNotFound, WebCallError
 from .keys import WEBCALL
+from .metrics import Metrics
 from .resources import Asset, templates_dir, widget_asset
 from .store import MemoryStore, Store
 from .store.base import Subscription
@@ -65,6 +66,7 @@ class WebCall:
         self.emulator: Any = None  # webcall.emulator.EmulatorServer when running on the embedded emulator
         self.on_call_event = CallbackList()
         self.streams: set[Subscription] = set()  # open SSE streams, closed on shutdown
+        self.metrics = Metrics(lambda: len(self.streams))
         self.webhook_secrets: tuple[str, ...] = config.webhook_secrets
         self.webhook_url: str | None = None
         self._webhook_lock = asyncio.Lock()
@@ -215,6 +217,7 @@ class WebCall:
             end_call_path=config.end_call_path,
             timeout=config.upstream_timeout,
             deadline=config.upstream_deadline,
+            observer=self.metrics.upstream_call,
         )
         if config.generated_session_secret:
             log.info("webcall: no WEBCALL_SESSION_SECRET set; tokens are signed with a per-process secret")
@@ -224,6 +227,7 @@ class WebCall:
             callback_timeout=config.callback_timeout,
             attempts=config.callback_attempts,
             on_deadline=self._end_at_deadline,
+            metrics=self.metrics,
         )
         if config.outbox_reclaim_seconds is not None:
             self._bus.reclaim_after = config.outbox_reclaim_seconds

@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import StoreUnavailable
 from .events import CallEvent, now_iso
+from .metrics import Metrics
 from .store import Store
 
 log = logging.getLogger("webcall.events")
@@ -91,7 +92,9 @@ class EventBus:
         concurrency: int = 32,
         on_deadline: Callable[[str], Awaitable[None]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.callbacks = callbacks
         self.callback_timeout = callback_timeout
@@ -142,9 +145,13 @@ class EventBus:
         raise TimeoutError("the outbox did not drain in time")
 
     async def _run(self) -> None:
+        gauges_at = 0.0
         while True:
             try:
                 await self._check_deadlines()
+                if self.metrics is not None and self.metrics.enabled and time.monotonic() - gauges_at > 2:
+                    gauges_at = time.monotonic()
+                    self.metrics.depths(await self.store.outbox_depth(), len(await self.store.dead_list()))
                 entries = await self.store.outbox_take(self.consumer, 16, block=0.5, reclaim_after=self.reclaim_after)
             except StoreUnavailable:
                 log.warning("webcall: the store is unreachable; event delivery pauses")

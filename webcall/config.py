@@ -94,6 +94,7 @@ class WebCallConfig:
     callback_timeout: float = 10.0
     callback_attempts: int = 5
     outbox_reclaim_seconds: float | None = None
+    metrics: bool = False
     callback_rate_limit: int = 3
     callback_rate_window: float = 3600.0
     variables: VariablesHook | None = field(default=None, repr=False)
@@ -212,6 +213,8 @@ class WebCallConfig:
         number("WEBCALL_CALLBACK_TIMEOUT", "callback_timeout", float)
         number("WEBCALL_CALLBACK_ATTEMPTS", "callback_attempts", int)
         number("WEBCALL_OUTBOX_RECLAIM_SECONDS", "outbox_reclaim_seconds", float)
+        if env.get("WEBCALL_METRICS", "").strip():
+            values["metrics"] = _boolean("WEBCALL_METRICS", env["WEBCALL_METRICS"])
         if env.get("WEBCALL_STRICT_AGENTS", "").strip():
             values["strict_agents"] = _boolean("WEBCALL_STRICT_AGENTS", env["WEBCALL_STRICT_AGENTS"])
         if env.get("WEBCALL_RATE_LIMIT", "").strip():

@@ -231,6 +231,16 @@ def spec(prefix: str) -> dict[str, Any]:
                     "responses": {"200": _json(_ref("Health"), "Ready."), "503": _json(_ref("Health"), "Not ready.")},
                 }
             },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics (when enabled)",
+                    "responses": {
+                        "200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": _STR}}},
+                        **_errors(404),
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",

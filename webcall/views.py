@@ -31,6 +31,7 @@ from .errors import (
 )
 from .events import CallEvent, EventParseError, from_delivery, parse_delivery
 from .keys import WEBCALL
+from .metrics import route_label
 from .resources import page_css
 from .tokens import AUDIENCE_CALL
 
@@ -65,15 +66,16 @@ def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes the one JSON error shape; nothing unexpected reaches a client as a traceback."""
+    problem: HTTPProblem | None = None
     try:
         response = await handler(request)
-    except HTTPProblem as problem:
+    except HTTPProblem as raised:
+        problem = raised
         response = problem_response(problem)
     except StoreUnavailable:
         log.warning("webcall: the state store is unreachable (%s %s)", request.method, request.path)
-        response = problem_response(
-            HTTPProblem(503, "store_unavailable", "The service is briefly unavailable; try again.", retry_after=2)
-        )
+        problem = HTTPProblem(503, "store_unavailable", "The service is briefly unavailable; try again.", retry_after=2)
+        response = problem_response(problem)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -82,14 +84,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             405: f"{request.method} is not allowed here.",
             413: "The request body is too large.",
         }.get(exc.status, exc.reason)
-        response = problem_response(HTTPProblem(exc.status, _HTTP_CODES.get(exc.status, "error"), sentence))
+        problem = HTTPProblem(exc.status, _HTTP_CODES.get(exc.status, "error"), sentence)
+        response = problem_response(problem)
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("webcall: unexpected error on %s %s", request.method, request.path)
-        response = problem_response(HTTPProblem(500, "internal_error", "Something went wrong on our side."))
+        problem = HTTPProblem(500, "internal_error", "Something went wrong on our side.")
+        response = problem_response(problem)
+    if problem is not None:
+        request.app[WEBCALL].metrics.refusal(route_label(request), problem.code)
     if not response.prepared:
         response.headers.update(guard.cors_headers(request, request.app[WEBCALL].config))
     return response
@@ -258,6 +264,7 @@ async def create_session(request: web.Request) -> web.Response:
     )
     await webcall.ensure_webhook_for(guard.own_origin(request, config))
     token, claims = webcall.tokens.issue(session.id, AUDIENCE_CALL, ttl=max_seconds + 120)
+    webcall.metrics.minted(alias)
     log.info("call %s: session minted for agent %r from %s", session.id, alias, origin)
     return _json(
         {
@@ -386,16 +393,19 @@ async def receive_webhook(request: web.Request) -> web.Response:
     try:
         webhooks.verify(raw, request.headers, webcall.webhook_secrets)
     except WebhookSignatureError as err:
+        webcall.metrics.webhook("rejected")
         log.warning("webcall: webhook refused (%s) from %s", err, request.remote)
         raise HTTPProblem(401, "invalid_signature", "Invalid signature.") from None
     try:
         event_type, call = parse_delivery(raw)
     except EventParseError as err:
+        webcall.metrics.webhook("invalid")
         log.warning("webcall: signed webhook ignored: %s", err)
         raise HTTPProblem(400, "invalid_event", "The webhook body is not a call event.") from None
     context = await webcall.store.get_context(str(call["id"]))
     event = from_delivery(event_type, call, context)
     fresh = await webcall.bus.publish(event)
+    webcall.metrics.webhook("accepted" if fresh else "duplicate")
     if event.type == "call.ended":
         await webcall.call_finished(event.call_id)
     return _json({"received": True, "duplicate": not fresh})
@@ -513,6 +523,7 @@ async def request_callback(request: web.Request) -> web.Response:
         )
     )
     await webcall.ensure_webhook_for(guard.own_origin(request, config))
+    webcall.metrics.callback(alias)
     log.info("call %s: call back requested for agent %r", call_id, alias)
     return _json({"callback_id": call_id, "status": "requested"}, status=202)
 
@@ -542,10 +553,19 @@ async def openapi_json(request: web.Request) -> web.Response:
     return _json(openapi.spec(prefix), headers={"Cache-Control": "public, max-age=300"})
 
 
+async def metrics_page(request: web.Request) -> web.Response:
+    webcall = request.app[WEBCALL]
+    if not (webcall.config.metrics and webcall.metrics.enabled):
+        raise HTTPProblem(404, "not_found", "Metrics are off: set metrics=True and install dialnexa-webcall[metrics].")
+    body, content_type = webcall.metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/widget.js", widget_js, name="widget")
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/openapi.json", openapi_json, name="openapi")
+    app.router.add_get("/metrics", metrics_page, name="metrics")
     app.router.add_post("/sessions", create_session, name="sessions")
     app.router.add_route("OPTIONS", "/sessions", sessions_preflight)
     app.router.add_post("/sessions/{call_id}/end", end_session, name="session_end")

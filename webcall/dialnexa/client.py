@@ -84,8 +84,10 @@ class DialNexaClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        observer: Callable[[str, str, float], None] | None = None,
     ) -> None:
         check_base_url(base_url)
+        self._observer = observer
         self._base = base_url.rstrip("/")
         self._web_call_path = web_call_path
         self._end_call_path = end_call_path
@@ -129,8 +131,10 @@ class DialNexaClient:
         idempotent: bool,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
+        route: str | None = None,
     ) -> Any:
         started = self._clock()
+        label = route or f"{method} {path}"
         attempt = 0
         while True:
             attempt += 1
@@ -138,6 +142,7 @@ class DialNexaClient:
             error: DialNexaError
             status: int | None = None
             retry_after: float | None = None
+            sent = self._clock()
             try:
                 response = await self._http.request(method, path, json=json, params=params)
             except _NEVER_LEFT as err:
@@ -163,12 +168,15 @@ class DialNexaClient:
                 )
                 cause = err
             else:
+                self._observe(label, str(response.status_code), sent)
                 if response.status_code < 400:
                     return self._json(response, method, path)
                 status = response.status_code
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
                 failure, error = Failure.STATUS, self._api_error(response, method, path, retry_after)
                 cause = error
+            if failure is not Failure.STATUS:
+                self._observe(label, failure.value, sent)
             delay = self._policy.delay(
                 attempt=attempt,
                 idempotent=idempotent,
@@ -185,6 +193,10 @@ class DialNexaClient:
                 raise error from cause
             log.info("DialNexa %s %s: %s; retrying in %.2f s", method, path, error, delay)
             await self._sleep(delay)
+
+    def _observe(self, route: str, outcome: str, sent: float) -> None:
+        if self._observer is not None:
+            self._observer(route, outcome, self._clock() - sent)
 
     def _json(self, response: httpx.Response, method: str, path: str) -> Any:
         if not response.content:
@@ -265,9 +277,8 @@ class DialNexaClient:
 
     async def get_call(self, call_id: str) -> CallRecord:
         path = f"/calls/{_segment(call_id)}"
-        record: CallRecord = self._parse(
-            CallRecord.parse, await self._request("GET", path, idempotent=True), "GET", path
-        )
+        data = await self._request("GET", path, idempotent=True, route="GET /calls/{id}")
+        record: CallRecord = self._parse(CallRecord.parse, data, "GET", path)
         return record
 
     async def list_calls(self, *, page: int = 1, limit: int = 20, **filters: str) -> list[CallRecord]:
@@ -279,7 +290,7 @@ class DialNexaClient:
     async def end_call(self, call_id: str) -> CallRecord | None:
         """Hang a call up through the API; None when DialNexa answers without a call record."""
         path = self._end_call_path.format(call_id=_segment(call_id))
-        data = await self._request("POST", path, idempotent=True)
+        data = await self._request("POST", path, idempotent=True, route="POST " + self._end_call_path)
         try:
             return CallRecord.parse(data)
         except ParseError:
@@ -288,7 +299,8 @@ class DialNexaClient:
     # -- agents ------------------------------------------------------------------------------------------------
     async def get_agent(self, agent_id: str) -> AgentInfo:
         path = f"/agents/{_segment(agent_id)}"
-        agent: AgentInfo = self._parse(AgentInfo.parse, await self._request("GET", path, idempotent=True), "GET", path)
+        data = await self._request("GET", path, idempotent=True, route="GET /agents/{id}")
+        agent: AgentInfo = self._parse(AgentInfo.parse, data, "GET", path)
         return agent
 
     # -- user webhooks -----------------------------------------------------------------------------------------
@@ -307,18 +319,19 @@ class DialNexaClient:
 
     async def get_webhook(self, webhook_id: str) -> WebhookSubscription:
         path = f"/user-webhooks/{_segment(webhook_id)}"
-        data = await self._request("GET", path, idempotent=True)
+        data = await self._request("GET", path, idempotent=True, route="GET /user-webhooks/{id}")
         hook: WebhookSubscription = self._parse(WebhookSubscription.parse, data, "GET", path)
         return hook
 
     async def update_webhook(self, webhook_id: str, **changes: Any) -> WebhookSubscription:
         path = f"/user-webhooks/{_segment(webhook_id)}"
-        data = await self._request("PATCH", path, idempotent=True, json=changes)
+        data = await self._request("PATCH", path, idempotent=True, json=changes, route="PATCH /user-webhooks/{id}")
         hook: WebhookSubscription = self._parse(WebhookSubscription.parse, data, "PATCH", path)
         return hook
 
     async def delete_webhook(self, webhook_id: str) -> None:
-        await self._request("DELETE", f"/user-webhooks/{_segment(webhook_id)}", idempotent=True)
+        path = f"/user-webhooks/{_segment(webhook_id)}"
+        await self._request("DELETE", path, idempotent=True, route="DELETE /user-webhooks/{id}")
 
 
 def _segment(value: str) -> str:

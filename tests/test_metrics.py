@@ -1,0 +1,46 @@
+"""Prometheus metrics: off by default, and when on, they count what operators need."""
+
+from __future__ import annotations
+
+from webcall.webhooks import signature
+
+from webcall.emulator.server import EmulatorServer
+
+from .conftest import ORIGIN, MakeHost, add_fault
+
+SECRET = "metrics-webhook-secret-0123"
+
+
+async def test_metrics_are_off_by_default(make_host: MakeHost) -> None:
+    client, _ = await make_host()
+    response = await client.get("/webcall/metrics")
+    assert response.status == 404 and (await response.json())["code"] == "not_found"
+
+
+async def test_metrics_count_sessions_refusals_upstream_webhooks(make_host: MakeHost, emulator: EmulatorServer) -> None:
+    client, handle = await make_host(metrics=True, webhook_secrets=(SECRET,))
+    h = {"Origin": ORIGIN}
+    session = await (await client.post("/webcall/sessions", json={"agent": "sales"}, headers=h)).json()
+    await client.post("/webcall/sessions", json={"agent": "nobody"}, headers=h)
+    await client.post("/webcall/sessions", json={"agent": "sales"}, headers={"Origin": "https://evil.example"})
+    await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=503, count=1)
+    await client.post("/webcall/sessions", json={"agent": "sales"}, headers=h)
+    stream = await client.get(f"{session['events_url']}?token={session['token']}", headers=h)
+    await stream.content.readline()
+    assert "webcall_sse_streams_open 1.0" in await (await client.get("/webcall/metrics")).text()
+    body = b'{"event_type": "call_ended", "payload": {"call": {"id": "%s"}}}' % session["call_id"].encode()
+    for headers in ({"x-nexa-signature": signature(body, SECRET)},) * 2 + ({"x-nexa-signature": "sha256=00"},):
+        await client.post("/webcall/webhooks", data=body, headers=headers)
+    text = await (await client.get("/webcall/metrics")).text()
+    stream.close()
+    assert 'webcall_sessions_minted_total{agent="sales"} 1.0' in text
+    assert 'webcall_requests_refused_total{code="unknown_agent",route="POST /webcall/sessions"} 1.0' in text
+    assert 'webcall_requests_refused_total{code="origin_not_allowed",route="POST /webcall/sessions"} 1.0' in text
+    assert 'webcall_requests_refused_total{code="upstream_error",route="POST /webcall/sessions"} 1.0' in text
+    assert 'webcall_upstream_seconds_count{outcome="201",route="POST /web-calls"} 1.0' in text
+    assert 'webcall_upstream_seconds_count{outcome="503",route="POST /web-calls"} 1.0' in text
+    assert 'webcall_upstream_seconds_count{outcome="200",route="GET /agents/{id}"} 2.0' in text
+    assert 'webcall_webhooks_total{result="accepted"} 1.0' in text
+    assert 'webcall_webhooks_total{result="duplicate"} 1.0' in text
+    assert 'webcall_webhooks_total{result="rejected"} 1.0' in text
+    assert handle.metrics.enabled
