@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from webcall.webhooks import signature
-
 from webcall.emulator.server import EmulatorServer
+from webcall.webhooks import signature
 
 from .conftest import ORIGIN, MakeHost, add_fault
 
