@@ -81,6 +81,7 @@ class WebCallConfig:
     rate_limit: int = 10
     rate_limit_window: float = 60.0
     identity_rate_limit: int = 30
+    global_rate_limit: int = 600
     max_concurrent_calls: int = 20
     max_call_seconds: int = 600
     trusted_proxies: int = 0
@@ -143,6 +144,7 @@ class WebCallConfig:
             "rate_limit": self.rate_limit,
             "rate_limit_window": self.rate_limit_window,
             "identity_rate_limit": self.identity_rate_limit,
+            "global_rate_limit": self.global_rate_limit,
             "max_concurrent_calls": self.max_concurrent_calls,
             "max_call_seconds": self.max_call_seconds,
             "upstream_timeout": self.upstream_timeout,
@@ -205,6 +207,7 @@ class WebCallConfig:
         text("WEBCALL_PUBLIC_URL", "public_url")
         text("WEBCALL_STORE", "store")
         number("WEBCALL_IDENTITY_RATE_LIMIT", "identity_rate_limit", int)
+        number("WEBCALL_GLOBAL_RATE_LIMIT", "global_rate_limit", int)
         number("WEBCALL_MAX_CONCURRENT_CALLS", "max_concurrent_calls", int)
         number("WEBCALL_MAX_CALL_SECONDS", "max_call_seconds", int)
         number("WEBCALL_TRUSTED_PROXIES", "trusted_proxies", int)

@@ -210,8 +210,7 @@ async def create_session(request: web.Request) -> web.Response:
     config = webcall.config
     store = webcall.store
     origin = guard.check_origin(request, config)
-    ip = guard.client_ip(request, config.trusted_proxies)
-    await guard.rate_limit(store, f"rl:ip:{ip}", config.rate_limit, config.rate_limit_window, who="this address")
+    await _rate_limits(request)
     body = await guard.read_json(request, config.max_body_bytes)
     identity = await _authorize(request, body)
     alias, agent = _agent(webcall, body)
@@ -281,6 +280,19 @@ async def create_session(request: web.Request) -> web.Response:
             "callbacks_url": webcall.url("callbacks"),
         },
         status=201,
+    )
+
+
+async def _rate_limits(request: web.Request) -> None:
+    """Per visitor IP, then for the whole site (a flood from many addresses)."""
+    webcall = request.app[WEBCALL]
+    config = webcall.config
+    ip = guard.client_ip(request, config.trusted_proxies)
+    await guard.rate_limit(
+        webcall.store, f"rl:ip:{ip}", config.rate_limit, config.rate_limit_window, who="this address"
+    )
+    await guard.rate_limit(
+        webcall.store, "rl:global", config.global_rate_limit, config.rate_limit_window, who="everyone right now"
     )
 
 
@@ -369,9 +381,11 @@ async def end_session(request: web.Request) -> web.Response:
     webcall = request.app[WEBCALL]
     call_id = request.match_info["call_id"]
     try:
-        webcall.tokens.verify(_bearer(request), AUDIENCE_CALL, call_id=call_id)
+        claims = webcall.tokens.verify(_bearer(request), AUDIENCE_CALL, call_id=call_id)
     except TokenError:
         raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
+    if not await webcall.store.use_once(f"end:{claims.jti}", ttl=claims.expires_at - time.time() + 60):
+        raise HTTPProblem(401, "unauthorized", "This call's token was already used to hang up.")
     try:
         record = await webcall.end_call(call_id)
     except DialNexaError as err:
@@ -469,8 +483,7 @@ async def request_callback(request: web.Request) -> web.Response:
     config = webcall.config
     store = webcall.store
     origin = guard.check_origin(request, config)
-    ip = guard.client_ip(request, config.trusted_proxies)
-    await guard.rate_limit(store, f"rl:ip:{ip}", config.rate_limit, config.rate_limit_window, who="this address")
+    await _rate_limits(request)
     body = await guard.read_json(request, config.max_body_bytes)
     identity = await _authorize(request, body)
     phone = body.get("phone_number")

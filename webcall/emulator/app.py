@@ -1,5 +1,5 @@
-"""Assemble the emulator: state, REST and control routes, middlewares, background-task lifetime and (if installed)
-the WHIP media endpoint."""
+"""Assemble the emulator: state, REST and control routes, middlewares, the webhook sender, background-task lifetime
+and (if installed) the WHIP media endpoint."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.control import add_control_routes
 from webcall.emulator.errors import error_middleware
 from webcall.emulator.faults import FaultRegistry, fault_middleware
-from webcall.emulator.keys import CONFIG_KEY, FAULTS_KEY, STATE_KEY, STATS_KEY, TASKS_KEY
+from webcall.emulator.keys import CONFIG_KEY, FAULTS_KEY, STATE_KEY, STATS_KEY, TASKS_KEY, WEBHOOKS_KEY
 from webcall.emulator.rest import add_rest_routes
 from webcall.emulator.state import EmulatorState
 from webcall.emulator.stats import Stats, record_middleware
 from webcall.emulator.tasks import BackgroundTasks
+from webcall.emulator.webhooks import WebhookSender
 
 log = logging.getLogger("webcall.emulator")
 
@@ -56,8 +57,14 @@ def create_emulator_app(config: EmulatorConfig) -> web.Application:
     app[FAULTS_KEY] = FaultRegistry()
     app[STATS_KEY] = Stats()
     app[TASKS_KEY] = BackgroundTasks()
+    sender = WebhookSender.from_config(state, config)
+    app[WEBHOOKS_KEY] = sender
+    state.listen(sender.on_state_event)
     add_rest_routes(app)
     add_control_routes(app)
+    # Contexts close in reverse: media (ending its calls), then simulations, then the webhook sender, so the
+    # deliveries those last events schedule are cancelled with the sender's client rather than left behind.
+    app.cleanup_ctx.append(sender.lifespan)
     app.cleanup_ctx.append(_background_tasks)
     app.on_shutdown.append(_wake_sleepers)
     _mount_media(app, state)

@@ -9,6 +9,9 @@ from urllib.parse import urlsplit
 from webcall.emulator.state import EmulatedAgent, default_agents
 
 DEFAULT_API_KEY = "emu_key:emu_secret"
+# DialNexa's dashboard limits for webhook deliveries.
+WEBHOOK_RETRIES_MAX = 3
+WEBHOOK_TIMEOUT_MIN, WEBHOOK_TIMEOUT_MAX = 1.0, 60.0
 
 
 def _default_api_keys() -> frozenset[str]:
@@ -23,6 +26,11 @@ class EmulatorConfig:
     copy); ``token_ttl`` the lifetime in seconds of a web call's media token; ``public_url`` the origin a browser
     uses to reach the emulator (default: the origin of each request); ``phone_ring_seconds`` and
     ``phone_talk_seconds`` pace the simulated phone calls.
+
+    Webhook deliveries follow DialNexa's semantics: ``webhook_retries`` further attempts (0 to 3) after a timeout, a
+    connection error or a non-2xx answer, each attempt limited to ``webhook_timeout`` seconds (1 to 60), waiting
+    ``webhook_backoff * 2**n`` seconds before retry n+1. ``webhook_seed`` makes the probabilistic webhook faults
+    reproducible (default: a fresh random seed per emulator).
     """
 
     api_keys: frozenset[str] = field(default_factory=_default_api_keys, repr=False)
@@ -31,6 +39,10 @@ class EmulatorConfig:
     public_url: str | None = None
     phone_ring_seconds: float = 0.3
     phone_talk_seconds: float = 1.5
+    webhook_retries: int = WEBHOOK_RETRIES_MAX
+    webhook_timeout: float = 10.0
+    webhook_backoff: float = 0.2
+    webhook_seed: int | None = None
 
     def __post_init__(self) -> None:
         keys = frozenset(self.api_keys)
@@ -46,6 +58,20 @@ class EmulatorConfig:
             raise ValueError("EmulatorConfig.token_ttl must be a positive number of seconds")
         if self.phone_ring_seconds < 0 or self.phone_talk_seconds < 0:
             raise ValueError("EmulatorConfig.phone_ring_seconds and phone_talk_seconds must not be negative")
+        if isinstance(self.webhook_retries, bool) or not isinstance(self.webhook_retries, int):
+            raise ValueError("EmulatorConfig.webhook_retries must be an integer from 0 to 3")
+        if not 0 <= self.webhook_retries <= WEBHOOK_RETRIES_MAX:
+            raise ValueError(f"EmulatorConfig.webhook_retries must be from 0 to 3, not {self.webhook_retries}")
+        if not WEBHOOK_TIMEOUT_MIN <= self.webhook_timeout <= WEBHOOK_TIMEOUT_MAX:
+            raise ValueError(
+                f"EmulatorConfig.webhook_timeout must be from 1 to 60 seconds, not {self.webhook_timeout:g}"
+            )
+        if self.webhook_backoff < 0:
+            raise ValueError("EmulatorConfig.webhook_backoff must not be negative")
+        if self.webhook_seed is not None and (
+            isinstance(self.webhook_seed, bool) or not isinstance(self.webhook_seed, int)
+        ):
+            raise ValueError("EmulatorConfig.webhook_seed must be an integer or None")
         if self.public_url is not None:
             parts = urlsplit(self.public_url)
             if (

@@ -5,7 +5,22 @@
 * ``GET /_control/stats`` → ``{"requests", "calls_created", "faults_fired", "timed_out", "resets"}``.
 * ``GET /_control/requests`` → the last 500 requests ``[{"method", "route", "path", "json", "status", "fault"}]``.
 * ``GET /_control/calls/{id}`` → the call's JSON plus internal fields.
-* ``POST /_control/reset`` → forget calls, webhooks, stats and faults.
+* ``POST /_control/reset`` → forget calls, webhooks, stats, faults, webhook faults and the delivery log.
+
+Webhook deliveries (see :mod:`webcall.emulator.webhooks`):
+
+* ``POST /_control/webhook-faults`` ``{"kind": "duplicate" | "drop" | "bad_signature" | "delay", "probability"
+  (0..1, default 1), "count" (default 1; 0: until cleared), "delay" (seconds; required for "delay"), "seed"?}``
+  → 201 ``{"id"}``; ``GET /_control/webhook-faults`` → ``{"faults": [...], "seed"}``;
+  ``DELETE /_control/webhook-faults`` → ``{"cleared": n}``; ``DELETE /_control/webhook-faults/{id}``.
+* ``GET /_control/deliveries`` → the last 5000 attempts, oldest first, ``[{"delivery_id", "webhook_id", "url",
+  "event_type", "call_id", "attempt", "copy", "status", "error", "fault", "signed_ok", "response"}]``; filter with
+  ``?call_id=``, ``?webhook_id=``, ``?event_type=``. ``GET /_control/deliveries/pending`` → ``{"pending": n}``.
+* ``POST /_control/calls/{id}/transfer`` → transfers a live call (``transfer_completed``); 409 when it is not live.
+* ``POST /_control/emit`` ``{"count" (1..10000, default 1), "event_type" (default "call_ended"), "agent_id"?,
+  "metadata"?, "type" ("phone" | "web", default "phone")}`` → 201 ``{"call_ids", "events", "deliveries"}``:
+  synthetic calls run through the state model (created → initiated [→ transferred] [→ completed]), so every event
+  up to ``event_type`` is delivered for real to the registered webhooks, faults included.
 """
 
 from __future__ import annotations
@@ -16,10 +31,11 @@ from aiohttp import web
 
 from webcall.emulator.errors import ApiError
 from webcall.emulator.faults import DEFAULT_TIMEOUT_DELAY, FAULT_KINDS
-from webcall.emulator.keys import FAULTS_KEY, STATE_KEY, STATS_KEY, TASKS_KEY
+from webcall.emulator.keys import FAULTS_KEY, STATE_KEY, STATS_KEY, TASKS_KEY, WEBHOOKS_KEY
 from webcall.emulator.rest import iso_utc
-from webcall.emulator.state import EmulatorState
+from webcall.emulator.state import EmulatorState, InvalidTransition, render
 from webcall.emulator.validation import BodyValidator, read_json_object
+from webcall.emulator.webhooks import EVENT_TYPES, WEBHOOK_FAULT_KINDS
 
 log = logging.getLogger("webcall.emulator")
 
@@ -127,12 +143,147 @@ async def reset_emulator(app: web.Application) -> None:
     state: EmulatorState = app[STATE_KEY]
     app[FAULTS_KEY].clear()
     await app[TASKS_KEY].cancel_all()
+    await app[WEBHOOKS_KEY].reset()
     state.webhooks.clear()
     for call in list(state.calls.values()):
         state.end_call(call, "agent_disconnected")
     state.clear()
     app[STATS_KEY].clear()
     log.info("emulator: reset")
+
+
+# -- webhook deliveries -------------------------------------------------------------------------------------------
+EMIT_MAX = 10_000
+EMIT_PHONE_NUMBER = "+15550100001"
+EMIT_CALLER_LINE = "Yes, that works for me."
+
+
+async def add_webhook_fault(request: web.Request) -> web.StreamResponse:
+    body = await read_json_object(request)
+    v = BodyValidator(body, ("kind", "probability", "count", "delay", "seed"))
+    kind = v.one_of("kind", WEBHOOK_FAULT_KINDS, required=True)
+    probability = v.number("probability", minimum=0)
+    count = v.integer("count", minimum=0)
+    delay = v.number("delay", minimum=0)
+    seed = v.integer("seed")
+    if probability is not None and probability > 1:
+        v.errors.append("probability must not be greater than 1")
+    if kind == "delay" and delay is None and not v.present("delay"):
+        v.errors.append("delay is required for a delay fault")
+    v.finish()
+    if kind is None:  # finish() has raised already
+        raise ApiError(400, "Invalid webhook fault")
+    fault = request.app[WEBHOOKS_KEY].faults.add(
+        kind=kind,
+        probability=1.0 if probability is None else probability,
+        count=1 if count is None else count,
+        delay=delay or 0.0,
+        seed=seed,
+    )
+    log.info(
+        "emulator: webhook fault %s added: %s (probability %g, count %d)",
+        fault.id,
+        fault.kind,
+        fault.probability,
+        fault.count,
+    )
+    return web.json_response({"id": fault.id}, status=201)
+
+
+async def list_webhook_faults(request: web.Request) -> web.StreamResponse:
+    faults = request.app[WEBHOOKS_KEY].faults
+    return web.json_response({"faults": [f.as_json() for f in faults.active()], "seed": faults.seed})
+
+
+async def clear_webhook_faults(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"cleared": request.app[WEBHOOKS_KEY].faults.clear()})
+
+
+async def delete_webhook_fault(request: web.Request) -> web.StreamResponse:
+    if not request.app[WEBHOOKS_KEY].faults.remove(request.match_info["id"]):
+        raise ApiError(404, "Webhook fault not found")
+    return web.json_response({"cleared": 1})
+
+
+async def get_deliveries(request: web.Request) -> web.StreamResponse:
+    query = request.query
+    records = [
+        r
+        for r in request.app[WEBHOOKS_KEY].deliveries
+        if query.get("call_id", r["call_id"]) == r["call_id"]
+        and query.get("webhook_id", r["webhook_id"]) == r["webhook_id"]
+        and query.get("event_type", r["event_type"]) == r["event_type"]
+    ]
+    return web.json_response(records)
+
+
+async def get_pending_deliveries(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"pending": request.app[WEBHOOKS_KEY].pending})
+
+
+async def transfer_call(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    call = state.calls.get(request.match_info["id"])
+    if call is None:
+        raise ApiError(404, "Call not found")
+    await read_json_object(request, optional=True)
+    try:
+        state.transfer(call)
+    except InvalidTransition:
+        raise ApiError(409, f"Only a live call can be transferred; this call is {call.status}") from None
+    log.info("emulator: call %s transferred", call.id)
+    return web.json_response(state.call_json(call))
+
+
+async def emit(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    sender = request.app[WEBHOOKS_KEY]
+    body = await read_json_object(request, optional=True)
+    v = BodyValidator(body, ("count", "event_type", "agent_id", "metadata", "type"))
+    count = v.integer("count", minimum=1)
+    event_type = v.one_of("event_type", EVENT_TYPES)
+    agent_id = v.string("agent_id")
+    metadata = v.obj("metadata")
+    call_type = v.one_of("type", ("phone", "web"))
+    if count is not None and count > EMIT_MAX:
+        v.errors.append(f"count must not be greater than {EMIT_MAX}")
+    v.finish()
+    agent = state.agents.get(agent_id) if agent_id is not None else next(iter(state.agents.values()), None)
+    if agent is None:
+        raise ApiError(404, "Agent not found")
+    version = agent.published_version(None)
+    if version is None:
+        raise ApiError(400, f"Agent {agent.id} has no published version")
+    last = event_type or "call_ended"
+    kind = call_type or "phone"
+    scheduled_before = sender.scheduled
+    call_ids: list[str] = []
+    events = 0
+    for _ in range(count or 1):
+        call = state.create_call(
+            type=kind,
+            agent=agent,
+            version=version,
+            metadata=metadata or {},
+            to_number=EMIT_PHONE_NUMBER if kind == "phone" else None,
+        )
+        call_ids.append(call.id)
+        state.transition(call, "initiated")
+        events += 1
+        variables = state.variables_for(call)
+        state.add_transcript(call, "agent", render(version.welcome_message or agent.welcome_message, variables))
+        state.add_transcript(call, "user", EMIT_CALLER_LINE)
+        if last == "transfer_completed":
+            state.transfer(call)
+            events += 1
+        if last != "call_initiated":
+            state.add_transcript(call, "agent", render(agent.closing, variables))
+            state.transition(call, "completed", end_reason="agent_disconnected")
+            events += 1
+    log.info("emulator: emitted %d synthetic %s call(s) up to %s", len(call_ids), kind, last)
+    return web.json_response(
+        {"call_ids": call_ids, "events": events, "deliveries": sender.scheduled - scheduled_before}, status=201
+    )
 
 
 def add_control_routes(app: web.Application) -> None:
@@ -145,3 +296,11 @@ def add_control_routes(app: web.Application) -> None:
     router.add_get("/_control/requests", get_requests)
     router.add_get("/_control/calls/{id}", get_call_internals)
     router.add_post("/_control/reset", reset)
+    router.add_post("/_control/webhook-faults", add_webhook_fault)
+    router.add_get("/_control/webhook-faults", list_webhook_faults)
+    router.add_delete("/_control/webhook-faults", clear_webhook_faults)
+    router.add_delete("/_control/webhook-faults/{id}", delete_webhook_fault)
+    router.add_get("/_control/deliveries", get_deliveries)
+    router.add_get("/_control/deliveries/pending", get_pending_deliveries)
+    router.add_post("/_control/calls/{id}/transfer", transfer_call)
+    router.add_post("/_control/emit", emit)

@@ -250,6 +250,15 @@ class EmulatorState:
                 call.summary = self._summarise(call)
             self._emit("call_ended", call)
 
+    def transfer(self, call: Call) -> None:
+        """Transfer a live call (to a person or another number): listeners hear ``transfer_completed``.
+
+        The call stays live (``initiated``); any other status raises :class:`InvalidTransition`.
+        """
+        if call.status != "initiated":
+            raise InvalidTransition(f"call {call.id} cannot be transferred while it is {call.status}")
+        self._emit("transfer_completed", call)
+
     def end_call(self, call: Call, end_reason: str) -> bool:
         """End a live or pending call; False when it had already ended."""
         if call.ended:
