@@ -72,7 +72,6 @@
     origin_not_allowed: `add ${location.origin} to the plugin's allowed origins`,
     unknown_agent: "set agent to an alias configured on the server",
   };
-  const LIFECYCLE = ["session.created", "call.started", "call.ended", "call.transferred"];
   const LIVE = ["listening", "thinking", "speaking"];
   const BUSY = ["microphone", "connecting", ...LIVE];
   const busy = (st) => BUSY.includes(st);
@@ -692,8 +691,7 @@ border-radius:10px;background:var(--b)}
         if (busy(this.st)) this.finish(c.end_reason || "ended");
         else this.render();
       };
-      es.onmessage = on;
-      LIFECYCLE.forEach((n) => es.addEventListener(n, on));
+      es.onmessage = on; // every event is unnamed; its type is in the data
       es.onerror = () => es.readyState === 2 && console.warn("[webcall] lifecycle events stopped; the call goes on.");
     }
 

@@ -27,15 +27,16 @@ async def mint(client: Any) -> dict[str, Any]:
 
 
 async def read_events(response: Any, until: str = "call.ended") -> list[tuple[str, str, dict[str, Any]]]:
-    """(id, event name, data) of each SSE event until ``until`` or the end of the stream."""
+    """(id, event type, data) of each SSE event until ``until`` or the end of the stream."""
     events: list[tuple[str, str, dict[str, Any]]] = []
     fields: dict[str, str] = {}
     async for raw in response.content:
         line = raw.decode().rstrip("\r\n")
         if not line:
             if "data" in fields:
-                events.append((fields.get("id", ""), fields.get("event", "message"), json.loads(fields["data"])))
-                if fields.get("event") == until:
+                data = json.loads(fields["data"])
+                events.append((fields.get("id", ""), data["type"], data))
+                if data["type"] == until:
                     break
             fields = {}
             continue

@@ -152,11 +152,12 @@ async def test_webhook_to_worker_a_reaches_sse_client_on_worker_b(workers: Worke
             async def collect() -> None:
                 async for line in lines:
                     seen.append(line)
-                    if not line and "event: call.ended" in seen:
+                    if '"type": "call.ended"' in line:
                         return
 
             await asyncio.wait_for(collect(), 10)
-    assert "event: session.created" in seen and "event: call.ended" in seen
+    types = [json.loads(line[5:])["type"] for line in seen if line.startswith("data:")]
+    assert types == ["session.created", "call.ended"]
     assert any('"summary": "relayed"' in line for line in seen)
 
 

@@ -58,7 +58,7 @@ def cors_headers(request: web.Request, config: WebCallConfig) -> dict[str, str]:
     origin = request_origin(request)
     if origin is None or not origin_allowed(request, config) or origin == own_origin(request, config):
         return {}
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": "Retry-After", "Vary": "Origin"}
 
 
 def preflight(request: web.Request, config: WebCallConfig, methods: str) -> web.Response:

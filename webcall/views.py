@@ -454,14 +454,14 @@ async def session_events(request: web.Request) -> web.StreamResponse:
             sent = after
             for seq, event in backlog:
                 sent = seq
-                await stream.send(json.dumps(event), id=str(seq), event=str(event["type"]))
+                await stream.send(json.dumps(event), id=str(seq))
                 if event["type"] == "call.ended":
                     return stream
             async for seq, event in subscription:
                 if seq <= sent:
                     continue
                 sent = seq
-                await stream.send(json.dumps(event), id=str(seq), event=str(event["type"]))
+                await stream.send(json.dumps(event), id=str(seq))
                 if event["type"] == "call.ended":
                     break
             return stream

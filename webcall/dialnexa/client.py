@@ -187,7 +187,9 @@ class DialNexaClient:
             )
             elapsed = self._clock() - started
             if delay is None or elapsed + delay >= self._deadline:
-                log.warning("DialNexa %s %s failed after %d attempt(s): %s", method, path, attempt, error)
+                # A 4xx is an answer (e.g. 409 "already ended"), not a fault of the service.
+                level = logging.INFO if status is not None and status < 500 and status != 429 else logging.WARNING
+                log.log(level, "DialNexa %s %s failed after %d attempt(s): %s", method, path, attempt, error)
                 if error is cause:
                     raise error
                 raise error from cause
