@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import socket
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from tests.redis_server import RedisServer
 from webcall.tokens import AUDIENCE_CALL, TokenIssuer
 from webcall.webhooks import signature
 
@@ -143,46 +143,6 @@ def start_server(kind: str, emulator: Proc, store: str = "memory") -> Proc:
     )
 
 
-class RedisProc:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 # -- widget ---------------------------------------------------------------------------------------------------------
 def bench_widget() -> None:
     body = (ROOT / "static" / "webcall.js").read_bytes()
@@ -227,7 +187,8 @@ async def load(url: str, concurrency: int, total: int) -> tuple[list[float], flo
 
 async def bench_minting(quick: bool, upstream_ms: float) -> None:
     emulator = start_emulator()
-    redis = RedisProc()
+    redis = RedisServer(Path(tempfile.mkdtemp(prefix="bench-redis-")))
+    redis.start()
     try:
         await asyncio.to_thread(
             httpx.post,
@@ -327,7 +288,8 @@ async def ingest(url: str, total: int, concurrency: int) -> float:
 
 async def bench_relay(quick: bool) -> None:
     emulator = start_emulator()
-    redis = RedisProc()
+    redis = RedisServer(Path(tempfile.mkdtemp(prefix="bench-redis-")))
+    redis.start()
     count = 100 if quick else 300
     try:
         single = start_server("plugin", emulator)

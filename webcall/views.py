@@ -201,18 +201,27 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 # -- sessions ---------------------------------------------------------------------------------------------------
-async def sessions_preflight(request: web.Request) -> web.Response:
+async def preflight_post(request: web.Request) -> web.Response:
     return guard.preflight(request, request.app[WEBCALL].config, "POST")
+
+
+async def _admit(request: web.Request) -> tuple[str, dict[str, Any], str | None]:
+    """The checks before any billable work: origin, rate limits, the JSON body, the host's hooks.
+
+    Returns (origin, body, identity)."""
+    config = request.app[WEBCALL].config
+    origin = guard.check_origin(request, config)
+    await _rate_limits(request)
+    body = await guard.read_json(request, config.max_body_bytes)
+    identity = await _authorize(request, body)
+    return origin, body, identity
 
 
 async def create_session(request: web.Request) -> web.Response:
     webcall = request.app[WEBCALL]
     config = webcall.config
     store = webcall.store
-    origin = guard.check_origin(request, config)
-    await _rate_limits(request)
-    body = await guard.read_json(request, config.max_body_bytes)
-    identity = await _authorize(request, body)
+    origin, body, identity = await _admit(request)
     alias, agent = _agent(webcall, body)
     metadata = await _variables(request, webcall, alias, agent, body)
     missing = webcall.required_variables.get(alias, frozenset()) - metadata.keys()
@@ -373,10 +382,6 @@ def _bearer(request: web.Request) -> str | None:
     return request.query.get("token")
 
 
-async def session_end_preflight(request: web.Request) -> web.Response:
-    return guard.preflight(request, request.app[WEBCALL].config, "POST")
-
-
 async def end_session(request: web.Request) -> web.Response:
     webcall = request.app[WEBCALL]
     call_id = request.match_info["call_id"]
@@ -474,18 +479,11 @@ async def session_events(request: web.Request) -> web.StreamResponse:
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
-async def callbacks_preflight(request: web.Request) -> web.Response:
-    return guard.preflight(request, request.app[WEBCALL].config, "POST")
-
-
 async def request_callback(request: web.Request) -> web.Response:
     webcall = request.app[WEBCALL]
     config = webcall.config
     store = webcall.store
-    origin = guard.check_origin(request, config)
-    await _rate_limits(request)
-    body = await guard.read_json(request, config.max_body_bytes)
-    identity = await _authorize(request, body)
+    origin, body, identity = await _admit(request)
     phone = body.get("phone_number")
     phone = re.sub(r"[\s().-]", "", phone) if isinstance(phone, str) else None
     if not phone or not E164.match(phone):
@@ -580,13 +578,13 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/openapi.json", openapi_json, name="openapi")
     app.router.add_get("/metrics", metrics_page, name="metrics")
     app.router.add_post("/sessions", create_session, name="sessions")
-    app.router.add_route("OPTIONS", "/sessions", sessions_preflight)
+    app.router.add_route("OPTIONS", "/sessions", preflight_post)
     app.router.add_post("/sessions/{call_id}/end", end_session, name="session_end")
-    app.router.add_route("OPTIONS", "/sessions/{call_id}/end", session_end_preflight)
+    app.router.add_route("OPTIONS", "/sessions/{call_id}/end", preflight_post)
     app.router.add_get("/sessions/{call_id}/events", session_events, name="session_events")
     app.router.add_post("/webhooks", receive_webhook, name="webhooks")
     app.router.add_post("/callbacks", request_callback, name="callbacks")
-    app.router.add_route("OPTIONS", "/callbacks", callbacks_preflight)
+    app.router.add_route("OPTIONS", "/callbacks", preflight_post)
     app.router.add_get("/call/{agent}", call_page, name="call_page")
     app.router.add_get("/call.css", call_css, name="call_css")
     app.router.add_get("/snippet", snippet_page, name="snippet")
