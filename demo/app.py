@@ -15,10 +15,11 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from aiohttp_sse import sse_response
 
 import webcall
 from webcall.events import CallEvent
+from webcall.sse import EventStream
+from webcall.store.base import Mailbox
 
 HERE = Path(__file__).resolve().parent
 PERSONA_COOKIE = "demo_persona"
@@ -55,19 +56,17 @@ class Console:
 
     def __init__(self) -> None:
         self.lines: deque[dict[str, Any]] = deque(maxlen=200)
-        self.listeners: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self.listeners: set[Mailbox] = set()
 
     async def record(self, event: CallEvent) -> None:
         for line in describe(event):
             self.lines.append(line)
-            for queue in list(self.listeners):
-                if not queue.full():
-                    queue.put_nowait(line)
+            for box in list(self.listeners):
+                box.put((0, line))
 
     async def close(self) -> None:
-        for queue in list(self.listeners):
-            if not queue.full():
-                queue.put_nowait(None)
+        for box in list(self.listeners):
+            box.close()
 
 
 def describe(event: CallEvent) -> list[dict[str, Any]]:
@@ -191,20 +190,25 @@ async def save_persona(request: web.Request) -> web.Response:
 
 async def console_stream(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=500)
-    console.listeners.add(queue)
+    box = Mailbox(size=500)
+    console.listeners.add(box)
+    stream = EventStream(request)
     try:
-        async with sse_response(request, ping_interval=15) as stream:
-            for line in list(console.lines)[-30:]:
-                await stream.send(json.dumps(line))
-            while True:
-                item = await queue.get()
-                if item is None:
-                    break
-                await stream.send(json.dumps(item))
+        await stream.open()
+        for line in list(console.lines)[-30:]:
+            await stream.send(json.dumps(line))
+        while True:
+            try:
+                async with asyncio.timeout(15):
+                    item = await box.get()
+            except TimeoutError:
+                await stream.ping()
+                continue
+            if item is None:
+                return stream.response
+            await stream.send(json.dumps(item[1]))
     finally:
-        console.listeners.discard(queue)
-    return stream
+        console.listeners.discard(box)
 
 
 async def _close_console(app: web.Application) -> None:

@@ -174,3 +174,15 @@ async def test_callback_upstream_refusal(make_host: MakeHost, emulator: Emulator
     await add_fault(emulator, route="POST /v1/calls", kind="status", status=402, count=1)
     response = await callback(client)
     assert response.status == 502 and (await response.json())["code"] == "upstream_rejected"
+
+
+async def test_idle_stream_is_pinged(make_host: MakeHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("webcall.views.SSE_PING_SECONDS", 0.05)
+    client, _ = await make_host()
+    session = await mint(client)
+    stream = await client.get(f"{session['events_url']}?token={session['token']}", headers=H)
+    lines: list[bytes] = []
+    while b": ping\n" not in lines:
+        lines.append(await asyncio.wait_for(stream.content.readline(), 2))
+    assert lines[0] == b"retry: 3000\n"
+    stream.close()

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from aiohttp_sse import sse_response
 
 from . import guard, openapi, webhooks
 from .dialnexa.models import iso
@@ -33,6 +32,7 @@ from .events import CallEvent, EventParseError, from_delivery, parse_delivery
 from .keys import WEBCALL
 from .metrics import route_label
 from .resources import page_css
+from .sse import EventStream
 from .tokens import AUDIENCE_CALL
 
 if TYPE_CHECKING:
@@ -442,36 +442,38 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     except TokenError:
         raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
     last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or "0"
-    after = int(last) if last.isdigit() else 0
+    sent = int(last) if last.isdigit() else 0
     store = webcall.store
     subscription = store.subscribe(call_id)
-    streams = webcall.streams
     try:
-        await subscription.start()
-        backlog = await store.events_after(call_id, after)
-        headers = {
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-            **guard.cors_headers(request, webcall.config),
-        }
-        async with sse_response(request, headers=headers, ping_interval=SSE_PING_SECONDS) as stream:
-            streams.add(subscription)
-            sent = after
-            for seq, event in backlog:
-                sent = seq
-                await stream.send(json.dumps(event), id=str(seq))
-                if event["type"] == "call.ended":
-                    return stream
-            async for seq, event in subscription:
-                if seq <= sent:
-                    continue
-                sent = seq
-                await stream.send(json.dumps(event), id=str(seq))
-                if event["type"] == "call.ended":
-                    break
-            return stream
+        await subscription.start()  # before reading the backlog, so nothing falls between the two
+        backlog = await store.events_after(call_id, sent)
+        stream = EventStream(request, guard.cors_headers(request, webcall.config))
+        await stream.open()
+        webcall.streams.add(subscription)
+        for seq, event in backlog:
+            sent = seq
+            await stream.send(json.dumps(event), id=str(seq))
+            if event["type"] == "call.ended":
+                return stream.response
+        while True:
+            try:
+                async with asyncio.timeout(SSE_PING_SECONDS):
+                    item = await subscription.get()
+            except TimeoutError:
+                await stream.ping()  # also how a vanished browser is noticed
+                continue
+            if item is None:  # closed: shutting down
+                return stream.response
+            seq, event = item
+            if seq <= sent:
+                continue
+            sent = seq
+            await stream.send(json.dumps(event), id=str(seq))
+            if event["type"] == "call.ended":
+                return stream.response
     finally:
-        streams.discard(subscription)
+        webcall.streams.discard(subscription)
         await subscription.close()
 
 

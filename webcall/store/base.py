@@ -6,9 +6,51 @@ respect to the others; times are seconds.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
+
+Item = tuple[int, dict[str, Any]]
+
+
+class Mailbox:
+    """A bounded inbox for one reader: ``put`` never blocks (a full box drops its oldest item), ``get`` waits.
+
+    Lighter than ``asyncio.Queue``: one of these lives for every open browser event stream.
+    """
+
+    __slots__ = ("_items", "_waiter", "closed")
+
+    def __init__(self, size: int = 256) -> None:
+        self._items: deque[Item] = deque(maxlen=size)
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed = False
+
+    def put(self, item: Item) -> None:
+        if not self.closed:
+            self._items.append(item)
+            self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Item | None:
+        """The next item, or None once closed."""
+        while not self.closed and not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return None if self.closed else self._items.popleft()
 
 
 class Subscription(ABC):
@@ -18,7 +60,13 @@ class Subscription(ABC):
         """Begin receiving now (events published from here on are delivered); idempotent."""
 
     @abstractmethod
-    def __aiter__(self) -> AsyncIterator[tuple[int, dict[str, Any]]]: ...
+    async def get(self) -> Item | None:
+        """The next event, or None once the subscription is closed."""
+
+    async def __aiter__(self) -> AsyncIterator[Item]:
+        await self.start()
+        while (item := await self.get()) is not None:
+            yield item
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -7,32 +7,31 @@ import copy
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from .base import Store, Subscription
+from .base import Item, Mailbox, Store, Subscription
+
+_SWEEP_EVERY = 1024
 
 
 class _MemorySubscription(Subscription):
-    def __init__(self, registry: set[asyncio.Queue[tuple[int, dict[str, Any]] | None]]) -> None:
-        self._registry = registry
-        self._queue: asyncio.Queue[tuple[int, dict[str, Any]] | None] = asyncio.Queue(maxsize=256)
-        registry.add(self._queue)
+    def __init__(self, subscribers: dict[str, set[Mailbox]], call_id: str) -> None:
+        self._subscribers = subscribers
+        self._call_id = call_id
+        self._box = Mailbox()
+        subscribers.setdefault(call_id, set()).add(self._box)
 
-    async def __aiter__(self) -> AsyncIterator[tuple[int, dict[str, Any]]]:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            yield item
+    async def get(self) -> Item | None:
+        return await self._box.get()
 
     async def close(self) -> None:
-        self._registry.discard(self._queue)
-        if not self._queue.full():
-            self._queue.put_nowait(None)
-
-
-_SWEEP_EVERY = 1024
+        self._box.close()
+        boxes = self._subscribers.get(self._call_id)
+        if boxes is not None:
+            boxes.discard(self._box)
+            if not boxes:
+                del self._subscribers[self._call_id]
 
 
 class MemoryStore(Store):
@@ -51,7 +50,7 @@ class MemoryStore(Store):
         self._done: dict[str, set[str]] = {}
         self._dead: dict[str, dict[str, Any]] = {}
         self._logs: dict[str, tuple[float, list[tuple[int, dict[str, Any]]]]] = {}
-        self._subscribers: dict[str, set[asyncio.Queue[tuple[int, dict[str, Any]] | None]]] = {}
+        self._subscribers: dict[str, set[Mailbox]] = {}
         self._deadlines: dict[str, float] = {}
 
     def _tick(self) -> float:
@@ -185,10 +184,8 @@ class MemoryStore(Store):
         seq = (entries[-1][0] if entries else 0) + 1
         entries.append((seq, copy.deepcopy(event)))
         self._logs[call_id] = (now + ttl, entries)
-        for queue in list(self._subscribers.get(call_id, ())):
-            if queue.full():  # a stalled reader loses its oldest event; the publisher never blocks
-                queue.get_nowait()
-            queue.put_nowait((seq, copy.deepcopy(event)))
+        for box in list(self._subscribers.get(call_id, ())):
+            box.put((seq, copy.deepcopy(event)))  # a stalled reader loses its oldest event; never blocks
         return seq
 
     async def events_after(self, call_id: str, seq: int) -> list[tuple[int, dict[str, Any]]]:
@@ -199,7 +196,7 @@ class MemoryStore(Store):
         return [(n, copy.deepcopy(e)) for n, e in entries if n > seq]
 
     def subscribe(self, call_id: str) -> Subscription:
-        return _MemorySubscription(self._subscribers.setdefault(call_id, set()))
+        return _MemorySubscription(self._subscribers, call_id)
 
     # -- deadlines -------------------------------------------------------------------------------------------------
     async def deadline_set(self, call_id: str, at: float) -> None:

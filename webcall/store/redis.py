@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
-from .base import Store, Subscription
+from .base import Item, Mailbox, Store, Subscription
 
 log = logging.getLogger("webcall.store")
 
@@ -112,7 +112,7 @@ class _Hub:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
-        self._queues: dict[str, set[asyncio.Queue[tuple[int, dict[str, Any]] | None]]] = {}
+        self._queues: dict[str, set[Mailbox]] = {}
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -120,7 +120,7 @@ class _Hub:
     def channel(self, call_id: str) -> str:
         return f"{self._prefix}ch:{call_id}"
 
-    async def add(self, call_id: str, queue: asyncio.Queue[tuple[int, dict[str, Any]] | None]) -> None:
+    async def add(self, call_id: str, queue: Mailbox) -> None:
         async with self._lock:
             if self._pubsub is None:
                 self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
@@ -131,7 +131,7 @@ class _Hub:
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read(), name="webcall-redis-pubsub")
 
-    async def remove(self, call_id: str, queue: asyncio.Queue[tuple[int, dict[str, Any]] | None]) -> None:
+    async def remove(self, call_id: str, queue: Mailbox) -> None:
         async with self._lock:
             queues = self._queues.get(call_id)
             if queues is None:
@@ -162,19 +162,16 @@ class _Hub:
             channel = message["channel"]
             channel = channel.decode() if isinstance(channel, bytes) else str(channel)
             seq, event = json.loads(message["data"])
-            for queue in list(self._queues.get(channel[len(prefix) :], ())):
-                if queue.full():
-                    queue.get_nowait()
-                queue.put_nowait((int(seq), event))
+            for box in list(self._queues.get(channel[len(prefix) :], ())):
+                box.put((int(seq), event))
 
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
-        for queues in self._queues.values():
-            for queue in queues:
-                if not queue.full():
-                    queue.put_nowait(None)
+        for boxes in self._queues.values():
+            for box in boxes:
+                box.close()
         self._queues.clear()
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
@@ -185,33 +182,26 @@ class _RedisSubscription(Subscription):
     def __init__(self, hub: _Hub, call_id: str) -> None:
         self._hub = hub
         self._call_id = call_id
-        self._queue: asyncio.Queue[tuple[int, dict[str, Any]] | None] = asyncio.Queue(maxsize=256)
+        self._box = Mailbox()
         self._joined = False
-        self._closed = False
-
-    async def __aiter__(self) -> AsyncIterator[tuple[int, dict[str, Any]]]:
-        await self.start()
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            yield item
 
     async def start(self) -> None:
-        if not self._joined and not self._closed:
+        if not self._joined and not self._box.closed:
             self._joined = True
             try:
-                await self._hub.add(self._call_id, self._queue)
+                await self._hub.add(self._call_id, self._box)
             except (RedisConnectionError, RedisTimeoutError, OSError) as err:
                 raise StoreUnavailable("Redis is unreachable") from err
 
+    async def get(self) -> Item | None:
+        await self.start()
+        return await self._box.get()
+
     async def close(self) -> None:
-        self._closed = True
+        self._box.close()
         if self._joined:
             with contextlib.suppress(Exception):
-                await self._hub.remove(self._call_id, self._queue)
-        if not self._queue.full():
-            self._queue.put_nowait(None)
+                await self._hub.remove(self._call_id, self._box)
 
 
 class RedisStore(Store):
