@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import heapq
 import itertools
 import time
 from collections import deque
@@ -39,6 +40,7 @@ class MemoryStore(Store):
         self._clock = clock
         self._windows: dict[str, tuple[float, int]] = {}
         self._slots: dict[str, float] = {}
+        self._slot_heap: list[tuple[float, str]] = []  # (expiry, slot id); stale entries are skipped
         self._contexts: dict[str, tuple[float, dict[str, Any]]] = {}
         self._once: dict[str, float] = {}
         self._ops = 0
@@ -62,7 +64,7 @@ class MemoryStore(Store):
 
     def _sweep(self, now: float) -> None:
         self._windows = {k: v for k, v in self._windows.items() if v[0] > now}
-        self._slots = {k: v for k, v in self._slots.items() if v > now}
+        self._expire_slots(now)
         self._contexts = {k: v for k, v in self._contexts.items() if v[0] > now}
         self._once = {k: v for k, v in self._once.items() if v > now}
         self._logs = {k: v for k, v in self._logs.items() if v[0] > now}
@@ -79,10 +81,11 @@ class MemoryStore(Store):
 
     async def acquire_slot(self, slot_id: str, cap: int, ttl: float) -> bool:
         now = self._tick()
-        self._slots = {k: v for k, v in self._slots.items() if v > now}
+        self._expire_slots(now)
         if slot_id not in self._slots and len(self._slots) >= cap:
             return False
         self._slots[slot_id] = now + ttl
+        heapq.heappush(self._slot_heap, (now + ttl, slot_id))
         return True
 
     async def release_slot(self, slot_id: str) -> bool:
@@ -91,8 +94,19 @@ class MemoryStore(Store):
         return expires is not None and expires > now
 
     async def active_slots(self) -> int:
-        now = self._tick()
-        return sum(1 for v in self._slots.values() if v > now)
+        self._expire_slots(self._tick())
+        return len(self._slots)
+
+    def _expire_slots(self, now: float) -> None:
+        """Drop expired leases in O(expired log n), not by scanning every slot."""
+        heap = self._slot_heap
+        while heap and heap[0][0] <= now:
+            expires, slot_id = heapq.heappop(heap)
+            if self._slots.get(slot_id) == expires:
+                del self._slots[slot_id]
+        if len(heap) > 2 * len(self._slots) + 64:  # released slots leave stale entries behind
+            self._slot_heap = [(v, k) for k, v in self._slots.items()]
+            heapq.heapify(self._slot_heap)
 
     async def put_context(self, call_id: str, context: dict[str, Any], ttl: float) -> None:
         self._contexts[call_id] = (self._tick() + ttl, copy.deepcopy(context))
