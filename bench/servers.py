@@ -32,6 +32,7 @@ def plugin_app(args: argparse.Namespace) -> web.Application:
         webhook_secrets=(WEBHOOK_SECRET,),
         rate_limit=10**9,
         identity_rate_limit=10**9,
+        global_rate_limit=10**9,
         max_concurrent_calls=10**9,
         store=args.store,
         upstream_timeout=30,

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from webcall.emulator.server import EmulatorServer
 from webcall.events import CallEvent
+from webcall.webhooks import signature
 
 from .conftest import ORIGIN, MakeHost, add_fault, upstream_count
+from .redis_server import RedisServer
 from .test_webhooks import NEW, delivery, post
 
 H = {"Origin": ORIGIN}
@@ -186,3 +190,40 @@ async def test_idle_stream_is_pinged(make_host: MakeHost, monkeypatch: pytest.Mo
         lines.append(await asyncio.wait_for(stream.content.readline(), 2))
     assert lines[0] == b"retry: 3000\n"
     stream.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "memory":
+        yield "memory"
+        return
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+async def test_failed_delivery_is_retried_by_the_same_worker(make_host: MakeHost, store_url: str) -> None:
+    client, handle = await make_host(webhook_secrets=(NEW,), outbox_reclaim_seconds=0.3, store=store_url)
+    got: list[CallEvent] = []
+    handle.on_call_event.append(got.append)
+    store = handle.store
+    original = store.done_parts
+    failures = [RuntimeError("store hiccup")]
+
+    async def flaky(entry_id: str) -> Any:
+        if failures:
+            raise failures.pop()
+        return await original(entry_id)
+
+    store.done_parts = flaky  # type: ignore[method-assign]
+    body = json.dumps({"event_type": "call_ended", "payload": {"call": {"id": "call_reclaim"}}}).encode()
+    headers = {"Content-Type": "application/json", "x-nexa-signature": signature(body, NEW)}
+    assert (await client.post("/webcall/webhooks", data=body, headers=headers)).status == 200
+    for _ in range(60):  # "it will be retried": within a few reclaim periods
+        if got:
+            break
+        await asyncio.sleep(0.05)
+    assert [e.type for e in got] == ["call.ended"]

@@ -119,3 +119,25 @@ async def test_deadlines_are_taken_once(store: Store) -> None:
     assert await store.deadlines_due(150.0) == ["a"]
     assert await store.deadlines_due(150.0) == []
     assert await store.deadlines_due(1000.0) == ["b"]
+
+
+async def test_publish_event_is_one_deduplicated_step(store: Store) -> None:
+    subscription = store.subscribe("call_9")
+    await subscription.start()
+
+    async def publish() -> str | None:
+        return await store.publish_event(
+            {"n": 1},
+            dedupe_key="evt:1",
+            dedupe_ttl=60,
+            call_id="call_9",
+            browser_event={"type": "call.ended"},
+            log_ttl=60,
+        )
+
+    first, again = await publish(), await publish()
+    assert first is not None and again is None
+    assert await store.outbox_depth() == 1
+    assert await store.events_after("call_9", 0) == [(1, {"type": "call.ended"})]
+    assert await asyncio.wait_for(subscription.get(), 2) == (1, {"type": "call.ended"})
+    await subscription.close()

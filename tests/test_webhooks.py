@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -148,3 +150,31 @@ async def test_unknown_event_types_pass_through(make_host: MakeHost) -> None:
     await post(client, delivery("call_q", "Voicemail Detected!"))
     await handle.bus.drain()
     assert got == ["dialnexa.voicemail_detected_"]
+
+
+def big_delivery(call_id: str, size: int) -> bytes:
+    call = {"id": call_id, "status": "completed", "transcript": "Agent: hello. " * (size // 14)}
+    return json.dumps({"event_type": "call_ended", "payload": {"call": call}}).encode()
+
+
+async def test_signed_body_sent_in_two_pieces_is_accepted(make_host: MakeHost) -> None:
+    client, _ = await make_host(webhook_secrets=(NEW,))
+    body = big_delivery("call_twopieces", 20_000)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield body[:1000]
+        await asyncio.sleep(0.05)
+        yield body[1000:]
+
+    headers = {"Content-Type": "application/json", "x-nexa-signature": signature(body, NEW)}
+    response = await client.post("/webcall/webhooks", data=pieces(), headers=headers)
+    assert response.status == 200, await response.text()
+
+
+async def test_large_signed_body_is_accepted(make_host: MakeHost) -> None:
+    client, _ = await make_host(webhook_secrets=(NEW,))
+    body = big_delivery("call_large", 200_000)  # under the 256 KiB limit: a long call's transcript
+    assert len(body) < 256 * 1024
+    headers = {"Content-Type": "application/json", "x-nexa-signature": signature(body, NEW)}
+    response = await client.post("/webcall/webhooks", data=body, headers=headers)
+    assert response.status == 200, await response.text()

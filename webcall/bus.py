@@ -112,13 +112,17 @@ class EventBus:
     # -- publishing ------------------------------------------------------------------------------------------------
     async def publish(self, event: CallEvent) -> bool:
         """Queue an event for the host's callbacks and the call's browsers; False when it is a duplicate."""
-        entry_id = await self.store.outbox_add(
-            {"event": event.to_json()}, dedupe_key=f"dedupe:{event.id}", dedupe_ttl=DEDUPE_TTL
+        entry_id = await self.store.publish_event(
+            {"event": event.to_json()},
+            dedupe_key=f"dedupe:{event.id}",
+            dedupe_ttl=DEDUPE_TTL,
+            call_id=event.call_id,
+            browser_event=event.browser_json(),
+            log_ttl=EVENT_LOG_TTL,
         )
         if entry_id is None:
             log.info("call %s: duplicate %s ignored", event.call_id, event.type)
             return False
-        await self.store.log_event(event.call_id, event.browser_json(), EVENT_LOG_TTL)
         log.info("call %s: %s queued", event.call_id, event.type)
         return True
 

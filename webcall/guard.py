@@ -74,17 +74,28 @@ def preflight(request: web.Request, config: WebCallConfig, methods: str) -> web.
     return web.Response(status=204, headers=headers)
 
 
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The whole request body, however many pieces it arrives in; 413 as soon as it exceeds ``max_bytes``."""
+    too_large = HTTPProblem(413, "payload_too_large", f"The request body is larger than {max_bytes} bytes.")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
     """The request's JSON object: 415 unless ``application/json``, 413 when too big, 400 when not an object."""
     if request.content_type != "application/json":
         raise HTTPProblem(
             415, "unsupported_media_type", "Send the request body as JSON (Content-Type: application/json)."
         )
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise HTTPProblem(413, "payload_too_large", f"The request body is larger than {max_bytes} bytes.")
-    raw = await request.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise HTTPProblem(413, "payload_too_large", f"The request body is larger than {max_bytes} bytes.")
+    raw = await read_body(request, max_bytes)
     if not raw.strip():
         return {}
     try:

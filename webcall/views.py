@@ -404,11 +404,7 @@ WEBHOOK_MAX_BYTES = 256 * 1024
 
 async def receive_webhook(request: web.Request) -> web.Response:
     webcall = request.app[WEBCALL]
-    if request.content_length is not None and request.content_length > WEBHOOK_MAX_BYTES:
-        raise HTTPProblem(413, "payload_too_large", "The webhook body is too large.")
-    raw = await request.content.read(WEBHOOK_MAX_BYTES + 1)
-    if len(raw) > WEBHOOK_MAX_BYTES:
-        raise HTTPProblem(413, "payload_too_large", "The webhook body is too large.")
+    raw = await guard.read_body(request, WEBHOOK_MAX_BYTES)
     try:
         webhooks.verify(raw, request.headers, webcall.webhook_secrets)
     except WebhookSignatureError as err:

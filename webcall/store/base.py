@@ -114,6 +114,21 @@ class Store(ABC):
         key was already used within ``dedupe_ttl`` seconds. Durable as far as the store is (memory: the process)."""
 
     @abstractmethod
+    async def publish_event(
+        self,
+        entry: dict[str, Any],
+        *,
+        dedupe_key: str,
+        dedupe_ttl: float,
+        call_id: str,
+        browser_event: dict[str, Any],
+        log_ttl: float,
+    ) -> str | None:
+        """Atomically: unless ``dedupe_key`` was seen, add ``entry`` to the outbox and ``browser_event`` to the
+        call's log (published to its subscribers). Returns the outbox id, or None for a duplicate. One step, so a
+        failure can never leave an event deduplicated but missing from either place."""
+
+    @abstractmethod
     async def outbox_take(
         self, consumer: str, count: int, *, block: float, reclaim_after: float
     ) -> list[tuple[str, dict[str, Any]]]:

@@ -138,6 +138,21 @@ class MemoryStore(Store):
         self._wakeup.set()
         return entry_id
 
+    async def publish_event(
+        self,
+        entry: dict[str, Any],
+        *,
+        dedupe_key: str,
+        dedupe_ttl: float,
+        call_id: str,
+        browser_event: dict[str, Any],
+        log_ttl: float,
+    ) -> str | None:
+        entry_id = await self.outbox_add(entry, dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl)
+        if entry_id is not None:
+            await self.log_event(call_id, browser_event, log_ttl)
+        return entry_id
+
     async def outbox_take(
         self, consumer: str, count: int, *, block: float, reclaim_after: float
     ) -> list[tuple[str, dict[str, Any]]]:
@@ -145,10 +160,10 @@ class MemoryStore(Store):
         while True:
             now = self._tick()
             chosen: list[str] = []
-            for entry_id, (owner, taken_at) in list(self._taken.items()):
+            for entry_id, (_owner, taken_at) in list(self._taken.items()):
                 if len(chosen) >= count:
                     break
-                if owner != consumer and now - taken_at >= reclaim_after:
+                if now - taken_at >= reclaim_after:  # its consumer died or gave up: like XAUTOCLAIM
                     chosen.append(entry_id)
             while self._fresh and len(chosen) < count:
                 chosen.append(self._fresh.popleft())

@@ -79,6 +79,17 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('PUBLISH', KEYS[3], item)
 return seq
 """
+_PUBLISH = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return false end
+local id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
+local seq = redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+local item = cjson.encode({seq, cjson.decode(ARGV[3])})
+redis.call('RPUSH', KEYS[4], item)
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
+redis.call('PUBLISH', KEYS[5], item)
+return id
+"""
 _DEAD_TAKE = """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
@@ -217,6 +228,7 @@ class RedisStore(Store):
         self._active = self._client.register_script(_ACTIVE)
         self._outbox_add = self._client.register_script(_OUTBOX_ADD)
         self._log = self._client.register_script(_LOG_EVENT)
+        self._publish = self._client.register_script(_PUBLISH)
         self._dead_take = self._client.register_script(_DEAD_TAKE)
         self._due = self._client.register_script(_DUE)
         self._group_ready = False
@@ -282,6 +294,31 @@ class RedisStore(Store):
         entry_id = await self._outbox_add(
             keys=[self._k("outbox"), dedupe], args=[json.dumps(entry), dedupe_key or "", _ms(dedupe_ttl or 1)]
         )
+        if entry_id is None:
+            return None
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    @_unavailable
+    async def publish_event(
+        self,
+        entry: dict[str, Any],
+        *,
+        dedupe_key: str,
+        dedupe_ttl: float,
+        call_id: str,
+        browser_event: dict[str, Any],
+        log_ttl: float,
+    ) -> str | None:
+        await self._ensure_group()
+        keys = [
+            self._k("outbox"),
+            self._k(f"once:{dedupe_key}"),
+            self._k(f"seq:{call_id}"),
+            self._k(f"log:{call_id}"),
+            self._hub.channel(call_id),
+        ]
+        args: list[str | int] = [json.dumps(entry), _ms(dedupe_ttl), json.dumps(browser_event), _ms(log_ttl)]
+        entry_id = await self._publish(keys=keys, args=args)
         if entry_id is None:
             return None
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
