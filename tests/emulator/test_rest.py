@@ -828,3 +828,17 @@ def test_command_line_serves_and_stops_cleanly_on_ctrl_c() -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+async def test_web_call_whose_token_expires_unused_is_cancelled() -> None:
+    from webcall.emulator import EmulatorConfig, EmulatorServer
+
+    async with EmulatorServer(EmulatorConfig(token_ttl=0.2)) as emu, httpx.AsyncClient() as http:
+        auth = {"Authorization": f"Bearer {emu.api_key}"}
+        created = (await http.post(f"{emu.base_url}/web-calls", json={"agent_id": "agent_sales"}, headers=auth)).json()
+        for _ in range(40):
+            record = (await http.get(f"{emu.base_url}/calls/{created['id']}", headers=auth)).json()
+            if record["status"] != "created":
+                break
+            await asyncio.sleep(0.1)
+    assert record["status"] == "cancelled" and record["end_reason"] == "token_expired"

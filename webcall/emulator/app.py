@@ -3,6 +3,7 @@ and (if installed) the WHIP media endpoint."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections.abc import AsyncIterator
@@ -24,8 +25,21 @@ log = logging.getLogger("webcall.emulator")
 
 
 async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
+    app[TASKS_KEY].spawn(_expire_unused_web_calls(app[STATE_KEY]), name="emulator-expire-web-calls")
     yield
     await app[TASKS_KEY].cancel_all()
+
+
+async def _expire_unused_web_calls(state: EmulatorState, every: float = 1.0) -> None:
+    """A web call whose single-use media token expired unused never started: it ends as cancelled."""
+    while True:
+        await asyncio.sleep(every)
+        now = state.clock()
+        for call in list(state.calls.values()):
+            expires = call.token_expires_at
+            if call.type == "web" and not call.token_used and not call.ended and expires is not None and expires < now:
+                log.info("emulator: call %s: media token expired unused; cancelled", call.id)
+                state.end_call(call, "token_expired")
 
 
 async def _wake_sleepers(app: web.Application) -> None:
