@@ -170,7 +170,7 @@ async def load(url: str, concurrency: int, total: int) -> tuple[list[float], flo
     import aiohttp
 
     latencies: list[float] = []
-    body = json.dumps({"agent": "sales", "variables": {"name": "Priya"}}).encode()
+    body = json.dumps({"agent": "sales", "variables": {"name": "Priya", "company": "Acme"}}).encode()
     headers = {"Origin": ORIGIN, "Content-Type": "application/json"}
     remaining = total
     connector = aiohttp.TCPConnector(limit=concurrency)
