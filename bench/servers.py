@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+from collections.abc import AsyncIterator
 
 import httpx
 from aiohttp import web
@@ -51,7 +52,7 @@ def bare_app(args: argparse.Namespace) -> web.Application:
     """The floor: parse the JSON body, make the same upstream call, answer JSON."""
     app = web.Application()
 
-    async def lifetime(app: web.Application):  # type: ignore[no-untyped-def]
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
         app[BARE_CLIENT] = httpx.AsyncClient(
             base_url=args.base_url,
             headers={"Authorization": f"Bearer {args.api_key}"},

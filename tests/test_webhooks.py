@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webcall import Agent
+from webcall.emulator.server import EmulatorServer
 from webcall.errors import WebhookSignatureError
 from webcall.events import CallEvent
 from webcall.webhooks import signature, verify
@@ -178,3 +181,47 @@ async def test_large_signed_body_is_accepted(make_host: MakeHost) -> None:
     headers = {"Content-Type": "application/json", "x-nexa-signature": signature(body, NEW)}
     response = await client.post("/webcall/webhooks", data=body, headers=headers)
     assert response.status == 200, await response.text()
+
+
+async def test_ensure_webhook_creates_updates_and_never_duplicates(
+    make_host: MakeHost, emulator: EmulatorServer
+) -> None:
+    _, handle = await make_host(webhook_secrets=(NEW,), public_url="https://shop.example")
+    target = "https://shop.example/webcall/webhooks"
+    first = await handle.ensure_webhook()
+    assert await handle.ensure_webhook() == first
+    hooks = [h for h in emulator.state.webhooks.values() if h.url == target]
+    assert len(hooks) == 1 and hooks[0].is_active and hooks[0].secret == NEW
+    assert set(hooks[0].events) == {"call_initiated", "call_ended", "transfer_completed"}
+    # Someone deactivated it and made a copy by hand: both are repaired into one active subscription.
+    hooks[0].is_active = False
+    await handle.client.create_webhook(url=target, events=["call_ended"], secret="x" * 20, is_active=False)
+    await handle.ensure_webhook()
+    hooks = [h for h in emulator.state.webhooks.values() if h.url == target]
+    assert len(hooks) == 1 and hooks[0].is_active and hooks[0].secret == NEW
+
+
+async def test_register_webhook_command(emulator: EmulatorServer) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DIALNEXA_", "WEBCALL_"))},
+        "DIALNEXA_API_KEY": emulator.api_key,
+        "DIALNEXA_BASE_URL": emulator.base_url,
+        "WEBCALL_AGENTS": "sales=agent_sales",
+        "WEBCALL_PUBLIC_URL": "https://shop.example",
+        "WEBCALL_WEBHOOK_SECRETS": NEW,
+    }
+    for _ in range(2):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "webcall",
+            "register-webhook",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0, out.decode()
+        assert b"is registered" in out and emulator.api_key.encode() not in out
+    urls = [h.url for h in emulator.state.webhooks.values()]
+    assert urls == ["https://shop.example/webcall/webhooks"]

@@ -165,18 +165,15 @@ class WebCall:
             raise ConfigError("Set webhook_secrets (WEBCALL_WEBHOOK_SECRETS) before registering a webhook.")
         async with self._webhook_lock:
             hooks = [h for h in await self.client.list_webhooks() if h.url == target]
-            wanted = {
-                "url": target,
-                "events": list(WEBHOOK_EVENTS),
-                "secret": self.webhook_secrets[0],
-                "is_active": True,
-            }
+            events, secret = list(WEBHOOK_EVENTS), self.webhook_secrets[0]
             if not hooks:
-                hook = await self.client.create_webhook(**wanted)  # type: ignore[arg-type]
+                hook = await self.client.create_webhook(url=target, events=events, secret=secret)
                 log.info("webcall: registered DialNexa webhook %s -> %s", hook.id, target)
             else:
                 hook, extra = hooks[0], hooks[1:]
-                hook = await self.client.update_webhook(hook.id, **wanted)
+                hook = await self.client.update_webhook(
+                    hook.id, url=target, events=events, secret=secret, is_active=True
+                )
                 for dup in extra:
                     await self.client.delete_webhook(dup.id)
                 log.info(
