@@ -207,6 +207,8 @@ async def console_stream(request: web.Request) -> web.StreamResponse:
             if item is None:
                 return stream.response
             await stream.send(json.dumps(item[1]))
+    except ConnectionResetError:  # the page was closed
+        return stream.response
     finally:
         console.listeners.discard(box)
 

@@ -73,6 +73,8 @@
     unknown_agent: "set agent to an alias configured on the server",
   };
   const LIVE = ["listening", "thinking", "speaking"];
+  // Server end reasons with their own message.
+  const ENDED = { network_failure: "text-lost", max_duration_reached: "text-max" };
   const BUSY = ["microphone", "connecting", ...LIVE];
   const busy = (st) => BUSY.includes(st);
   const noop = () => {};
@@ -573,7 +575,8 @@ border-radius:10px;background:var(--b)}
       } else if (/failed|disconnected/.test(s) && LIVE.includes(st) && !this.tm.grace) {
         // Grace period for the network; try an ICE restart.
         this.set(st, this.t("text-reconnecting"));
-        this.timer("grace", () => this.end("connection_lost", "text-lost"), 5000);
+        // No hang-up request: the network is gone, and DialNexa records the call as a network failure.
+        this.timer("grace", () => this.finish("connection_lost", "text-lost"), 5000);
         this.restartIce();
       }
     }
@@ -649,7 +652,7 @@ border-radius:10px;background:var(--b)}
       } else if (m.type === "transcript" && typeof m.text === "string") {
         this.line(m.role === "user" ? "user" : "agent", m.text, m.final !== false);
       } else if (m.type === "call_ended") {
-        this.finish(m.reason || "agent_hangup");
+        this.finish(m.reason || "agent_hangup", ENDED[m.reason]);
       }
     }
 
@@ -688,8 +691,11 @@ border-radius:10px;background:var(--b)}
         const c = ev.call || {};
         if (typeof c.summary === "string") this.summary = c.summary;
         this.closeEvents();
-        if (busy(this.st)) this.finish(c.end_reason || "ended");
-        else this.render();
+        if (LIVE.includes(this.st)) this.finish(c.end_reason || "ended", ENDED[c.end_reason]);
+        else if (busy(this.st)) {
+          // Ended before it connected (e.g. the media token expired).
+          this.failed(fail(c.end_reason || "ended", c.end_reason === "token_expired" ? "text-expired" : "text-failed"));
+        } else this.render();
       };
       es.onmessage = on; // every event is unnamed; its type is in the data
       es.onerror = () => es.readyState === 2 && console.warn("[webcall] lifecycle events stopped; the call goes on.");

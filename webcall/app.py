@@ -122,10 +122,12 @@ class WebCall:
         return f"{self.url('widget')}?v={self.widget.version}"
 
     # -- host API ----------------------------------------------------------------------------------------------
-    async def end_call(self, call_id: str) -> CallRecord | None:
-        """Hang a call up through DialNexa and free its concurrent-call slot."""
+    async def end_call(self, call_id: str, *, reason: str | None = None) -> CallRecord | None:
+        """Hang a call up through DialNexa and free its concurrent-call slot.
+
+        ``reason`` is recorded as the call's end reason (DialNexa's default when omitted: the agent ended it)."""
         try:
-            record = await self.client.end_call(call_id)
+            record = await self.client.end_call(call_id, reason=reason)
         except DialNexaConflict:
             record = None  # it had already ended
         await self.call_finished(call_id)

@@ -392,7 +392,7 @@ async def end_session(request: web.Request) -> web.Response:
     if not await webcall.store.use_once(f"end:{claims.jti}", ttl=claims.expires_at - time.time() + 60):
         raise HTTPProblem(401, "unauthorized", "This call's token was already used to hang up.")
     try:
-        record = await webcall.end_call(call_id)
+        record = await webcall.end_call(call_id, reason="user_disconnected")  # the visitor hung up
     except DialNexaError as err:
         raise upstream_problem(err, doing="ending the call") from err
     return _json({"call_id": call_id, "status": record.status if record else "ended"})
@@ -468,6 +468,9 @@ async def session_events(request: web.Request) -> web.StreamResponse:
             await stream.send(json.dumps(event), id=str(seq))
             if event["type"] == "call.ended":
                 return stream.response
+    except ConnectionResetError:  # the browser went away (closed tab, lost network): not an error
+        log.debug("call %s: event stream closed by the browser", call_id)
+        return web.Response(status=204)
     finally:
         webcall.streams.discard(subscription)
         await subscription.close()

@@ -289,10 +289,12 @@ class DialNexaClient:
         items = self._parse(lambda b: list_items(b, "calls"), data, "GET", "/calls")
         return [CallRecord.parse(item) for item in items if item.get("id")]
 
-    async def end_call(self, call_id: str) -> CallRecord | None:
-        """Hang a call up through the API; None when DialNexa answers without a call record."""
+    async def end_call(self, call_id: str, *, reason: str | None = None) -> CallRecord | None:
+        """Hang a call up through the API (``reason``: an end reason, e.g. ``user_disconnected`` when the visitor
+        hung up); None when DialNexa answers without a call record."""
         path = self._end_call_path.format(call_id=_segment(call_id))
-        data = await self._request("POST", path, idempotent=True, route="POST " + self._end_call_path)
+        body = {"reason": reason} if reason else None
+        data = await self._request("POST", path, idempotent=True, json=body, route="POST " + self._end_call_path)
         try:
             return CallRecord.parse(data)
         except ParseError:

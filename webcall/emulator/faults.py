@@ -178,6 +178,20 @@ def _status_response(fault: Fault) -> web.Response:
     return error_response(status, message, headers=headers)
 
 
+# The media routes are called by browsers from other origins: their fault answers carry the same CORS headers as
+# their real answers, so a page sees the injected status rather than a CORS failure.
+_BROWSER_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "location, etag, retry-after",
+}
+
+
+def _browser_readable(request: web.Request, response: web.Response) -> web.Response:
+    if "/whip" in request.path:
+        response.headers.update(_BROWSER_CORS)
+    return response
+
+
 @web.middleware
 async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == CONTROL_PREFIX or request.path.startswith(CONTROL_PREFIX + "/"):
@@ -198,11 +212,11 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     _mark(request, answer.kind)
     log.info("emulator: %s fault %s answers %s %s", answer.kind, answer.id, request.method, request.path)
     if answer.kind == "status":
-        return _status_response(answer)
+        return _browser_readable(request, _status_response(answer))
     if answer.kind == "timeout":
         stats.timed_out += 1
         await registry.sleep(answer.delay)
-        return error_response(504, "Gateway timeout")
+        return _browser_readable(request, error_response(504, "Gateway timeout"))
     # reset: take the whole request in, then drop the connection without a byte of response.
     stats.resets += 1
     await request.read()

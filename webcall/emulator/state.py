@@ -153,6 +153,15 @@ Listener = Callable[[str, Call], None]
 """Called as ``listener(event_type, call)`` with ``call_initiated``, ``call_ended`` or ``transfer_completed``."""
 
 
+_ENDINGS = {
+    "user_disconnected": "the caller hung up",
+    "agent_disconnected": "the agent ended the call",
+    "network_failure": "the connection was lost",
+    "max_duration_reached": "the time limit was reached",
+    "voicemail_detected": "it reached voicemail",
+}
+
+
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -285,9 +294,10 @@ class EmulatorState:
         name = agent.name if agent else call.agent_id
         if call.initiated_at is None:
             return f"{name}: the call ended before it connected ({call.end_reason or 'no reason'})."
+        how = _ENDINGS.get(call.end_reason or "", f"it ended ({call.end_reason or 'no reason given'})")
         return (
             f"{who} spoke with {name} for {call.duration or 0:.0f} s "
-            f"({user_turns} caller turn{'s' if user_turns != 1 else ''}); ended: {call.end_reason or 'unknown'}."
+            f"({user_turns} caller turn{'s' if user_turns != 1 else ''}); {how}."
         )
 
     # -- JSON views (DialNexa field names) ---------------------------------------------------------------------

@@ -51,6 +51,8 @@ class MediaSettings:
     """A session whose media has not connected by then ends with ``network_failure``."""
     network_grace: float = 5.0
     """How long a failed connection may take to recover before the call ends with ``network_failure``."""
+    media_timeout: float = 4.0
+    """No caller audio packet for this long means the network is gone (ICE consent takes ~30 s to notice)."""
     hangup_tail: float = 0.3
     """Pause after the agent's last line before it hangs up, so the browser plays the line to its end."""
     transcribe: bool = True
@@ -100,6 +102,7 @@ class MediaSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._agent_task: asyncio.Task[None] | None = None
         self._grace_task: asyncio.Task[None] | None = None
+        self.stalled = False  # no caller audio for media_timeout seconds
         self._close_task: asyncio.Task[None] | None = None
         self.ending = False
         self.closed = False
@@ -212,10 +215,18 @@ class MediaSession:
             # The browser closed its peer connection (DTLS close_notify) without a DELETE.
             self.end("user_disconnected")
 
+    def _media_stalled(self) -> None:
+        if self.stalled or self.ending:
+            return
+        self.stalled = True
+        self.log(logging.WARNING, "no caller audio for %.1f s: the network may be gone", self.settings.media_timeout)
+        if self._grace_task is None:
+            self._grace_task = self.spawn(self._network_grace(), "network-grace")
+
     async def _network_grace(self) -> None:
         await asyncio.sleep(self.settings.network_grace)
         self._grace_task = None
-        if self.pc.connectionState != "connected":
+        if self.pc.connectionState != "connected" or self.stalled:
             self.log(logging.WARNING, "media did not recover within %.1f s", self.settings.network_grace)
             self.end("network_failure")
 
@@ -232,9 +243,16 @@ class MediaSession:
         first = True
         while True:
             try:
-                frame = await track.recv()
+                async with asyncio.timeout(self.settings.media_timeout):
+                    frame = await track.recv()
+            except TimeoutError:
+                self._media_stalled()
+                continue
             except MediaStreamError:
                 return
+            if self.stalled:
+                self.stalled = False
+                self.log(logging.INFO, "caller audio is back")
             if not isinstance(frame, AudioFrame):
                 continue
             if first:

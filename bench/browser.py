@@ -1,0 +1,316 @@
+"""Click-to-connected in real headless Chromium: a host site mounting the plugin (in this process) in front of the
+emulator (a subprocess), measured inside the page.
+
+Each call is one visitor: a fresh browser context opens the host page and clicks "Start call". A probe script served
+by the host records ``performance.now()`` at the click (a capture listener), at the widget's first ``webcall:state``
+event of a live state, and when an ``AnalyserNode`` on the widget's remote stream first hears the agent. Then the
+visitor hangs up and the next one comes.
+
+Also used by ``bench/screenshots.py``: :class:`EmulatorProcess`, :class:`HostSite`, :func:`launch_chromium`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from aiohttp import web
+from playwright.async_api import Browser, Page, Playwright, async_playwright
+
+import webcall
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+)
+EMULATOR_KEY = "bench_key:bench_secret"
+SESSION_SECRET = "bench-browser-session-secret-0123456789"
+WEBHOOK_SECRET = "bench-browser-webhook-secret-0123456789"
+TAG = "dialnexa-webcall"
+AUDIBLE = 0.01  # agent RMS (relative to full scale) that counts as heard
+LIVE = ("listening", "thinking", "speaking")
+VIEWPORT = {"width": 1280, "height": 800}
+
+PROBE_JS = """\
+// Bench probe: clicks, the widget's webcall:* events and the agent audio level, all with performance.now() times.
+(() => {
+  "use strict";
+  const w = window;
+  w.__events = [];
+  w.__clicks = [];
+  w.__audio = { rms: 0, audible: 0, audibleAt: null, attachedAt: null };
+  for (const type of ["state", "transcript", "ended", "error", "call.ended"]) {
+    document.addEventListener("webcall:" + type, (e) => {
+      w.__events.push({ type, at: performance.now(), detail: JSON.parse(JSON.stringify(e.detail || null)) });
+    });
+  }
+  addEventListener("click", () => w.__clicks.push(performance.now()), true);
+  let ctx = null, stream = null, source = null, analyser = null, buf = null;
+  setInterval(() => {
+    const el = document.querySelector("__TAG__");
+    const s = el && el.shadowRoot ? el.shadowRoot.querySelector("audio").srcObject : null;
+    if (s !== stream || (s && !source && s.getAudioTracks().length)) {
+      if (source) source.disconnect();
+      stream = s;
+      source = null;
+      if (s && s.getAudioTracks().length) {
+        ctx = ctx || new AudioContext();
+        ctx.resume();
+        analyser = ctx.createAnalyser();
+        analyser.fftSize = 512;
+        buf = new Float32Array(analyser.fftSize);
+        source = ctx.createMediaStreamSource(s);
+        source.connect(analyser);
+        Object.assign(w.__audio, { audible: 0, audibleAt: null, attachedAt: performance.now() });
+      }
+    }
+    if (!source) return;
+    analyser.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const v of buf) sum += v * v;
+    w.__audio.rms = Math.sqrt(sum / buf.length);
+    if (w.__audio.rms >= __AUDIBLE__) {
+      w.__audio.audible += 1;
+      if (w.__audio.audibleAt === null) w.__audio.audibleAt = performance.now();
+    }
+  }, 10);
+})();
+""".replace("__TAG__", TAG).replace("__AUDIBLE__", str(AUDIBLE))
+
+PAGE = """\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Acme: talk to us</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/site.css">
+<script src="/probe.js"></script>
+<script src="/webcall/widget.js" defer></script>
+</head>
+<body>
+<main>
+<h1>Acme</h1>
+<p>Questions about our plans? Talk to our assistant right here.</p>
+<dialnexa-webcall agent="sales"></dialnexa-webcall>
+</main>
+</body>
+</html>
+"""
+SITE_CSS = """\
+body{margin:0;font:16px/1.5 system-ui,sans-serif;color:#1f2937;background:#f8fafc}
+main{max-width:760px;margin:0 auto;padding:32px 24px 160px}
+h1{margin:0 0 8px;font-size:28px}
+dialnexa-webcall{margin-top:40px}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmulatorProcess:
+    """``python -m webcall.emulator`` on a free loopback port, started and stopped with ``async with``."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: asyncio.subprocess.Process | None = None
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __aexit__
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/v1"
+
+    async def __aenter__(self) -> Self:
+        args = ["-m", "webcall.emulator", "--port", str(self.port), "--api-key", EMULATOR_KEY, "--log-level", "WARNING"]
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, *args, cwd=ROOT, stdout=self.log, stderr=self.log
+        )
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient(timeout=1) as http:
+            while True:
+                if self.process.returncode is not None or time.monotonic() > deadline:
+                    await self.__aexit__(None, None, None)
+                    raise RuntimeError(f"the emulator did not start:\n{self.output()}")
+                try:
+                    if (await http.get(f"{self.origin}/_control/stats")).status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-4000:]
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        process = self.process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        self.log.close()
+
+    async def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        async with httpx.AsyncClient(base_url=self.origin, timeout=5) as http:
+            response = await http.request(method, path, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+
+class HostSite:
+    """A customer's site in this process: the plugin at ``/webcall`` in front of the emulator, its page under the
+    plugin's strict CSP with the widget and the probe."""
+
+    def __init__(self, emulator: EmulatorProcess, **options: Any) -> None:
+        self.port = free_port()
+        self.origin = f"http://127.0.0.1:{self.port}"
+        settings: dict[str, Any] = {
+            "api_key": EMULATOR_KEY,
+            "base_url": emulator.base_url,
+            "agents": {"sales": webcall.Agent(id="agent_sales", label="Sales")},
+            "allowed_origins": (self.origin,),
+            "session_secrets": (SESSION_SECRET,),
+            "webhook_secrets": (WEBHOOK_SECRET,),
+            "variables": lambda request, alias, agent: {"name": "Priya", "company": "Acme"},
+            "rate_limit": 1_000_000,
+            "identity_rate_limit": 1_000_000,
+        }
+        settings.update(options)
+        self.app = web.Application()
+        self.handle = webcall.setup(self.app, webcall.WebCallConfig(**settings))
+        self.app.router.add_get("/", self._page)
+        self.app.router.add_get("/probe.js", self._asset(PROBE_JS, "text/javascript"))
+        self.app.router.add_get("/site.css", self._asset(SITE_CSS, "text/css"))
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1)
+
+    async def _page(self, request: web.Request) -> web.Response:
+        csp = self.handle.content_security_policy
+        return web.Response(text=PAGE, content_type="text/html", headers={"Content-Security-Policy": csp})
+
+    @staticmethod
+    def _asset(text: str, content_type: str) -> Any:
+        async def serve(request: web.Request) -> web.Response:
+            return web.Response(text=text, content_type=content_type)
+
+        return serve
+
+    async def __aenter__(self) -> Self:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        await self.handle.ensure_webhook(self.origin + "/webcall/webhooks")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.runner.cleanup()
+
+
+def write_silence(path: Path, seconds: float = 2.0, rate: int = 48000) -> Path:
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\0\0" * int(seconds * rate))
+    return path
+
+
+async def launch_chromium(driver: Playwright, microphone: Path) -> Browser:
+    """Headless Debian Chromium whose fake microphone plays ``microphone`` (a WAV) in a loop."""
+    args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={microphone}"]
+    return await driver.chromium.launch(executable_path=CHROMIUM, args=args)
+
+
+async def wait_state(page: Page, states: tuple[str, ...], within: float = 15.0) -> None:
+    await page.wait_for_function(
+        "([tag, states]) => states.includes(document.querySelector(tag)?.getAttribute('state'))",
+        arg=[TAG, list(states)],
+        timeout=within * 1000,
+        polling=10,
+    )
+
+
+async def one_call(browser: Browser, site: HostSite) -> tuple[float, float]:
+    """One visitor: open the page, click start, wait for the agent's voice, hang up. Seconds to live, to audio."""
+    context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    try:
+        page = await context.new_page()
+        await page.goto(site.origin + "/")
+        start = page.get_by_role("button", name="Start call", exact=True)
+        await start.wait_for()
+        await start.click()
+        await wait_state(page, LIVE)
+        await page.wait_for_function("() => window.__audio.audible >= 3", timeout=15_000, polling=10)
+        times: Mapping[str, Any] = await page.evaluate(
+            """([live]) => ({
+              click: window.__clicks[0],
+              live: window.__events.find((e) => e.type === "state" && live.includes(e.detail.state)).at,
+              audio: window.__audio.audibleAt,
+            })""",
+            [list(LIVE)],
+        )
+        await page.get_by_role("button", name="End call", exact=True).click()
+        await wait_state(page, ("ended",))
+        return (times["live"] - times["click"]) / 1000, (times["audio"] - times["click"]) / 1000
+    finally:
+        await context.close()
+
+
+async def click_to_connected(calls: int) -> tuple[list[float], list[float]]:
+    """Seconds from the click on "Start call" to the live state, and to the first agent audio, for ``calls`` calls
+    (after one warm-up call that is not counted)."""
+    connected: list[float] = []
+    audio: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-browser-") as tmp:
+        microphone = write_silence(Path(tmp) / "silence.wav")
+        async with EmulatorProcess() as emulator, HostSite(emulator) as site, async_playwright() as driver:
+            browser = await launch_chromium(driver, microphone)
+            try:
+                await one_call(browser, site)  # warm-up: the emulator's first synthesis, first connections
+                for _ in range(calls):
+                    to_live, to_audio = await one_call(browser, site)
+                    connected.append(to_live)
+                    audio.append(to_audio)
+            finally:
+                await browser.close()
+    return connected, audio
+
+
+if __name__ == "__main__":
+    live, heard = asyncio.run(click_to_connected(int(sys.argv[1]) if len(sys.argv) > 1 else 5))
+    print("live  ", " ".join(f"{t * 1e3:.0f}" for t in live), "ms")
+    print("audio ", " ".join(f"{t * 1e3:.0f}" for t in heard), "ms")

@@ -1,0 +1,635 @@
+"""Browser harness: Debian's Chromium, driven by Playwright, on host sites that mount the plugin as a customer would.
+
+Each host site is an aiohttp app on loopback serving its pages under the plugin's strict CSP
+(``handle.content_security_policy``, nothing relaxed), with ``webcall.setup()`` pointed at an emulator running in this
+process. Every page loads ``/probe.js`` first: a script file (the CSP blocks inline scripts) that records CSP
+violations, the widget's ``webcall:*`` events with ``performance.now()`` times, page clicks, and the level of the agent
+audio the widget plays (an ``AnalyserNode`` on the stream of its ``<audio>`` element).
+
+Chromium is launched once per session with a silent fake microphone; tests that speak into the call launch their own
+browser with a WAV synthesized by the emulator's own TTS. All async fixtures share the session's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from playwright.async_api import Browser, BrowserContext, Locator, Page, Playwright, Response, async_playwright
+
+import webcall
+from webcall import Agent, WebCallConfig
+from webcall.emulator.config import EmulatorConfig
+from webcall.emulator.media import MEDIA_HUB
+from webcall.emulator.media.tts import OUTPUT_RATE, get_synthesizer, write_wav
+from webcall.emulator.server import EmulatorServer
+from webcall.events import CallEvent
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+)
+TAG = "dialnexa-webcall"
+LIVE = ("listening", "thinking", "speaking")
+"""The widget's states while a call is connected."""
+API_KEY = "emu_browser:BrowserTestsEmulatorKey"
+SESSION_SECRET = "browser-tests-session-secret-0123456789"
+WEBHOOK_SECRET = "browser-tests-webhook-secret-0123456789"
+HOST_VARIABLES = {"name": "Priya", "company": "Acme"}
+AGENTS = {
+    "sales": Agent(id="agent_sales", visitor_variables=frozenset({"name", "company"}), label="Sales"),
+    "support": Agent(id="agent_support", label="Support"),
+}
+CALLER_LINE = "I would like to know more about pricing."
+AUDIBLE = 0.01
+"""RMS relative to full scale above which the page hears the agent (decoded silence is ~0)."""
+VIEWPORT = {"width": 1280, "height": 800}
+
+PROBE_JS = """\
+// Test probe, a script file because the page's CSP blocks inline scripts. Records CSP violations, the widget's
+// webcall:* events (with performance.now() times), clicks, and the RMS level of the agent audio the widget plays.
+(() => {
+  "use strict";
+  const w = window;
+  const AUDIBLE = __AUDIBLE__;
+  const TYPES = ["state", "transcript", "ended", "error", "mute", "before-start", "before-callback", "callback",
+    "session.created", "call.started", "call.ended", "call.transferred", "callback.requested"];
+  w.__violations = [];
+  w.__events = [];
+  w.__clicks = [];
+  w.__audio = { rms: 0, peak: 0, audible: 0, attached: 0, attachedAt: null, audibleAt: null };
+  document.addEventListener("securitypolicyviolation", (e) => {
+    w.__violations.push({ directive: e.violatedDirective, blocked: e.blockedURI, source: e.sourceFile,
+      line: e.lineNumber, sample: e.sample });
+  });
+  for (const type of TYPES) {
+    document.addEventListener("webcall:" + type, (e) => {
+      let detail = null;
+      try {
+        detail = JSON.parse(JSON.stringify(e.detail === undefined ? null : e.detail));
+      } catch (x) {
+        detail = String(e.detail);
+      }
+      w.__events.push({ type, at: performance.now(), detail });
+    });
+  }
+  addEventListener("click", () => w.__clicks.push(performance.now()), true);
+
+  let ctx = null;
+  let stream = null;
+  let source = null;
+  let analyser = null;
+  let buf = null;
+  const tick = () => {
+    const el = document.querySelector("__TAG__");
+    const audio = el && el.shadowRoot ? el.shadowRoot.querySelector("audio") : null;
+    const s = audio ? audio.srcObject : null;
+    if (s !== stream || (s && !source && s.getAudioTracks().length)) {
+      if (source) source.disconnect();
+      stream = s;
+      source = null;
+      if (s && s.getAudioTracks().length) {
+        ctx = ctx || new AudioContext();
+        ctx.resume();
+        analyser = ctx.createAnalyser();
+        analyser.fftSize = 1024;
+        buf = new Float32Array(analyser.fftSize);
+        source = ctx.createMediaStreamSource(s);
+        source.connect(analyser);
+        Object.assign(w.__audio, { attached: w.__audio.attached + 1, attachedAt: performance.now(),
+          audibleAt: null, audible: 0, peak: 0 });
+      }
+    }
+    if (!source) {
+      w.__audio.rms = 0;
+      return;
+    }
+    analyser.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const v of buf) sum += v * v;
+    const rms = Math.sqrt(sum / buf.length);
+    w.__audio.rms = rms;
+    w.__audio.peak = Math.max(w.__audio.peak, rms);
+    if (rms >= AUDIBLE) {
+      w.__audio.audible += 1;
+      if (w.__audio.audibleAt === null) w.__audio.audibleAt = performance.now();
+    }
+  };
+  setInterval(tick, 20);
+})();
+""".replace("__AUDIBLE__", str(AUDIBLE)).replace("__TAG__", TAG)
+
+SITE_CSS = """\
+body{margin:0;font:16px/1.5 system-ui,sans-serif;color:#1f2937;background:#f8fafc}
+main{max-width:760px;margin:0 auto;padding:32px 24px 160px}
+h1{margin:0 0 8px;font-size:28px}
+"""
+
+PAGE = """\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Acme: talk to us</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/site.css">
+<script src="/probe.js"></script>
+{script}
+</head>
+<body>
+<main>
+<h1>Acme</h1>
+<p>Questions about our plans? Talk to our assistant right here.</p>
+{element}
+</main>
+</body>
+</html>
+"""
+
+
+def attributes(values: Mapping[str, str]) -> str:
+    return "".join(f' {name}="{html.escape(value)}"' for name, value in values.items())
+
+
+# -- waiting ------------------------------------------------------------------------------------------------------
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0, *, what: str = "") -> None:
+    """Poll an async ``check`` every 50 ms until it is true; fail after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what or getattr(check, '__name__', 'condition')} still false after {within} s")
+        await asyncio.sleep(0.05)
+
+
+# -- audio files for the fake microphone ---------------------------------------------------------------------------
+async def write_speech(path: Path, *parts: str | float) -> Path:
+    """A 48 kHz mono 16-bit WAV of ``parts``: a string is spoken by the emulator's TTS, a number is that many seconds of
+    silence. Chromium plays it in a loop as its fake microphone."""
+    synthesizer = get_synthesizer()
+    chunks = [
+        await synthesizer.synthesize(part) if isinstance(part, str) else np.zeros(int(part * OUTPUT_RATE), np.int16)
+        for part in parts
+    ]
+    write_wav(path, np.concatenate(chunks))
+    return path
+
+
+@pytest.fixture(scope="session")
+def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fake-microphone")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def silence_wav(audio_dir: Path) -> Path:
+    return await write_speech(audio_dir / "silence.wav", 2.0)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def speech_wav(audio_dir: Path) -> Path:
+    """1.5 s of silence, the caller's line, then a long silence: one caller turn every ~12 s."""
+    return await write_speech(audio_dir / "caller.wav", 1.5, CALLER_LINE, 8.0)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def chatty_wav(audio_dir: Path) -> Path:
+    """A caller who keeps talking: the line four times over with short breaths (~10 s of speech per loop)."""
+    return await write_speech(audio_dir / "chatty.wav", *[part for _ in range(4) for part in (CALLER_LINE, 0.15)])
+
+
+# -- Chromium ------------------------------------------------------------------------------------------------------
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def playwright() -> AsyncIterator[Playwright]:
+    async with async_playwright() as driver:
+        yield driver
+
+
+async def launch(driver: Playwright, microphone: Path | None, *, fake_ui: bool = True) -> Browser:
+    """Chromium with a fake microphone playing ``microphone`` (a WAV); without ``fake_ui`` the permission is refused."""
+    args = [a for a in CHROMIUM_ARGS if fake_ui or not a.startswith("--use-fake-ui")]
+    if microphone is not None:
+        args.append(f"--use-file-for-fake-audio-capture={microphone}")
+    return await driver.chromium.launch(executable_path=CHROMIUM, args=args)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def chromium(playwright: Playwright, silence_wav: Path) -> AsyncIterator[Browser]:
+    """The session's browser: microphone allowed, and silent (so the agent never takes a caller turn)."""
+    browser = await launch(playwright, silence_wav)
+    yield browser
+    await browser.close()
+
+
+class MakeBrowser(Protocol):
+    def __call__(self, microphone: Path | None, *, fake_ui: bool = True) -> Awaitable[Browser]: ...
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_browser(playwright: Playwright) -> AsyncIterator[MakeBrowser]:
+    """Launch a browser of the test's own (another fake microphone, or the permission refused); closed after it."""
+    browsers: list[Browser] = []
+
+    async def make(microphone: Path | None, *, fake_ui: bool = True) -> Browser:
+        browser = await launch(playwright, microphone, fake_ui=fake_ui)
+        browsers.append(browser)
+        return browser
+
+    yield make
+    for browser in browsers:
+        await browser.close()
+
+
+# -- emulator ------------------------------------------------------------------------------------------------------
+class MakeEmulator(Protocol):
+    def __call__(self, **config: Any) -> Awaitable[EmulatorServer]: ...
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_emulator() -> AsyncIterator[MakeEmulator]:
+    started: list[EmulatorServer] = []
+
+    async def make(**config: Any) -> EmulatorServer:
+        server = EmulatorServer(EmulatorConfig(api_keys=frozenset({API_KEY}), **config))
+        await server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in reversed(started):
+        await server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def emu(make_emulator: MakeEmulator) -> EmulatorServer:
+    return await make_emulator()
+
+
+async def control(emulator: EmulatorServer, method: str, path: str, **kwargs: Any) -> Any:
+    async with httpx.AsyncClient(base_url=emulator.origin, timeout=5) as http:
+        response = await http.request(method, path, **kwargs)
+    assert response.status_code < 300, f"{method} {path} -> {response.status_code} {response.text}"
+    return response.json()
+
+
+async def add_fault(emulator: EmulatorServer, **fault: Any) -> None:
+    await control(emulator, "POST", "/_control/faults", json=fault)
+
+
+async def media(emulator: EmulatorServer, call_id: str) -> dict[str, Any]:
+    """What the emulator observes of the call's audio (``GET /_control/media/{call_id}``)."""
+    body: dict[str, Any] = await control(emulator, "GET", f"/_control/media/{call_id}")
+    return body
+
+
+async def call_record(emulator: EmulatorServer, call_id: str) -> dict[str, Any]:
+    """The emulator's record of the call (``GET /_control/calls/{call_id}``)."""
+    body: dict[str, Any] = await control(emulator, "GET", f"/_control/calls/{call_id}")
+    return body
+
+
+def drop_media(emulator: EmulatorServer, call_id: str) -> None:
+    """Cut the call's media path both ways, as a network drop would, while the emulator itself stays up.
+
+    The emulator's ICE sockets stay open but stop sending and ignore whatever arrives, so the browser's consent
+    checks go unanswered and its peer connection goes ``disconnected``; HTTP (WHIP DELETE, the REST API) still works.
+    """
+    session = emulator.app[MEDIA_HUB].by_call[call_id]
+    pc = session.pc
+    dtls = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        dtls.append(pc.sctp.transport)
+    connections = {id(d.transport._connection): d.transport._connection for d in dtls if d is not None}
+    assert connections, "the call has no ICE transport"
+
+    def drop(*args: Any) -> None:
+        return None
+
+    async def drop_async(*args: Any) -> None:
+        return None
+
+    for connection in connections.values():
+        for protocol in connection._protocols:
+            # Instance attributes shadow the methods asyncio and aioice call.
+            vars(protocol).update(datagram_received=drop, send_stun=drop, send_data=drop_async)
+
+
+# -- host sites ----------------------------------------------------------------------------------------------------
+@dataclass
+class Site:
+    """A customer's site on loopback with the plugin mounted at ``/webcall``."""
+
+    origin: str
+    handle: webcall.WebCall
+    emulator: EmulatorServer | None
+    events: list[CallEvent] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def record(self, event: CallEvent) -> None:
+        """The host's ``on_call_event`` callback."""
+        self.events.append(event)
+        self.changed.set()
+
+    def found(self, type: str, call_id: str | None = None) -> CallEvent | None:
+        return next((e for e in self.events if e.type == type and call_id in (None, e.call_id)), None)
+
+    async def event(self, type: str, call_id: str | None = None, *, within: float = 10.0) -> CallEvent:
+        """The first host callback event of ``type`` (for ``call_id``), waiting up to ``within`` seconds."""
+        async with asyncio.timeout(within):
+            while (found := self.found(type, call_id)) is None:
+                self.changed.clear()
+                await self.changed.wait()
+        return found
+
+    async def call_id(self, *, within: float = 10.0) -> str:
+        """The id of the latest call minted on this site (from the host's ``session.created`` callback)."""
+        await self.event("session.created", within=within)
+        return [e for e in self.events if e.type == "session.created"][-1].call_id
+
+
+class MakeSite(Protocol):
+    def __call__(
+        self, emulator: EmulatorServer | None, *, widget: Mapping[str, str] | None = None, **options: Any
+    ) -> Awaitable[Site]: ...
+
+
+def bind_loopback() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def host_variables(request: web.Request, alias: str, agent: Agent) -> dict[str, str]:
+    """The host's ``variables`` hook: what the site knows about the visitor."""
+    return dict(HOST_VARIABLES)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_site(make_emulator: MakeEmulator) -> AsyncIterator[MakeSite]:
+    """Build and serve a host site. ``widget`` adds attributes to the page's ``<dialnexa-webcall agent="sales">``;
+    options override the plugin's configuration (``base_url`` without an emulator: DialNexa unreachable)."""
+    runners: list[web.AppRunner] = []
+
+    async def make(emulator: EmulatorServer | None, *, widget: Mapping[str, str] | None = None, **options: Any) -> Site:
+        sock = bind_loopback()
+        try:
+            return await serve(sock, emulator, widget, options)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def serve(
+        sock: socket.socket, emulator: EmulatorServer | None, widget: Mapping[str, str] | None, options: dict[str, Any]
+    ) -> Site:
+        origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        settings: dict[str, Any] = {
+            "agents": AGENTS,
+            "allowed_origins": (origin,),
+            "session_secrets": (SESSION_SECRET,),
+            "webhook_secrets": (WEBHOOK_SECRET,),
+            "variables": host_variables,
+            "upstream_timeout": 2.0,
+            "upstream_deadline": 4.0,
+        }
+        if emulator is not None:
+            settings.update(api_key=emulator.api_key, base_url=emulator.base_url)
+        else:
+            settings.update(api_key=API_KEY)
+        settings.update(options)
+        app = web.Application()
+        handle = webcall.setup(app, WebCallConfig(**settings))
+        site = Site(origin=origin, handle=handle, emulator=emulator)
+        handle.on_call_event.append(site.record)
+        inline = {"agent": "sales", **(widget or {})}
+
+        def page(script: str, element: str) -> web.Response:
+            body = PAGE.format(script=script, element=element)
+            headers = {"Content-Security-Policy": handle.content_security_policy}
+            return web.Response(text=body, content_type="text/html", headers=headers)
+
+        async def index(request: web.Request) -> web.Response:
+            return page('<script src="/webcall/widget.js" defer></script>', f"<{TAG}{attributes(inline)}></{TAG}>")
+
+        async def zero_markup(request: web.Request) -> web.Response:
+            return page('<script src="/webcall/widget.js" data-agent="sales" defer></script>', "")
+
+        async def probe(request: web.Request) -> web.Response:
+            return web.Response(text=PROBE_JS, content_type="text/javascript")
+
+        async def favicon(request: web.Request) -> web.Response:
+            return web.Response(status=204)
+
+        async def css(request: web.Request) -> web.Response:
+            return web.Response(text=SITE_CSS, content_type="text/css")
+
+        app.router.add_get("/", index)
+        app.router.add_get("/zero", zero_markup)
+        app.router.add_get("/probe.js", probe)
+        app.router.add_get("/site.css", css)
+        app.router.add_get("/favicon.ico", favicon)
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await runner.setup()
+        runners.append(runner)
+        await web.SockSite(runner, sock).start()
+        if emulator is not None:
+            await handle.ensure_webhook(origin + "/webcall/webhooks")
+        return site
+
+    yield make
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def site(make_site: MakeSite, emu: EmulatorServer) -> Site:
+    return await make_site(emu)
+
+
+# -- pages ---------------------------------------------------------------------------------------------------------
+class Tab:
+    """One page of a host site, with what its console and probe recorded."""
+
+    def __init__(self, context: BrowserContext, page: Page, shots: Path) -> None:
+        self.context = context
+        self.page = page
+        self.shots = shots
+        self.console: list[tuple[str, str]] = []
+        self.page_errors: list[str] = []
+        self.http_errors: list[str] = []
+        page.on("console", lambda message: self.console.append((message.type, message.text)))
+        page.on("response", self._on_response)
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+
+    def _on_response(self, response: Response) -> None:
+        if response.status >= 400:
+            self.http_errors.append(f"{response.status} {response.request.method} {response.url}")
+
+    @property
+    def widget(self) -> Locator:
+        return self.page.locator(TAG)
+
+    def button(self, name: str) -> Locator:
+        return self.page.get_by_role("button", name=name, exact=True)
+
+    @property
+    def status(self) -> Locator:
+        return self.page.get_by_role("status")
+
+    @property
+    def transcript(self) -> Locator:
+        return self.page.get_by_role("log", name="Transcript")
+
+    async def state(self) -> str | None:
+        return await self.widget.get_attribute("state")
+
+    async def wait_state(self, *states: str, within: float = 10.0) -> str:
+        """Wait until the widget's ``state`` attribute is one of ``states``; returns it."""
+        await self.page.wait_for_function(
+            "([tag, states]) => states.includes(document.querySelector(tag)?.getAttribute('state'))",
+            arg=[TAG, list(states)],
+            timeout=within * 1000,
+            polling=20,
+        )
+        state = await self.state()
+        assert state is not None
+        return state
+
+    async def events(self, type: str | None = None) -> list[dict[str, Any]]:
+        """``webcall:*`` events the page saw, oldest first: ``{"type", "at", "detail"}``."""
+        events: list[dict[str, Any]] = await self.page.evaluate("window.__events")
+        return [e for e in events if type is None or e["type"] == type]
+
+    async def states(self) -> list[str]:
+        return [e["detail"]["state"] for e in await self.events("state")]
+
+    async def wait_event(self, type: str, *, within: float = 10.0) -> dict[str, Any]:
+        await self.page.wait_for_function(
+            "type => window.__events.some((e) => e.type === type)", arg=type, timeout=within * 1000, polling=20
+        )
+        return (await self.events(type))[0]
+
+    async def audio(self) -> dict[str, Any]:
+        """The probe's view of the agent audio: ``rms`` now, ``peak``, ``audible`` ticks, ``audibleAt``."""
+        level: dict[str, Any] = await self.page.evaluate("window.__audio")
+        return level
+
+    async def wait_audible(self, *, within: float = 10.0) -> None:
+        """Wait until the page hears the agent: 100 ms of remote audio above the silence threshold."""
+        await self.page.wait_for_function("() => window.__audio.audible >= 5", timeout=within * 1000, polling=20)
+
+    async def focused(self) -> str | None:
+        """The accessible name (aria-label or text) of the element that has the keyboard focus, through shadow roots."""
+        name: str | None = await self.page.evaluate(
+            """() => {
+              let a = document.activeElement;
+              while (a && a.shadowRoot && a.shadowRoot.activeElement) a = a.shadowRoot.activeElement;
+              if (!a || a === document.body) return null;
+              return a.getAttribute("aria-label") || a.textContent.trim();
+            }"""
+        )
+        return name
+
+    async def tab_to(self, name: str, *, presses: int = 12) -> None:
+        """Press Tab until the element named ``name`` has the focus."""
+        for _ in range(presses):
+            await self.page.keyboard.press("Tab")
+            if await self.focused() == name:
+                return
+        raise AssertionError(f"{name!r} is not reachable with the Tab key (focus ends on {await self.focused()!r})")
+
+    async def shot(self, name: str) -> Path:
+        """Screenshot of the widget (its panel and launcher) into the test's shots folder."""
+        self.shots.mkdir(parents=True, exist_ok=True)
+        path = self.shots / f"{name}.png"
+        box: dict[str, float] = await self.page.evaluate(
+            """tag => {
+              const el = document.querySelector(tag);
+              const rects = [el, ...el.shadowRoot.querySelectorAll("[part]")]
+                .filter((e) => e.checkVisibility())
+                .map((e) => e.getBoundingClientRect())
+                .filter((r) => r.width && r.height);
+              const x = Math.min(...rects.map((r) => r.left)), y = Math.min(...rects.map((r) => r.top));
+              const r = Math.max(...rects.map((r) => r.right)), b = Math.max(...rects.map((r) => r.bottom));
+              const m = 24, W = innerWidth, H = innerHeight;
+              const x0 = Math.max(0, x - m), y0 = Math.max(0, y - m);
+              return { x: x0, y: y0, width: Math.min(W, r + m) - x0, height: Math.min(H, b + m) - y0 };
+            }""",
+            TAG,
+        )
+        await self.page.screenshot(path=str(path), clip=box, animations="disabled")  # type: ignore[arg-type]
+        return path
+
+    async def assert_clean(self, *, warnings: Sequence[str] = (), errors: Sequence[str] = ()) -> None:
+        """No CSP violation, no page error, and no console error or warning except those matching the given
+        patterns (regular expressions), which a test allows when it provokes them."""
+        assert await self.page.evaluate("Array.isArray(window.__violations)"), "the probe did not run"
+        violations = await self.page.evaluate("window.__violations")
+        assert violations == [], f"CSP violations: {json.dumps(violations)}"
+        assert self.page_errors == [], f"page errors: {self.page_errors}"
+        allowed = {"error": errors, "warning": warnings}
+        unexpected = [
+            f"{kind}: {text}"
+            for kind, text in self.console
+            if kind in allowed and not any(re.search(p, text) for p in allowed[kind])
+        ]
+        assert unexpected == [], "console:\n" + "\n".join(unexpected) + "\nHTTP errors:\n" + "\n".join(self.http_errors)
+
+
+class NewTab(Protocol):
+    def __call__(
+        self, site: Site | str, path: str = "/", *, browser: Browser | None = None, inject_probe: bool = False
+    ) -> Awaitable[Tab]: ...
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def new_tab(
+    chromium: Browser, make_browser: MakeBrowser, make_site: MakeSite, tmp_path: Path
+) -> AsyncIterator[NewTab]:
+    """Open a page of a host site (or of any origin) in a fresh browser context, in the session's browser unless
+    another is given. Sites we build load /probe.js themselves; elsewhere ``inject_probe`` adds it to every page
+    through the DevTools protocol (which a page's CSP does not govern)."""
+    contexts: list[BrowserContext] = []
+
+    async def open_tab(
+        site: Site | str, path: str = "/", *, browser: Browser | None = None, inject_probe: bool = False
+    ) -> Tab:
+        origin = site.origin if isinstance(site, Site) else site
+        context = await (browser or chromium).new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+        contexts.append(context)
+        if inject_probe:
+            await context.add_init_script(script=PROBE_JS)
+        page = await context.new_page()
+        tab = Tab(context, page, tmp_path / "shots")
+        response = await page.goto(origin + path)
+        assert response is not None and response.ok, f"GET {path} failed"
+        await page.wait_for_function("tag => customElements.get(tag) !== undefined", arg=TAG)
+        await tab.widget.wait_for(state="attached")
+        return tab
+
+    yield open_tab
+    for context in contexts:
+        await context.close()

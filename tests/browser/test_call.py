@@ -1,0 +1,251 @@
+"""A visitor's web call, end to end: a host page under a strict CSP, the real widget in Chromium, the emulator's agent.
+
+Each test starts a call the way a visitor does (by role and accessible name, or with the keyboard only) and checks
+what the visitor sees and hears in the page and what the emulator observed of the call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.async_api import expect
+
+from .conftest import (
+    AUDIBLE,
+    LIVE,
+    TAG,
+    MakeBrowser,
+    NewTab,
+    Site,
+    Tab,
+    add_fault,
+    call_record,
+    eventually,
+    media,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+WELCOME = "Hello Priya! This is Nova from DialNexa sales. How can I help Acme today?"
+FIRST_REPLY = "Great question. Our voice agents answer every call in under a second, around the clock."
+SPEECH = 0.02  # caller RMS the emulator treats as voice
+
+
+async def ended_record(site: Site, call_id: str) -> dict[str, object]:
+    """The emulator's call record once it has ended."""
+    assert site.emulator is not None
+    emulator = site.emulator
+
+    async def ended() -> bool:
+        return bool((await call_record(emulator, call_id))["ended"])
+
+    await eventually(ended, 5, what=f"call {call_id} ended at the emulator")
+    return await call_record(emulator, call_id)
+
+
+async def start_call(site: Site, tab: Tab) -> str:
+    """Click "Start call" and wait for the call to be live; returns its id."""
+    await tab.button("Start call").click()
+    await tab.wait_state(*LIVE)
+    return await site.call_id()
+
+
+async def test_start_connects_and_the_agent_is_heard_greeting_with_host_variables(site: Site, new_tab: NewTab) -> None:
+    assert site.emulator is not None
+    tab = await new_tab(site)
+    start = tab.button("Start call")
+    await expect(start).to_be_visible()
+    await expect(tab.status).to_have_text("Ready")
+    await tab.shot("idle")
+    # Hold the WHIP answer a moment, so the connecting state can be seen.
+    await add_fault(site.emulator, route="POST /v1/web-calls/{call_id}/whip", kind="latency", delay=1.0)
+
+    await start.click()
+    await tab.wait_state("connecting")
+    await expect(tab.status).to_have_text("Connecting…")
+    await tab.shot("connecting")
+    await tab.wait_state(*LIVE)
+
+    assert (await tab.states())[:3] == ["microphone", "connecting", "listening"]
+    await expect(tab.button("End call")).to_be_visible()
+    await expect(tab.button("Mute")).to_be_enabled()
+    await tab.wait_audible()
+    await expect(tab.transcript).to_contain_text(WELCOME)
+    await tab.shot("live")
+    # The level follows the agent's voice: it falls back to silence once the welcome has been spoken.
+    await tab.wait_state("listening", within=15)
+    await tab.page.wait_for_function(f"() => window.__audio.rms < {AUDIBLE / 2}", timeout=3000)
+    call_id = await site.call_id()
+    assert (await media(site.emulator, call_id))["agent_turns"] == 1
+    await tab.assert_clean()
+
+
+async def test_caller_speaks_and_the_agent_takes_its_turn(
+    site: Site, new_tab: NewTab, make_browser: MakeBrowser, speech_wav: Path
+) -> None:
+    assert site.emulator is not None
+    tab = await new_tab(site, browser=await make_browser(speech_wav))
+    call_id = await start_call(site, tab)
+
+    await tab.page.wait_for_function(
+        "() => window.__events.some((e) => e.type === 'transcript' && e.detail.role === 'user')", timeout=20_000
+    )
+    await expect(tab.transcript).to_contain_text(FIRST_REPLY, timeout=15_000)
+    lines = [(e["detail"]["role"], e["detail"]["text"]) for e in await tab.events("transcript")]
+    assert lines[0] == ("agent", WELCOME)
+    user = next(i for i, (role, _) in enumerate(lines) if role == "user")
+    assert lines[user][1].strip(), "the caller's line is transcribed as empty"
+    assert ("agent", FIRST_REPLY) in lines[user + 1 :]
+    await expect(tab.transcript).to_contain_text(lines[user][1])
+    assert (await media(site.emulator, call_id))["caller_turns"] >= 1
+    await tab.shot("live-transcript")
+    await tab.assert_clean()
+
+
+async def test_mute_makes_the_emulator_hear_silence(
+    site: Site, new_tab: NewTab, make_browser: MakeBrowser, chatty_wav: Path
+) -> None:
+    emulator = site.emulator
+    assert emulator is not None
+    tab = await new_tab(site, browser=await make_browser(chatty_wav))
+    call_id = await start_call(site, tab)
+
+    async def hears_caller() -> bool:
+        return float((await media(emulator, call_id))["caller_rms_recent"]) >= SPEECH
+
+    async def hears_silence() -> bool:
+        seen = await media(emulator, call_id)
+        return float(seen["caller_rms_recent"]) < 0.001 and (seen["caller_silent_for"] or 0) >= 1.5
+
+    await eventually(hears_caller, 10, what="the emulator hears the caller")
+    mute = tab.button("Mute")
+    await expect(mute).to_have_attribute("aria-pressed", "false")
+    await mute.click()
+    await expect(mute).to_have_attribute("aria-pressed", "true")
+    assert (await tab.events("mute"))[-1]["detail"] == {"muted": True}
+    # The caller is still talking into the microphone, but nothing audible reaches the emulator.
+    await eventually(hears_silence, 5, what="the emulator hears silence while muted")
+    await tab.shot("muted")
+
+    await mute.click()
+    await expect(mute).to_have_attribute("aria-pressed", "false")
+    await eventually(hears_caller, 5, what="the emulator hears the caller again once unmuted")
+    await tab.assert_clean()
+
+
+async def test_hang_up_ends_the_call_as_user_disconnected_and_shows_the_summary(site: Site, new_tab: NewTab) -> None:
+    """The widget hangs up twice: WHIP DELETE to DialNexa and POST .../end to the plugin. Here the plugin's hang-up
+    reaches DialNexa last (see the next test for the other order)."""
+    assert site.emulator is not None
+    tab = await new_tab(site)
+    call_id = await start_call(site, tab)
+    await expect(tab.transcript).to_contain_text("Hello Priya")
+    await add_fault(site.emulator, route="POST /v1/calls/{id}/end", kind="latency", delay=0.5)
+
+    await tab.button("End call").click()
+    await tab.wait_state("ended")
+    await expect(tab.status).to_have_text("Call ended")
+    assert (await tab.events("ended"))[0]["detail"]["reason"] == "hangup"
+    record = await ended_record(site, call_id)
+    assert (record["status"], record["end_reason"]) == ("completed", "user_disconnected")
+    summary = tab.page.locator(f"{TAG} [part=summary]")
+    await expect(summary).to_be_visible()
+    await expect(summary).to_contain_text("Summary")
+    await expect(summary).to_contain_text(str(record["summary"]))
+    await expect(tab.button("Call again")).to_be_visible()
+    assert await tab.focused() == "Call again"
+    await tab.shot("ended")
+    await tab.assert_clean()
+
+
+async def test_hang_up_is_recorded_as_user_disconnected_when_the_whip_delete_is_slow(
+    site: Site, new_tab: NewTab
+) -> None:
+    """Whichever of the widget's two hang-ups reaches DialNexa first, the record must say the visitor hung up. Here
+    the WHIP DELETE is slow (it needs a CORS preflight on a first call, so this happens without faults too)."""
+    assert site.emulator is not None
+    tab = await new_tab(site)
+    call_id = await start_call(site, tab)
+    await add_fault(site.emulator, route="DELETE /v1/web-calls/{call_id}/whip/{session_id}", kind="latency", delay=0.5)
+
+    await tab.button("End call").click()
+    await tab.wait_state("ended")
+    record = await ended_record(site, call_id)
+    assert (record["status"], record["end_reason"]) == ("completed", "user_disconnected")
+    await tab.assert_clean()
+
+
+async def test_keyboard_only_start_and_hang_up(site: Site, new_tab: NewTab) -> None:
+    tab = await new_tab(site)
+
+    await tab.tab_to("Start call")
+    await tab.page.keyboard.press("Enter")
+    await tab.wait_state(*LIVE)
+    call_id = await site.call_id()
+    assert await tab.focused() == "End call", "the focus should move to the hang-up button during the call"
+    await expect(tab.transcript).to_contain_text("Hello Priya")
+
+    await tab.page.keyboard.press("Escape")
+    await tab.wait_state("ended")
+    assert await tab.focused() == "Call again"
+    assert (await ended_record(site, call_id))["status"] == "completed"
+    await tab.assert_clean()
+
+
+async def test_keyboard_only_with_the_floating_launcher(site: Site, new_tab: NewTab) -> None:
+    tab = await new_tab(site, "/zero")
+
+    await tab.tab_to("Open voice call")
+    await tab.page.keyboard.press("Space")
+    await expect(tab.button("Start call")).to_be_visible()
+    assert await tab.focused() == "Start call"
+    await tab.page.keyboard.press("Enter")
+    await tab.wait_state(*LIVE)
+    call_id = await site.call_id()
+    assert await tab.focused() == "End call"
+
+    await tab.page.keyboard.press("Space")
+    await tab.wait_state("ended")
+    assert (await ended_record(site, call_id))["status"] == "completed"
+    await tab.assert_clean()
+
+
+async def test_zero_markup_script_adds_a_floating_launcher(site: Site, new_tab: NewTab) -> None:
+    tab = await new_tab(site, "/zero")
+    assert await tab.widget.count() == 1
+    assert await tab.widget.get_attribute("floating") == "true"
+    assert await tab.widget.get_attribute("agent") == "sales"
+    launcher = tab.button("Open voice call")
+    await expect(launcher).to_be_visible()
+    await expect(tab.button("Start call")).to_be_hidden()
+    box = await launcher.bounding_box()
+    assert box is not None
+    viewport = tab.page.viewport_size
+    assert viewport is not None
+    # Bottom-right corner (the default offset is 20 px).
+    assert viewport["width"] - (box["x"] + box["width"]) <= 40
+    assert viewport["height"] - (box["y"] + box["height"]) <= 40
+    await tab.shot("floating-closed")
+
+    await launcher.click()
+    await expect(tab.page.locator(f"{TAG} [part=launcher]")).to_have_attribute("aria-expanded", "true")
+    call_id = await start_call(site, tab)
+    await expect(tab.transcript).to_contain_text("Hello Priya")
+    await tab.shot("floating-live")
+    await tab.button("End call").click()
+    await tab.wait_state("ended")
+    assert (await ended_record(site, call_id))["status"] == "completed"
+    await tab.assert_clean()
+
+
+async def test_standalone_call_page_runs_under_its_csp(site: Site, new_tab: NewTab) -> None:
+    tab = await new_tab(site, "/webcall/call/sales", inject_probe=True)
+    await expect(tab.page.get_by_role("region", name="Sales")).to_be_visible()
+    call_id = await start_call(site, tab)
+    await tab.wait_audible()
+    await expect(tab.transcript).to_contain_text(WELCOME)
+    await tab.button("End call").click()
+    await tab.wait_state("ended")
+    assert (await ended_record(site, call_id))["status"] == "completed"
+    await tab.assert_clean()

@@ -1,0 +1,125 @@
+"""The sales demo as a salesperson runs it: ``python -m demo`` starts within seconds on the embedded emulator; pick an
+agent, say who you are, call from the floating widget, hear your name, watch the backend's events, end, read the
+summary. The demo's own pages carry a strict CSP too."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from playwright.async_api import expect
+
+from .conftest import LIVE, TAG, NewTab
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_BUDGET = 5.0  # seconds from launch to the first page served
+
+
+@dataclass
+class Demo:
+    url: str
+    started_in: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def demo() -> AsyncIterator[Demo]:
+    """``python -m demo --port N`` in a subprocess, on the embedded emulator (no DialNexa settings in its env)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIALNEXA_", "WEBCALL_"))}
+    began = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "demo",
+        "--port",
+        str(port),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=1) as http:
+            while True:
+                if process.returncode is not None or time.monotonic() - began > 30:
+                    raise AssertionError(f"the demo did not start (exit code {process.returncode})")
+                try:
+                    if (await http.get(url + "/")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+        yield Demo(url=url, started_in=time.monotonic() - began)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        _, errors = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode == 0, errors.decode(errors="replace")[-2000:]
+
+
+async def test_demo_call_with_the_visitors_name_events_and_summary(demo: Demo, new_tab: NewTab) -> None:
+    assert demo.started_in < STARTUP_BUDGET, f"the demo took {demo.started_in:.1f} s to serve its first page"
+    tab = await new_tab(demo.url, inject_probe=True)
+    page = tab.page
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("voice agent")
+
+    await page.get_by_role("link", name=re.compile(r"^Support\b")).click()
+    await page.wait_for_url(re.compile(r"agent=support"))
+    await expect(page.get_by_role("link", name=re.compile(r"^Support\b"))).to_have_attribute("aria-current", "true")
+    await page.get_by_role("textbox", name="Your name").fill("Ana")
+    await page.get_by_role("button", name="Save").click()
+    await page.wait_for_url(re.compile(r"agent=support"))
+    await expect(page.get_by_text("The agent will greet Ana.")).to_be_visible()
+    await tab.widget.wait_for(state="attached")
+
+    await tab.button("Open voice call").click()
+    await expect(page.get_by_role("region", name="Talk to Support")).to_be_visible()
+    await tab.button("Start call").click()
+    await tab.wait_state(*LIVE)
+    await tab.wait_audible()
+    await expect(tab.transcript).to_contain_text("Hi Ana, you are through to support.")
+
+    console = page.get_by_role("list", name="Event console")
+    await expect(console.get_by_role("listitem").filter(has_text="session.created")).to_contain_text("name=Ana")
+    await expect(console.get_by_role("listitem").filter(has_text="call.started")).to_contain_text("support")
+
+    await tab.button("End call").click()
+    await tab.wait_state("ended")
+    summary = page.locator(f"{TAG} [part=summary]")
+    await expect(summary).to_be_visible(timeout=10_000)
+    await expect(summary).to_contain_text("Ana spoke with Sam from Support")
+    await expect(console.get_by_role("listitem").filter(has_text="call.ended")).to_have_count(1)
+    await expect(console.get_by_role("listitem").filter(has_text="summary")).to_contain_text(
+        "Ana spoke with Sam from Support"
+    )
+    await expect(console.get_by_role("listitem").filter(has_text="transcript")).not_to_have_count(0)
+    await tab.assert_clean()
+
+
+@pytest.mark.parametrize("path", ["/?theme=dark", "/?theme=brand&agent=collections", "/embed?theme=brand"])
+async def test_demo_pages_run_under_their_csp_without_errors(demo: Demo, new_tab: NewTab, path: str) -> None:
+    tab = await new_tab(demo.url, path, inject_probe=True)
+    csp = await tab.page.evaluate("fetch(location.href).then((r) => r.headers.get('content-security-policy'))")
+    assert csp and "default-src 'self'" in csp and "unsafe" not in csp
+    await tab.button("Open voice call").click()
+    await expect(tab.button("Start call")).to_be_visible()
+    await tab.assert_clean()

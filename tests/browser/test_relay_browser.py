@@ -1,0 +1,124 @@
+"""Lifecycle relay seen from both ends: DialNexa's signed webhooks reach the host's Python callback with the context
+stored at mint time, and the visitor's widget over SSE; and the "call me back" flow, from the form to a phone call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from playwright.async_api import expect
+
+from webcall.emulator.server import EmulatorServer
+
+from .conftest import HOST_VARIABLES, LIVE, TAG, MakeSite, NewTab, Site, call_record, control, eventually
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+PHONE = "+14155550123"
+
+
+async def test_call_ended_reaches_the_host_with_its_mint_context_and_the_widget_shows_the_summary(
+    site: Site, new_tab: NewTab
+) -> None:
+    assert site.emulator is not None
+    tab = await new_tab(site)
+    await tab.button("Start call").click()
+    await tab.wait_state(*LIVE)
+    call_id = await site.call_id()
+    await site.event("call.started", call_id)
+    await expect(tab.transcript).to_contain_text("Hello Priya")
+
+    await tab.button("End call").click()
+    ended = await site.event("call.ended", call_id)
+
+    assert ended.context is not None
+    context = ended.context
+    assert (context["agent"], context["agent_id"]) == ("sales", "agent_sales")
+    assert context["origin"] == site.origin
+    assert context["variables"] == HOST_VARIABLES
+    assert ended.agent == "sales"
+    record = await call_record(site.emulator, call_id)
+    assert ended.call["status"] == record["status"] == "completed"
+    assert ended.call["summary"] == record["summary"] and record["summary"]
+    types = [e.type for e in site.events if e.call_id == call_id]
+    assert types == ["session.created", "call.started", "call.ended"]
+    deliveries = await control(site.emulator, "GET", "/_control/deliveries", params={"call_id": call_id})
+    assert {(d["event_type"], d["status"]) for d in deliveries} == {("call_initiated", 200), ("call_ended", 200)}
+
+    # The widget got the same event over SSE, without the host's private context.
+    browser_event = (await tab.wait_event("call.ended"))["detail"]
+    assert browser_event["call_id"] == call_id and "context" not in browser_event
+    assert "metadata" not in browser_event["call"]
+    summary = tab.page.locator(f"{TAG} [part=summary]")
+    await expect(summary).to_be_visible()
+    await expect(summary).to_contain_text(str(record["summary"]))
+    await tab.assert_clean()
+
+
+async def test_call_me_back_sends_the_number_and_dialnexa_rings_it(
+    make_site: MakeSite, emu: EmulatorServer, new_tab: NewTab
+) -> None:
+    site = await make_site(emu, widget={"callback": "true"})
+    tab = await new_tab(site)
+    await tab.button("Call me back instead").click()
+    phone = tab.page.get_by_role("textbox", name="Your phone number")
+    consent = tab.page.get_by_role("checkbox", name="I agree to receive a call at this number.")
+    send = tab.button("Call me")
+    await expect(phone).to_be_focused()
+    alert = tab.page.get_by_role("alert")
+
+    await phone.fill("4155550123")
+    await send.click()
+    await expect(alert).to_have_text("Enter your number in international format, e.g. +14155550123.")
+    await expect(phone).to_have_attribute("aria-invalid", "true")
+    await phone.fill("+1 (415) 555-0123")
+    await send.click()
+    await expect(alert).to_have_text("Please tick the box to agree to the call.")
+    await consent.check()
+    await tab.shot("callback-form")
+
+    await send.click()
+    await expect(tab.page.get_by_text("Thanks! We'll call you shortly.")).to_be_visible()
+    await expect(tab.button("Start call")).to_be_visible()
+    answer = (await tab.wait_event("callback"))["detail"]
+    assert answer["status"] == "requested"
+    call_id = answer["callback_id"]
+    requested = await site.event("callback.requested", call_id)
+    assert requested.context is not None and requested.context["phone_number"] == PHONE
+    # The emulator places the phone call with the host's variables, and it runs through to its end.
+    record = await call_record(emu, call_id)
+    assert (record["type"], record["to_number"]) == ("phone", PHONE)
+    assert record["metadata"] == HOST_VARIABLES
+    ended = await site.event("call.ended", call_id)
+    assert ended.context is not None and ended.context["phone_number"] == PHONE
+    await tab.shot("callback-sent")
+    await tab.assert_clean()
+
+
+async def test_visitor_leaving_mid_call_ends_it_without_server_errors(
+    site: Site, new_tab: NewTab, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing the tab during a call hangs it up; the plugin notices the vanished event stream without an error."""
+    assert site.emulator is not None
+    tab = await new_tab(site)
+    await tab.button("Start call").click()
+    await tab.wait_state(*LIVE)
+    call_id = await site.call_id()
+    await expect(tab.transcript).to_contain_text("Hello Priya")
+    # DialNexa's call_ended webhook comes a second later, once the browser's connections are gone for sure.
+    await control(site.emulator, "POST", "/_control/webhook-faults", json={"kind": "delay", "delay": 1.0})
+    await tab.assert_clean()
+
+    await tab.page.close(run_before_unload=True)
+    ended = await site.event("call.ended", call_id)
+    assert ended.call["status"] == "completed"
+
+    async def streams_closed() -> bool:
+        return not site.handle.streams
+
+    # The plugin delivers call.ended to the gone browser's event stream, notices it is gone and closes it.
+    await eventually(streams_closed, 20, what="the event stream closed")
+    await asyncio.sleep(0.1)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, "\n".join(f"{r.name}: {r.getMessage()} {r.exc_info and r.exc_info[1]!r}" for r in errors)
