@@ -29,6 +29,7 @@ Routes answer every error with one body, shaped like DialNexa's own error object
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -179,8 +180,8 @@ def error_body(status: int, code: str, message: str) -> dict[str, Any]:
 
 def problem_response(problem: HTTPProblem) -> web.Response:
     headers = {"Cache-Control": "no-store", **problem.headers}
-    if problem.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(problem.retry_after + 0.499)))
+    if problem.retry_after is not None and math.isfinite(problem.retry_after):
+        headers["Retry-After"] = str(max(1, min(86400, round(problem.retry_after + 0.499))))
     return web.Response(
         status=problem.status,
         text=json.dumps(error_body(problem.status, problem.code, problem.message)),
@@ -192,7 +193,9 @@ def problem_response(problem: HTTPProblem) -> web.Response:
 def upstream_problem(err: DialNexaError, *, doing: str) -> HTTPProblem:
     """Map a DialNexa failure to the plugin's answer: 502/503/504 with a sentence, never the upstream body."""
     if isinstance(err, DialNexaTimeout):
-        return HTTPProblem(504, "upstream_timeout", f"The voice service did not answer in time while {doing}.")
+        return HTTPProblem(
+            504, "upstream_timeout", f"The voice service did not answer in time while {doing}.", retry_after=5
+        )
     if isinstance(err, DialNexaConnectError | DialNexaTransportError):
         return HTTPProblem(
             503, "upstream_unavailable", f"The voice service cannot be reached while {doing}.", retry_after=5

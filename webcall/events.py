@@ -80,6 +80,23 @@ def now_iso() -> str:
     return iso(datetime.now(UTC))
 
 
+MAX_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How deeply containers nest in a parsed JSON value (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                return level
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def parse_delivery(raw: bytes) -> tuple[str, dict[str, Any]]:
     """(event_type, call record) from a webhook body: DialNexa's envelope or the variants seen in the wild."""
     try:
@@ -88,6 +105,8 @@ def parse_delivery(raw: bytes) -> tuple[str, dict[str, Any]]:
         raise EventParseError("body is not JSON") from err
     if not isinstance(body, dict):
         raise EventParseError("body is not a JSON object")
+    if _depth(body) > MAX_DEPTH:
+        raise EventParseError(f"body is nested deeper than {MAX_DEPTH} levels")
     event_type = next((body[k] for k in ("event_type", "event", "type") if isinstance(body.get(k), str)), None)
     payload = next((body[k] for k in ("payload", "data") if isinstance(body.get(k), dict)), body)
     call = payload.get("call") if isinstance(payload.get("call"), dict) else payload

@@ -14,7 +14,7 @@ from .config import WebCallConfig
 from .errors import HTTPProblem
 from .store import Store
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line/paragraph separators
 _TEMPLATE = re.compile(r"\{\{|\}\}|\{%|%\}")
 PREFLIGHT_MAX_AGE = "600"
 

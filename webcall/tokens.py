@@ -6,6 +6,7 @@ several secrets may be configured, the first signs and all verify (rotation).
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -77,9 +78,14 @@ class TokenIssuer:
             except jwt.InvalidSignatureError as err:
                 last = err
                 continue
-            except (jwt.InvalidTokenError, ValueError, TypeError) as err:
+            except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError) as err:
                 raise TokenError(f"invalid token: {type(err).__name__}") from err
-            if payload["exp"] + self._leeway < self._clock():
+            exp = payload["exp"]
+            if isinstance(exp, bool) or not isinstance(exp, int | float):
+                raise TokenError("invalid token: malformed expiry")
+            if not 0 <= exp <= 1e12 or not math.isfinite(exp):  # range first: huge ints overflow isfinite
+                raise TokenError("invalid token: malformed expiry")
+            if exp + self._leeway < self._clock():
                 raise TokenError("invalid token: expired")
             if call_id is not None and payload["sub"] != call_id:
                 raise TokenError("invalid token: issued for another call")
@@ -88,7 +94,7 @@ class TokenIssuer:
                 call_id=str(payload["sub"]),
                 audience=audience,
                 jti=str(payload["jti"]),
-                expires_at=float(payload["exp"]),
+                expires_at=float(exp),
                 extra={k: v for k, v in payload.items() if k not in known},
             )
         raise TokenError("invalid token: bad signature") from last

@@ -375,18 +375,19 @@ async def _hook(name: str, hook: Callable[..., Any], *args: Any) -> Any:
         raise HTTPProblem(500, "hook_failed", "The site could not prepare this call.") from err
 
 
-def _bearer(request: web.Request) -> str | None:
+def _bearer(request: web.Request, *, query: bool = True) -> str | None:
+    """The token from ``Authorization: Bearer``, or (where EventSource needs it) from ``?token=``."""
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    return request.query.get("token")
+    return request.query.get("token") if query else None
 
 
 async def end_session(request: web.Request) -> web.Response:
     webcall = request.app[WEBCALL]
     call_id = request.match_info["call_id"]
     try:
-        claims = webcall.tokens.verify(_bearer(request), AUDIENCE_CALL, call_id=call_id)
+        claims = webcall.tokens.verify(_bearer(request, query=False), AUDIENCE_CALL, call_id=call_id)
     except TokenError:
         raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
     if not await webcall.store.use_once(f"end:{claims.jti}", ttl=claims.expires_at - time.time() + 60):
@@ -428,6 +429,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
 
 # -- browser events (SSE) ---------------------------------------------------------------------------------------
 SSE_PING_SECONDS = 15.0
+_SEQ = re.compile(r"[0-9]{1,18}")
 
 
 async def session_events(request: web.Request) -> web.StreamResponse:
@@ -438,7 +440,7 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     except TokenError:
         raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
     last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or "0"
-    sent = int(last) if last.isdigit() else 0
+    sent = int(last) if _SEQ.fullmatch(last) else 0  # anything else replays from the start
     store = webcall.store
     subscription = store.subscribe(call_id)
     try:
@@ -477,7 +479,7 @@ async def session_events(request: web.Request) -> web.StreamResponse:
 
 
 # -- "call me back" --------------------------------------------------------------------------------------------
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 async def request_callback(request: web.Request) -> web.Response:
@@ -487,7 +489,7 @@ async def request_callback(request: web.Request) -> web.Response:
     origin, body, identity = await _admit(request)
     phone = body.get("phone_number")
     phone = re.sub(r"[\s().-]", "", phone) if isinstance(phone, str) else None
-    if not phone or not E164.match(phone):
+    if not phone or not E164.fullmatch(phone):
         raise HTTPProblem(400, "invalid_phone_number", "Enter the number in international form, e.g. +14155550123.")
     if body.get("consent") is not True:
         raise HTTPProblem(400, "consent_required", "Please agree to be called before we ring you.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,6 +39,7 @@ from .retry import Failure, RetryPolicy
 
 log = logging.getLogger("webcall.dialnexa")
 
+MAX_RETRY_AFTER = 86400.0  # a day: anything longer is not a retry hint any more
 _NEVER_LEFT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 _TIMEOUTS = (httpx.ReadTimeout, httpx.WriteTimeout)
 
@@ -48,14 +50,16 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+    return min(max(0.0, moment.timestamp() - (time.time() if now is None else now)), MAX_RETRY_AFTER)
 
 
 def _error_message(body: Any, fallback: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ invalid) and collects sentences such as ``"agent_id must be a string"`` or ``"pr
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from webcall.emulator.errors import ApiError
 
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _MISSING = object()
 
 
@@ -90,8 +91,8 @@ class BodyValidator:
             if required:
                 self.errors.append(f"{name} must be a number")
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.errors.append(f"{name} must be a number")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            self.errors.append(f"{name} must be a finite number")
             return None
         if minimum is not None and value < minimum:
             self.errors.append(f"{name} must not be less than {minimum:g}")

@@ -148,6 +148,8 @@ class MemoryStore(Store):
         browser_event: dict[str, Any],
         log_ttl: float,
     ) -> str | None:
+        # Copy before marking anything, so a body that cannot be stored leaves no trace (nothing deduplicated).
+        entry, browser_event = copy.deepcopy(entry), copy.deepcopy(browser_event)
         entry_id = await self.outbox_add(entry, dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl)
         if entry_id is not None:
             await self.log_event(call_id, browser_event, log_ttl)
