@@ -57,7 +57,7 @@ def bare_app(args: argparse.Namespace) -> web.Application:
             base_url=args.base_url,
             headers={"Authorization": f"Bearer {args.api_key}"},
             timeout=30,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
         )
         yield
         await app[BARE_CLIENT].aclose()

@@ -141,3 +141,20 @@ async def test_publish_event_is_one_deduplicated_step(store: Store) -> None:
     assert await store.events_after("call_9", 0) == [(1, {"type": "call.ended"})]
     assert await asyncio.wait_for(subscription.get(), 2) == (1, {"type": "call.ended"})
     await subscription.close()
+
+
+async def test_hit_all_counts_every_limit_or_none(store: Store) -> None:
+    limits = [("a", 2), ("global", 3)]
+    assert await store.hit_all(limits, 10) is None
+    assert await store.hit_all(limits, 10) is None
+    refused = await store.hit_all(limits, 10)
+    assert refused is not None and refused[0] == 0 and 0 < refused[1] <= 10
+    assert await store.hit_all([("b", 2), ("global", 3)], 10) is None  # "a" refused, so "global" was not counted
+    refused = await store.hit_all([("c", 2), ("global", 3)], 10)
+    assert refused is not None and refused[0] == 1
+
+
+async def test_remember_call(store: Store) -> None:
+    await store.remember_call("call_r", {"agent": "sales"}, ttl=10, deadline_at=50.0)
+    assert await store.get_context("call_r") == {"agent": "sales"}
+    assert await store.deadlines_due(100.0) == ["call_r"]

@@ -126,9 +126,13 @@ def client_ip(request: web.Request, trusted_proxies: int) -> str:
 async def rate_limit(store: Store, key: str, limit: int, window: float, *, who: str) -> None:
     wait = await store.hit(key, limit, window)
     if wait is not None:
-        raise HTTPProblem(
-            429, "rate_limited", f"Too many calls from {who}; try again in {max(1, round(wait))} s.", retry_after=wait
-        )
+        raise rate_limited(who, wait)
+
+
+def rate_limited(who: str, wait: float) -> HTTPProblem:
+    return HTTPProblem(
+        429, "rate_limited", f"Too many calls from {who}; try again in {max(1, round(wait))} s.", retry_after=wait
+    )
 
 
 def visitor_variables(

@@ -257,8 +257,7 @@ async def create_session(request: web.Request) -> web.Response:
         "slot_id": slot_id,
         "created_at": iso(now),
     }
-    await store.put_context(session.id, context, ttl=max_seconds + 3600)
-    await store.deadline_set(session.id, time.time() + max_seconds)
+    await store.remember_call(session.id, context, ttl=max_seconds + 3600, deadline_at=time.time() + max_seconds)
     await webcall.bus.publish(
         CallEvent(
             id=f"{session.id}:session.created",
@@ -293,16 +292,15 @@ async def create_session(request: web.Request) -> web.Response:
 
 
 async def _rate_limits(request: web.Request) -> None:
-    """Per visitor IP, then for the whole site (a flood from many addresses)."""
+    """Per visitor IP and for the whole site (a flood from many addresses), counted together in one step."""
     webcall = request.app[WEBCALL]
     config = webcall.config
     ip = guard.client_ip(request, config.trusted_proxies)
-    await guard.rate_limit(
-        webcall.store, f"rl:ip:{ip}", config.rate_limit, config.rate_limit_window, who="this address"
-    )
-    await guard.rate_limit(
-        webcall.store, "rl:global", config.global_rate_limit, config.rate_limit_window, who="everyone right now"
-    )
+    limits = [(f"rl:ip:{ip}", config.rate_limit), ("rl:global", config.global_rate_limit)]
+    refused = await webcall.store.hit_all(limits, config.rate_limit_window)
+    if refused is not None:
+        who = ("this address", "everyone right now")[refused[0]]
+        raise guard.rate_limited(who, refused[1])
 
 
 async def _authorize(request: web.Request, body: dict[str, Any]) -> str | None:

@@ -108,7 +108,7 @@ class DialNexaClient:
                 "User-Agent": "dialnexa-webcall",
             },
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),  # bursts reuse connections
             transport=transport,
             follow_redirects=False,
         )

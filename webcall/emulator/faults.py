@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -83,25 +83,23 @@ class Fault:
         }
 
 
-class FaultRegistry:
-    """The active faults of one emulator, in the order they were added."""
+class HasId(Protocol):
+    id: str
 
-    def __init__(self, *, rng: random.Random | None = None) -> None:
-        self._faults: list[Fault] = []
-        self._rng = rng or random.Random()
-        self._closing: asyncio.Event | None = None
+
+F = TypeVar("F", bound=HasId)
+
+
+class FaultList(Generic[F]):
+    """Active faults in the order they were added, removable by id (request faults and delivery faults)."""
+
+    def __init__(self) -> None:
+        self._faults: list[F] = []
 
     def __len__(self) -> int:
         return len(self._faults)
 
-    def add(self, fault: Fault) -> Fault:
-        self._faults.append(fault)
-        return fault
-
-    def new(self, **fields: Any) -> Fault:
-        return self.add(Fault(id=new_id("fault"), **fields))
-
-    def active(self) -> list[Fault]:
+    def active(self) -> list[F]:
         return list(self._faults)
 
     def remove(self, fault_id: str) -> bool:
@@ -113,6 +111,22 @@ class FaultRegistry:
         n = len(self._faults)
         self._faults.clear()
         return n
+
+
+class FaultRegistry(FaultList[Fault]):
+    """The active faults of one emulator, in the order they were added."""
+
+    def __init__(self, *, rng: random.Random | None = None) -> None:
+        super().__init__()
+        self._rng = rng or random.Random()
+        self._closing: asyncio.Event | None = None
+
+    def add(self, fault: Fault) -> Fault:
+        self._faults.append(fault)
+        return fault
+
+    def new(self, **fields: Any) -> Fault:
+        return self.add(Fault(id=new_id("fault"), **fields))
 
     def _fire(self, fault: Fault) -> bool:
         if fault.probability < 1.0 and self._rng.random() >= fault.probability:

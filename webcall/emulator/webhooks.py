@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import aiohttp
 from aiohttp import web
 
+from webcall.emulator.faults import FaultList
 from webcall.emulator.state import Call, EmulatorState
 from webcall.emulator.tasks import BackgroundTasks
 from webcall.webhooks import signature
@@ -123,16 +124,13 @@ class WebhookFault:
         }
 
 
-class WebhookFaults:
+class WebhookFaults(FaultList[WebhookFault]):
     """The active delivery faults of one emulator, in the order they were added."""
 
     def __init__(self, seed: int | None = None) -> None:
+        super().__init__()
         self.seed = seed if seed is not None else secrets.randbits(63)
-        self._faults: list[WebhookFault] = []
         self._added = 0
-
-    def __len__(self) -> int:
-        return len(self._faults)
 
     def add(
         self, *, kind: str, probability: float = 1.0, count: int = 1, delay: float = 0.0, seed: int | None = None
@@ -151,19 +149,6 @@ class WebhookFaults:
         )
         self._faults.append(fault)
         return fault
-
-    def active(self) -> list[WebhookFault]:
-        return list(self._faults)
-
-    def remove(self, fault_id: str) -> bool:
-        before = len(self._faults)
-        self._faults = [f for f in self._faults if f.id != fault_id]
-        return len(self._faults) != before
-
-    def clear(self) -> int:
-        n = len(self._faults)
-        self._faults.clear()
-        return n
 
     def reset(self) -> None:
         """Forget every fault and restart the fault numbering (a fresh emulator draws the same faults again)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 Item = tuple[int, dict[str, Any]]
@@ -82,6 +82,12 @@ class Store(ABC):
         """
 
     @abstractmethod
+    async def hit_all(self, limits: Sequence[tuple[str, int]], window: float) -> tuple[int, float] | None:
+        """Count one request against every ``(key, limit)`` at once, or against none of them.
+
+        Returns None when all allow it, otherwise ``(index of a refusing limit, seconds to wait)``."""
+
+    @abstractmethod
     async def acquire_slot(self, slot_id: str, cap: int, ttl: float) -> bool:
         """Take one of ``cap`` concurrent-call slots for ``ttl`` seconds (a lease); False when all are taken."""
 
@@ -96,6 +102,11 @@ class Store(ABC):
     @abstractmethod
     async def put_context(self, call_id: str, context: dict[str, Any], ttl: float) -> None:
         """Keep the host context of a call (JSON-compatible) for ``ttl`` seconds."""
+
+    async def remember_call(self, call_id: str, context: dict[str, Any], ttl: float, deadline_at: float) -> None:
+        """Keep a new call's context and its end deadline (stores may do both in one round trip)."""
+        await self.put_context(call_id, context, ttl)
+        await self.deadline_set(call_id, deadline_at)
 
     @abstractmethod
     async def get_context(self, call_id: str) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .base import Item, Mailbox, Store, Subscription
@@ -77,6 +77,20 @@ class MemoryStore(Store):
         if count >= limit:
             return max(ends - now, 0.001)
         self._windows[key] = (ends, count + 1)
+        return None
+
+    async def hit_all(self, limits: Sequence[tuple[str, int]], window: float) -> tuple[int, float] | None:
+        now = self._tick()
+        current = []
+        for index, (key, limit) in enumerate(limits):
+            ends, count = self._windows.get(key, (0.0, 0))
+            if ends <= now:
+                ends, count = now + window, 0
+            if count >= limit:
+                return index, max(ends - now, 0.001)
+            current.append((key, ends, count))
+        for key, ends, count in current:
+            self._windows[key] = (ends, count + 1)
         return None
 
     async def acquire_slot(self, slot_id: str, cap: int, ttl: float) -> bool:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -40,6 +40,20 @@ end
 cur = redis.call('INCR', KEYS[1])
 if cur == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return -1
+"""
+_HIT_ALL = """
+for i, key in ipairs(KEYS) do
+  local cur = tonumber(redis.call('GET', key) or '0')
+  if cur >= tonumber(ARGV[i + 1]) then
+    local ttl = redis.call('PTTL', key)
+    if ttl < 0 then ttl = tonumber(ARGV[1]) end
+    return {i - 1, ttl}
+  end
+end
+for _, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return false
 """
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -224,6 +238,7 @@ class RedisStore(Store):
         self._hub = _Hub(self._client, prefix)
         self._hit = self._client.register_script(_HIT)
         self._acquire = self._client.register_script(_ACQUIRE)
+        self._hit_all = self._client.register_script(_HIT_ALL)
         self._release = self._client.register_script(_RELEASE)
         self._active = self._client.register_script(_ACTIVE)
         self._outbox_add = self._client.register_script(_OUTBOX_ADD)
@@ -248,6 +263,22 @@ class RedisStore(Store):
     async def hit(self, key: str, limit: int, window: float) -> float | None:
         wait = int(await self._hit(keys=[self._k(key)], args=[limit, _ms(window)]))
         return None if wait < 0 else max(wait / 1000, 0.001)
+
+    @_unavailable
+    async def hit_all(self, limits: Sequence[tuple[str, int]], window: float) -> tuple[int, float] | None:
+        keys = [self._k(key) for key, _ in limits]
+        args: list[int] = [_ms(window), *(limit for _, limit in limits)]
+        refused = await self._hit_all(keys=keys, args=args)
+        if not refused:
+            return None
+        return int(refused[0]), max(int(refused[1]) / 1000, 0.001)
+
+    @_unavailable
+    async def remember_call(self, call_id: str, context: dict[str, Any], ttl: float, deadline_at: float) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(self._k(f"ctx:{call_id}"), json.dumps(context), px=_ms(ttl))
+            pipe.zadd(self._k("deadlines"), {call_id: deadline_at})
+            await pipe.execute()
 
     @_unavailable
     async def acquire_slot(self, slot_id: str, cap: int, ttl: float) -> bool:
