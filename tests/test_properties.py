@@ -84,7 +84,8 @@ def _corruptions(body: bytes, secret: str) -> st.SearchStrategy[str]:
         st.just("sha256=" + base64.b64encode(bytes.fromhex(good)).decode()),
         st.just(signature(body + b" ", secret)),  # another body
         st.just(signature(body, secret + "x")),  # another secret
-        st.just(signature(body, secret[:-1])),
+        # (HMAC pads keys with zero bytes: "k\x00" and "k" are the same key, so that is no corruption)
+        st.just(signature(body, secret[:-1] if not secret.endswith("\x00") else secret + "\x01")),
         st.integers(1, 200_000).map(lambda n: "sha256=" + "a" * n),  # huge
         st.text(max_size=300),
         st.binary(max_size=100).map(lambda b: b.decode("latin-1")),

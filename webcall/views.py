@@ -257,17 +257,18 @@ async def create_session(request: web.Request) -> web.Response:
         "slot_id": slot_id,
         "created_at": iso(now),
     }
-    await store.remember_call(session.id, context, ttl=max_seconds + 3600, deadline_at=time.time() + max_seconds)
-    await webcall.bus.publish(
-        CallEvent(
-            id=f"{session.id}:session.created",
-            type="session.created",
-            call_id=session.id,
-            time=iso(now),
-            call={"id": session.id, "agent_id": agent.id, "status": session.status, "type": "web"},
-            context=context,
-            source="webcall",
-        )
+    created = CallEvent(
+        id=f"{session.id}:session.created",
+        type="session.created",
+        call_id=session.id,
+        time=iso(now),
+        call={"id": session.id, "agent_id": agent.id, "status": session.status, "type": "web"},
+        context=context,
+        source="webcall",
+    )
+    await asyncio.gather(  # independent writes: one round trip's wait, not two
+        store.remember_call(session.id, context, ttl=max_seconds + 3600, deadline_at=time.time() + max_seconds),
+        webcall.bus.publish(created),
     )
     await webcall.ensure_webhook_for(guard.own_origin(request, config))
     token, claims = webcall.tokens.issue(session.id, AUDIENCE_CALL, ttl=max_seconds + 120)

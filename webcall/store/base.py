@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 Item = tuple[int, dict[str, Any]]
+RECLAIMED = "_reclaimed"
+"""Set (True) by ``outbox_take`` on an entry taken over from another consumer: only those can have parts done."""
 
 
 class Mailbox:

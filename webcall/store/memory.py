@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import Item, Mailbox, Store, Subscription
+from .base import RECLAIMED, Item, Mailbox, Store, Subscription
 
 _SWEEP_EVERY = 1024
 
@@ -181,12 +181,19 @@ class MemoryStore(Store):
                     break
                 if now - taken_at >= reclaim_after:  # its consumer died or gave up: like XAUTOCLAIM
                     chosen.append(entry_id)
+            reclaimed = set(chosen)
             while self._fresh and len(chosen) < count:
                 chosen.append(self._fresh.popleft())
             if chosen:
+                taken = []
                 for entry_id in chosen:
                     self._taken[entry_id] = (consumer, now)
-                return [(i, copy.deepcopy(self._outbox[i])) for i in chosen if i in self._outbox]
+                    if entry_id in self._outbox:
+                        entry = copy.deepcopy(self._outbox[entry_id])
+                        if entry_id in reclaimed:
+                            entry[RECLAIMED] = True
+                        taken.append((entry_id, entry))
+                return taken
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return []

@@ -12,17 +12,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
-from .base import Item, Mailbox, Store, Subscription
+from .base import RECLAIMED, Item, Mailbox, Store, Subscription
 
 log = logging.getLogger("webcall.store")
 
@@ -231,8 +234,15 @@ class _RedisSubscription(Subscription):
 
 class RedisStore(Store):
     def __init__(self, url: str, *, prefix: str = "webcall:", client: aioredis.Redis | None = None) -> None:
+        # A pooled connection may be stale (Redis restarted): one quick retry on a fresh connection. Every write
+        # here is either idempotent or guarded by a dedupe key, so a retried command cannot double an event.
         self._client = client or aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10, retry_on_timeout=False
+            url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=10,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         self._p = prefix
         self._hub = _Hub(self._client, prefix)
@@ -247,6 +257,7 @@ class RedisStore(Store):
         self._dead_take = self._client.register_script(_DEAD_TAKE)
         self._due = self._client.register_script(_DUE)
         self._group_ready = False
+        self._next_claim = 0.0
 
     def _k(self, name: str) -> str:
         return self._p + name
@@ -371,10 +382,18 @@ class RedisStore(Store):
     ) -> list[tuple[str, dict[str, Any]]]:
         await self._ensure_group()
         stream = self._k("outbox")
-        claimed = await self._client.xautoclaim(
-            stream, GROUP, consumer, min_idle_time=_ms(reclaim_after), start_id="0-0", count=count
-        )
-        messages: list[Any] = list(claimed[1]) if claimed else []
+        messages: list[Any] = []
+        reclaimed: set[Any] = set()
+        now = time.monotonic()
+        if now >= self._next_claim:  # entries of dead workers: looked for a few times per reclaim period
+            self._next_claim = now + min(reclaim_after / 4, 5.0)
+            claimed = await self._client.xautoclaim(
+                stream, GROUP, consumer, min_idle_time=_ms(reclaim_after), start_id="0-0", count=count
+            )
+            messages = list(claimed[1]) if claimed else []
+            reclaimed = {entry_id for entry_id, _ in messages}
+            if len(messages) >= count:
+                self._next_claim = now  # more may be waiting
         if not messages:
             answer: Any = await self._client.xreadgroup(
                 GROUP, consumer, {stream: ">"}, count=count, block=_ms(block) if block > 0 else None
@@ -386,7 +405,10 @@ class RedisStore(Store):
             if not fields:
                 continue  # deleted meanwhile
             key = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-            out.append((key, json.loads(fields[b"data"] if b"data" in fields else fields["data"])))
+            entry = json.loads(fields[b"data"] if b"data" in fields else fields["data"])
+            if entry_id in reclaimed:
+                entry[RECLAIMED] = True
+            out.append((key, entry))
         return out
 
     @_unavailable
