@@ -184,7 +184,7 @@ async def load(url: str, concurrency: int, total: int) -> tuple[list[float], flo
                 async with http.post(f"{url}/webcall/sessions", data=body, headers=headers) as response:
                     text = await response.read()
                     if response.status != 201:
-                        raise RuntimeError(f"mint failed: {response.status} {text[:200]!r}")
+                        raise RuntimeError(f"mint failed at {url}: {response.status} {text[80:260]!r}")
                 latencies.append(time.perf_counter() - started)
 
         began = time.perf_counter()
@@ -442,7 +442,7 @@ def main() -> None:
             try:
                 asyncio.run(section(args.quick))
             except Exception as err:  # one failing section must not hide the others
-                row(name, "section failed", f"{type(err).__name__}: {str(err)[:80]}")
+                row(name, "section failed", f"{type(err).__name__}: {str(err)[:240]}")
     missed = [r for r in ROWS if r.verdict == "MISSED"]
     print(
         f"\n{len(ROWS)} rows, {len(missed)} budget(s) missed"

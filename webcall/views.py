@@ -72,8 +72,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except HTTPProblem as raised:
         problem = raised
         response = problem_response(problem)
-    except StoreUnavailable:
-        log.warning("webcall: the state store is unreachable (%s %s)", request.method, request.path)
+    except StoreUnavailable as err:
+        log.warning(
+            "webcall: the state store is unreachable (%s %s): %s", request.method, request.path, err.__cause__ or err
+        )
         problem = HTTPProblem(503, "store_unavailable", "The service is briefly unavailable; try again.", retry_after=2)
         response = problem_response(problem)
     except web.HTTPException as exc:

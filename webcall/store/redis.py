@@ -241,6 +241,7 @@ class RedisStore(Store):
             socket_timeout=5,
             socket_connect_timeout=2,
             health_check_interval=10,
+            max_connections=1024,  # a burst of mints each holds one briefly (the default pool refuses at 100)
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
