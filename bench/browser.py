@@ -27,6 +27,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, Playwright, async_playwright
 
 import webcall
+from tests.browser.shared import PROBE_JS, TAG
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -42,56 +43,9 @@ CHROMIUM_ARGS = (
 EMULATOR_KEY = "bench_key:bench_secret"
 SESSION_SECRET = "bench-browser-session-secret-0123456789"
 WEBHOOK_SECRET = "bench-browser-webhook-secret-0123456789"
-TAG = "dialnexa-webcall"
-AUDIBLE = 0.01  # agent RMS (relative to full scale) that counts as heard
 LIVE = ("listening", "thinking", "speaking")
 VIEWPORT = {"width": 1280, "height": 800}
 
-PROBE_JS = """\
-// Bench probe: clicks, the widget's webcall:* events and the agent audio level, all with performance.now() times.
-(() => {
-  "use strict";
-  const w = window;
-  w.__events = [];
-  w.__clicks = [];
-  w.__audio = { rms: 0, audible: 0, audibleAt: null, attachedAt: null };
-  for (const type of ["state", "transcript", "ended", "error", "call.ended"]) {
-    document.addEventListener("webcall:" + type, (e) => {
-      w.__events.push({ type, at: performance.now(), detail: JSON.parse(JSON.stringify(e.detail || null)) });
-    });
-  }
-  addEventListener("click", () => w.__clicks.push(performance.now()), true);
-  let ctx = null, stream = null, source = null, analyser = null, buf = null;
-  setInterval(() => {
-    const el = document.querySelector("__TAG__");
-    const s = el && el.shadowRoot ? el.shadowRoot.querySelector("audio").srcObject : null;
-    if (s !== stream || (s && !source && s.getAudioTracks().length)) {
-      if (source) source.disconnect();
-      stream = s;
-      source = null;
-      if (s && s.getAudioTracks().length) {
-        ctx = ctx || new AudioContext();
-        ctx.resume();
-        analyser = ctx.createAnalyser();
-        analyser.fftSize = 512;
-        buf = new Float32Array(analyser.fftSize);
-        source = ctx.createMediaStreamSource(s);
-        source.connect(analyser);
-        Object.assign(w.__audio, { audible: 0, audibleAt: null, attachedAt: performance.now() });
-      }
-    }
-    if (!source) return;
-    analyser.getFloatTimeDomainData(buf);
-    let sum = 0;
-    for (const v of buf) sum += v * v;
-    w.__audio.rms = Math.sqrt(sum / buf.length);
-    if (w.__audio.rms >= __AUDIBLE__) {
-      w.__audio.audible += 1;
-      if (w.__audio.audibleAt === null) w.__audio.audibleAt = performance.now();
-    }
-  }, 10);
-})();
-""".replace("__TAG__", TAG).replace("__AUDIBLE__", str(AUDIBLE))
 
 PAGE = """\
 <!doctype html>

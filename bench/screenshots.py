@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import struct
-import sys
 import tempfile
-import time
 import zlib
 from pathlib import Path
 
-import httpx
 import numpy as np
 from playwright.async_api import Browser, Page, Playwright, async_playwright, expect
 
+from tests.browser.shared import TAG, start_demo
 from webcall.emulator.media.tts import OUTPUT_RATE, get_synthesizer, write_wav
 
-from .browser import LIVE, ROOT, TAG, VIEWPORT, EmulatorProcess, HostSite, free_port, launch_chromium, wait_state
+from .browser import LIVE, ROOT, VIEWPORT, EmulatorProcess, HostSite, launch_chromium, wait_state
 
 CALLER_LINE = "I would like to know more about pricing."
 MARGIN = 24  # px around the widget (its shadow included)
@@ -135,35 +132,8 @@ async def widget_states(browser: Browser, out: Path) -> None:
             await context.close()
 
 
-async def start_demo() -> tuple[asyncio.subprocess.Process, str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIALNEXA_", "WEBCALL_"))}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "demo",
-        "--port",
-        str(port),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    async with httpx.AsyncClient(timeout=1) as http:
-        while True:
-            if process.returncode is not None or time.monotonic() > deadline:
-                raise RuntimeError("python -m demo did not start")
-            try:
-                if (await http.get(url + "/")).status_code == 200:
-                    return process, url
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
-
-
 async def demo_pages(browser: Browser, out: Path) -> None:
-    process, url = await start_demo()
+    process, url, _ = await start_demo()
     context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
     try:
         page = await context.new_page()

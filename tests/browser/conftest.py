@@ -37,6 +37,8 @@ from webcall.emulator.media.tts import OUTPUT_RATE, get_synthesizer, write_wav
 from webcall.emulator.server import EmulatorServer
 from webcall.events import CallEvent
 
+from .shared import PROBE_JS, TAG
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (
     "--no-sandbox",
@@ -47,7 +49,6 @@ CHROMIUM_ARGS = (
     "--no-first-run",
     "--autoplay-policy=no-user-gesture-required",
 )
-TAG = "dialnexa-webcall"
 LIVE = ("listening", "thinking", "speaking")
 """The widget's states while a call is connected."""
 API_KEY = "emu_browser:BrowserTestsEmulatorKey"
@@ -59,83 +60,8 @@ AGENTS = {
     "support": Agent(id="agent_support", label="Support"),
 }
 CALLER_LINE = "I would like to know more about pricing."
-AUDIBLE = 0.01
-"""RMS relative to full scale above which the page hears the agent (decoded silence is ~0)."""
 VIEWPORT = {"width": 1280, "height": 800}
 
-PROBE_JS = """\
-// Test probe, a script file because the page's CSP blocks inline scripts. Records CSP violations, the widget's
-// webcall:* events (with performance.now() times), clicks, and the RMS level of the agent audio the widget plays.
-(() => {
-  "use strict";
-  const w = window;
-  const AUDIBLE = __AUDIBLE__;
-  const TYPES = ["state", "transcript", "ended", "error", "mute", "before-start", "before-callback", "callback",
-    "session.created", "call.started", "call.ended", "call.transferred", "callback.requested"];
-  w.__violations = [];
-  w.__events = [];
-  w.__clicks = [];
-  w.__audio = { rms: 0, peak: 0, audible: 0, attached: 0, attachedAt: null, audibleAt: null };
-  document.addEventListener("securitypolicyviolation", (e) => {
-    w.__violations.push({ directive: e.violatedDirective, blocked: e.blockedURI, source: e.sourceFile,
-      line: e.lineNumber, sample: e.sample });
-  });
-  for (const type of TYPES) {
-    document.addEventListener("webcall:" + type, (e) => {
-      let detail = null;
-      try {
-        detail = JSON.parse(JSON.stringify(e.detail === undefined ? null : e.detail));
-      } catch (x) {
-        detail = String(e.detail);
-      }
-      w.__events.push({ type, at: performance.now(), detail });
-    });
-  }
-  addEventListener("click", () => w.__clicks.push(performance.now()), true);
-
-  let ctx = null;
-  let stream = null;
-  let source = null;
-  let analyser = null;
-  let buf = null;
-  const tick = () => {
-    const el = document.querySelector("__TAG__");
-    const audio = el && el.shadowRoot ? el.shadowRoot.querySelector("audio") : null;
-    const s = audio ? audio.srcObject : null;
-    if (s !== stream || (s && !source && s.getAudioTracks().length)) {
-      if (source) source.disconnect();
-      stream = s;
-      source = null;
-      if (s && s.getAudioTracks().length) {
-        ctx = ctx || new AudioContext();
-        ctx.resume();
-        analyser = ctx.createAnalyser();
-        analyser.fftSize = 1024;
-        buf = new Float32Array(analyser.fftSize);
-        source = ctx.createMediaStreamSource(s);
-        source.connect(analyser);
-        Object.assign(w.__audio, { attached: w.__audio.attached + 1, attachedAt: performance.now(),
-          audibleAt: null, audible: 0, peak: 0 });
-      }
-    }
-    if (!source) {
-      w.__audio.rms = 0;
-      return;
-    }
-    analyser.getFloatTimeDomainData(buf);
-    let sum = 0;
-    for (const v of buf) sum += v * v;
-    const rms = Math.sqrt(sum / buf.length);
-    w.__audio.rms = rms;
-    w.__audio.peak = Math.max(w.__audio.peak, rms);
-    if (rms >= AUDIBLE) {
-      w.__audio.audible += 1;
-      if (w.__audio.audibleAt === null) w.__audio.audibleAt = performance.now();
-    }
-  };
-  setInterval(tick, 20);
-})();
-""".replace("__AUDIBLE__", str(AUDIBLE)).replace("__TAG__", TAG)
 
 SITE_CSS = """\
 body{margin:0;font:16px/1.5 system-ui,sans-serif;color:#1f2937;background:#f8fafc}

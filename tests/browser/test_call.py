@@ -11,19 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from .conftest import (
-    AUDIBLE,
-    LIVE,
-    TAG,
-    MakeBrowser,
-    NewTab,
-    Site,
-    Tab,
-    add_fault,
-    call_record,
-    eventually,
-    media,
-)
+from .conftest import LIVE, MakeBrowser, NewTab, Site, Tab, add_fault, call_record, eventually, media
+from .shared import AUDIBLE, TAG
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 

@@ -5,21 +5,18 @@ summary. The demo's own pages carry a strict CSP too."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
-import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
-from .conftest import LIVE, TAG, NewTab
+from .conftest import LIVE, NewTab
+from .shared import TAG, start_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -43,32 +40,9 @@ def free_port() -> int:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def demo() -> AsyncIterator[Demo]:
     """``python -m demo --port N`` in a subprocess, on the embedded emulator (no DialNexa settings in its env)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIALNEXA_", "WEBCALL_"))}
-    began = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "demo",
-        "--port",
-        str(port),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
+    process, url, started_in = await start_demo(stderr=asyncio.subprocess.PIPE)
     try:
-        async with httpx.AsyncClient(timeout=1) as http:
-            while True:
-                if process.returncode is not None or time.monotonic() - began > 30:
-                    raise AssertionError(f"the demo did not start (exit code {process.returncode})")
-                try:
-                    if (await http.get(url + "/")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-        yield Demo(url=url, started_in=time.monotonic() - began)
+        yield Demo(url=url, started_in=started_in)
     finally:
         if process.returncode is None:
             process.terminate()

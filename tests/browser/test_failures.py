@@ -14,7 +14,6 @@ from webcall.emulator.server import EmulatorServer
 
 from .conftest import (
     LIVE,
-    TAG,
     MakeBrowser,
     MakeEmulator,
     MakeSite,
@@ -28,6 +27,7 @@ from .conftest import (
     eventually,
     media,
 )
+from .shared import TAG
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 

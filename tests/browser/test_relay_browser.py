@@ -11,7 +11,8 @@ from playwright.async_api import expect
 
 from webcall.emulator.server import EmulatorServer
 
-from .conftest import HOST_VARIABLES, LIVE, TAG, MakeSite, NewTab, Site, call_record, control, eventually
+from .conftest import HOST_VARIABLES, LIVE, MakeSite, NewTab, Site, call_record, control, eventually
+from .shared import TAG
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 

@@ -1,0 +1,130 @@
+"""What the browser tests and the browser benchmarks share: the page probe, and starting ``python -m demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+TAG = "dialnexa-webcall"
+AUDIBLE = 0.01
+"""RMS relative to full scale above which the page hears the agent (decoded silence is ~0)."""
+
+PROBE_JS = """\
+// Test probe, a script file because the page's CSP blocks inline scripts. Records CSP violations, the widget's
+// webcall:* events (with performance.now() times), clicks, and the RMS level of the agent audio the widget plays.
+(() => {
+  "use strict";
+  const w = window;
+  const AUDIBLE = __AUDIBLE__;
+  const TYPES = ["state", "transcript", "ended", "error", "mute", "before-start", "before-callback", "callback",
+    "session.created", "call.started", "call.ended", "call.transferred", "callback.requested"];
+  w.__violations = [];
+  w.__events = [];
+  w.__clicks = [];
+  w.__audio = { rms: 0, peak: 0, audible: 0, attached: 0, attachedAt: null, audibleAt: null };
+  document.addEventListener("securitypolicyviolation", (e) => {
+    w.__violations.push({ directive: e.violatedDirective, blocked: e.blockedURI, source: e.sourceFile,
+      line: e.lineNumber, sample: e.sample });
+  });
+  for (const type of TYPES) {
+    document.addEventListener("webcall:" + type, (e) => {
+      let detail = null;
+      try {
+        detail = JSON.parse(JSON.stringify(e.detail === undefined ? null : e.detail));
+      } catch (x) {
+        detail = String(e.detail);
+      }
+      w.__events.push({ type, at: performance.now(), detail });
+    });
+  }
+  addEventListener("click", () => w.__clicks.push(performance.now()), true);
+
+  let ctx = null;
+  let stream = null;
+  let source = null;
+  let analyser = null;
+  let buf = null;
+  const tick = () => {
+    const el = document.querySelector("__TAG__");
+    const audio = el && el.shadowRoot ? el.shadowRoot.querySelector("audio") : null;
+    const s = audio ? audio.srcObject : null;
+    if (s !== stream || (s && !source && s.getAudioTracks().length)) {
+      if (source) source.disconnect();
+      stream = s;
+      source = null;
+      if (s && s.getAudioTracks().length) {
+        ctx = ctx || new AudioContext();
+        ctx.resume();
+        analyser = ctx.createAnalyser();
+        analyser.fftSize = 1024;
+        buf = new Float32Array(analyser.fftSize);
+        source = ctx.createMediaStreamSource(s);
+        source.connect(analyser);
+        Object.assign(w.__audio, { attached: w.__audio.attached + 1, attachedAt: performance.now(),
+          audibleAt: null, audible: 0, peak: 0 });
+      }
+    }
+    if (!source) {
+      w.__audio.rms = 0;
+      return;
+    }
+    analyser.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const v of buf) sum += v * v;
+    const rms = Math.sqrt(sum / buf.length);
+    w.__audio.rms = rms;
+    w.__audio.peak = Math.max(w.__audio.peak, rms);
+    if (rms >= AUDIBLE) {
+      w.__audio.audible += 1;
+      if (w.__audio.audibleAt === null) w.__audio.audibleAt = performance.now();
+    }
+  };
+  setInterval(tick, 10);
+})();
+""".replace("__AUDIBLE__", str(AUDIBLE)).replace("__TAG__", TAG)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def start_demo(*, stderr: int = asyncio.subprocess.DEVNULL) -> tuple[asyncio.subprocess.Process, str, float]:
+    """``python -m demo`` on a free port, on its embedded emulator (no DialNexa settings in its environment).
+
+    Returns the process, its URL and the seconds it took to serve its first page."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIALNEXA_", "WEBCALL_"))}
+    began = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "demo",
+        "--port",
+        str(port),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(timeout=1) as http:
+        while True:
+            if process.returncode is not None or time.monotonic() - began > 30:
+                if process.returncode is None:
+                    process.terminate()
+                raise RuntimeError(f"python -m demo did not start (exit code {process.returncode})")
+            try:
+                if (await http.get(url + "/")).status_code == 200:
+                    return process, url, time.monotonic() - began
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
