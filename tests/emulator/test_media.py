@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+import uuid
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from webcall.emulator import EmulatorConfig, create_emulator_app
 from webcall.emulator.keys import STATE_KEY
 from webcall.emulator.media import MediaSettings, setup_media
 from webcall.emulator.media.agent import MAX_DURATION_LINE
+from webcall.emulator.media.candidates import usable_offer
 from webcall.emulator.media.tracks import PacedAudioTrack, frame_to_mono
 from webcall.emulator.media.tts import get_synthesizer, write_wav
 from webcall.emulator.media.vad import rms
@@ -150,10 +153,18 @@ class Browser:
                     self.first_audible_at = time.monotonic()
             self._changed.set()
 
-    async def offer(self, emu: Client, path: str, token: str, content_type: str = "application/sdp") -> Answer:
+    async def offer(
+        self,
+        emu: Client,
+        path: str,
+        token: str,
+        content_type: str = "application/sdp",
+        rewrite: Callable[[str], str] = lambda sdp: sdp,
+    ) -> Answer:
+        """POST the offer (as ``rewrite`` changes it) and apply the answer when it is 201."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         headers = {"Content-Type": content_type, "Authorization": f"Bearer {token}"}
-        response = await emu.post(path, data=self.pc.localDescription.sdp, headers=headers)
+        response = await emu.post(path, data=rewrite(self.pc.localDescription.sdp), headers=headers)
         answer = Answer(response.status, CIMultiDict(response.headers), await response.text())
         if response.status == 201:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer.text, type="answer"))
@@ -299,6 +310,66 @@ async def test_several_calls_at_once_each_hear_their_agent(emu: Client) -> None:
     finally:
         for b in browsers:
             await b.close()
+
+
+# -- offers whose candidates the emulator cannot use ---------------------------------------------------------------
+def mdns_candidates_only(sdp: str) -> str:
+    """The offer as a browser without microphone permission sends it: host candidates behind mDNS names."""
+
+    def hide(match: re.Match[str]) -> str:
+        return f"{match[1]}{uuid.uuid4()}.local{match[3]}"
+
+    lines = [line for line in sdp.splitlines() if " typ host" in line or not line.startswith("a=candidate:")]
+    hidden = [re.sub(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( .*)$", hide, line) for line in lines]
+    assert any(".local " in line for line in hidden), "the stand-in offered no host candidate"
+    return "\r\n".join(hidden) + "\r\n"
+
+
+def no_candidates(sdp: str) -> str:
+    """An offer that says it has no candidates at all (``a=end-of-candidates`` and nothing before it)."""
+    lines = [line for line in sdp.splitlines() if not line.startswith("a=candidate:")]
+    assert "a=end-of-candidates" in lines
+    return "\r\n".join(lines) + "\r\n"
+
+
+@pytest.mark.parametrize("rewrite", [mdns_candidates_only, no_candidates], ids=["mdns-only", "no-candidates"])
+async def test_offer_without_usable_candidates_is_answered_with_candidates_and_connects(
+    emu: Client, browser: Browser, rewrite: Callable[[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The emulator offers its own addresses and learns the browser's from the browser's connectivity checks."""
+    web_call = await mint(emu, "agent_quick", name="Priya")
+    answer = await browser.offer(emu, whip_path(web_call), web_call["access_token"], rewrite=rewrite)
+
+    assert answer.status == 201, answer.text
+    assert "a=candidate:" in answer.text
+    await browser.until(lambda: browser.pc.connectionState == "connected", within=10)
+    line = await browser.message(type="transcript", role="agent")
+    assert line["text"] == "Hi Priya."
+    await browser.until(browser.hears_agent, within=3)
+    assert (await media(emu, web_call["id"]))["connected"]
+    assert not [r for r in caplog.records if "no ICE candidates" in r.getMessage()]
+
+
+def test_usable_offer_keeps_real_candidates_and_their_end() -> None:
+    offer = (
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        "a=candidate:1 1 UDP 2122252543 0b6f7c1e-3c1d-4a44-9a9e-2f4a1c0d9e11.local 50000 typ host\r\n"
+        "a=candidate:2 1 UDP 2122187007 192.0.2.7 50001 typ host\r\n"
+        "a=end-of-candidates\r\n"
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+        "a=candidate:3 1 UDP 2122252543 0b6f7c1e-3c1d-4a44-9a9e-2f4a1c0d9e11.local 50002 typ host\r\n"
+        "a=end-of-candidates\r\n"
+    )
+
+    usable = usable_offer(offer)
+
+    assert usable.mdns_candidates == 2
+    assert usable.sdp == (
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        "a=candidate:2 1 UDP 2122187007 192.0.2.7 50001 typ host\r\n"
+        "a=end-of-candidates\r\n"
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+    )
 
 
 # -- ending -------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from av import AudioFrame
 from webcall.emulator.state import Call, EmulatedAgent, EmulatorState, InvalidTransition
 
 from .agent import MAX_DURATION_LINE, run_agent
+from .candidates import host_addresses, usable_offer
 from .stt import Transcriber
 from .tracks import PacedAudioTrack, frame_to_mono
 from .tts import Synthesizer
@@ -152,8 +153,15 @@ class MediaSession:
         pc.on("datachannel", self._on_datachannel)
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_connection_state)
+        offer = usable_offer(offer_sdp)
+        if offer.mdns_candidates:
+            self.log(
+                logging.INFO,
+                "ignoring %d mDNS candidate(s) of the offer; the browser's checks will reveal its address",
+                offer.mdns_candidates,
+            )
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             if not any(t.kind == "audio" for t in pc.getTransceivers()):
                 raise NegotiationError("The SDP offer has no audio section.")
             pc.addTrack(self.voice)
@@ -164,11 +172,17 @@ class MediaSession:
         local = pc.localDescription
         if local is None:  # pragma: no cover - aiortc always sets it
             raise NegotiationError("No SDP answer was produced.")
-        if "a=candidate" not in local.sdp:
-            self.log(
-                logging.WARNING,
-                "the answer has no ICE candidates: this host has no non-loopback network interface",
-            )
+        if "a=candidate:" not in local.sdp:
+            addresses = host_addresses()
+            if addresses:
+                self.log(
+                    logging.ERROR, "the answer has no ICE candidates, though this host has %s", ", ".join(addresses)
+                )
+            else:
+                self.log(
+                    logging.WARNING,
+                    "the answer has no ICE candidates: this host has no network interface but loopback",
+                )
         self._agent_task = self.spawn(self._agent_main(), "agent")
         self.spawn(self._connect_deadline(), "connect-deadline")
         self.log(logging.INFO, "WHIP session %s answered", self.id)
