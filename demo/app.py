@@ -47,7 +47,6 @@ THEME_PROPERTIES = {
 }
 
 CONSOLE: web.AppKey[Console] = web.AppKey("demo.console")
-HANDLE: web.AppKey[webcall.WebCall] = web.AppKey("demo.webcall")
 TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("demo.templates")
 
 
@@ -123,7 +122,7 @@ async def persona_variables(request: web.Request, alias: str, agent: webcall.Age
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     if response.content_type == "text/html":
-        csp = request.app[HANDLE].content_security_policy
+        csp = webcall.handle_of(request.app).content_security_policy
         response.headers["Content-Security-Policy"] = (
             f"{csp}; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
         )
@@ -151,7 +150,7 @@ def _state(request: web.Request) -> dict[str, Any]:
         "agents": AGENTS,
         "themes": THEMES,
         "persona": persona(request),
-        "handle": request.app[HANDLE],
+        "handle": webcall.handle_of(request.app),
         "link": lambda **change: "?" + urlencode({"agent": agent, "theme": theme, **change}),
     }
 
@@ -162,7 +161,7 @@ async def index(request: web.Request) -> web.Response:
 
 async def embed(request: web.Request) -> web.Response:
     state = _state(request)
-    handle = request.app[HANDLE]
+    handle = webcall.handle_of(request.app)
     snippet_attributes = {"data-agent": state["agent"], "data-callback": "true"}
     properties = THEME_PROPERTIES[state["theme"]]
     return _render(
@@ -225,7 +224,6 @@ def create_demo_app(config: webcall.WebCallConfig | None = None) -> web.Applicat
     handle = webcall.setup(app, config)
     handle.on_call_event.append(console.record)
     app[CONSOLE] = console
-    app[HANDLE] = handle
     app[TEMPLATES] = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     app.on_shutdown.append(_close_console)
     app.router.add_get("/", index, name="index")

@@ -15,6 +15,8 @@ import webcall
 from webcall import Agent, WebCallConfig
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.server import EmulatorServer
+from webcall.keys import RUNTIME
+from webcall.runtime import Runtime
 
 ORIGIN = "https://shop.example"
 SESSION_SECRET = "test-session-secret-0123456789-abcdef"
@@ -52,6 +54,11 @@ def make_host(aiohttp_client: Any, emulator: EmulatorServer) -> MakeHost:
         return client, handle
 
     return make
+
+
+def runtime(handle: webcall.WebCall) -> Runtime:
+    """The plugin's internals behind a handle (store, bus, tokens, open streams), for tests to look at."""
+    return handle.app[RUNTIME]
 
 
 async def add_fault(emulator: EmulatorServer, **fault: Any) -> None:

@@ -22,7 +22,7 @@ from webcall import Agent, HTTPProblem
 from webcall.emulator.server import EmulatorServer
 from webcall.tokens import AUDIENCE_CALL, ISSUER
 
-from .conftest import ORIGIN, SESSION_SECRET, MakeHost, add_fault, emulator_requests, upstream_count
+from .conftest import ORIGIN, SESSION_SECRET, MakeHost, add_fault, emulator_requests, runtime, upstream_count
 
 MINT = "POST /v1/web-calls"
 PHONE = "POST /v1/calls"
@@ -226,7 +226,7 @@ async def test_the_cap_holds_under_parallel_load_while_calls_are_being_created(
             assert int(response.headers["Retry-After"]) >= 1
     assert await upstream_count(emulator, MINT) == 4
     assert len([c for c in emulator.state.calls.values() if c.type == "web"]) == 4
-    assert await handle.store.active_slots() == 4
+    assert await runtime(handle).store.active_slots() == 4
 
 
 # -- plugin tokens on the per-call routes ------------------------------------------------------------------------------
@@ -288,8 +288,8 @@ async def test_bad_tokens_open_neither_route(make_host: MakeHost, emulator: Emul
     call_id = call["call_id"]
     bad = {
         "missing": None,
-        "expired": handle.tokens.issue(call_id, AUDIENCE_CALL, ttl=-60)[0],
-        "wrong audience": handle.tokens.issue(call_id, "webcall:callback", ttl=600)[0],
+        "expired": runtime(handle).tokens.issue(call_id, AUDIENCE_CALL, ttl=-60)[0],
+        "wrong audience": runtime(handle).tokens.issue(call_id, "webcall:callback", ttl=600)[0],
         "alg none": forge(claims_for(call_id), "", "none"),
         "alg none with a signature": forge(claims_for(call_id), SESSION_SECRET, "none") + "c2ln",
         "HS512 with the right secret": forge(claims_for(call_id), SESSION_SECRET, "HS512"),
@@ -326,7 +326,7 @@ async def test_a_token_works_in_the_header_for_hang_up_and_in_either_place_for_e
     assert response.status == 200 and (await response.json())["call_id"] == call["call_id"]
     assert emulator.state.calls[call["call_id"]].ended
     assert await upstream_count(emulator, HANG_UP) == 1
-    assert await handle.store.active_slots() == 0
+    assert await runtime(handle).store.active_slots() == 0
 
 
 async def test_a_header_that_is_not_bearer_is_not_a_token(make_host: MakeHost, emulator: EmulatorServer) -> None:
@@ -366,7 +366,7 @@ async def test_oversized_webhook_is_refused_before_its_signature_is_checked(
         "/webcall/webhooks", data=b"{" + b" " * (300 * 1024) + b"}", headers={"Content-Type": "application/json"}
     )
     await problem(response, 413, "payload_too_large")
-    assert await handle.store.outbox_depth() == 0
+    assert await runtime(handle).store.outbox_depth() == 0
     assert [r for r in await emulator_requests(emulator) if r["method"] != "GET"] == []
 
 
@@ -402,7 +402,10 @@ async def test_an_unsigned_webhook_is_refused_whatever_its_content_type(
     body = json.dumps({"event_type": "call_ended", "payload": {"call": {"id": "call_forged"}}})
     headers = {"Content-Type": content_type} if content_type else {}
     await problem(await client.post("/webcall/webhooks", data=body, headers=headers), 401, "invalid_signature")
-    assert await handle.store.outbox_depth() == 0 and await handle.store.events_after("call_forged", 0) == []
+    assert (
+        await runtime(handle).store.outbox_depth() == 0
+        and await runtime(handle).store.events_after("call_forged", 0) == []
+    )
     assert [r for r in await emulator_requests(emulator) if r["method"] != "GET"] == []
 
 

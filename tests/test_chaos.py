@@ -30,7 +30,7 @@ from webcall.dialnexa.retry import RetryPolicy
 from webcall.emulator.server import EmulatorServer
 from webcall.errors import DialNexaError
 
-from .conftest import ORIGIN, MakeHost, add_fault, emulator_requests, upstream_count
+from .conftest import ORIGIN, MakeHost, add_fault, emulator_requests, runtime, upstream_count
 
 MINT = "POST /v1/web-calls"
 PHONE = "POST /v1/calls"
@@ -86,7 +86,7 @@ async def test_reads_succeed_through_retries_when_a_fifth_of_answers_fail(
     before = len(await emulator_requests(emulator))
     for failure in FAILURES:
         await add_fault(emulator, route="*", count=0, probability=each(FAULT_RATE, len(FAILURES)), **failure)
-    dialnexa = handle.client
+    dialnexa = runtime(handle).client
     per_worker = 15
 
     async def read_call(call_id: str) -> list[bool]:
@@ -233,7 +233,7 @@ async def test_minting_under_failures_never_sends_the_billable_post_twice(
     assert refused == {code: n for code, n in codes.items() if code != "201"}
     minted = [s.value for s in metrics["webcall_sessions_minted"] if s.name.endswith("_total")]
     assert minted == [len(handed_out)]
-    assert await handle.store.active_slots() == len(handed_out)
+    assert await runtime(handle).store.active_slots() == len(handed_out)
 
 
 async def test_an_answer_slower_than_the_plugin_waits_leaves_an_orphan_never_handed_out(
@@ -263,7 +263,7 @@ async def test_an_answer_slower_than_the_plugin_waits_leaves_an_orphan_never_han
     assert len(orphans) == codes["upstream_timeout"] >= len(slow) >= 1
     assert all(created[o].status == "created" and not created[o].token_used for o in orphans)
     assert len(created) == len(handed_out) + len(orphans)
-    assert await handle.store.active_slots() == len(handed_out)  # the orphans' slots were given back
+    assert await runtime(handle).store.active_slots() == len(handed_out)  # the orphans' slots were given back
 
 
 # -- (c) the answer when minting finally fails ---------------------------------------------------------------------
@@ -309,7 +309,7 @@ async def test_a_failed_mint_is_a_clear_answer_without_the_upstream_body(
     elif code == "upstream_rejected":
         assert "Retry-After" not in response.headers  # not worth retrying
     assert await upstream_count(emulator, MINT) == attempts
-    assert emulator.state.calls == {} and await handle.store.active_slots() == 0
+    assert emulator.state.calls == {} and await runtime(handle).store.active_slots() == 0
 
 
 # -- call-backs: an ambiguous failure is looked up, never retried blindly -------------------------------------------

@@ -42,7 +42,7 @@ from webcall.emulator.server import EmulatorServer
 from webcall.tokens import AUDIENCE_CALL, ISSUER
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, MakeHost
+from .conftest import ORIGIN, MakeHost, runtime
 
 T = TypeVar("T")
 
@@ -163,10 +163,10 @@ class LiveHost:
 
         async def settle() -> int:
             for _ in range(int(within / 0.05)):
-                if not self.webcall.streams:
+                if not runtime(self.webcall).streams:
                     break
                 await asyncio.sleep(0.05)
-            return len(self.webcall.streams)
+            return len(runtime(self.webcall).streams)
 
         return self.run(settle())
 
@@ -321,7 +321,7 @@ def _token_variants(host: LiveHost, calls: Calls, call_id: str) -> st.SearchStra
 
 
 def _build_token_variants(host: LiveHost, calls: Calls, call_id: str) -> st.SearchStrategy[str]:
-    issuer = host.webcall.tokens
+    issuer = runtime(host.webcall).tokens
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": AUDIENCE_CALL, "sub": call_id, "iat": now, "exp": now + 3600, "jti": "fuzz"}
     other = next((c for c in calls.ids if c != call_id), call_id)
@@ -760,10 +760,10 @@ async def test_a_vanished_browser_is_not_a_server_error(
             await anext(stream.aiter_raw())
         # the visitor closed the tab
         for _ in range(100):
-            if not handle.streams:
+            if not runtime(handle).streams:
                 break
             await asyncio.sleep(0.02)
-        assert not handle.streams, "the stream of a vanished browser was never noticed"
+        assert not runtime(handle).streams, "the stream of a vanished browser was never noticed"
     errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors
 
@@ -789,6 +789,6 @@ async def test_a_delivery_that_failed_is_not_lost_on_retry(make_host: MakeHost) 
     headers = {"x-nexa-signature": signature(body, WEBHOOK_SECRET)}
     first = await client.post("/webcall/webhooks", data=body, headers=headers)
     retry = await client.post("/webcall/webhooks", data=body, headers=headers)
-    stored = await handle.store.events_after("call_retried", 0)
+    stored = await runtime(handle).store.events_after("call_retried", 0)
     if first.status >= 500:  # DialNexa will retry: the retry must either store the event or fail again
         assert stored or retry.status >= 500, (first.status, retry.status, await retry.text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from webcall.emulator.server import EmulatorServer
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, MakeHost, add_fault
+from .conftest import ORIGIN, MakeHost, add_fault, runtime
 
 SECRET = "metrics-webhook-secret-0123"
 
@@ -42,4 +42,4 @@ async def test_metrics_count_sessions_refusals_upstream_webhooks(make_host: Make
     assert 'webcall_webhooks_total{result="accepted"} 1.0' in text
     assert 'webcall_webhooks_total{result="duplicate"} 1.0' in text
     assert 'webcall_webhooks_total{result="rejected"} 1.0' in text
-    assert handle.metrics.enabled
+    assert runtime(handle).metrics.enabled

@@ -14,7 +14,7 @@ from webcall.emulator.server import EmulatorServer
 from webcall.events import CallEvent
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, MakeHost, add_fault, upstream_count
+from .conftest import ORIGIN, MakeHost, add_fault, runtime, upstream_count
 from .redis_server import RedisServer
 from .test_webhooks import NEW, delivery, post
 
@@ -79,7 +79,7 @@ async def test_sse_requires_this_calls_token(make_host: MakeHost) -> None:
     for url in (a["events_url"], f"{a['events_url']}?token={b['token']}", f"{a['events_url']}?token=junk"):
         response = await client.get(url, headers=H)
         assert response.status == 401 and (await response.json())["code"] == "unauthorized"
-    end_token, _ = handle.tokens.issue(a["call_id"], "webcall:other", ttl=60)
+    end_token, _ = runtime(handle).tokens.issue(a["call_id"], "webcall:other", ttl=60)
     assert (await client.get(f"{a['events_url']}?token={end_token}")).status == 401
 
 
@@ -88,9 +88,9 @@ async def test_streams_close_cleanly_on_shutdown(make_host: MakeHost) -> None:
     session = await mint(client)
     stream = await client.get(f"{session['events_url']}?token={session['token']}", headers=H)
     await asyncio.wait_for(stream.content.readline(), 5)
-    assert len(handle.streams) == 1
+    assert len(runtime(handle).streams) == 1
     await client.close()
-    assert handle.streams == set()
+    assert runtime(handle).streams == set()
 
 
 async def test_host_end_call(make_host: MakeHost, emulator: EmulatorServer) -> None:
@@ -98,7 +98,7 @@ async def test_host_end_call(make_host: MakeHost, emulator: EmulatorServer) -> N
     session = await mint(client)
     record = await handle.end_call(session["call_id"])
     assert record is not None and emulator.state.calls[session["call_id"]].ended
-    assert await handle.store.active_slots() == 0
+    assert await runtime(handle).store.active_slots() == 0
 
 
 async def test_maximum_call_length_is_enforced_by_the_plugin(make_host: MakeHost, emulator: EmulatorServer) -> None:
@@ -128,7 +128,7 @@ async def test_callback_places_a_phone_call(make_host: MakeHost, emulator: Emula
     body = await response.json()
     call = emulator.state.calls[body["callback_id"]]
     assert call.type == "phone" and call.to_number == "+14155550123" and call.metadata == {"name": "Priya"}
-    await handle.bus.drain()
+    await runtime(handle).bus.drain()
     assert got and got[0].context is not None and got[0].context["phone_number"] == "+14155550123"
 
 
@@ -209,7 +209,7 @@ async def test_failed_delivery_is_retried_by_the_same_worker(make_host: MakeHost
     client, handle = await make_host(webhook_secrets=(NEW,), outbox_reclaim_seconds=0.3, store=store_url)
     got: list[CallEvent] = []
     handle.on_call_event.append(got.append)
-    store = handle.store
+    store = runtime(handle).store
     original = store.done_parts
     failures = [RuntimeError("store hiccup")]
 

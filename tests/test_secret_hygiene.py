@@ -10,7 +10,7 @@ import pytest
 from webcall import Agent
 from webcall.emulator.server import EmulatorServer
 
-from .conftest import ORIGIN, SESSION_SECRET, MakeHost, add_fault
+from .conftest import ORIGIN, SESSION_SECRET, MakeHost, add_fault, runtime
 
 H = {"Origin": ORIGIN}
 
@@ -53,4 +53,4 @@ async def test_no_secret_in_any_response_or_log(
         assert not any(secret in text for text in seen), "a secret reached a client"
         loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
         assert not any(secret in line for line in loud), "a secret reached a log line"
-    assert handle.client is not None and emulator.api_key not in repr(handle.config)
+    assert runtime(handle).client is not None and emulator.api_key not in repr(handle.config)

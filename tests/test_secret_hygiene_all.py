@@ -19,7 +19,7 @@ from webcall.events import CallEvent
 from webcall.resources import static_dir, templates_dir
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, MakeHost, add_fault
+from .conftest import ORIGIN, MakeHost, add_fault, runtime
 
 NEW_WEBHOOK_SECRET = "hygiene-webhook-new-0123456789abcdef"
 OLD_WEBHOOK_SECRET = "hygiene-webhook-old-0123456789abcdef"
@@ -198,7 +198,7 @@ async def test_no_secret_on_any_path(
             break
         await asyncio.sleep(0.05)
     assert any(e.call_id == phone_call and e.type == "call.ended" for e in calls_seen), "no delivery arrived"
-    await handle.bus.drain()
+    await runtime(handle).bus.drain()
     await seen(await client.get("/webcall/metrics"))
     await seen(await client.get("/webcall/healthz"))
 

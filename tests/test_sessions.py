@@ -13,7 +13,7 @@ from webcall import Agent, HTTPProblem
 from webcall.emulator.server import EmulatorServer
 from webcall.tokens import AUDIENCE_CALL
 
-from .conftest import ORIGIN, MakeHost, add_fault, upstream_count
+from .conftest import ORIGIN, MakeHost, add_fault, runtime, upstream_count
 
 H = {"Origin": ORIGIN}
 
@@ -46,11 +46,11 @@ async def test_mint_returns_what_the_browser_needs(make_host: MakeHost, emulator
     assert body["access_token"] and body["expires_at"].endswith("Z")
     assert body["media"]["transport"] == "webrtc-whip" and body["media"]["whip_url"].startswith(emulator.origin)
     assert body["end_url"] == f"/webcall/sessions/{body['call_id']}/end"
-    claims = handle.tokens.verify(body["token"], AUDIENCE_CALL, call_id=body["call_id"])
+    claims = runtime(handle).tokens.verify(body["token"], AUDIENCE_CALL, call_id=body["call_id"])
     assert claims.call_id == body["call_id"]
     call = emulator.state.calls[body["call_id"]]
     assert call.type == "web" and call.agent_id == "agent_sales" and call.metadata == {"name": "Priya"}
-    context = await handle.store.get_context(body["call_id"])
+    context = await runtime(handle).store.get_context(body["call_id"])
     assert context is not None and context["agent"] == "sales" and context["origin"] == ORIGIN
 
 

@@ -27,7 +27,7 @@ from webcall.emulator.keys import WEBHOOKS_KEY
 from webcall.emulator.server import EmulatorServer
 from webcall.events import NAMES, CallEvent
 
-from .conftest import MakeHost
+from .conftest import MakeHost, runtime
 
 SECRET = "soak-webhook-secret-0123456789"
 SEED = 20_26_07_31
@@ -84,7 +84,7 @@ async def test_soak_every_valid_event_reaches_the_host_exactly_once(
     make_host: MakeHost, emulator: EmulatorServer
 ) -> None:
     client, handle = await make_host(webhook_secrets=(SECRET,), callback_attempts=CALLBACK_ATTEMPTS)
-    handle.bus.backoff = 0.005
+    runtime(handle).bus.backoff = 0.005
     calls_seen: Counter[str] = Counter()
     succeeded: Counter[str] = Counter()
 
@@ -126,7 +126,7 @@ async def test_soak_every_valid_event_reaches_the_host_exactly_once(
                     emitted |= events
                     fates.update(dict.fromkeys(events, metadata.get("soak", "ok")))
             await emulator.app[WEBHOOKS_KEY].drain(within=60.0)
-            await handle.bus.drain(within=30.0)
+            await runtime(handle).bus.drain(within=30.0)
             records: list[dict[str, Any]] = (await control.get("/_control/deliveries")).json()
     finally:
         logging.getLogger("webcall").removeHandler(refusals)
@@ -187,4 +187,4 @@ async def test_soak_every_valid_event_reaches_the_host_exactly_once(
     letters = await handle.dead_letters()
     assert sorted(letter.event.id for letter in letters) == sorted(permanent)
     assert {(letter.callback, letter.attempts) for letter in letters} == {(callback_name(on_event), CALLBACK_ATTEMPTS)}
-    assert await handle.store.outbox_depth() == 0
+    assert await runtime(handle).store.outbox_depth() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -14,12 +15,12 @@ from webcall import Agent, ConfigError, WebCallConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.emulator.state import AgentVersion
 
-from .conftest import ORIGIN, SESSION_SECRET, MakeHost
+from .conftest import ORIGIN, SESSION_SECRET, MakeHost, runtime
 
 
 async def test_agent_checks_log_placeholders(make_host: MakeHost, log_records: pytest.LogCaptureFixture) -> None:
     _, handle = await make_host()
-    assert handle.required_variables["sales"] == {"name", "company"}
+    assert runtime(handle).catalog.required_variables("sales") == {"name", "company"}
     assert any(
         "agent 'sales' is agent_sales" in r.getMessage() and "{{company}}" in r.getMessage()
         for r in log_records.records
@@ -57,15 +58,20 @@ async def test_embedded_emulator_when_no_api_key(aiohttp_client: Any) -> None:
     host = web.Application()
     handle = webcall.setup(host, WebCallConfig(allowed_origins=(ORIGIN,)))
     client = await aiohttp_client(host)
-    assert handle.emulator is not None
-    assert set(handle.agents) == {"sales", "support", "collections"}
+    upstream = runtime(handle).upstream
+    assert upstream.name == "emulator" and upstream.api_key.startswith("emu_")
+    assert set(runtime(handle).catalog.aliases()) == {"sales", "support", "collections"}
+    healthz = await (await client.get("/webcall/healthz")).json()
+    assert healthz["upstream"] == "emulator" and healthz["agents"] == ["collections", "sales", "support"]
     response = await client.post(
         "/webcall/sessions", json={"agent": "support", "variables": {"name": "Ana"}}, headers={"Origin": ORIGIN}
     )
     assert response.status == 201, await response.text()
     body = await response.json()
-    assert body["media"]["whip_url"].startswith(handle.emulator.origin)
-    assert handle.emulator.state.calls[body["call_id"]].metadata == {"name": "Ana"}
+    assert body["media"]["whip_url"].startswith(handle.media_origin + "/v1/")
+    async with httpx.AsyncClient() as http:
+        record = (await http.get(f"{handle.media_origin}/_control/calls/{body['call_id']}")).json()
+    assert record["metadata"] == {"name": "Ana"}
 
 
 async def test_setup_only_adds_a_subapp(aiohttp_client: Any, emulator: EmulatorServer) -> None:
@@ -85,6 +91,21 @@ async def test_setup_only_adds_a_subapp(aiohttp_client: Any, emulator: EmulatorS
     client = await aiohttp_client(host)
     assert (await client.get("/voice/healthz")).status == 200
     assert handle.url("sessions") == "/voice/sessions"
+    assert webcall.handle_of(host) is handle and webcall.handle_of(host, "/voice") is handle
+
+
+async def test_handle_of_finds_each_mounted_plugin(emulator: EmulatorServer) -> None:
+    host = web.Application()
+    config = WebCallConfig(api_key=emulator.api_key, base_url=emulator.base_url, agents={"sales": Agent(id="a_1")})
+    first, second = webcall.setup(host, config, prefix="/one"), webcall.setup(host, config, prefix="/two")
+    assert webcall.handle_of(host, "/one") is first and webcall.handle_of(host, "/two") is second
+    assert webcall.handle_of(first.app) is first
+    with pytest.raises(ConfigError, match="mounted /one, /two in this application: name the prefix"):
+        webcall.handle_of(host)
+    with pytest.raises(ConfigError, match="already mounted at '/one'"):
+        webcall.setup(host, config, prefix="/one")
+    with pytest.raises(ConfigError, match="mounted nowhere"):
+        webcall.handle_of(web.Application())
 
 
 @pytest.mark.parametrize("prefix", ["webcall", "/webcall/", "/"])
@@ -94,6 +115,6 @@ def test_bad_prefix(prefix: str) -> None:
 
 
 async def test_host_api_before_start_says_what_to_do() -> None:
-    app = webcall.create_app(WebCallConfig())
+    handle = webcall.handle_of(webcall.create_app(WebCallConfig()))
     with pytest.raises(webcall.WebCallError, match="not started"):
-        _ = app[webcall.app.WEBCALL].store  # type: ignore[attr-defined]
+        await handle.dead_letters()

@@ -20,7 +20,7 @@ from webcall.errors import WebhookSignatureError
 from webcall.events import CallEvent
 from webcall.webhooks import signature, verify
 
-from .conftest import ORIGIN, MakeHost
+from .conftest import ORIGIN, MakeHost, runtime
 
 OLD, NEW = "old-secret-0123456789abcdef", "new-secret-0123456789abcdef"
 
@@ -93,7 +93,7 @@ async def test_receiver_accepts_rotated_secrets_and_dedupes(make_host: MakeHost)
     again = await post(client, delivery("call_a"), OLD, header="X-DialNexa-Signature")
     assert again.status == 200 and (await again.json())["duplicate"] is True
     assert (await post(client, delivery("call_b", "call_initiated"), OLD)).status == 200
-    await handle.bus.drain()
+    await runtime(handle).bus.drain()
     assert sorted((e.call_id, e.type) for e in received) == [("call_a", "call.ended"), ("call_b", "call.started")]
 
 
@@ -113,8 +113,8 @@ async def test_bad_signature_is_401_without_detail(make_host: MakeHost) -> None:
             "message": "Invalid signature.",
             "code": "invalid_signature",
         }
-    await handle.bus.drain()
-    assert received == [] and await handle.store.outbox_depth() == 0
+    await runtime(handle).bus.drain()
+    assert received == [] and await runtime(handle).store.outbox_depth() == 0
 
 
 async def test_oversized_and_unreadable_deliveries(make_host: MakeHost) -> None:
@@ -137,13 +137,13 @@ async def test_event_carries_host_context_from_mint_time(make_host: MakeHost) ->
         )
     ).json()
     await post(client, delivery(minted["call_id"], "call_ended", summary="Went well", status="completed"))
-    await handle.bus.drain()
+    await runtime(handle).bus.drain()
     assert len(ended) == 1
     event = ended[0]
     assert event.call["summary"] == "Went well" and event.agent == "sales"
     assert event.context is not None and event.context["origin"] == ORIGIN
     assert event.context["variables"] == {"name": "Priya", "customer_ref": "CRM-42"}
-    assert await handle.store.active_slots() == 0  # call.ended freed the concurrent-call slot
+    assert await runtime(handle).store.active_slots() == 0  # call.ended freed the concurrent-call slot
 
 
 async def test_unknown_event_types_pass_through(make_host: MakeHost) -> None:
@@ -151,7 +151,7 @@ async def test_unknown_event_types_pass_through(make_host: MakeHost) -> None:
     got: list[str] = []
     handle.on_call_event.append(lambda e: got.append(e.type))
     await post(client, delivery("call_q", "Voicemail Detected!"))
-    await handle.bus.drain()
+    await runtime(handle).bus.drain()
     assert got == ["dialnexa.voicemail_detected_"]
 
 
@@ -195,7 +195,7 @@ async def test_ensure_webhook_creates_updates_and_never_duplicates(
     assert set(hooks[0].events) == {"call_initiated", "call_ended", "transfer_completed"}
     # Someone deactivated it and made a copy by hand: both are repaired into one active subscription.
     hooks[0].is_active = False
-    await handle.client.create_webhook(url=target, events=["call_ended"], secret="x" * 20, is_active=False)
+    await runtime(handle).client.create_webhook(url=target, events=["call_ended"], secret="x" * 20, is_active=False)
     await handle.ensure_webhook()
     hooks = [h for h in emulator.state.webhooks.values() if h.url == target]
     assert len(hooks) == 1 and hooks[0].is_active and hooks[0].secret == NEW

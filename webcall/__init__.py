@@ -8,30 +8,35 @@ Mount it in five lines::
     app = web.Application()
     webcall.setup(app, webcall.WebCallConfig.from_env())
     web.run_app(app)
+
+In a host handler, ``webcall.handle_of(request.app)`` returns the same handle.
 """
 
-from .app import WebCall, create_app, setup
-from .config import Agent, WebCallConfig
-from .errors import (
-    ConfigError,
-    DialNexaAPIError,
-    DialNexaError,
-    HTTPProblem,
-    TokenError,
-    WebCallError,
-)
+from .app import create_app, handle_of, setup
+from .bus import DeadLetter
+from .config import Agent, AuthorizeHook, BotCheckHook, VariablesHook, WebCallConfig
+from .dialnexa.models import CallRecord
+from .errors import ConfigError, DialNexaAPIError, DialNexaError, HTTPProblem, WebCallError
+from .events import CallEvent
+from .handle import WebCall
 
 __all__ = [
     "Agent",
+    "AuthorizeHook",
+    "BotCheckHook",
+    "CallEvent",
+    "CallRecord",
     "ConfigError",
+    "DeadLetter",
     "DialNexaAPIError",
     "DialNexaError",
     "HTTPProblem",
-    "TokenError",
+    "VariablesHook",
     "WebCall",
     "WebCallConfig",
     "WebCallError",
     "create_app",
+    "handle_of",
     "setup",
 ]
 

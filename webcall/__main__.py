@@ -13,17 +13,16 @@ import sys
 
 from aiohttp import web
 
-from . import ConfigError, DialNexaError, WebCallConfig, create_app
-from .keys import WEBCALL
+from . import ConfigError, DialNexaError, WebCallConfig, setup
 
 
 async def register_webhook(config: WebCallConfig, prefix: str) -> str:
-    host, plugin = web.Application(), create_app(config)
-    host.add_subapp(prefix, plugin)
+    host = web.Application()
+    handle = setup(host, config, prefix=prefix)
     runner = web.AppRunner(host)
     await runner.setup()  # opens the DialNexa client and the store
     try:
-        return await plugin[WEBCALL].ensure_webhook()
+        return await handle.ensure_webhook()
     finally:
         await runner.cleanup()
 

@@ -104,7 +104,8 @@ class EventBus:
         # An entry held longer than one full round of retries belongs to a worker that died.
         self.reclaim_after = attempts * (callback_timeout + backoff * 2**attempts) + 5
         self._slots = asyncio.Semaphore(concurrency)
-        self._on_deadline = on_deadline
+        self.on_deadline = on_deadline
+        """Called with the id of a call that reached its maximum length."""
         self._sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -178,11 +179,11 @@ class EventBus:
         self._slots.release()
 
     async def _check_deadlines(self) -> None:
-        if self._on_deadline is None:
+        if self.on_deadline is None:
             return
         for call_id in await self.store.deadlines_due(time.time()):
             try:
-                await self._on_deadline(call_id)
+                await self.on_deadline(call_id)
             except Exception:
                 log.exception("call %s: ending the call at its maximum length failed", call_id)
 

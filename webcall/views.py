@@ -1,43 +1,36 @@
-"""The plugin's HTTP routes: thin handlers over the guard, the hooks, the store and the DialNexa client."""
+"""The plugin's HTTP routes: each handler parses the request, calls the admission checks or the call desk, and
+answers. The route table is at the end; every failure leaves through :func:`error_middleware` in one JSON shape."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import functools
 import json
 import logging
 import re
-import secrets
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import guard, openapi, webhooks
+from . import admission, guard, openapi, webhooks
 from .dialnexa.models import iso
 from .errors import (
-    DialNexaError,
-    DialNexaTransportError,
     HTTPProblem,
     StoreUnavailable,
     TokenError,
     WebhookSignatureError,
     problem_response,
-    upstream_problem,
 )
-from .events import CallEvent, EventParseError, from_delivery, parse_delivery
-from .keys import WEBCALL
+from .events import EventParseError, parse_delivery
+from .keys import RUNTIME
 from .metrics import route_label
-from .resources import page_css
+from .resources import Asset, page_css, templates_dir, widget_asset
+from .runtime import Runtime
 from .sse import EventStream
 from .tokens import AUDIENCE_CALL
-
-if TYPE_CHECKING:
-    from .app import WebCall
-    from .config import Agent
 
 log = logging.getLogger("webcall")
 
@@ -63,9 +56,15 @@ def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
+def _url(request: web.Request, name: str, **parts: str) -> str:
+    """The path of one of the plugin's routes, with the mount prefix."""
+    return str(request.app.router[name].url_for(**parts))
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes the one JSON error shape; nothing unexpected reaches a client as a traceback."""
+    runtime = request.app[RUNTIME]
     problem: HTTPProblem | None = None
     try:
         response = await handler(request)
@@ -97,15 +96,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         problem = HTTPProblem(500, "internal_error", "Something went wrong on our side.")
         response = problem_response(problem)
     if problem is not None:
-        request.app[WEBCALL].metrics.refusal(route_label(request), problem.code)
+        runtime.metrics.refusal(route_label(request), problem.code)
     if not response.prepared:
-        response.headers.update(guard.cors_headers(request, request.app[WEBCALL].config))
+        response.headers.update(guard.cors_headers(request, runtime.config))
     return response
 
 
 # -- widget and pages -------------------------------------------------------------------------------------------
+def _not_modified(request: web.Request, asset: Asset) -> bool:
+    """Whether the browser's ``If-None-Match`` names the asset's current ETag."""
+    return asset.etag in (tag.strip() for tag in request.headers.get("If-None-Match", "").split(","))
+
+
 async def widget_js(request: web.Request) -> web.StreamResponse:
-    asset = request.app[WEBCALL].widget
+    asset = widget_asset()
     versioned = request.query.get("v") == asset.version
     headers = {
         "ETag": asset.etag,
@@ -115,7 +119,7 @@ async def widget_js(request: web.Request) -> web.StreamResponse:
         "X-Content-Type-Options": "nosniff",
         "Vary": "Accept-Encoding",
     }
-    if asset.etag in (t.strip() for t in request.headers.get("If-None-Match", "").split(",")):
+    if _not_modified(request, asset):
         return web.Response(status=304, headers=headers)
     body = asset.body
     if "gzip" in request.headers.get("Accept-Encoding", ""):
@@ -123,9 +127,17 @@ async def widget_js(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, headers={**headers, "Content-Type": "text/javascript; charset=utf-8"})
 
 
-def _page(webcall: WebCall, template: str, http_status: int = 200, **context: Any) -> web.Response:
-    csp = webcall.content_security_policy
-    html = webcall.templates.get_template(template).render(css_url=webcall.url("call_css"), csp=csp, **context)
+async def call_css(request: web.Request) -> web.StreamResponse:
+    asset = page_css()
+    headers = {"ETag": asset.etag, "Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    if _not_modified(request, asset):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=asset.body, headers={**headers, "Content-Type": "text/css; charset=utf-8"})
+
+
+def _page(request: web.Request, template: str, http_status: int = 200, **context: Any) -> web.Response:
+    csp = request.app[RUNTIME].upstream.content_security_policy
+    html = templates().get_template(template).render(css_url=_url(request, "call_css"), csp=csp, **context)
     return web.Response(
         text=html,
         status=http_status,
@@ -138,144 +150,75 @@ def _page(webcall: WebCall, template: str, http_status: int = 200, **context: An
     )
 
 
-async def call_css(request: web.Request) -> web.StreamResponse:
-    asset = page_css()
-    headers = {"ETag": asset.etag, "Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
-    if asset.etag in request.headers.get("If-None-Match", ""):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=asset.body, headers={**headers, "Content-Type": "text/css; charset=utf-8"})
+def _widget_url(request: web.Request) -> str:
+    return f"{_url(request, 'widget')}?v={widget_asset().version}"
 
 
 async def call_page(request: web.Request) -> web.Response:
-    webcall = request.app[WEBCALL]
+    catalog = request.app[RUNTIME].catalog
     alias = request.match_info["agent"]
-    if alias not in webcall.agents:
+    agent = catalog.get(alias)
+    if agent is None:
         return _page(
-            webcall,
+            request,
             "error.html",
             404,
             status=404,
             title="Unknown agent",
             message="There is no agent to call at this address.",
         )
-    agent = webcall.agents[alias]
     return _page(
-        webcall,
+        request,
         "call.html",
         agent=alias,
         label=agent.label or alias.title(),
-        widget_url=webcall.widget_url,
-        widget_sri=webcall.widget_sri,
+        widget_url=_widget_url(request),
+        widget_sri=widget_asset().sri,
     )
 
 
 async def snippet_page(request: web.Request) -> web.Response:
-    webcall = request.app[WEBCALL]
-    alias = request.query.get("agent") or next(iter(webcall.agents), "")
-    if alias not in webcall.agents:
+    catalog = request.app[RUNTIME].catalog
+    alias = request.query.get("agent") or next(iter(catalog.aliases()), "")
+    if alias not in catalog:
         raise HTTPProblem(404, "unknown_agent", "There is no agent with that name.")
-    attributes = {"agent": alias}
-    return _page(
-        webcall,
-        "snippet.html",
-        agent=alias,
-        widget_url=webcall.widget_url,
-        widget_sri=webcall.widget_sri,
-        attributes=attributes,
-    )
+    return _page(request, "snippet.html", agent=alias, widget_url=_widget_url(request), widget_sri=widget_asset().sri)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    webcall = request.app[WEBCALL]
+    runtime = request.app[RUNTIME]
     try:
-        await webcall.store.ping()
+        await runtime.store.ping()
     except Exception:
         return _json({"status": "unavailable", "store": "unreachable"}, status=503, headers={"Retry-After": "2"})
     return _json(
         {
             "status": "ok",
-            "store": "redis" if webcall.config.store != "memory" else "memory",
-            "upstream": "emulator" if webcall.config.uses_emulator else "dialnexa",
-            "agents": sorted(webcall.agents),
-            "active_calls": await webcall.store.active_slots(),
+            "store": "redis" if runtime.config.store != "memory" else "memory",
+            "upstream": runtime.upstream.name,
+            "agents": sorted(runtime.catalog.aliases()),
+            "active_calls": await runtime.store.active_slots(),
         }
     )
 
 
 # -- sessions ---------------------------------------------------------------------------------------------------
 async def preflight_post(request: web.Request) -> web.Response:
-    return guard.preflight(request, request.app[WEBCALL].config, "POST")
+    return guard.preflight(request, request.app[RUNTIME].config, "POST")
 
 
-async def _admit(request: web.Request) -> tuple[str, dict[str, Any], str | None]:
-    """The checks before any billable work: origin, rate limits, the JSON body, the host's hooks.
-
-    Returns (origin, body, identity)."""
-    config = request.app[WEBCALL].config
-    origin = guard.check_origin(request, config)
-    await _rate_limits(request)
-    body = await guard.read_json(request, config.max_body_bytes)
-    identity = await _authorize(request, body)
-    return origin, body, identity
+async def _learn_public_url(request: web.Request, runtime: Runtime) -> None:
+    await runtime.learn_public_url(guard.own_origin(request, runtime.config) + _url(request, "webhooks"))
 
 
 async def create_session(request: web.Request) -> web.Response:
-    webcall = request.app[WEBCALL]
-    config = webcall.config
-    store = webcall.store
-    origin, body, identity = await _admit(request)
-    alias, agent = _agent(webcall, body)
-    metadata = await _variables(request, webcall, alias, agent, body)
-    missing = webcall.required_variables.get(alias, frozenset()) - metadata.keys()
-
-    slot_id = secrets.token_urlsafe(12)
-    max_seconds = _max_call_seconds(webcall, alias)
-    if not await store.acquire_slot(slot_id, config.max_concurrent_calls, max_seconds + 60):
-        raise HTTPProblem(
-            503, "capacity_reached", "All lines are busy right now; try again in a minute.", retry_after=30
-        )
-    try:
-        session = await webcall.client.create_web_call(
-            agent_id=agent.id, agent_version_number=agent.version, metadata=metadata
-        )
-    except DialNexaError as err:
-        await store.release_slot(slot_id)
-        raise upstream_problem(err, doing="starting the call") from err
-    if missing:
-        log.warning(
-            "call %s: agent %r uses %s but this session gives no value; the agent will say the placeholder aloud",
-            session.id,
-            alias,
-            ", ".join(f"{{{{{n}}}}}" for n in sorted(missing)),
-        )
-    now = datetime.now(UTC)
-    context = {
-        "call_id": session.id,
-        "agent": alias,
-        "agent_id": agent.id,
-        "origin": origin,
-        "identity": identity,
-        "variables": metadata,
-        "slot_id": slot_id,
-        "created_at": iso(now),
-    }
-    created = CallEvent(
-        id=f"{session.id}:session.created",
-        type="session.created",
-        call_id=session.id,
-        time=iso(now),
-        call={"id": session.id, "agent_id": agent.id, "status": session.status, "type": "web"},
-        context=context,
-        source="webcall",
-    )
-    await asyncio.gather(  # independent writes: one round trip's wait, not two
-        store.remember_call(session.id, context, ttl=max_seconds + 3600, deadline_at=time.time() + max_seconds),
-        webcall.bus.publish(created),
-    )
-    await webcall.ensure_webhook_for(guard.own_origin(request, config))
-    token, claims = webcall.tokens.issue(session.id, AUDIENCE_CALL, ttl=max_seconds + 120)
-    webcall.metrics.minted(alias)
-    log.info("call %s: session minted for agent %r from %s", session.id, alias, origin)
+    runtime = request.app[RUNTIME]
+    admitted = await admission.admit(request, runtime)
+    alias, agent = admission.choose_agent(runtime, admitted.body)
+    caller = await admission.caller(request, runtime, admitted, alias, agent)
+    started = await runtime.desk.start(caller)
+    await _learn_public_url(request, runtime)
+    session = started.session
     return _json(
         {
             "call_id": session.id,
@@ -283,120 +226,26 @@ async def create_session(request: web.Request) -> web.Response:
             "access_token": session.access_token,
             "expires_at": iso(session.expires_at) if session.expires_at else None,
             "media": session.media.to_json(),
-            "token": token,
-            "token_expires_at": iso(datetime.fromtimestamp(claims.expires_at, UTC)),
-            "max_call_seconds": max_seconds,
-            "end_url": webcall.url("session_end", call_id=session.id),
-            "events_url": webcall.url("session_events", call_id=session.id),
-            "callbacks_url": webcall.url("callbacks"),
+            "token": started.token,
+            "token_expires_at": iso(datetime.fromtimestamp(started.token_expires_at, UTC)),
+            "max_call_seconds": started.max_call_seconds,
+            "end_url": _url(request, "session_end", call_id=session.id),
+            "events_url": _url(request, "session_events", call_id=session.id),
+            "callbacks_url": _url(request, "callbacks"),
         },
         status=201,
     )
 
 
-async def _rate_limits(request: web.Request) -> None:
-    """Per visitor IP and for the whole site (a flood from many addresses), counted together in one step."""
-    webcall = request.app[WEBCALL]
-    config = webcall.config
-    ip = guard.client_ip(request, config.trusted_proxies)
-    limits = [(f"rl:ip:{ip}", config.rate_limit), ("rl:global", config.global_rate_limit)]
-    refused = await webcall.store.hit_all(limits, config.rate_limit_window)
-    if refused is not None:
-        who = ("this address", "everyone right now")[refused[0]]
-        raise guard.rate_limited(who, refused[1])
-
-
-async def _authorize(request: web.Request, body: dict[str, Any]) -> str | None:
-    """The host's authorize and bot-check hooks, and the per-identity rate limit; returns the identity."""
-    webcall = request.app[WEBCALL]
-    config = webcall.config
-    identity: str | None = None
-    if config.authorize is not None:
-        verdict = await _hook("authorize", config.authorize, request)
-        if verdict is False:
-            raise HTTPProblem(403, "forbidden", "You are not allowed to start a call.")
-        identity = verdict if isinstance(verdict, str) and verdict else None
-    if identity is not None:
-        await guard.rate_limit(
-            webcall.store,
-            f"rl:id:{identity}",
-            config.identity_rate_limit,
-            config.rate_limit_window,
-            who="this account",
-        )
-    if config.bot_check is not None:
-        token = body.get("bot_token")
-        passed = await _hook("bot_check", config.bot_check, request, token if isinstance(token, str) else None)
-        if passed is not True:
-            raise HTTPProblem(403, "bot_check_failed", "The anti-robot check did not pass; reload the page and retry.")
-    return identity
-
-
-def _agent(webcall: WebCall, body: dict[str, Any]) -> tuple[str, Agent]:
-    alias = body.get("agent")
-    if not isinstance(alias, str) or not alias:
-        raise HTTPProblem(400, "invalid_request", 'Name the agent to call: {"agent": "sales"}.')
-    agent = webcall.agents.get(alias)
-    if agent is None:
-        raise HTTPProblem(404, "unknown_agent", "There is no agent with that name.")
-    return alias, agent
-
-
-async def _variables(
-    request: web.Request, webcall: WebCall, alias: str, agent: Agent, body: dict[str, Any]
-) -> dict[str, Any]:
-    """The call's ``{{variables}}``: visitor values the host allows, overridden by the host's own."""
-    host_values: dict[str, Any] = {}
-    if webcall.config.variables is not None:
-        result = await _hook("variables", webcall.config.variables, request, alias, agent)
-        host_values = dict(result or {})
-    visitor_values = guard.visitor_variables(
-        body.get("variables"), agent.visitor_variables, host_values, webcall.config.max_visitor_value_length
-    )
-    return {**visitor_values, **host_values}
-
-
-def _max_call_seconds(webcall: WebCall, alias: str) -> int:
-    limit = webcall.config.max_call_seconds
-    info = webcall.agent_info.get(alias)
-    if info is not None and info.max_call_duration_sec:
-        limit = min(limit, info.max_call_duration_sec)
-    return limit
-
-
-async def _hook(name: str, hook: Callable[..., Any], *args: Any) -> Any:
-    """Run a host hook, sync or async; its own HTTPProblem passes through, anything else is a 500 logged once."""
-    try:
-        value = hook(*args)
-        return await value if inspect.isawaitable(value) else value
-    except HTTPProblem:
-        raise
-    except Exception as err:
-        log.exception("webcall: the host's %s hook failed", name)
-        raise HTTPProblem(500, "hook_failed", "The site could not prepare this call.") from err
-
-
-def _bearer(request: web.Request, *, query: bool = True) -> str | None:
-    """The token from ``Authorization: Bearer``, or (where EventSource needs it) from ``?token=``."""
+def _bearer(request: web.Request) -> str | None:
+    """The token from ``Authorization: Bearer``."""
     header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.query.get("token") if query else None
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
 
 
 async def end_session(request: web.Request) -> web.Response:
-    webcall = request.app[WEBCALL]
     call_id = request.match_info["call_id"]
-    try:
-        claims = webcall.tokens.verify(_bearer(request, query=False), AUDIENCE_CALL, call_id=call_id)
-    except TokenError:
-        raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
-    if not await webcall.store.use_once(f"end:{claims.jti}", ttl=claims.expires_at - time.time() + 60):
-        raise HTTPProblem(401, "unauthorized", "This call's token was already used to hang up.")
-    try:
-        record = await webcall.end_call(call_id, reason="user_disconnected")  # the visitor hung up
-    except DialNexaError as err:
-        raise upstream_problem(err, doing="ending the call") from err
+    record = await request.app[RUNTIME].desk.hang_up_for_visitor(call_id, _bearer(request))
     return _json({"call_id": call_id, "status": record.status if record else "ended"})
 
 
@@ -405,55 +254,63 @@ WEBHOOK_MAX_BYTES = 256 * 1024
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
-    webcall = request.app[WEBCALL]
+    runtime = request.app[RUNTIME]
     raw = await guard.read_body(request, WEBHOOK_MAX_BYTES)
     try:
-        webhooks.verify(raw, request.headers, webcall.webhook_secrets)
+        webhooks.verify(raw, request.headers, runtime.subscription.secrets)
     except WebhookSignatureError as err:
-        webcall.metrics.webhook("rejected")
+        runtime.metrics.webhook("rejected")
         log.warning("webcall: webhook refused (%s) from %s", err, request.remote)
         raise HTTPProblem(401, "invalid_signature", "Invalid signature.") from None
     try:
         event_type, call = parse_delivery(raw)
     except EventParseError as err:
-        webcall.metrics.webhook("invalid")
+        runtime.metrics.webhook("invalid")
         log.warning("webcall: signed webhook ignored: %s", err)
         raise HTTPProblem(400, "invalid_event", "The webhook body is not a call event.") from None
-    context = await webcall.store.get_context(str(call["id"]))
-    event = from_delivery(event_type, call, context)
-    fresh = await webcall.bus.publish(event)
-    webcall.metrics.webhook("accepted" if fresh else "duplicate")
-    if event.type == "call.ended":
-        await webcall.call_finished(event.call_id)
+    fresh = await runtime.desk.record_delivery(event_type, call)
+    runtime.metrics.webhook("accepted" if fresh else "duplicate")
     return _json({"received": True, "duplicate": not fresh})
 
 
 # -- browser events (SSE) ---------------------------------------------------------------------------------------
 SSE_PING_SECONDS = 15.0
-_SEQ = re.compile(r"[0-9]{1,18}")
+_SEQUENCE = re.compile(r"[0-9]{1,18}")
+
+
+def _last_event_id(request: web.Request) -> int:
+    """The last event the browser has (``Last-Event-ID`` on a reconnect); anything unreadable replays everything."""
+    last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or "0"
+    return int(last) if _SEQUENCE.fullmatch(last) else 0
 
 
 async def session_events(request: web.Request) -> web.StreamResponse:
-    webcall = request.app[WEBCALL]
+    runtime = request.app[RUNTIME]
     call_id = request.match_info["call_id"]
     try:
-        webcall.tokens.verify(request.query.get("token") or _bearer(request), AUDIENCE_CALL, call_id=call_id)
+        runtime.tokens.verify(request.query.get("token") or _bearer(request), AUDIENCE_CALL, call_id=call_id)
     except TokenError:
         raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
-    last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or "0"
-    sent = int(last) if _SEQ.fullmatch(last) else 0  # anything else replays from the start
-    store = webcall.store
-    subscription = store.subscribe(call_id)
+    sent = _last_event_id(request)
+    subscription = runtime.store.subscribe(call_id)
+    stream = EventStream(request, guard.cors_headers(request, runtime.config))
     try:
         await subscription.start()  # before reading the backlog, so nothing falls between the two
-        backlog = await store.events_after(call_id, sent)
-        stream = EventStream(request, guard.cors_headers(request, webcall.config))
+        backlog = await runtime.store.events_after(call_id, sent)
         await stream.open()
-        webcall.streams.add(subscription)
-        for seq, event in backlog:
+        runtime.streams.add(subscription)
+
+        async def send(seq: int, event: dict[str, Any]) -> bool:
+            """Send one event the browser does not have yet; True once the call has ended."""
+            nonlocal sent
+            if seq <= sent:
+                return False
             sent = seq
             await stream.send(json.dumps(event), id=str(seq))
-            if event["type"] == "call.ended":
+            return bool(event["type"] == "call.ended")
+
+        for seq, event in backlog:
+            if await send(seq, event):
                 return stream.response
         while True:
             try:
@@ -462,118 +319,47 @@ async def session_events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await stream.ping()  # also how a vanished browser is noticed
                 continue
-            if item is None:  # closed: shutting down
-                return stream.response
-            seq, event = item
-            if seq <= sent:
-                continue
-            sent = seq
-            await stream.send(json.dumps(event), id=str(seq))
-            if event["type"] == "call.ended":
+            if item is None or await send(*item):  # closed at shutdown, or the call is over
                 return stream.response
     except ConnectionResetError:  # the browser went away (closed tab, lost network): not an error
         log.debug("call %s: event stream closed by the browser", call_id)
-        return web.Response(status=204)
+        return stream.response
     finally:
-        webcall.streams.discard(subscription)
+        runtime.streams.discard(subscription)
         await subscription.close()
 
 
 # -- "call me back" --------------------------------------------------------------------------------------------
-E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-
-
 async def request_callback(request: web.Request) -> web.Response:
-    webcall = request.app[WEBCALL]
-    config = webcall.config
-    store = webcall.store
-    origin, body, identity = await _admit(request)
-    phone = body.get("phone_number")
-    phone = re.sub(r"[\s().-]", "", phone) if isinstance(phone, str) else None
-    if not phone or not E164.fullmatch(phone):
-        raise HTTPProblem(400, "invalid_phone_number", "Enter the number in international form, e.g. +14155550123.")
-    if body.get("consent") is not True:
-        raise HTTPProblem(400, "consent_required", "Please agree to be called before we ring you.")
-    alias, agent = _agent(webcall, body)
-    await guard.rate_limit(
-        store, f"rl:phone:{phone}", config.callback_rate_limit, config.callback_rate_window, who="this number"
-    )
-    metadata = await _variables(request, webcall, alias, agent, body)
-    request_id = secrets.token_urlsafe(12)
-    notes = {"webcall_request": request_id, "source": "webcall callback"}
-    try:
-        call = await webcall.client.create_call(
-            phone_number=phone, agent_id=agent.id, agent_version_number=agent.version, metadata=metadata, notes=notes
-        )
-        call_id = call.id
-    except DialNexaTransportError as err:
-        # Ambiguous: the call may exist. Never retry blindly; look for it first.
-        found = await _reconcile(webcall, agent.id, request_id)
-        if found is None:
-            raise upstream_problem(err, doing="requesting the call back") from err
-        call_id = found
-    except DialNexaError as err:
-        raise upstream_problem(err, doing="requesting the call back") from err
-    created_at = iso(datetime.now(UTC))
-    context = {
-        "call_id": call_id,
-        "agent": alias,
-        "agent_id": agent.id,
-        "origin": origin,
-        "identity": identity,
-        "variables": metadata,
-        "phone_number": phone,
-        "created_at": created_at,
-    }
-    await store.put_context(call_id, context, ttl=24 * 3600)
-    await webcall.bus.publish(
-        CallEvent(
-            id=f"{call_id}:callback.requested",
-            type="callback.requested",
-            call_id=call_id,
-            time=created_at,
-            call={"id": call_id, "agent_id": agent.id, "type": "phone", "to_number": phone},
-            context=context,
-            source="webcall",
-        )
-    )
-    await webcall.ensure_webhook_for(guard.own_origin(request, config))
-    webcall.metrics.callback(alias)
-    log.info("call %s: call back requested for agent %r", call_id, alias)
+    runtime = request.app[RUNTIME]
+    admitted = await admission.admit(request, runtime)
+    phone = admission.phone_number(admitted.body)
+    alias, agent = admission.choose_agent(runtime, admitted.body)
+    await admission.limit_ring_backs(runtime, phone)
+    caller = await admission.caller(request, runtime, admitted, alias, agent)
+    call_id = await runtime.desk.ring_back(caller, phone)
+    await _learn_public_url(request, runtime)
     return _json({"callback_id": call_id, "status": "requested"}, status=202)
 
 
-RECONCILE_WAITS = (0.0, 0.5, 1.0)
-
-
-async def _reconcile(webcall: WebCall, agent_id: str, request_id: str) -> str | None:
-    """After an ambiguous failure, look for the call we may have created (by the request id in its notes)."""
-    for wait in RECONCILE_WAITS:
-        await asyncio.sleep(wait)
-        try:
-            recent = await webcall.client.list_calls(limit=50, type="phone", agent_id=agent_id)
-        except DialNexaError:
-            continue
-        for record in recent:
-            notes = record.raw.get("notes")
-            if isinstance(notes, dict) and notes.get("webcall_request") == request_id:
-                log.info("call %s: found after an ambiguous failure; not created twice", record.id)
-                return record.id
-    return None
-
-
+# -- operations -------------------------------------------------------------------------------------------------
 async def openapi_json(request: web.Request) -> web.Response:
-    webcall = request.app[WEBCALL]
-    prefix = webcall.url("healthz").rsplit("/", 1)[0]
+    prefix = _url(request, "healthz").rsplit("/", 1)[0]
     return _json(openapi.spec(prefix), headers={"Cache-Control": "public, max-age=300"})
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    webcall = request.app[WEBCALL]
-    if not (webcall.config.metrics and webcall.metrics.enabled):
+    runtime = request.app[RUNTIME]
+    if not (runtime.config.metrics and runtime.metrics.enabled):
         raise HTTPProblem(404, "not_found", "Metrics are off: set metrics=True and install dialnexa-webcall[metrics].")
-    body, content_type = webcall.metrics.exposition()
+    body, content_type = runtime.metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The plugin's page templates (call page, snippet, errors), loaded once per process."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True)
 
 
 def add_routes(app: web.Application) -> None:

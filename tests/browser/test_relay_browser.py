@@ -10,6 +10,7 @@ import pytest
 from playwright.async_api import expect
 
 from webcall.emulator.server import EmulatorServer
+from webcall.keys import RUNTIME
 
 from .conftest import HOST_VARIABLES, LIVE, MakeSite, NewTab, Site, call_record, control, eventually
 from .shared import TAG
@@ -116,7 +117,7 @@ async def test_visitor_leaving_mid_call_ends_it_without_server_errors(
     assert ended.call["status"] == "completed"
 
     async def streams_closed() -> bool:
-        return not site.handle.streams
+        return not site.handle.app[RUNTIME].streams
 
     # The plugin delivers call.ended to the gone browser's event stream, notices it is gone and closes it.
     await eventually(streams_closed, 20, what="the event stream closed")

@@ -1,0 +1,239 @@
+"""What the plugin does with calls, apart from HTTP: start a web call, ring a visitor back, hang up, relay events.
+
+:class:`CallDesk` is given everything it works with (store, DialNexa client, event bus, tokens, agents) and knows
+nothing of requests: the views parse and answer, the desk decides and writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .bus import EventBus
+from .catalog import AgentCatalog, placeholders
+from .config import Agent
+from .dialnexa import DialNexaClient
+from .dialnexa.models import CallRecord, WebCallSession, iso
+from .errors import DialNexaConflict, DialNexaError, DialNexaTransportError, HTTPProblem, TokenError, upstream_problem
+from .events import CallEvent, from_delivery
+from .metrics import Metrics
+from .store import Store
+from .tokens import AUDIENCE_CALL, TokenIssuer
+
+log = logging.getLogger("webcall")
+
+CONTEXT_GRACE_SECONDS = 3600
+"""How long a call's host context outlives its maximum length (late webhooks still find it)."""
+CALLBACK_CONTEXT_SECONDS = 24 * 3600
+SLOT_GRACE_SECONDS = 60
+TOKEN_GRACE_SECONDS = 120
+RECONCILE_WAITS = (0.0, 0.5, 1.0)
+"""Pauses between looks for a call-back whose creation failed ambiguously."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Caller:
+    """Who asks for a call and what it is for: the outcome of the views' admission checks."""
+
+    alias: str
+    agent: Agent
+    variables: dict[str, Any]
+    origin: str
+    identity: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartedCall:
+    """A web call created at DialNexa, with the plugin token for its per-call routes."""
+
+    session: WebCallSession
+    token: str
+    token_expires_at: float
+    max_call_seconds: int
+
+
+def call_context(call_id: str, caller: Caller, **more: Any) -> dict[str, Any]:
+    """The host context stored with a call at creation; every later event about the call carries it."""
+    return {
+        "call_id": call_id,
+        "agent": caller.alias,
+        "agent_id": caller.agent.id,
+        "origin": caller.origin,
+        "identity": caller.identity,
+        "variables": caller.variables,
+        "created_at": iso(datetime.now(UTC)),
+        **more,
+    }
+
+
+def plugin_event(kind: str, context: dict[str, Any], call: dict[str, Any]) -> CallEvent:
+    """An event the plugin itself raises (``session.created``, ``callback.requested``)."""
+    call_id = str(context["call_id"])
+    return CallEvent(
+        id=f"{call_id}:{kind}",
+        type=kind,
+        call_id=call_id,
+        time=str(context["created_at"]),
+        call={"id": call_id, "agent_id": context["agent_id"], **call},
+        context=context,
+        source="webcall",
+    )
+
+
+class CallDesk:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        client: DialNexaClient,
+        bus: EventBus,
+        tokens: TokenIssuer,
+        catalog: AgentCatalog,
+        metrics: Metrics,
+        max_concurrent_calls: int,
+        max_call_seconds: int,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.bus = bus
+        self.tokens = tokens
+        self.catalog = catalog
+        self.metrics = metrics
+        self.max_concurrent_calls = max_concurrent_calls
+        self.max_call_seconds = max_call_seconds
+
+    # -- web calls -------------------------------------------------------------------------------------------------
+    async def start(self, caller: Caller) -> StartedCall:
+        """Take a concurrent-call slot, create the web call at DialNexa, remember its context, announce it."""
+        max_seconds = self.catalog.max_call_seconds(caller.alias, self.max_call_seconds)
+        slot_id = secrets.token_urlsafe(12)
+        if not await self.store.acquire_slot(slot_id, self.max_concurrent_calls, max_seconds + SLOT_GRACE_SECONDS):
+            raise HTTPProblem(
+                503, "capacity_reached", "All lines are busy right now; try again in a minute.", retry_after=30
+            )
+        try:
+            session = await self.client.create_web_call(
+                agent_id=caller.agent.id, agent_version_number=caller.agent.version, metadata=caller.variables
+            )
+        except DialNexaError as err:
+            await self.store.release_slot(slot_id)
+            raise upstream_problem(err, doing="starting the call") from err
+        missing = self.catalog.required_variables(caller.alias) - caller.variables.keys()
+        if missing:
+            log.warning(
+                "call %s: agent %r uses %s but this session gives no value; the agent will say the placeholder aloud",
+                session.id,
+                caller.alias,
+                placeholders(missing),
+            )
+        context = call_context(session.id, caller, slot_id=slot_id)
+        created = plugin_event("session.created", context, {"status": session.status, "type": "web"})
+        await asyncio.gather(  # independent writes: one round trip's wait, not two
+            self.store.remember_call(
+                session.id, context, ttl=max_seconds + CONTEXT_GRACE_SECONDS, deadline_at=time.time() + max_seconds
+            ),
+            self.bus.publish(created),
+        )
+        token, claims = self.tokens.issue(session.id, AUDIENCE_CALL, ttl=max_seconds + TOKEN_GRACE_SECONDS)
+        self.metrics.minted(caller.alias)
+        log.info("call %s: session minted for agent %r from %s", session.id, caller.alias, caller.origin)
+        return StartedCall(
+            session=session, token=token, token_expires_at=claims.expires_at, max_call_seconds=max_seconds
+        )
+
+    async def hang_up_for_visitor(self, call_id: str, token: str | None) -> CallRecord | None:
+        """The visitor's hang-up, authorized by the call's token, which hangs up once."""
+        try:
+            claims = self.tokens.verify(token, AUDIENCE_CALL, call_id=call_id)
+        except TokenError:
+            raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
+        if not await self.store.use_once(f"end:{claims.jti}", ttl=claims.expires_at - time.time() + 60):
+            raise HTTPProblem(401, "unauthorized", "This call's token was already used to hang up.")
+        try:
+            return await self.end(call_id, reason="user_disconnected")
+        except DialNexaError as err:
+            raise upstream_problem(err, doing="ending the call") from err
+
+    async def end(self, call_id: str, *, reason: str | None = None) -> CallRecord | None:
+        """Hang a call up at DialNexa (None when it had already ended) and free what it held."""
+        try:
+            record: CallRecord | None = await self.client.end_call(call_id, reason=reason)
+        except DialNexaConflict:
+            record = None
+        await self.finished(call_id)
+        log.info("call %s: ended through the API", call_id)
+        return record
+
+    async def end_at_deadline(self, call_id: str) -> None:
+        log.info("call %s: maximum call length reached; hanging up", call_id)
+        try:
+            await self.end(call_id)
+        except DialNexaError as err:
+            log.warning("call %s: could not hang up at the maximum call length: %s", call_id, err)
+
+    async def finished(self, call_id: str) -> None:
+        """Free what a call held: its concurrent-call slot and its maximum-length deadline."""
+        context = await self.store.get_context(call_id)
+        if context and context.get("slot_id"):
+            await self.store.release_slot(str(context["slot_id"]))
+        await self.store.deadline_clear(call_id)
+
+    # -- events from DialNexa --------------------------------------------------------------------------------------
+    async def record_delivery(self, event_type: str, call: dict[str, Any]) -> bool:
+        """Relay a verified webhook delivery to the host and browsers; False when it was a duplicate."""
+        context = await self.store.get_context(str(call["id"]))
+        event = from_delivery(event_type, call, context)
+        fresh = await self.bus.publish(event)
+        if event.type == "call.ended":
+            await self.finished(event.call_id)
+        return fresh
+
+    # -- "call me back" --------------------------------------------------------------------------------------------
+    async def ring_back(self, caller: Caller, phone_number: str) -> str:
+        """Ask DialNexa to call the visitor's phone; returns the call id. Never creates the call twice."""
+        request_id = secrets.token_urlsafe(12)
+        notes = {"webcall_request": request_id, "source": "webcall callback"}
+        try:
+            call = await self.client.create_call(
+                phone_number=phone_number,
+                agent_id=caller.agent.id,
+                agent_version_number=caller.agent.version,
+                metadata=caller.variables,
+                notes=notes,
+            )
+            call_id = call.id
+        except DialNexaTransportError as err:
+            # Ambiguous: the call may exist. Never retry blindly; look for it first.
+            found = await self.find_requested_call(caller.agent.id, request_id)
+            if found is None:
+                raise upstream_problem(err, doing="requesting the call back") from err
+            call_id = found
+        except DialNexaError as err:
+            raise upstream_problem(err, doing="requesting the call back") from err
+        context = call_context(call_id, caller, phone_number=phone_number)
+        await self.store.put_context(call_id, context, ttl=CALLBACK_CONTEXT_SECONDS)
+        requested = plugin_event("callback.requested", context, {"type": "phone", "to_number": phone_number})
+        await self.bus.publish(requested)
+        self.metrics.callback(caller.alias)
+        log.info("call %s: call back requested for agent %r", call_id, caller.alias)
+        return call_id
+
+    async def find_requested_call(self, agent_id: str, request_id: str) -> str | None:
+        """After an ambiguous failure, look for the call we may have created (by the request id in its notes)."""
+        for wait in RECONCILE_WAITS:
+            await asyncio.sleep(wait)
+            try:
+                recent = await self.client.list_calls(limit=50, type="phone", agent_id=agent_id)
+            except DialNexaError:
+                continue
+            for record in recent:
+                notes = record.raw.get("notes")
+                if isinstance(notes, dict) and notes.get("webcall_request") == request_id:
+                    log.info("call %s: found after an ambiguous failure; not created twice", record.id)
+                    return record.id
+        return None

@@ -1,0 +1,173 @@
+"""What the plugin opens at startup and closes at shutdown: the upstream, the store, the DialNexa client, the event
+bus, the agent catalog and the call desk. The routes and the host's handle share one :class:`Runtime`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from .bus import CallbackList, EventBus
+from .calls import CallDesk
+from .catalog import AgentCatalog
+from .config import WebCallConfig
+from .dialnexa import DialNexaClient
+from .errors import ConfigError, DialNexaError, WebCallError
+from .metrics import Metrics
+from .store import MemoryStore, Store
+from .store.base import Subscription
+from .subscription import WebhookSubscription
+from .tokens import TokenIssuer
+from .upstream import Upstream, open_upstream
+
+log = logging.getLogger("webcall")
+
+
+def make_store(url: str) -> Store:
+    if url == "memory":
+        return MemoryStore()
+    try:
+        from .store.redis import RedisStore
+    except ImportError as err:
+        raise ConfigError("WEBCALL_STORE is a Redis URL: install dialnexa-webcall[redis].") from err
+    return RedisStore(url)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Started:
+    upstream: Upstream
+    store: Store
+    client: DialNexaClient
+    bus: EventBus
+    catalog: AgentCatalog
+    desk: CallDesk
+    subscription: WebhookSubscription
+
+
+class Runtime:
+    """The plugin's state: what exists from construction (config, tokens, callbacks, open streams, metrics) and
+    what :meth:`running` opens for the application's lifetime."""
+
+    def __init__(self, config: WebCallConfig) -> None:
+        self.config = config
+        self.tokens = TokenIssuer(config.session_secrets)
+        self.callbacks = CallbackList()
+        self.streams: set[Subscription] = set()
+        """Open SSE streams, closed at shutdown so that no browser holds the server open."""
+        self.metrics = Metrics(lambda: len(self.streams))
+        self._started: Started | None = None
+
+    def _require(self) -> Started:
+        if self._started is None:
+            raise WebCallError("webcall is not started: mount it with webcall.setup() and run the host app")
+        return self._started
+
+    @property
+    def upstream(self) -> Upstream:
+        return self._require().upstream
+
+    @property
+    def store(self) -> Store:
+        return self._require().store
+
+    @property
+    def client(self) -> DialNexaClient:
+        return self._require().client
+
+    @property
+    def bus(self) -> EventBus:
+        return self._require().bus
+
+    @property
+    def catalog(self) -> AgentCatalog:
+        return self._require().catalog
+
+    @property
+    def desk(self) -> CallDesk:
+        return self._require().desk
+
+    @property
+    def subscription(self) -> WebhookSubscription:
+        return self._require().subscription
+
+    @contextlib.asynccontextmanager
+    async def running(self, *, webhook_path: str) -> AsyncIterator[None]:
+        """Open everything for the application's lifetime; ``webhook_path`` is where the plugin receives webhooks."""
+        config = self.config
+        async with contextlib.AsyncExitStack() as stack:
+            upstream = await stack.enter_async_context(open_upstream(config))
+            store = make_store(config.store)
+            stack.push_async_callback(store.close)
+            client = DialNexaClient(
+                api_key=upstream.api_key,
+                base_url=upstream.base_url,
+                web_call_path=config.web_call_path,
+                end_call_path=config.end_call_path,
+                timeout=config.upstream_timeout,
+                deadline=config.upstream_deadline,
+                observer=self.metrics.upstream_call,
+            )
+            stack.push_async_callback(client.aclose)
+            catalog = AgentCatalog(config.agents or upstream.agents)
+            bus = EventBus(
+                store,
+                self.callbacks,
+                callback_timeout=config.callback_timeout,
+                attempts=config.callback_attempts,
+                metrics=self.metrics,
+            )
+            if config.outbox_reclaim_seconds is not None:
+                bus.reclaim_after = config.outbox_reclaim_seconds
+            desk = CallDesk(
+                store=store,
+                client=client,
+                bus=bus,
+                tokens=self.tokens,
+                catalog=catalog,
+                metrics=self.metrics,
+                max_concurrent_calls=config.max_concurrent_calls,
+                max_call_seconds=config.max_call_seconds,
+            )
+            bus.on_deadline = desk.end_at_deadline
+            webhook_secrets = config.webhook_secrets or ((upstream.webhook_secret,) if upstream.webhook_secret else ())
+            subscription = WebhookSubscription(client, webhook_secrets)
+            self._started = Started(
+                upstream=upstream,
+                store=store,
+                client=client,
+                bus=bus,
+                catalog=catalog,
+                desk=desk,
+                subscription=subscription,
+            )
+            stack.callback(self._forget)
+            if config.generated_session_secret:
+                log.info("webcall: no WEBCALL_SESSION_SECRET set; tokens are signed with a per-process secret")
+            bus.start()
+            stack.push_async_callback(bus.stop)
+            await catalog.check(client, strict=config.strict_agents)
+            if config.public_url and webhook_secrets and not upstream.learns_public_url:
+                try:
+                    await subscription.ensure(config.public_url.rstrip("/") + webhook_path)
+                except DialNexaError as err:
+                    log.error("webcall: could not register the DialNexa webhook: %s", err)
+            yield
+
+    def _forget(self) -> None:
+        self._started = None
+
+    async def learn_public_url(self, webhook_url: str) -> None:
+        """On an upstream that reaches the host wherever its requests arrive, register the webhook the first time
+        the site's address is known (from a request)."""
+        if not self.upstream.learns_public_url or self.subscription.url is not None:
+            return
+        try:
+            await self.subscription.ensure(webhook_url)
+        except (DialNexaError, ConfigError) as err:
+            log.warning("webcall: could not register the upstream's webhook: %s", err)
+
+    async def close_streams(self) -> None:
+        """End every open SSE stream (at shutdown, before the server waits for handlers)."""
+        for subscription in list(self.streams):
+            await subscription.close()
