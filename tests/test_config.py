@@ -76,12 +76,19 @@ def test_hooks_can_be_passed_to_from_env() -> None:
         ({"WEBCALL_ALLOWED_ORIGINS": "shop.example.com"}, "scheme://host"),
         ({"WEBCALL_STRICT_AGENTS": "maybe"}, "true or false"),
         ({"WEBCALL_STORE": "postgres://x"}, "Redis URL"),
+        ({"WEBCALL_STORE": "redis://127.0.0.1:6379/0"}, "set WEBCALL_SESSION_SECRET .* on every worker"),
         ({"DIALNEXA_API_KEY": "kid:secret"}, "No agents configured"),
     ],
 )
 def test_bad_settings_fail_with_a_sentence(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         WebCallConfig.from_env(env)
+
+
+def test_redis_store_with_a_shared_session_secret() -> None:
+    secret = "shared-by-every-worker-0123456789abcdef"
+    config = WebCallConfig.from_env({"WEBCALL_STORE": "redis://127.0.0.1:6379/0", "WEBCALL_SESSION_SECRET": secret})
+    assert config.session_secrets == (secret,) and not config.generated_session_secret
 
 
 def test_unknown_override_is_refused() -> None:

@@ -112,7 +112,7 @@ class WebCallConfig:
             set_(self, "api_key", None)
         self._check()
         if not self.session_secrets:
-            # One process can sign its own tokens; several workers need a shared secret (checked at startup).
+            # One process can sign its own tokens; workers sharing a Redis store cannot (refused in _check).
             set_(self, "session_secrets", (secrets.token_urlsafe(32),))
             set_(self, "_generated_secret", True)
 
@@ -165,6 +165,12 @@ class WebCallConfig:
             raise ConfigError("trusted_proxies is a count of proxy hops and cannot be negative.")
         if not (self.store == "memory" or self.store.startswith(("redis://", "rediss://", "unix://"))):
             raise ConfigError("store must be 'memory' or a Redis URL such as 'redis://localhost:6379/0'.")
+        if self.store != "memory" and not self.session_secrets:
+            raise ConfigError(
+                "A Redis store is shared by several workers, so they need one signing secret: set "
+                "WEBCALL_SESSION_SECRET (session_secrets) to the same value of at least 32 bytes on every worker, "
+                "e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+            )
         if self.api_key is not None and not self.agents:
             raise ConfigError(
                 "No agents configured: pass agents={'sales': webcall.Agent(id='agent_...')} or set WEBCALL_AGENTS."
