@@ -1,4 +1,5 @@
-"""Browser harness: Debian's Chromium, driven by Playwright, on host sites that mount the plugin as a customer would.
+"""Browser harness: Debian's Chromium (driven by Playwright) and Debian's Firefox ESR (driven over WebDriver BiDi by
+``bidi.py``), on host sites that mount the plugin as a customer would.
 
 Each host site is an aiohttp app on loopback serving its pages under the plugin's strict CSP
 (``handle.content_security_policy``, nothing relaxed), with ``webcall.setup()`` pointed at an emulator running in this
@@ -6,18 +7,20 @@ process. Every page loads ``/probe.js`` first: a script file (the CSP blocks inl
 violations, the widget's ``webcall:*`` events with ``performance.now()`` times, page clicks, and the level of the agent
 audio the widget plays (an ``AnalyserNode`` on the stream of its ``<audio>`` element).
 
-Chromium is launched once per session with a silent fake microphone; tests that speak into the call launch their own
-browser with a WAV synthesized by the emulator's own TTS. All async fixtures share the session's event loop.
+Tests see a page as a :class:`~tests.browser.tabs.Tab`, the same in both engines. A test marked
+``@pytest.mark.engines("chromium", "firefox")`` runs once per engine (ids ``[chromium]`` and ``[firefox]``); an
+unmarked one runs in Chromium. Each engine's session browser is launched on first use with the microphone allowed:
+Chromium's fake microphone plays silence, Firefox's a tone. Tests that speak into the call launch a Chromium of their
+own with a WAV synthesized by the emulator's own TTS; tests that refuse the microphone launch a browser of their
+engine with the permission refused. All async fixtures share the session's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-import json
-import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,7 +30,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Browser, BrowserContext, Locator, Page, Playwright, Response, async_playwright
+from playwright.async_api import Browser, Playwright, async_playwright
 
 import webcall
 from webcall import Agent, WebCallConfig
@@ -37,7 +40,9 @@ from webcall.emulator.media.tts import OUTPUT_RATE, get_synthesizer, write_wav
 from webcall.emulator.server import EmulatorServer
 from webcall.events import CallEvent
 
+from .bidi import Firefox, firefox_prefs, launch_firefox
 from .shared import PROBE_JS, TAG
+from .tabs import ChromiumTab, FirefoxTab, Tab
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (
@@ -142,6 +147,39 @@ async def chatty_wav(audio_dir: Path) -> Path:
     return await write_speech(audio_dir / "chatty.wav", *[part for _ in range(4) for part in (CALLER_LINE, 0.15)])
 
 
+# -- engines ------------------------------------------------------------------------------------------------------
+ENGINES = ("chromium", "firefox")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "engines(*names): run the test once in each browser engine named (chromium, firefox)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``engines("chromium", "firefox")`` runs once per engine (ids ``[chromium]``, ``[firefox]``);
+    an unmarked browser test runs in Chromium."""
+    marker = metafunc.definition.get_closest_marker("engines")
+    if marker is None or "engine" not in metafunc.fixturenames:
+        return
+    unknown = set(marker.args) - set(ENGINES)
+    if unknown or not marker.args:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: engines{marker.args}: choose from {ENGINES}")
+    metafunc.parametrize("engine", marker.args, indirect=True)
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str:
+    """The browser engine of this test: ``chromium`` unless the test is marked ``engines(...)``."""
+    name: str = getattr(request, "param", "chromium")
+    return name
+
+
+AnyBrowser = Browser | Firefox
+"""A Playwright Chromium or a Firefox on WebDriver BiDi."""
+
+
 # -- Chromium ------------------------------------------------------------------------------------------------------
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def playwright() -> AsyncIterator[Playwright]:
@@ -149,39 +187,92 @@ async def playwright() -> AsyncIterator[Playwright]:
         yield driver
 
 
-async def launch(driver: Playwright, microphone: Path | None, *, fake_ui: bool = True) -> Browser:
-    """Chromium with a fake microphone playing ``microphone`` (a WAV); without ``fake_ui`` the permission is refused."""
-    args = [a for a in CHROMIUM_ARGS if fake_ui or not a.startswith("--use-fake-ui")]
+async def launch_chromium(driver: Playwright, microphone: Path | None, *, allowed: bool = True) -> Browser:
+    """Chromium with a fake microphone playing ``microphone`` (a WAV); unless ``allowed`` the permission is refused."""
+    args = [a for a in CHROMIUM_ARGS if allowed or not a.startswith("--use-fake-ui")]
     if microphone is not None:
         args.append(f"--use-file-for-fake-audio-capture={microphone}")
     return await driver.chromium.launch(executable_path=CHROMIUM, args=args)
 
 
+# -- the session's browsers ---------------------------------------------------------------------------------------
+class SessionBrowsers:
+    """The session's browser of each engine, launched on first use: microphone allowed.
+
+    Chromium's fake microphone plays silence, so the agent never takes a caller turn. Firefox's plays a continuous
+    tone (it cannot play a file), which the emulator hears as a caller talking without a pause: no caller turn ends
+    within the 20 s a turn may last."""
+
+    def __init__(self, playwright: Playwright, silence: Path) -> None:
+        self._playwright = playwright
+        self._silence = silence
+        self._launched: dict[str, AnyBrowser] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, engine: str) -> AnyBrowser:
+        async with self._lock:
+            if engine not in self._launched:
+                if engine == "firefox":
+                    self._launched[engine] = await launch_firefox(firefox_prefs(microphone=True))
+                else:
+                    self._launched[engine] = await launch_chromium(self._playwright, self._silence)
+            return self._launched[engine]
+
+    async def close(self) -> None:
+        for browser in self._launched.values():
+            await browser.close()
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def chromium(playwright: Playwright, silence_wav: Path) -> AsyncIterator[Browser]:
-    """The session's browser: microphone allowed, and silent (so the agent never takes a caller turn)."""
-    browser = await launch(playwright, silence_wav)
-    yield browser
-    await browser.close()
+async def browsers(playwright: Playwright, silence_wav: Path) -> AsyncIterator[SessionBrowsers]:
+    session = SessionBrowsers(playwright, silence_wav)
+    yield session
+    await session.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def chromium(browsers: SessionBrowsers) -> Browser:
+    """The session's Chromium, for tests that use Playwright directly."""
+    browser = await browsers.get("chromium")
+    assert isinstance(browser, Browser)
+    return browser
 
 
 class MakeBrowser(Protocol):
-    def __call__(self, microphone: Path | None, *, fake_ui: bool = True) -> Awaitable[Browser]: ...
+    def __call__(self, microphone: Path | None = None, *, allowed: bool = True) -> Awaitable[AnyBrowser]: ...
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def make_browser(playwright: Playwright) -> AsyncIterator[MakeBrowser]:
-    """Launch a browser of the test's own (another fake microphone, or the permission refused); closed after it."""
-    browsers: list[Browser] = []
+async def make_browser(engine: str, playwright: Playwright) -> AsyncIterator[MakeBrowser]:
+    """Launch a browser of the test's engine of its own, closed after the test: with the microphone permission
+    refused (not ``allowed``), or (Chromium only) a fake microphone playing the WAV ``microphone``."""
+    browsers: list[AnyBrowser] = []
 
-    async def make(microphone: Path | None, *, fake_ui: bool = True) -> Browser:
-        browser = await launch(playwright, microphone, fake_ui=fake_ui)
+    async def make(microphone: Path | None = None, *, allowed: bool = True) -> AnyBrowser:
+        browser: AnyBrowser
+        if engine == "chromium":
+            browser = await launch_chromium(playwright, microphone, allowed=allowed)
+        elif microphone is not None:
+            raise pytest.UsageError("Firefox's fake microphone plays a tone, not a file: speaking is Chromium-only")
+        else:
+            browser = await launch_firefox(firefox_prefs(microphone=allowed))
         browsers.append(browser)
         return browser
 
     yield make
     for browser in browsers:
         await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def talking_browser(
+    engine: str, make_browser: MakeBrowser, browsers: SessionBrowsers, chatty_wav: Path
+) -> AnyBrowser:
+    """A browser whose visitor keeps talking into the call: Chromium plays the chatty WAV as its microphone;
+    Firefox's fake microphone is a continuous tone anyway."""
+    if engine == "firefox":
+        return await browsers.get("firefox")
+    return await make_browser(chatty_wav)
 
 
 # -- emulator ------------------------------------------------------------------------------------------------------
@@ -396,166 +487,67 @@ async def site(make_site: MakeSite, emu: EmulatorServer) -> Site:
 
 
 # -- pages ---------------------------------------------------------------------------------------------------------
-class Tab:
-    """One page of a host site, with what its console and probe recorded."""
-
-    def __init__(self, context: BrowserContext, page: Page, shots: Path) -> None:
-        self.context = context
-        self.page = page
-        self.shots = shots
-        self.console: list[tuple[str, str]] = []
-        self.page_errors: list[str] = []
-        self.http_errors: list[str] = []
-        page.on("console", lambda message: self.console.append((message.type, message.text)))
-        page.on("response", self._on_response)
-        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
-
-    def _on_response(self, response: Response) -> None:
-        if response.status >= 400:
-            self.http_errors.append(f"{response.status} {response.request.method} {response.url}")
-
-    @property
-    def widget(self) -> Locator:
-        return self.page.locator(TAG)
-
-    def button(self, name: str) -> Locator:
-        return self.page.get_by_role("button", name=name, exact=True)
-
-    @property
-    def status(self) -> Locator:
-        return self.page.get_by_role("status")
-
-    @property
-    def transcript(self) -> Locator:
-        return self.page.get_by_role("log", name="Transcript")
-
-    async def state(self) -> str | None:
-        return await self.widget.get_attribute("state")
-
-    async def wait_state(self, *states: str, within: float = 10.0) -> str:
-        """Wait until the widget's ``state`` attribute is one of ``states``; returns it."""
-        await self.page.wait_for_function(
-            "([tag, states]) => states.includes(document.querySelector(tag)?.getAttribute('state'))",
-            arg=[TAG, list(states)],
-            timeout=within * 1000,
-            polling=20,
-        )
-        state = await self.state()
-        assert state is not None
-        return state
-
-    async def events(self, type: str | None = None) -> list[dict[str, Any]]:
-        """``webcall:*`` events the page saw, oldest first: ``{"type", "at", "detail"}``."""
-        events: list[dict[str, Any]] = await self.page.evaluate("window.__events")
-        return [e for e in events if type is None or e["type"] == type]
-
-    async def states(self) -> list[str]:
-        return [e["detail"]["state"] for e in await self.events("state")]
-
-    async def wait_event(self, type: str, *, within: float = 10.0) -> dict[str, Any]:
-        await self.page.wait_for_function(
-            "type => window.__events.some((e) => e.type === type)", arg=type, timeout=within * 1000, polling=20
-        )
-        return (await self.events(type))[0]
-
-    async def audio(self) -> dict[str, Any]:
-        """The probe's view of the agent audio: ``rms`` now, ``peak``, ``audible`` ticks, ``audibleAt``."""
-        level: dict[str, Any] = await self.page.evaluate("window.__audio")
-        return level
-
-    async def wait_audible(self, *, within: float = 10.0) -> None:
-        """Wait until the page hears the agent: 100 ms of remote audio above the silence threshold."""
-        await self.page.wait_for_function("() => window.__audio.audible >= 5", timeout=within * 1000, polling=20)
-
-    async def focused(self) -> str | None:
-        """The accessible name (aria-label or text) of the element that has the keyboard focus, through shadow roots."""
-        name: str | None = await self.page.evaluate(
-            """() => {
-              let a = document.activeElement;
-              while (a && a.shadowRoot && a.shadowRoot.activeElement) a = a.shadowRoot.activeElement;
-              if (!a || a === document.body) return null;
-              return a.getAttribute("aria-label") || a.textContent.trim();
-            }"""
-        )
-        return name
-
-    async def tab_to(self, name: str, *, presses: int = 12) -> None:
-        """Press Tab until the element named ``name`` has the focus."""
-        for _ in range(presses):
-            await self.page.keyboard.press("Tab")
-            if await self.focused() == name:
-                return
-        raise AssertionError(f"{name!r} is not reachable with the Tab key (focus ends on {await self.focused()!r})")
-
-    async def shot(self, name: str) -> Path:
-        """Screenshot of the widget (its panel and launcher) into the test's shots folder."""
-        self.shots.mkdir(parents=True, exist_ok=True)
-        path = self.shots / f"{name}.png"
-        box: dict[str, float] = await self.page.evaluate(
-            """tag => {
-              const el = document.querySelector(tag);
-              const rects = [el, ...el.shadowRoot.querySelectorAll("[part]")]
-                .filter((e) => e.checkVisibility())
-                .map((e) => e.getBoundingClientRect())
-                .filter((r) => r.width && r.height);
-              const x = Math.min(...rects.map((r) => r.left)), y = Math.min(...rects.map((r) => r.top));
-              const r = Math.max(...rects.map((r) => r.right)), b = Math.max(...rects.map((r) => r.bottom));
-              const m = 24, W = innerWidth, H = innerHeight;
-              const x0 = Math.max(0, x - m), y0 = Math.max(0, y - m);
-              return { x: x0, y: y0, width: Math.min(W, r + m) - x0, height: Math.min(H, b + m) - y0 };
-            }""",
-            TAG,
-        )
-        await self.page.screenshot(path=str(path), clip=box, animations="disabled")  # type: ignore[arg-type]
-        return path
-
-    async def assert_clean(self, *, warnings: Sequence[str] = (), errors: Sequence[str] = ()) -> None:
-        """No CSP violation, no page error, and no console error or warning except those matching the given
-        patterns (regular expressions), which a test allows when it provokes them."""
-        assert await self.page.evaluate("Array.isArray(window.__violations)"), "the probe did not run"
-        violations = await self.page.evaluate("window.__violations")
-        assert violations == [], f"CSP violations: {json.dumps(violations)}"
-        assert self.page_errors == [], f"page errors: {self.page_errors}"
-        allowed = {"error": errors, "warning": warnings}
-        unexpected = [
-            f"{kind}: {text}"
-            for kind, text in self.console
-            if kind in allowed and not any(re.search(p, text) for p in allowed[kind])
-        ]
-        assert unexpected == [], "console:\n" + "\n".join(unexpected) + "\nHTTP errors:\n" + "\n".join(self.http_errors)
-
-
 class NewTab(Protocol):
     def __call__(
-        self, site: Site | str, path: str = "/", *, browser: Browser | None = None, inject_probe: bool = False
+        self, site: Site | str, path: str = "/", *, browser: AnyBrowser | None = None, inject_probe: bool = False
     ) -> Awaitable[Tab]: ...
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def new_tab(
-    chromium: Browser, make_browser: MakeBrowser, make_site: MakeSite, tmp_path: Path
+    engine: str, browsers: SessionBrowsers, make_browser: MakeBrowser, tmp_path: Path
 ) -> AsyncIterator[NewTab]:
-    """Open a page of a host site (or of any origin) in a fresh browser context, in the session's browser unless
-    another is given. Sites we build load /probe.js themselves; elsewhere ``inject_probe`` adds it to every page
-    through the DevTools protocol (which a page's CSP does not govern)."""
-    contexts: list[BrowserContext] = []
+    """Open a page of a host site (or of any origin) in a fresh browser context of the test's engine, in the
+    session's browser of that engine unless another is given. Sites we build load /probe.js themselves; elsewhere
+    ``inject_probe`` adds it to every page through the automation protocol (which a page's CSP does not govern).
+    Tabs close before the test's own browsers (``make_browser``) do."""
+    tabs: list[Tab] = []
+    shots = tmp_path / "shots"
 
     async def open_tab(
-        site: Site | str, path: str = "/", *, browser: Browser | None = None, inject_probe: bool = False
+        site: Site | str, path: str = "/", *, browser: AnyBrowser | None = None, inject_probe: bool = False
     ) -> Tab:
-        origin = site.origin if isinstance(site, Site) else site
-        context = await (browser or chromium).new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
-        contexts.append(context)
-        if inject_probe:
-            await context.add_init_script(script=PROBE_JS)
-        page = await context.new_page()
-        tab = Tab(context, page, tmp_path / "shots")
-        response = await page.goto(origin + path)
-        assert response is not None and response.ok, f"GET {path} failed"
-        await page.wait_for_function("tag => customElements.get(tag) !== undefined", arg=TAG)
-        await tab.widget.wait_for(state="attached")
+        url = (site.origin if isinstance(site, Site) else site) + path
+        browser = browser or await browsers.get(engine)
+        if isinstance(browser, Firefox):
+            tab: Tab = await open_firefox_tab(browser, url, shots, inject_probe=inject_probe)
+        else:
+            tab = await open_chromium_tab(browser, url, shots, inject_probe=inject_probe)
+        tabs.append(tab)
+        await tab.wait_for(
+            "(tag) => customElements.get(tag) !== undefined && document.querySelector(tag) !== null",
+            TAG,
+            what="the widget is defined and in the page",
+        )
         return tab
 
     yield open_tab
-    for context in contexts:
-        await context.close()
+    for tab in tabs:
+        await tab.close()
+
+
+async def open_chromium_tab(browser: Browser, url: str, shots: Path, *, inject_probe: bool) -> ChromiumTab:
+    context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    if inject_probe:
+        await context.add_init_script(script=PROBE_JS)
+    tab = ChromiumTab(context, await context.new_page(), shots)
+    response = await tab.page.goto(url)
+    assert response is not None and response.ok, f"GET {url} failed"
+    return tab
+
+
+async def open_firefox_tab(firefox: Firefox, url: str, shots: Path, *, inject_probe: bool) -> FirefoxTab:
+    bidi = firefox.bidi
+    user_context = (await bidi.command("browser.createUserContext"))["userContext"]
+    context = (await bidi.command("browsingContext.create", {"type": "tab", "userContext": user_context}))["context"]
+    tab = FirefoxTab(bidi, user_context, context, shots)
+    firefox.tabs[context] = tab
+    await bidi.command("browsingContext.setViewport", {"context": context, "viewport": VIEWPORT})
+    if inject_probe:
+        await bidi.command(
+            "script.addPreloadScript", {"functionDeclaration": f"() => {{ {PROBE_JS} }}", "contexts": [context]}
+        )
+    await bidi.command("browsingContext.navigate", {"context": context, "url": url, "wait": "complete"})
+    status = await tab.call("() => performance.getEntriesByType('navigation')[0]?.responseStatus ?? 0")
+    assert 200 <= status < 300, f"GET {url} -> {status}"
+    return tab

@@ -1,7 +1,9 @@
-"""A visitor's web call, end to end: a host page under a strict CSP, the real widget in Chromium, the emulator's agent.
+"""A visitor's web call, end to end: a host page under a strict CSP, the real widget in Chromium and in Firefox, the
+emulator's agent.
 
-Each test starts a call the way a visitor does (by role and accessible name, or with the keyboard only) and checks
-what the visitor sees and hears in the page and what the emulator observed of the call.
+Each test starts a call the way a visitor does (by role and accessible name with the pointer, or with the keyboard
+only) and checks what the visitor sees and hears in the page and what the emulator observed of the call. Every test
+runs in both engines except the one where the caller speaks words: Firefox's fake microphone plays a tone, not a file.
 """
 
 from __future__ import annotations
@@ -9,12 +11,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.async_api import expect
 
-from .conftest import LIVE, MakeBrowser, NewTab, Site, Tab, add_fault, call_record, eventually, media
-from .shared import AUDIBLE, TAG
+from webcall.emulator.server import EmulatorServer
 
-pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+from .conftest import (
+    LIVE,
+    VIEWPORT,
+    AnyBrowser,
+    MakeBrowser,
+    NewTab,
+    Site,
+    add_fault,
+    call_record,
+    eventually,
+    media,
+)
+from .shared import AUDIBLE
+from .tabs import Tab
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.engines("chromium", "firefox"),
+]
 
 WELCOME = "Hello Priya! This is Nova from DialNexa sales. How can I help Acme today?"
 FIRST_REPLY = "Great question. Our voice agents answer every call in under a second, around the clock."
@@ -40,36 +59,48 @@ async def start_call(site: Site, tab: Tab) -> str:
     return await site.call_id()
 
 
+async def welcome_spoken(emulator: EmulatorServer, call_id: str) -> None:
+    """Wait until the emulator has sent the whole welcome (its first agent turn) and listens."""
+
+    async def spoken() -> bool:
+        seen = await media(emulator, call_id)
+        return bool(seen["agent_turns"] >= 1 and seen["agent_state"] == "listening")
+
+    await eventually(spoken, 15, what="the emulator finished its welcome")
+
+
 async def test_start_connects_and_the_agent_is_heard_greeting_with_host_variables(site: Site, new_tab: NewTab) -> None:
     assert site.emulator is not None
     tab = await new_tab(site)
     start = tab.button("Start call")
-    await expect(start).to_be_visible()
-    await expect(tab.status).to_have_text("Ready")
+    await start.wait_visible()
+    await tab.status.wait_text("Ready")
     await tab.shot("idle")
     # Hold the WHIP answer a moment, so the connecting state can be seen.
     await add_fault(site.emulator, route="POST /v1/web-calls/{call_id}/whip", kind="latency", delay=1.0)
 
     await start.click()
     await tab.wait_state("connecting")
-    await expect(tab.status).to_have_text("Connecting…")
+    await tab.status.wait_text("Connecting…")
     await tab.shot("connecting")
     await tab.wait_state(*LIVE)
 
     assert (await tab.states())[:3] == ["microphone", "connecting", "listening"]
-    await expect(tab.button("End call")).to_be_visible()
-    await expect(tab.button("Mute")).to_be_enabled()
+    await tab.button("End call").wait_visible()
+    await tab.button("Mute").wait_enabled()
     await tab.wait_audible()
-    await expect(tab.transcript).to_contain_text(WELCOME)
+    await tab.transcript.wait_contains(WELCOME)
     await tab.shot("live")
-    # The level follows the agent's voice: it falls back to silence once the welcome has been spoken.
-    await tab.wait_state("listening", within=15)
-    await tab.page.wait_for_function(f"() => window.__audio.rms < {AUDIBLE / 2}", timeout=3000)
+    # The level follows the agent's voice: once the emulator has sent the whole welcome, the page hears silence.
     call_id = await site.call_id()
+    await welcome_spoken(site.emulator, call_id)
+    await tab.wait_state("listening")
+    await tab.wait_quiet(AUDIBLE / 2, within=3)
     assert (await media(site.emulator, call_id))["agent_turns"] == 1
     await tab.assert_clean()
 
 
+@pytest.mark.engines("chromium")  # the caller speaks words: Firefox's fake microphone can only play a tone
 async def test_caller_speaks_and_the_agent_takes_its_turn(
     site: Site, new_tab: NewTab, make_browser: MakeBrowser, speech_wav: Path
 ) -> None:
@@ -77,27 +108,27 @@ async def test_caller_speaks_and_the_agent_takes_its_turn(
     tab = await new_tab(site, browser=await make_browser(speech_wav))
     call_id = await start_call(site, tab)
 
-    await tab.page.wait_for_function(
-        "() => window.__events.some((e) => e.type === 'transcript' && e.detail.role === 'user')", timeout=20_000
+    await tab.wait_for(
+        "() => window.__events.some((e) => e.type === 'transcript' && e.detail.role === 'user')",
+        within=20,
+        what="a transcript line of the caller",
     )
-    await expect(tab.transcript).to_contain_text(FIRST_REPLY, timeout=15_000)
+    await tab.transcript.wait_contains(FIRST_REPLY, within=15)
     lines = [(e["detail"]["role"], e["detail"]["text"]) for e in await tab.events("transcript")]
     assert lines[0] == ("agent", WELCOME)
     user = next(i for i, (role, _) in enumerate(lines) if role == "user")
     assert lines[user][1].strip(), "the caller's line is transcribed as empty"
     assert ("agent", FIRST_REPLY) in lines[user + 1 :]
-    await expect(tab.transcript).to_contain_text(lines[user][1])
+    await tab.transcript.wait_contains(lines[user][1])
     assert (await media(site.emulator, call_id))["caller_turns"] >= 1
     await tab.shot("live-transcript")
     await tab.assert_clean()
 
 
-async def test_mute_makes_the_emulator_hear_silence(
-    site: Site, new_tab: NewTab, make_browser: MakeBrowser, chatty_wav: Path
-) -> None:
+async def test_mute_makes_the_emulator_hear_silence(site: Site, new_tab: NewTab, talking_browser: AnyBrowser) -> None:
     emulator = site.emulator
     assert emulator is not None
-    tab = await new_tab(site, browser=await make_browser(chatty_wav))
+    tab = await new_tab(site, browser=talking_browser)
     call_id = await start_call(site, tab)
 
     async def hears_caller() -> bool:
@@ -109,17 +140,46 @@ async def test_mute_makes_the_emulator_hear_silence(
 
     await eventually(hears_caller, 10, what="the emulator hears the caller")
     mute = tab.button("Mute")
-    await expect(mute).to_have_attribute("aria-pressed", "false")
+    await mute.wait_attribute("aria-pressed", "false")
     await mute.click()
-    await expect(mute).to_have_attribute("aria-pressed", "true")
+    await mute.wait_attribute("aria-pressed", "true")
     assert (await tab.events("mute"))[-1]["detail"] == {"muted": True}
     # The caller is still talking into the microphone, but nothing audible reaches the emulator.
     await eventually(hears_silence, 5, what="the emulator hears silence while muted")
     await tab.shot("muted")
 
     await mute.click()
-    await expect(mute).to_have_attribute("aria-pressed", "false")
+    await mute.wait_attribute("aria-pressed", "false")
     await eventually(hears_caller, 5, what="the emulator hears the caller again once unmuted")
+    await tab.assert_clean()
+
+
+async def test_volume_slider_sets_the_agent_volume_from_the_keyboard(site: Site, new_tab: NewTab) -> None:
+    tab = await new_tab(site)
+    await start_call(site, tab)
+    await tab.wait_audible()
+    volume = tab.role("slider", "Volume")
+    await volume.wait_value("1")
+
+    async def playing_at() -> float:
+        level: float = await tab.call(
+            "(tag) => document.querySelector(tag).shadowRoot.querySelector('audio').volume", "dialnexa-webcall"
+        )
+        return level
+
+    assert await playing_at() == 1
+    assert await tab.focused() == "End call"
+    await tab.tab_to("Volume", backwards=True)
+    await tab.press("Home")
+    await volume.wait_value("0")
+    assert await playing_at() == 0, "the agent is still played at full volume with the slider at 0"
+    for _ in range(3):
+        await tab.press("ArrowRight")
+    await volume.wait_value("0.15")
+    assert await playing_at() == pytest.approx(0.15)
+    await tab.press("End")
+    await volume.wait_value("1")
+    assert await playing_at() == 1
     await tab.assert_clean()
 
 
@@ -129,20 +189,20 @@ async def test_hang_up_ends_the_call_as_user_disconnected_and_shows_the_summary(
     assert site.emulator is not None
     tab = await new_tab(site)
     call_id = await start_call(site, tab)
-    await expect(tab.transcript).to_contain_text("Hello Priya")
+    await tab.transcript.wait_contains("Hello Priya")
     await add_fault(site.emulator, route="POST /v1/calls/{id}/end", kind="latency", delay=0.5)
 
     await tab.button("End call").click()
     await tab.wait_state("ended")
-    await expect(tab.status).to_have_text("Call ended")
+    await tab.status.wait_text("Call ended")
     assert (await tab.events("ended"))[0]["detail"]["reason"] == "hangup"
     record = await ended_record(site, call_id)
     assert (record["status"], record["end_reason"]) == ("completed", "user_disconnected")
-    summary = tab.page.locator(f"{TAG} [part=summary]")
-    await expect(summary).to_be_visible()
-    await expect(summary).to_contain_text("Summary")
-    await expect(summary).to_contain_text(str(record["summary"]))
-    await expect(tab.button("Call again")).to_be_visible()
+    summary = tab.part("summary")
+    await summary.wait_visible()
+    await summary.wait_contains("Summary")
+    await summary.wait_contains(str(record["summary"]))
+    await tab.button("Call again").wait_visible()
     assert await tab.focused() == "Call again"
     await tab.shot("ended")
     await tab.assert_clean()
@@ -169,13 +229,13 @@ async def test_keyboard_only_start_and_hang_up(site: Site, new_tab: NewTab) -> N
     tab = await new_tab(site)
 
     await tab.tab_to("Start call")
-    await tab.page.keyboard.press("Enter")
+    await tab.press("Enter")
     await tab.wait_state(*LIVE)
     call_id = await site.call_id()
     assert await tab.focused() == "End call", "the focus should move to the hang-up button during the call"
-    await expect(tab.transcript).to_contain_text("Hello Priya")
+    await tab.transcript.wait_contains("Hello Priya")
 
-    await tab.page.keyboard.press("Escape")
+    await tab.press("Escape")
     await tab.wait_state("ended")
     assert await tab.focused() == "Call again"
     assert (await ended_record(site, call_id))["status"] == "completed"
@@ -186,15 +246,15 @@ async def test_keyboard_only_with_the_floating_launcher(site: Site, new_tab: New
     tab = await new_tab(site, "/zero")
 
     await tab.tab_to("Open voice call")
-    await tab.page.keyboard.press("Space")
-    await expect(tab.button("Start call")).to_be_visible()
+    await tab.press("Space")
+    await tab.button("Start call").wait_visible()
     assert await tab.focused() == "Start call"
-    await tab.page.keyboard.press("Enter")
+    await tab.press("Enter")
     await tab.wait_state(*LIVE)
     call_id = await site.call_id()
     assert await tab.focused() == "End call"
 
-    await tab.page.keyboard.press("Space")
+    await tab.press("Space")
     await tab.wait_state("ended")
     assert (await ended_record(site, call_id))["status"] == "completed"
     await tab.assert_clean()
@@ -202,25 +262,21 @@ async def test_keyboard_only_with_the_floating_launcher(site: Site, new_tab: New
 
 async def test_zero_markup_script_adds_a_floating_launcher(site: Site, new_tab: NewTab) -> None:
     tab = await new_tab(site, "/zero")
-    assert await tab.widget.count() == 1
-    assert await tab.widget.get_attribute("floating") == "true"
-    assert await tab.widget.get_attribute("agent") == "sales"
+    assert await tab.widget_count() == 1
+    assert await tab.widget_attribute("floating") == "true"
+    assert await tab.widget_attribute("agent") == "sales"
     launcher = tab.button("Open voice call")
-    await expect(launcher).to_be_visible()
-    await expect(tab.button("Start call")).to_be_hidden()
-    box = await launcher.bounding_box()
-    assert box is not None
-    viewport = tab.page.viewport_size
-    assert viewport is not None
+    box = await launcher.box()
+    await tab.button("Start call").wait_hidden()
     # Bottom-right corner (the default offset is 20 px).
-    assert viewport["width"] - (box["x"] + box["width"]) <= 40
-    assert viewport["height"] - (box["y"] + box["height"]) <= 40
+    assert VIEWPORT["width"] - (box["x"] + box["width"]) <= 40
+    assert VIEWPORT["height"] - (box["y"] + box["height"]) <= 40
     await tab.shot("floating-closed")
 
     await launcher.click()
-    await expect(tab.page.locator(f"{TAG} [part=launcher]")).to_have_attribute("aria-expanded", "true")
+    await tab.part("launcher").wait_attribute("aria-expanded", "true")
     call_id = await start_call(site, tab)
-    await expect(tab.transcript).to_contain_text("Hello Priya")
+    await tab.transcript.wait_contains("Hello Priya")
     await tab.shot("floating-live")
     await tab.button("End call").click()
     await tab.wait_state("ended")
@@ -230,10 +286,10 @@ async def test_zero_markup_script_adds_a_floating_launcher(site: Site, new_tab: 
 
 async def test_standalone_call_page_runs_under_its_csp(site: Site, new_tab: NewTab) -> None:
     tab = await new_tab(site, "/webcall/call/sales", inject_probe=True)
-    await expect(tab.page.get_by_role("region", name="Sales")).to_be_visible()
+    await tab.role("region", "Sales").wait_visible()
     call_id = await start_call(site, tab)
     await tab.wait_audible()
-    await expect(tab.transcript).to_contain_text(WELCOME)
+    await tab.transcript.wait_contains(WELCOME)
     await tab.button("End call").click()
     await tab.wait_state("ended")
     assert (await ended_record(site, call_id))["status"] == "completed"

@@ -1,5 +1,6 @@
 """Lifecycle relay seen from both ends: DialNexa's signed webhooks reach the host's Python callback with the context
-stored at mint time, and the visitor's widget over SSE; and the "call me back" flow, from the form to a phone call."""
+stored at mint time, and the visitor's widget over SSE; and the "call me back" flow, from the form to a phone call.
+Every test runs in Chromium and in Firefox."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import asyncio
 import logging
 
 import pytest
-from playwright.async_api import expect
 
 from webcall.emulator.server import EmulatorServer
 from webcall.keys import RUNTIME
 
 from .conftest import HOST_VARIABLES, LIVE, MakeSite, NewTab, Site, call_record, control, eventually
-from .shared import TAG
 
-pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.engines("chromium", "firefox"),
+]
 
 PHONE = "+14155550123"
 
@@ -29,7 +32,7 @@ async def test_call_ended_reaches_the_host_with_its_mint_context_and_the_widget_
     await tab.wait_state(*LIVE)
     call_id = await site.call_id()
     await site.event("call.started", call_id)
-    await expect(tab.transcript).to_contain_text("Hello Priya")
+    await tab.transcript.wait_contains("Hello Priya")
 
     await tab.button("End call").click()
     ended = await site.event("call.ended", call_id)
@@ -52,9 +55,9 @@ async def test_call_ended_reaches_the_host_with_its_mint_context_and_the_widget_
     browser_event = (await tab.wait_event("call.ended"))["detail"]
     assert browser_event["call_id"] == call_id and "context" not in browser_event
     assert "metadata" not in browser_event["call"]
-    summary = tab.page.locator(f"{TAG} [part=summary]")
-    await expect(summary).to_be_visible()
-    await expect(summary).to_contain_text(str(record["summary"]))
+    summary = tab.part("summary")
+    await summary.wait_visible()
+    await summary.wait_contains(str(record["summary"]))
     await tab.assert_clean()
 
 
@@ -64,25 +67,26 @@ async def test_call_me_back_sends_the_number_and_dialnexa_rings_it(
     site = await make_site(emu, widget={"callback": "true"})
     tab = await new_tab(site)
     await tab.button("Call me back instead").click()
-    phone = tab.page.get_by_role("textbox", name="Your phone number")
-    consent = tab.page.get_by_role("checkbox", name="I agree to receive a call at this number.")
+    phone = tab.role("textbox", "Your phone number")
+    consent = tab.role("checkbox", "I agree to receive a call at this number.")
     send = tab.button("Call me")
-    await expect(phone).to_be_focused()
-    alert = tab.page.get_by_role("alert")
+    await phone.wait_visible()
+    assert await tab.focused() == "Your phone number"
+    alert = tab.role("alert")
 
     await phone.fill("4155550123")
     await send.click()
-    await expect(alert).to_have_text("Enter your number in international format, e.g. +14155550123.")
-    await expect(phone).to_have_attribute("aria-invalid", "true")
+    await alert.wait_text("Enter your number in international format, e.g. +14155550123.")
+    await phone.wait_attribute("aria-invalid", "true")
     await phone.fill("+1 (415) 555-0123")
     await send.click()
-    await expect(alert).to_have_text("Please tick the box to agree to the call.")
+    await alert.wait_text("Please tick the box to agree to the call.")
     await consent.check()
     await tab.shot("callback-form")
 
     await send.click()
-    await expect(tab.page.get_by_text("Thanks! We'll call you shortly.")).to_be_visible()
-    await expect(tab.button("Start call")).to_be_visible()
+    await tab.text("Thanks! We'll call you shortly.").wait_visible()
+    await tab.button("Start call").wait_visible()
     answer = (await tab.wait_event("callback"))["detail"]
     assert answer["status"] == "requested"
     call_id = answer["callback_id"]
@@ -107,12 +111,12 @@ async def test_visitor_leaving_mid_call_ends_it_without_server_errors(
     await tab.button("Start call").click()
     await tab.wait_state(*LIVE)
     call_id = await site.call_id()
-    await expect(tab.transcript).to_contain_text("Hello Priya")
+    await tab.transcript.wait_contains("Hello Priya")
     # DialNexa's call_ended webhook comes a second later, once the browser's connections are gone for sure.
     await control(site.emulator, "POST", "/_control/webhook-faults", json={"kind": "delay", "delay": 1.0})
     await tab.assert_clean()
 
-    await tab.page.close(run_before_unload=True)
+    await tab.leave()
     ended = await site.event("call.ended", call_id)
     assert ended.call["status"] == "completed"
 
