@@ -1,6 +1,7 @@
 """Server processes for the benchmarks: the full plugin in a host app, or a bare handler doing the same upstream call.
 
 python -m bench.servers plugin --port 8801 --base-url http://127.0.0.1:8700/v1 --api-key K [--store redis://…]
+    [--redis-parser python]    (redis-py's own reply parser, as if hiredis were not installed)
 python -m bench.servers bare   --port 8802 --base-url http://127.0.0.1:8700/v1 --api-key K
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -81,7 +83,10 @@ def main() -> None:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--store", default="memory")
+    parser.add_argument("--redis-parser", choices=["default", "python"], default="default")
     args = parser.parse_args()
+    if args.redis_parser == "python":  # before redis-py is first imported: it picks its parser then
+        sys.modules["hiredis"] = None  # type: ignore[assignment]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     app = plugin_app(args) if args.kind == "plugin" else bare_app(args)

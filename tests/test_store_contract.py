@@ -99,14 +99,28 @@ async def test_dead_letters(store: Store) -> None:
     assert await store.dead_take(a) is None
 
 
+async def publish(store: Store, call_id: str, kind: str) -> str | None:
+    return await store.publish_event(
+        {"event": kind},
+        dedupe_key=f"{call_id}:{kind}",
+        dedupe_ttl=60,
+        call_id=call_id,
+        browser_event={"type": kind},
+        log_ttl=60,
+    )
+
+
 async def test_event_log_and_subscription(store: Store) -> None:
-    assert await store.log_event("call_1", {"type": "x"}, ttl=60) == 1
+    await publish(store, "call_1", "x")
     subscription = store.subscribe("call_1")
     await subscription.start()
-    assert await store.log_event("call_1", {"type": "y"}, ttl=60) == 2
-    await store.log_event("call_other", {"type": "z"}, ttl=60)
+    await publish(store, "call_1", "y")
+    await publish(store, "call_other", "z")
     iterator = subscription.__aiter__()
     assert await asyncio.wait_for(iterator.__anext__(), 2) == (2, {"type": "y"})
+    assert await store.events_after("call_1", 0) == [(1, {"type": "x"}), (2, {"type": "y"})]
+    assert await store.events_after("call_1", 1) == [(2, {"type": "y"})]
+    assert await publish(store, "call_1", "y") is None  # a duplicate is neither logged nor published
     assert await store.events_after("call_1", 1) == [(2, {"type": "y"})]
     await subscription.close()
 

@@ -22,6 +22,7 @@ from .errors import StoreUnavailable
 from .events import CallEvent, now_iso
 from .metrics import Metrics
 from .store import Store
+from .store.base import RECLAIMED
 
 log = logging.getLogger("webcall.events")
 
@@ -191,7 +192,10 @@ class EventBus:
         try:
             event = CallEvent.from_json(entry["event"])
             only = set(entry.get("only") or [])
-            done = await self.store.done_parts(entry_id)
+            done: set[str] = set()
+            if entry.pop(RECLAIMED, False):  # taken over from a worker that died: some callbacks may have run
+                log.info("webcall: outbox entry %s was reclaimed from a stopped worker", entry_id)
+                done = await self.store.done_parts(entry_id)
             targets = [
                 (n, fn) for n, fn in self.callbacks.for_event(event) if n not in done and (not only or n in only)
             ]

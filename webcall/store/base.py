@@ -14,7 +14,8 @@ from typing import Any
 
 Item = tuple[int, dict[str, Any]]
 RECLAIMED = "_reclaimed"
-"""Set (True) by ``outbox_take`` on an entry taken over from another consumer: only those can have parts done."""
+"""Set (True) by ``outbox_take`` on an entry taken over from another consumer. Only such an entry can have parts
+already done (:meth:`Store.mark_done`), so the bus asks for :meth:`Store.done_parts` only when it is set."""
 
 
 class Mailbox:
@@ -178,10 +179,6 @@ class Store(ABC):
         """Remove and return one dead letter (for replay); None when unknown."""
 
     # -- per-call event log and fan-out to browsers -------------------------------------------------------------
-    @abstractmethod
-    async def log_event(self, call_id: str, event: dict[str, Any], ttl: float) -> int:
-        """Append to the call's event log and publish it to the call's subscribers; returns its sequence number."""
-
     @abstractmethod
     async def events_after(self, call_id: str, seq: int) -> list[tuple[int, dict[str, Any]]]:
         """Logged events of the call with a sequence number above ``seq`` (for ``Last-Event-ID`` replay)."""

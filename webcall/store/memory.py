@@ -166,7 +166,7 @@ class MemoryStore(Store):
         entry, browser_event = copy.deepcopy(entry), copy.deepcopy(browser_event)
         entry_id = await self.outbox_add(entry, dedupe_key=dedupe_key, dedupe_ttl=dedupe_ttl)
         if entry_id is not None:
-            await self.log_event(call_id, browser_event, log_ttl)
+            self._log_event(call_id, browser_event, log_ttl)
         return entry_id
 
     async def outbox_take(
@@ -230,7 +230,8 @@ class MemoryStore(Store):
         return self._dead.pop(letter_id, None)
 
     # -- event log and fan-out -------------------------------------------------------------------------------------
-    async def log_event(self, call_id: str, event: dict[str, Any], ttl: float) -> int:
+    def _log_event(self, call_id: str, event: dict[str, Any], ttl: float) -> int:
+        """Append to the call's log and hand it to the call's subscribers; part of :meth:`publish_event`."""
         now = self._tick()
         _, entries = self._logs.get(call_id, (0.0, []))
         seq = (entries[-1][0] if entries else 0) + 1

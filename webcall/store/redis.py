@@ -87,15 +87,6 @@ if ARGV[2] ~= '' then
 end
 return redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
 """
-_LOG_EVENT = """
-local seq = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local item = cjson.encode({seq, cjson.decode(ARGV[1])})
-redis.call('RPUSH', KEYS[2], item)
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', KEYS[3], item)
-return seq
-"""
 _PUBLISH = """
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return false end
 local id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
@@ -253,7 +244,6 @@ class RedisStore(Store):
         self._release = self._client.register_script(_RELEASE)
         self._active = self._client.register_script(_ACTIVE)
         self._outbox_add = self._client.register_script(_OUTBOX_ADD)
-        self._log = self._client.register_script(_LOG_EVENT)
         self._publish = self._client.register_script(_PUBLISH)
         self._dead_take = self._client.register_script(_DEAD_TAKE)
         self._due = self._client.register_script(_DUE)
@@ -458,11 +448,6 @@ class RedisStore(Store):
         return json.loads(raw) if raw else None
 
     # -- event log and fan-out -------------------------------------------------------------------------------------
-    @_unavailable
-    async def log_event(self, call_id: str, event: dict[str, Any], ttl: float) -> int:
-        keys = [self._k(f"seq:{call_id}"), self._k(f"log:{call_id}"), self._hub.channel(call_id)]
-        return int(await self._log(keys=keys, args=[json.dumps(event), _ms(ttl)]))
-
     @_unavailable
     async def events_after(self, call_id: str, seq: int) -> list[tuple[int, dict[str, Any]]]:
         items = await self._client.lrange(self._k(f"log:{call_id}"), 0, -1)
