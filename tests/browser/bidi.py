@@ -1,9 +1,10 @@
 """Debian's Firefox ESR over WebDriver BiDi: a small client on aiohttp's websocket, and Firefox's launch.
 
 Firefox is started headless with ``--remote-debugging-port=0`` and a fresh profile whose ``user.js`` holds the
-prefs below; it prints the BiDi address (``WebDriver BiDi listening on ws://127.0.0.1:<port>``) on stderr, and the
-session lives at ``ws://127.0.0.1:<port>/session``. Commands are JSON objects ``{"id", "method", "params"}``
-answered by ``{"id", "type": "success", "result"}`` or ``{"id", "type": "error", "error", "message"}``; events
+prefs below, beside its own PulseAudio server playing into a null sink (see :class:`NullSoundServer`). It prints
+the BiDi address (``WebDriver BiDi listening on ws://127.0.0.1:<port>``) on stderr, and the session lives at
+``ws://127.0.0.1:<port>/session``. Commands are JSON objects ``{"id", "method", "params"}`` answered by
+``{"id", "type": "success", "result"}`` or ``{"id", "type": "error", "error", "message"}``; events
 (``{"type": "event", "method", "params"}``) go to the handlers registered with :meth:`BiDi.on`.
 """
 
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-__all__ = ["FIREFOX", "BiDi", "BiDiError", "Firefox", "firefox_prefs", "launch_firefox"]
+__all__ = ["FIREFOX", "BiDi", "BiDiError", "Firefox", "NullSoundServer", "firefox_prefs", "launch_firefox"]
 
 log = logging.getLogger("tests.browser.bidi")
 
@@ -74,8 +75,8 @@ QUIET_PREFS: dict[str, Any] = {
 MEDIA_PREFS: dict[str, Any] = {
     # Fake capture devices (a tone on the microphone) instead of real ones.
     "media.navigator.streams.fake": True,
-    # No sound card on a CI machine: without a mock audio backend every AudioContext stays suspended.
-    "media.cubeb.force_mock_context": True,
+    # Sound goes to the PulseAudio server started with Firefox (no sound card on a CI machine).
+    "media.cubeb.backend": "pulse",
     "media.autoplay.default": 0,
     "media.autoplay.blocking_policy": 0,
 }
@@ -196,6 +197,67 @@ class TabListener(Protocol):
     def on_response(self, event: dict[str, Any]) -> None: ...
 
 
+PULSEAUDIO = "/usr/bin/pulseaudio"
+
+
+@dataclass
+class NullSoundServer:
+    """A private PulseAudio server whose only output is a null sink, for one Firefox.
+
+    Firefox's audio graph runs on its sound output's clock: with no sound device it falls back to a system clock, and
+    then every ``AudioContext`` stays ``suspended``, so a page (or the test probe) hears nothing. Neither
+    ``media.cubeb.force_null_context`` nor an ALSA null device changes that; a PulseAudio null sink does. The server
+    listens on a socket in its own directory (``PULSE_SERVER``), without a session bus, a cookie or a config file.
+    """
+
+    process: asyncio.subprocess.Process
+    directory: Path
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.directory / 'native'}"
+
+    @classmethod
+    async def start(cls, *, within: float = 15.0) -> NullSoundServer:
+        if not os.access(PULSEAUDIO, os.X_OK):
+            raise RuntimeError(f"{PULSEAUDIO} is missing: apt-get install pulseaudio (Firefox needs a sound server)")
+        directory = Path(tempfile.mkdtemp(prefix="webcall-pulse-"))
+        socket_path = directory / "native"
+        process = await asyncio.create_subprocess_exec(
+            PULSEAUDIO,
+            "--daemonize=no",
+            "--exit-idle-time=-1",
+            "--use-pid-file=no",
+            "--disable-shm",
+            "-n",  # no default.pa: only the modules below
+            "--load=module-null-sink sink_name=null",
+            f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket_path}",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "HOME": str(directory), "XDG_RUNTIME_DIR": str(directory)},
+        )
+        server = cls(process, directory)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not socket_path.exists():
+            if process.returncode is not None or loop.time() > deadline:
+                await server.close()
+                raise RuntimeError(f"PulseAudio did not start (exit code {process.returncode})")
+            await asyncio.sleep(0.05)
+        return server
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 @dataclass
 class Firefox:
     """A running Firefox and its BiDi session; the tabs open in it, by browsing context id, get their events."""
@@ -203,6 +265,7 @@ class Firefox:
     process: asyncio.subprocess.Process
     profile: Path
     bidi: BiDi
+    sound: NullSoundServer
     stderr: list[str] = field(default_factory=list)
     tabs: dict[str, TabListener] = field(default_factory=dict)
     drain: asyncio.Future[None] | None = None
@@ -233,13 +296,14 @@ class Firefox:
             await self.process.wait()
         if self.drain is not None:
             await self.drain
+        await self.sound.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def _environment() -> dict[str, str]:
-    """Firefox's environment: headless for sure (no display), no crash reporter."""
+def _environment(sound: NullSoundServer) -> dict[str, str]:
+    """Firefox's environment: headless for sure (no display), no crash reporter, its own sound server."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    return {**env, "MOZ_HEADLESS": "1", "MOZ_CRASHREPORTER_DISABLE": "1"}
+    return {**env, "MOZ_HEADLESS": "1", "MOZ_CRASHREPORTER_DISABLE": "1", "PULSE_SERVER": sound.address}
 
 
 _LISTENING = re.compile(r"WebDriver BiDi listening on (ws://\S+)")
@@ -247,6 +311,7 @@ _LISTENING = re.compile(r"WebDriver BiDi listening on (ws://\S+)")
 
 async def launch_firefox(prefs: Mapping[str, Any], *, within: float = 60.0) -> Firefox:
     """Start headless Firefox on a fresh profile with ``prefs`` and open a BiDi session on it."""
+    sound = await NullSoundServer.start()
     profile = Path(tempfile.mkdtemp(prefix="webcall-firefox-"))
     (profile / "user.js").write_text(user_js(prefs))
     process = await asyncio.create_subprocess_exec(
@@ -260,7 +325,7 @@ async def launch_firefox(prefs: Mapping[str, Any], *, within: float = 60.0) -> F
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-        env=_environment(),
+        env=_environment(sound),
     )
     stderr: list[str] = []
     try:
@@ -275,9 +340,10 @@ async def launch_firefox(prefs: Mapping[str, Any], *, within: float = 60.0) -> F
         if process.returncode is None:
             process.kill()
             await process.wait()
+        await sound.close()
         shutil.rmtree(profile, ignore_errors=True)
         raise
-    firefox = Firefox(process=process, profile=profile, bidi=bidi, stderr=stderr)
+    firefox = Firefox(process=process, profile=profile, bidi=bidi, sound=sound, stderr=stderr)
     firefox.drain = asyncio.ensure_future(_drain(process, stderr))
     await firefox.listen()
     return firefox

@@ -86,6 +86,7 @@ PROBE_JS = """\
       if (w.__audio.audibleAt === null) w.__audio.audibleAt = performance.now();
     }
   };
+  w.__probeContextState = () => (ctx ? ctx.state : "none");
   setInterval(tick, 10);
 })();
 """.replace("__AUDIBLE__", str(AUDIBLE)).replace("__TAG__", TAG)

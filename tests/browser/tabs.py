@@ -396,7 +396,13 @@ class Tab(ABC):
 
     async def wait_audible(self, *, within: float = 10.0) -> None:
         """Wait until the page hears the agent: 100 ms of remote audio above the silence threshold."""
-        await self.wait_for("() => window.__audio.audible >= 5", within=within, what="the agent is heard")
+        try:
+            await self.wait_for("() => window.__audio.audible >= 5", within=within, what="the agent is heard")
+        except AssertionError as error:
+            probe = await self.call(
+                "() => ({ ...window.__audio, context: window.__probeContextState && window.__probeContextState() })"
+            )
+            raise AssertionError(f"{error}; the probe saw {probe}") from None
 
     async def wait_quiet(self, level: float, *, within: float = 5.0) -> None:
         """Wait until the agent audio the page hears is below ``level`` (RMS)."""
