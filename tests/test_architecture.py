@@ -1,0 +1,143 @@
+"""The package's shape: no import circles between modules, and the core does not know the emulator exists.
+
+Imports are read from the source (ast), not by importing. An import counts when it runs at import time: imports under
+``if TYPE_CHECKING:`` and imports inside functions are left out, since neither can form a circle at start-up.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "webcall"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def is_type_checking_block(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and ast.unparse(node.test) in {"TYPE_CHECKING", "typing.TYPE_CHECKING"}
+
+
+def import_time_imports(body: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Import statements that run when the module is imported (module level, including try/if blocks)."""
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif is_type_checking_block(node):
+            continue
+        elif isinstance(node, ast.If | ast.Try | ast.With):
+            for block in (node.body, getattr(node, "orelse", []), getattr(node, "finalbody", [])):
+                yield from import_time_imports(block)
+            for handler in getattr(node, "handlers", []):
+                yield from import_time_imports(handler.body)
+
+
+def imported_modules(name: str, node: ast.Import | ast.ImportFrom) -> set[str]:
+    """The package's own modules an import statement loads."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names if alias.name in MODULES}
+    if node.level:
+        is_package = MODULES[name].name == "__init__.py"
+        base = name.split(".") if is_package else name.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    found = set()
+    for alias in node.names:
+        submodule = f"{target}.{alias.name}"
+        found.add(submodule if submodule in MODULES else target)
+    return {module for module in found if module in MODULES}
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        targets: set[str] = set()
+        for node in import_time_imports(tree.body):
+            targets |= imported_modules(name, node)
+        # Importing a.b.c runs a/__init__ and a/b/__init__ first: those are not circles of the module's own making.
+        graph[name] = {t for t in targets if t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    lowest: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = lowest[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                lowest[module] = min(lowest[module], lowest[target])
+            elif target in on_stack:
+                lowest[module] = min(lowest[module], index[target])
+        if lowest[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_the_graph_is_read() -> None:
+    graph = import_graph()
+    assert "webcall.views" in graph and "webcall.runtime" in graph["webcall.views"]
+    assert "webcall.emulator.server" in graph
+
+
+def test_no_import_circles() -> None:
+    assert circles(import_graph()) == []
+
+
+def test_a_circle_is_found() -> None:
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_core_does_not_import_the_emulator() -> None:
+    core = {name: targets for name, targets in import_graph().items() if not name.startswith("webcall.emulator")}
+    leaks = {name: sorted(t for t in targets if t.startswith("webcall.emulator")) for name, targets in core.items()}
+    assert {name: found for name, found in leaks.items() if found} == {}
+
+
+def test_only_the_upstream_seam_names_the_emulator() -> None:
+    """The one lazy import of the embedded emulator lives in ``open_upstream``; no other core module mentions it."""
+    naming = sorted(
+        name
+        for name, path in MODULES.items()
+        if not name.startswith("webcall.emulator")
+        and name != "webcall.__main__"
+        and "emulator"
+        in "".join(
+            ast.unparse(node)
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Import | ast.ImportFrom)
+        )
+    )
+    assert naming == ["webcall.upstream"]
