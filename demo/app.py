@@ -112,10 +112,9 @@ def persona(request: web.Request) -> dict[str, str]:
 
 
 async def persona_variables(request: web.Request, alias: str, agent: webcall.Agent) -> dict[str, str]:
-    """The host's ``variables`` hook: the visitor's persona from the demo form, with friendly defaults."""
-    values = {"name": "there", "company": "your company"}
-    values.update(persona(request))
-    return values
+    """The host's ``variables`` hook: the visitor's persona from the demo form. What the visitor left out, the agent
+    fills from its own defaults ("Hello there!")."""
+    return persona(request)
 
 
 @web.middleware

@@ -842,3 +842,18 @@ async def test_web_call_whose_token_expires_unused_is_cancelled() -> None:
                 break
             await asyncio.sleep(0.1)
     assert record["status"] == "cancelled" and record["end_reason"] == "token_expired"
+
+
+@pytest.mark.parametrize("agent_id", sorted(default_agents()))
+async def test_seeded_agents_never_speak_a_placeholder(client: httpx.AsyncClient, agent_id: str) -> None:
+    """A call with no variables at all: each seeded agent fills its placeholders from its version's defaults, and the
+    summary speaks of "the caller", not of a default name."""
+    agent = (await client.get(f"/v1/agents/{agent_id}")).json()
+    version = agent["versions"][0]
+    assert version["default_dynamic_variables"], "the seeded agents publish their defaults"
+    call_id = (await create_phone_call(client, agent_id=agent_id, metadata={}))["id"]
+    record = await wait_for_status(client, call_id, "completed")
+    assert "{{" not in record["transcript"] and "}}" not in record["transcript"], record["transcript"]
+    greeting = record["transcript"].splitlines()[0]
+    assert greeting.startswith("Agent: ") and " there" in greeting, greeting
+    assert record["summary"].startswith("The caller spoke with "), record["summary"]

@@ -416,7 +416,7 @@ def default_agents() -> dict[str, EmulatedAgent]:
         EmulatedAgent(
             id="agent_collections",
             name="Ava from Accounts",
-            welcome_message="Good day {{name}}. I am calling about the open balance on your account.",
+            welcome_message="Hello {{name}}, this is Ava from Accounts, about the open balance on your account.",
             prompt="You are Ava, a polite accounts agent.",
             script=[
                 "I understand. We can split the balance into three monthly payments.",
@@ -425,6 +425,16 @@ def default_agents() -> dict[str, EmulatedAgent]:
             closing="Thank you {{name}}. Have a good day.",
         ),
     ]
+    # What each agent says when a call brings no value for a placeholder, so no caller ever hears "{{name}}".
+    defaults = {
+        "agent_sales": {"name": "there", "company": "your team"},
+        "agent_support": {"name": "there"},
+        "agent_collections": {"name": "there"},
+    }
     for agent in agents:
-        agent.versions = [AgentVersion(version_number=1, is_published=True, title="Version 1")]
+        agent.versions = [
+            AgentVersion(
+                version_number=1, is_published=True, title="Version 1", default_dynamic_variables=defaults[agent.id]
+            )
+        ]
     return {a.id: a for a in agents}
