@@ -42,6 +42,7 @@
     "text-no-mic": "Microphone unavailable: you can hear the agent, but it can't hear you.",
     "text-insecure": "Calls need a secure (https) page.",
     "text-unsupported": "This browser can't make voice calls.",
+    "text-frame-blocked": "This page can't use your microphone, so voice calls aren't available here.",
     "text-rate-limited": "Too many calls right now. Please try again in {s} s.",
     "text-busy": "All our agents are busy. Please try again in a few minutes.",
     "text-unavailable": "The call service is unavailable. Please try again later.",
@@ -98,17 +99,58 @@
     el.append(...kids);
     return el;
   };
-  const svg = (d, cls) => {
+  // An icon that keeps its size and line style without the stylesheet (width, height and presentation attributes):
+  // an unstyled widget must not draw a page-wide black disc. `filled` icons are solid shapes.
+  const svg = (d, { filled = false } = {}) => {
     const NS = "http://www.w3.org/2000/svg";
-    const s = document.createElementNS(NS, "svg");
-    const p = document.createElementNS(NS, "path");
-    s.setAttribute("viewBox", "0 0 24 24");
-    s.setAttribute("aria-hidden", "true");
-    p.setAttribute("d", d);
-    if (cls) p.setAttribute("class", cls);
-    s.append(p);
-    return s;
+    const icon = document.createElementNS(NS, "svg");
+    const path = document.createElementNS(NS, "path");
+    const iconAttributes = { viewBox: "0 0 24 24", width: 20, height: 20, "aria-hidden": "true", fill: "none",
+      stroke: "currentColor", "stroke-width": 2, "stroke-linecap": "round", "stroke-linejoin": "round" };
+    for (const name in iconAttributes) icon.setAttribute(name, iconAttributes[name]);
+    path.setAttribute("d", d);
+    if (filled) {
+      path.setAttribute("fill", "currentColor");
+      path.setAttribute("stroke", "none");
+    }
+    icon.append(path);
+    return icon;
   };
+  const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+
+  // Whether the page's permissions policy lets it use the microphone. Inside an <iframe> that the embedding page did
+  // not give allow="microphone", getUserMedia fails with no hint at the cause; Chromium answers this up front.
+  const frameAllowsMicrophone = () => {
+    const policy = document.permissionsPolicy || document.featurePolicy;
+    return !policy || typeof policy.allowsFeature !== "function" || policy.allowsFeature("microphone");
+  };
+
+  // Why this page cannot place a call (a message key), or "" when it can. The widget asks before the first click, so
+  // a visitor who can't call is offered a call back instead of a start button that cannot work.
+  const callBlocker = () => {
+    if (!window.isSecureContext) return "text-insecure";
+    const media = navigator.mediaDevices;
+    if (!media || typeof media.getUserMedia !== "function" || !window.RTCPeerConnection) return "text-unsupported";
+    if (!frameAllowsMicrophone()) return "text-frame-blocked";
+    return "";
+  };
+  // What the site owner reads in the console about each reason, once per page.
+  const BLOCKER_ADVICE = {
+    "text-insecure": "calls need a secure page: serve it over https (localhost works too).",
+    "text-unsupported":
+      "this browser has no getUserMedia or RTCPeerConnection (an in-app browser or an old one), so the widget " +
+      "offers a call back instead.",
+    "text-frame-blocked":
+      'this page is in an <iframe> without microphone access: add allow="microphone" to the <iframe> element ' +
+      'that embeds it, e.g. <iframe src="…" allow="microphone">.',
+  };
+  const advisedBlockers = new Set();
+  const adviseSiteOwner = (blocker) => {
+    if (advisedBlockers.has(blocker)) return;
+    advisedBlockers.add(blocker);
+    console.warn("[webcall] " + BLOCKER_ADVICE[blocker]);
+  };
+
   // Write only changes, so live regions don't re-announce.
   const txt = (el, s) => el.textContent !== s && (el.textContent = s);
   const stop = (stream) => stream && stream.getTracks().forEach((t) => t.stop());
@@ -145,20 +187,18 @@ button,input{font:inherit;color:inherit;margin:0}
 button{cursor:pointer}
 button:disabled{cursor:default;opacity:.45}
 :focus-visible{outline:2px solid var(--fr);outline-offset:2px}
-svg{width:20px;height:20px;flex:none;fill:none;stroke:currentColor;stroke-width:2;stroke-linecap:round;
-stroke-linejoin:round}
-.f{fill:currentColor;stroke:none}
+svg{width:20px;height:20px;flex:none}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
 .launch,.orb,.ic{display:grid;place-items:center;flex:none;border-radius:50%;border:0;padding:0;
 background:var(--a);color:var(--af)}
 .launch{width:56px;height:56px;box-shadow:var(--sh);transition:transform .15s}
-.launch:hover{transform:scale(1.06)}
+@media (hover:hover){.launch:hover{transform:scale(1.06)}}
 .launch svg{width:26px;height:26px}
 .panel{display:flex;flex-direction:column;gap:14px;padding:16px;background:var(--b);border:1px solid var(--ln);
 border-radius:var(--r);box-shadow:var(--sh)}
 :host([floating=true]) .panel{position:absolute;bottom:calc(100% + 12px);inset-inline-end:0;
 width:min(var(--webcall-width,360px),calc(100vw - 2 * var(--webcall-offset,20px)));
-max-height:calc(100vh - 120px);overflow:auto;animation:in .18s ease-out}
+max-height:calc(100vh - 120px);max-height:calc(100dvh - 120px);overflow:auto;animation:in .18s ease-out}
 @keyframes in{from{opacity:0;transform:translateY(8px)}}
 .hd{display:flex;align-items:center;gap:12px}
 .orb{width:40px;height:40px}
@@ -167,18 +207,18 @@ max-height:calc(100vh - 120px);overflow:auto;animation:in .18s ease-out}
 .st{display:flex;gap:8px;color:var(--m);font-size:13px}
 .tm{margin-inline-start:auto;font-variant-numeric:tabular-nums}
 :host([state=error]) [role=status]{color:var(--d)}
-.x{align-self:flex-start;display:grid;padding:6px;border:0;border-radius:8px;background:none;color:var(--m)}
+.x{align-self:flex-start;display:grid;place-items:center;width:44px;height:44px;margin-block-start:-8px;margin-inline-end:-8px;padding:0;border:0;border-radius:8px;background:none;color:var(--m)}
 .x:hover{background:var(--s)}
 .fine{color:var(--m);font-size:12px}
 .note,.sum{padding:8px 12px;border-radius:10px;border:1px solid var(--ln)}
 .sum strong{display:block;font-size:12px;color:var(--m)}
-.btn{display:flex;align-items:center;justify-content:center;gap:8px;width:100%;padding:11px 16px;border:0;
+.btn{display:flex;align-items:center;justify-content:center;gap:8px;width:100%;min-height:44px;padding:10px 16px;border:0;
 border-radius:calc(var(--r) * .75);background:var(--a);color:var(--af);font-weight:600}
 .btn:hover:not(:disabled),.end:hover{filter:brightness(1.1)}
-.link{align-self:center;padding:2px 4px;border:0;background:none;font-size:13px;text-decoration:underline;
+.link{align-self:center;min-height:44px;padding:0 8px;border:0;background:none;font-size:13px;text-decoration:underline;
 text-underline-offset:3px}
 .ctl{display:flex;align-items:center;gap:10px}
-.ic{width:40px;height:40px;background:var(--s);color:inherit;border:1px solid var(--ln)}
+.ic{width:44px;height:44px;background:var(--s);color:inherit;border:1px solid var(--ln)}
 .ic:hover:not(:disabled){border-color:var(--m)}
 .ic[aria-pressed=true]{background:var(--f);color:var(--b)}
 .end{background:var(--d);border-color:transparent;color:#fff}
@@ -208,10 +248,72 @@ border-radius:10px;background:var(--b)}
 @keyframes breathe{50%{opacity:.55}}
 @media (prefers-reduced-motion:reduce){*{animation:none!important;transition:none!important}}`;
 
-  // One constructable stylesheet for all instances (CSP-safe, unlike style elements).
-  let sheet;
+  // One constructable stylesheet for all instances (CSP-safe, unlike style elements). Browsers without constructable
+  // stylesheets (Safari before 16.4, WPE) show the widget unstyled: native buttons and text, icons at their own size.
+  let sheet = null;
+  let warnedUnstyled = false;
+  const adoptStyles = (root) => {
+    if ("adoptedStyleSheets" in ShadowRoot.prototype && "replaceSync" in CSSStyleSheet.prototype) {
+      if (!sheet) {
+        sheet = new CSSStyleSheet();
+        sheet.replaceSync(CSS);
+      }
+      root.adoptedStyleSheets = [sheet];
+    } else if (!warnedUnstyled) {
+      warnedUnstyled = true;
+      console.warn("[webcall] this browser lacks constructable stylesheets, so the widget is unstyled.");
+    }
+  };
+
+  // Keeps the screen on during a call, where the Screen Wake Lock API exists. The browser releases the lock whenever
+  // the page is hidden (tab switched, phone locked), so it is requested again each time the page is visible again.
+  class ScreenWakeLock {
+    #wanted = false;
+    #sentinel = null;
+    #onVisibilityChange = () => {
+      if (this.#wanted && document.visibilityState === "visible") this.#request();
+    };
+
+    acquire() {
+      if (this.#wanted || !navigator.wakeLock) return;
+      this.#wanted = true;
+      document.addEventListener("visibilitychange", this.#onVisibilityChange);
+      this.#request();
+    }
+
+    release() {
+      if (!this.#wanted) return;
+      this.#wanted = false;
+      document.removeEventListener("visibilitychange", this.#onVisibilityChange);
+      const sentinel = this.#sentinel;
+      this.#sentinel = null;
+      if (sentinel && !sentinel.released) sentinel.release().catch(noop);
+    }
+
+    async #request() {
+      if (this.#sentinel && !this.#sentinel.released) return;
+      try {
+        const sentinel = await navigator.wakeLock.request("screen");
+        if (this.#wanted) this.#sentinel = sentinel;
+        else sentinel.release().catch(noop); // the call ended while the browser was deciding
+      } catch (error) {
+        // Refused (battery saver, a permissions policy, the page hidden again): the call goes on without it.
+      }
+    }
+  }
 
   class WebCall extends HTMLElement {
+    // Why this page can't place a call (a message key), or "".
+    #blocker = "";
+    #screenWakeLock = new ScreenWakeLock();
+    // The sender of the microphone track, which a headset plugged in or out mid-call swaps (see #followInputDevices).
+    #microphoneSender = null;
+    #switchingMicrophone = false;
+    #onInputDevicesChanged = () => this.#switchMicrophone();
+    // The level meter's source node, rewired when the microphone changes.
+    #meterAnalyser = null;
+    #meterSource = null;
+
     static get observedAttributes() {
       return ["floating", "consent", "callback", ...Object.keys(T)];
     }
@@ -224,12 +326,7 @@ border-radius:10px;background:var(--b)}
       this.seen = new Set(); // lifecycle event ids
       this.onHide = () => this.end("pagehide", undefined, true);
       const root = this.attachShadow({ mode: "open" });
-      try {
-        if (!sheet) (sheet = new CSSStyleSheet()).replaceSync(CSS);
-        root.adoptedStyleSheets = [sheet];
-      } catch (e) {
-        console.warn("[webcall] this browser lacks constructable stylesheets, so the widget is unstyled.");
-      }
+      adoptStyles(root);
       // render() fills data-t (text) and data-l (accessible name) from T.
       const $ = (this.$ = {});
       const text = (spec, key, attrs) => h(spec, { ...attrs, "data-t": key });
@@ -264,8 +361,8 @@ border-radius:10px;background:var(--b)}
       $.mute = h("button.ic@mute", { "data-l": "label-mute" }, svg(MIC));
       $.meter = h("span.meter@meter", { "aria-hidden": "true" }, h("i"));
       $.vol = h("input", { type: "range", min: 0, max: 1, step: 0.05, value: 1 });
-      $.hang = h("button.ic end@hangup", { "data-l": "label-end" }, svg(PHONE, "f"));
-      $.go = h("button.btn@button", {}, svg(PHONE, "f"), ($.goText = h("span")));
+      $.hang = h("button.ic end@hangup", { "data-l": "label-end" }, svg(PHONE, { filled: true }));
+      $.go = h("button.btn@button", {}, svg(PHONE, { filled: true }), ($.goText = h("span")));
       $.consent = h("p.fine@consent");
       $.cbLink = text("button.link@callback-link", "label-callback");
       $.ctl = h(
@@ -314,6 +411,8 @@ border-radius:10px;background:var(--b)}
     }
 
     connectedCallback() {
+      this.#blocker = callBlocker();
+      if (this.#blocker) adviseSiteOwner(this.#blocker);
       this.setAttribute("state", this.st);
       this.msg = this.msg || this.t("text-idle");
       this.render();
@@ -400,7 +499,8 @@ border-radius:10px;background:var(--b)}
         el.setAttribute("aria-label", this.t(el.dataset.l));
         if (el.localName === "button" && el !== $.mute) el.title = this.t(el.dataset.l);
       }
-      txt($.status, this.msg);
+      const blocker = this.#blocker;
+      txt($.status, st === "idle" && blocker ? this.t(blocker) : this.msg);
       txt($.note, this.note && this.t(this.note));
       txt($.sumText, this.summary);
       txt($.consent, consent);
@@ -415,18 +515,21 @@ border-radius:10px;background:var(--b)}
         [$.sum, st === "ended" && this.summary && !view],
         [$.form, view],
         [$.ctl, on && !view],
-        [$.go, !on && !view],
+        [$.go, !on && !view && !blocker],
         [$.consent, consent && !on && !view],
-        [$.cbLink, !view && (on ? live && mic : this.getAttribute("callback") === "true" || mic)],
+        [$.cbLink, !view && (on ? live && mic : this.getAttribute("callback") === "true" || mic || !!blocker)],
       ];
       for (const [el, show] of shown) el.hidden = !show;
+      // Without a way to call here, "call me back" is the main action.
+      $.cbLink.className = blocker ? "btn" : "link";
     }
 
     toggle(open) {
       this.open = open;
       this.render();
       const $ = this.$;
-      (open ? (busy(this.st) ? $.hang : this.view ? $.phone : $.go) : $.launch).focus();
+      const main = this.#blocker ? $.cbLink : $.go;
+      (open ? (busy(this.st) ? $.hang : this.view ? $.phone : main) : $.launch).focus();
     }
 
     track() {
@@ -455,11 +558,12 @@ border-radius:10px;background:var(--b)}
       Object.assign(this, { open: true, view: false, note: "", summary: "", mint: null, lines: {} });
       this.seen.clear();
       this.$.log.replaceChildren();
-      if (!window.isSecureContext || !navigator.mediaDevices) {
-        console.warn("[webcall] calls need a secure page: serve it over https (localhost works too).");
-        return this.failed(fail("insecure_context", "text-insecure"));
+      this.#blocker = callBlocker();
+      if (this.#blocker) {
+        adviseSiteOwner(this.#blocker);
+        const codes = { "text-insecure": "insecure_context", "text-frame-blocked": "microphone_blocked" };
+        return this.failed(fail(codes[this.#blocker] || "unsupported", this.#blocker));
       }
-      if (!window.RTCPeerConnection) return this.failed(fail("unsupported", "text-unsupported"));
       const ac = (this.ac = new AbortController());
       const sig = ac.signal;
       const t0 = Date.now();
@@ -467,7 +571,7 @@ border-radius:10px;background:var(--b)}
       const minting = this.post("sessions", detail, sig);
       minting.catch(noop); // awaited below
       const micP = navigator.mediaDevices
-        .getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true } })
+        .getUserMedia({ audio: AUDIO_CONSTRAINTS })
         .catch((e) => {
           if (sig.aborted) return null;
           // Go on receive-only, and offer a call back.
@@ -528,8 +632,10 @@ border-radius:10px;background:var(--b)}
       this.auth = { Authorization: "Bearer " + m.access_token };
       const pc = (this.pc = new RTCPeerConnection({ iceServers: media.ice_servers || [] }));
       const track = this.track();
-      if (track) pc.addTransceiver(track, { direction: "sendrecv", streams: [this.mic] });
-      else pc.addTransceiver("audio", { direction: "recvonly" });
+      if (track) {
+        this.#microphoneSender = pc.addTransceiver(track, { direction: "sendrecv", streams: [this.mic] }).sender;
+        this.#followInputDevices(track);
+      } else pc.addTransceiver("audio", { direction: "recvonly" });
       const dc = (this.dc = pc.createDataChannel("events"));
       dc.onmessage = (e) => this.onData(e.data);
       dc.onclose = () => LIVE.includes(this.st) && this.finish("remote_hangup");
@@ -619,12 +725,14 @@ border-radius:10px;background:var(--b)}
       const max = mint.max_call_seconds;
       if (max > 0) this.timer("max", () => this.end("max_duration", "text-max"), max * 1000);
       this.set("listening");
+      this.#screenWakeLock.acquire();
       // Level meter of the local microphone only.
       if (!ctx || !mic) return;
-      const an = ctx.createAnalyser();
+      const an = (this.#meterAnalyser = ctx.createAnalyser());
       const buf = new Float32Array((an.fftSize = 512));
       let lvl = 0;
-      ctx.createMediaStreamSource(mic).connect(an);
+      this.#meterSource = ctx.createMediaStreamSource(mic);
+      this.#meterSource.connect(an);
       const loop = () => {
         an.getFloatTimeDomainData(buf);
         let sum = 0;
@@ -754,8 +862,62 @@ border-radius:10px;background:var(--b)}
       this.$.audio.pause();
       this.$.audio.srcObject = null;
       removeEventListener("pagehide", this.onHide);
+      this.#screenWakeLock.release();
+      this.#stopFollowingInputDevices();
+      this.#meterAnalyser = this.#meterSource = null;
       Object.assign(this, { ac: null, dc: null, pc: null, mic: null, ctx: null, loc: "", muted: false });
       this.level(0);
+    }
+
+    // A headset plugged in or out mid-call: the browser fires "devicechange", and a microphone that went away ends its
+    // track. Either way, ask again for the default input and swap the new track into the call.
+    #followInputDevices(track) {
+      navigator.mediaDevices.addEventListener("devicechange", this.#onInputDevicesChanged);
+      track.addEventListener("ended", this.#onInputDevicesChanged);
+    }
+
+    #stopFollowingInputDevices() {
+      if (navigator.mediaDevices) {
+        navigator.mediaDevices.removeEventListener("devicechange", this.#onInputDevicesChanged);
+      }
+      const track = this.track();
+      if (track) track.removeEventListener("ended", this.#onInputDevicesChanged);
+      this.#microphoneSender = null;
+    }
+
+    // RTCRtpSender.replaceTrack changes the microphone without renegotiating; the mute state carries over.
+    async #switchMicrophone() {
+      const sender = this.#microphoneSender;
+      if (!sender || this.#switchingMicrophone) return;
+      this.#switchingMicrophone = true;
+      try {
+        const oldStream = this.mic;
+        const oldTrack = this.track();
+        const newStream = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS });
+        const newTrack = newStream.getAudioTracks()[0];
+        const oldTrackWorks = oldTrack && oldTrack.readyState === "live";
+        const sameDevice = oldTrackWorks && newTrack.getSettings().deviceId === oldTrack.getSettings().deviceId;
+        if (sameDevice || sender !== this.#microphoneSender || this.mic !== oldStream) {
+          stop(newStream); // nothing changed for this call, or the call ended meanwhile
+          return;
+        }
+        newTrack.enabled = !this.muted;
+        await sender.replaceTrack(newTrack);
+        if (oldTrack) oldTrack.removeEventListener("ended", this.#onInputDevicesChanged);
+        newTrack.addEventListener("ended", this.#onInputDevicesChanged);
+        this.mic = newStream;
+        stop(oldStream);
+        if (this.#meterSource && this.ctx) {
+          this.#meterSource.disconnect();
+          this.#meterSource = this.ctx.createMediaStreamSource(newStream);
+          this.#meterSource.connect(this.#meterAnalyser);
+        }
+        this.emit("microphone", { label: newTrack.label });
+      } catch (error) {
+        console.warn(`[webcall] could not switch to the new microphone (${error.name}); the call keeps the old one.`);
+      } finally {
+        this.#switchingMicrophone = false;
+      }
     }
 
     showForm(on) {
@@ -763,7 +925,7 @@ border-radius:10px;background:var(--b)}
       this.view = on;
       txt(this.$.err, "");
       this.render();
-      (on ? this.$.phone : this.$.go).focus();
+      (on ? this.$.phone : this.#blocker ? this.$.cbLink : this.$.go).focus();
     }
 
     async callback(e) {

@@ -1,0 +1,394 @@
+"""Phones and tablets are first-class, and the widget copes with the browser it gets (Chromium, with a phone's viewport
+and touch where it matters).
+
+Layout: the demo and the widget at 360, 390, 820 and 1280 px wide never scroll sideways, the floating call button is on
+screen and is what a tap at its centre hits, every button is a touch target of at least 44 x 44 px, and the event
+console's lines stay readable. Robustness: a cross-origin ``<iframe>`` without ``allow="microphone"``, a browser without
+constructable stylesheets, the screen wake lock kept through a hidden page, and a headset plugged in mid-call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
+
+from .conftest import LIVE, MakeSite, Site
+from .shared import TAG, free_port, start_demo
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+PHONE = {"width": 390, "height": 844}
+SIZES = {
+    "phone-360": {"width": 360, "height": 740},
+    "phone-390": PHONE,
+    "tablet-820": {"width": 820, "height": 1180},
+    "laptop-1280": {"width": 1280, "height": 800},
+}
+TOUCH_TARGET = 44  # px, WCAG 2.5.5 and both platforms' guidelines
+
+# Every check on one page, through the widget's open shadow root.
+MEASURE_PAGE = """tag => {
+  const host = document.querySelector(tag);
+  const root = host.shadowRoot;
+  const box = (el) => { const r = el.getBoundingClientRect(); return { x: r.x, y: r.y, w: r.width, h: r.height }; };
+  const launcher = root.querySelector("[part=launcher]");
+  const l = launcher.getBoundingClientRect();
+  const hit = root.elementFromPoint(l.x + l.width / 2, l.y + l.height / 2);
+  const visible = (el) => el.checkVisibility() && el.getBoundingClientRect().width > 0;
+  const buttons = [...document.querySelectorAll("button"), ...root.querySelectorAll("button")].filter(visible);
+  return {
+    viewport: innerWidth,
+    scrollWidth: document.documentElement.scrollWidth,
+    launcher: launcher.checkVisibility() ? box(launcher) : null,
+    launcherHit: hit !== null && hit.closest("button") === launcher,
+    panel: visible(root.querySelector("[part=panel]")) ? box(root.querySelector("[part=panel]")) : null,
+    buttons: buttons.map((b) => ({ name: b.getAttribute("aria-label") || b.textContent.trim(), ...box(b) })),
+  };
+}"""
+
+
+@dataclass
+class Opened:
+    page: Page
+    console: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        return [text for kind, text in self.console if kind == "warning"]
+
+
+async def open_page(
+    browser: Browser,
+    contexts: list[BrowserContext],
+    url: str,
+    *,
+    viewport: dict[str, int] = PHONE,
+    init_script: str | None = None,
+) -> Opened:
+    """``url`` in a fresh context with a phone's touch screen (below 1000 px) and, optionally, a script that runs
+    before any of the page's own."""
+    mobile = viewport["width"] < 1000
+    context = await browser.new_context(viewport=viewport, has_touch=mobile, is_mobile=mobile)  # type: ignore[arg-type]
+    contexts.append(context)
+    if init_script is not None:
+        await context.add_init_script(script=init_script)
+    page = await context.new_page()
+    opened = Opened(page)
+
+    def on_console(message: ConsoleMessage) -> None:
+        opened.console.append((message.type, message.text))
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: opened.errors.append(str(error)))
+    response = await page.goto(url)
+    assert response is not None and response.ok, f"GET {url} failed"
+    return opened
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def contexts() -> AsyncIterator[list[BrowserContext]]:
+    opened: list[BrowserContext] = []
+    yield opened
+    for context in opened:
+        await context.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def demo_url() -> AsyncIterator[str]:
+    process, url, _ = await start_demo()
+    try:
+        yield url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), 15)
+
+
+async def widget_ready(page: Page) -> None:
+    await page.wait_for_function("tag => customElements.get(tag) !== undefined", arg=TAG)
+    await page.locator(TAG).wait_for(state="attached")
+
+
+async def measure(page: Page) -> dict[str, Any]:
+    result: dict[str, Any] = await page.evaluate(MEASURE_PAGE, TAG)
+    return result
+
+
+def assert_fits(layout: dict[str, Any]) -> None:
+    """No sideways scrolling, the launcher on screen and on top, every button big enough to tap."""
+    width = layout["viewport"]
+    assert layout["scrollWidth"] <= width, f"the page is {layout['scrollWidth']} px wide in a {width} px viewport"
+    launcher = layout["launcher"]
+    assert launcher is not None, "the call button is not shown"
+    assert launcher["x"] >= 0 and launcher["x"] + launcher["w"] <= width, f"the call button is off screen: {launcher}"
+    assert layout["launcherHit"], "a tap at the call button's centre lands on something else"
+    small = [b for b in layout["buttons"] if b["w"] < TOUCH_TARGET or b["h"] < TOUCH_TARGET]
+    assert small == [], f"buttons smaller than {TOUCH_TARGET} x {TOUCH_TARGET} px: {small}"
+
+
+# -- the demo on every size ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", sorted(SIZES))
+async def test_demo_fits_the_screen(
+    chromium: Browser, contexts: list[BrowserContext], demo_url: str, size: str
+) -> None:
+    viewport = SIZES[size]
+    opened = await open_page(chromium, contexts, demo_url + "/", viewport=viewport)
+    page = opened.page
+    await widget_ready(page)
+    layout = await measure(page)
+    assert_fits(layout)
+    headline = await page.get_by_role("heading", level=1).bounding_box()
+    assert headline is not None and headline["width"] >= min(600, viewport["width"] - 48), f"headline {headline}"
+    console = await page.get_by_role("list", name="Event console").bounding_box()
+    assert console is not None and console["width"] >= min(400, viewport["width"] - 80), f"console {console}"
+
+    # Scrolled to the very end, the call button still sits on top of the page and covers no control.
+    await page.evaluate("scrollTo(0, document.documentElement.scrollHeight)")
+    assert_fits(await measure(page))
+    assert opened.errors == []
+
+
+async def test_widget_on_a_phone_during_a_call(
+    chromium: Browser, contexts: list[BrowserContext], demo_url: str
+) -> None:
+    opened = await open_page(chromium, contexts, demo_url + "/?agent=sales")
+    page = opened.page
+    await widget_ready(page)
+    launcher = page.get_by_role("button", name="Open voice call", exact=True)
+    await launcher.tap()
+    start = page.get_by_role("button", name="Start call", exact=True)
+    await start.tap()
+    await page.wait_for_function(
+        "([tag, states]) => states.includes(document.querySelector(tag).getAttribute('state'))", arg=[TAG, list(LIVE)]
+    )
+    layout = await measure(page)
+    assert_fits(layout)
+    panel = layout["panel"]
+    assert panel is not None and panel["x"] >= 0 and panel["x"] + panel["w"] <= PHONE["width"], f"panel {panel}"
+    assert panel["y"] >= 0, f"the panel's top is above the screen: {panel}"
+    names = {b["name"] for b in layout["buttons"]}
+    assert {"Mute", "End call"} <= names, names
+
+    await page.get_by_role("button", name="End call", exact=True).tap()
+    await page.wait_for_function("tag => document.querySelector(tag).getAttribute('state') === 'ended'", arg=TAG)
+    # The console's lines keep their width: text wraps by words, not one character per line.
+    lines = page.get_by_role("list", name="Event console").get_by_role("listitem")
+    await expect(lines.filter(has_text="call.ended")).to_have_count(1, timeout=10_000)
+    console = await page.get_by_role("list", name="Event console").bounding_box()
+    assert console is not None
+    widths = await page.eval_on_selector_all(".console li .what", "els => els.map((e) => e.offsetWidth)")
+    assert widths and min(widths) >= 0.6 * console["width"], f"console {console['width']} px, lines {widths}"
+    assert opened.errors == []
+
+
+# -- the widget without what it needs ---------------------------------------------------------------------------------
+FRAME_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>A partner page</title><link rel="icon" href="data:,"></head>
+<body><h1>Our partner's assistant</h1>
+<iframe src="{src}" title="Assistant" width="360" height="640"{allow}></iframe></body></html>
+"""
+
+
+@asynccontextmanager
+async def frame_host(site: Site, *, allow: str | None) -> AsyncIterator[str]:
+    """Another origin (its own port) whose page embeds the site in an ``<iframe>``, with ``allow`` if given."""
+    body = FRAME_PAGE.format(src=site.origin + "/", allow="" if allow is None else f' allow="{allow}"')
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def emulated_site(make_site: MakeSite, make_emulator: Any) -> Site:
+    return await make_site(await make_emulator(), widget={"agent": "sales"})
+
+
+async def test_iframe_without_microphone_permission_explains_itself(
+    chromium: Browser, contexts: list[BrowserContext], emulated_site: Site
+) -> None:
+    async with frame_host(emulated_site, allow=None) as url:
+        opened = await open_page(chromium, contexts, url, viewport=SIZES["laptop-1280"])
+        frame = opened.page.frame_locator("iframe")
+        await expect(frame.get_by_role("status")).to_have_text(
+            "This page can't use your microphone, so voice calls aren't available here."
+        )
+        await expect(frame.get_by_role("button", name="Call me back instead", exact=True)).to_be_visible()
+        await expect(frame.get_by_role("button", name="Start call", exact=True)).to_be_hidden()
+        advice = [w for w in opened.warnings() if w.startswith("[webcall]") and 'allow="microphone"' in w]
+        assert len(advice) == 1, opened.console
+        assert opened.errors == []
+
+
+async def test_iframe_with_microphone_permission_can_call(
+    chromium: Browser, contexts: list[BrowserContext], emulated_site: Site
+) -> None:
+    async with frame_host(emulated_site, allow="microphone") as url:
+        opened = await open_page(chromium, contexts, url, viewport=SIZES["laptop-1280"])
+        frame = opened.page.frame_locator("iframe")
+        await frame.get_by_role("button", name="Start call", exact=True).click()
+        await expect(frame.locator(TAG)).to_have_attribute("state", "listening", timeout=15_000)
+        assert [w for w in opened.warnings() if "allow=" in w] == []
+        await frame.get_by_role("button", name="End call", exact=True).click()
+
+
+WITHOUT_CONSTRUCTABLE_STYLESHEETS = """
+delete ShadowRoot.prototype.adoptedStyleSheets;
+delete Document.prototype.adoptedStyleSheets;
+delete CSSStyleSheet.prototype.replaceSync;
+"""
+
+
+@pytest.mark.parametrize("path", ["/", "/zero"])
+async def test_unstyled_widget_stays_usable(
+    chromium: Browser, contexts: list[BrowserContext], emulated_site: Site, path: str
+) -> None:
+    """Safari 16.0-16.3 and WPE have no constructable stylesheets: the widget is plain, but small and readable."""
+    opened = await open_page(
+        chromium, contexts, emulated_site.origin + path, init_script=WITHOUT_CONSTRUCTABLE_STYLESHEETS
+    )
+    page = opened.page
+    await widget_ready(page)
+    if path == "/zero":
+        await page.get_by_role("button", name="Open voice call", exact=True).click()
+    await expect(page.get_by_role("button", name="Start call", exact=True)).to_be_visible()
+    icons = await page.evaluate(
+        """tag => [...document.querySelector(tag).shadowRoot.querySelectorAll("svg")]
+             .filter((s) => s.checkVisibility()).map((s) => s.getBoundingClientRect().width)""",
+        TAG,
+    )
+    assert icons and max(icons) <= 32, f"icon widths {icons}"
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert any("lacks constructable stylesheets" in w for w in opened.warnings()), opened.console
+    await page.get_by_role("button", name="Start call", exact=True).click()
+    await expect(page.locator(TAG)).to_have_attribute("state", "listening", timeout=15_000)
+    await page.get_by_role("button", name="End call", exact=True).click()
+    await expect(page.locator(TAG)).to_have_attribute("state", "ended")
+    assert opened.errors == []
+
+
+# -- what visitors of peer widgets complain about -------------------------------------------------------------------
+# The Screen Wake Lock API as a recorder: each request returns a sentinel the test can release, as a browser does
+# when the page is hidden.
+RECORD_WAKE_LOCK = """
+window.__wakeLock = { requests: 0, releases: 0, sentinel: null };
+Object.defineProperty(Navigator.prototype, "wakeLock", { configurable: true, get: () => ({
+  request: async (type) => {
+    if (type !== "screen") throw new TypeError("unexpected wake lock type " + type);
+    window.__wakeLock.requests += 1;
+    const sentinel = new EventTarget();
+    sentinel.released = false;
+    sentinel.type = type;
+    sentinel.release = async () => {
+      sentinel.released = true;
+      window.__wakeLock.releases += 1;
+    };
+    window.__wakeLock.sentinel = sentinel;
+    return sentinel;
+  },
+}) });
+"""
+
+
+async def test_screen_stays_awake_during_a_call(
+    chromium: Browser, contexts: list[BrowserContext], emulated_site: Site
+) -> None:
+    opened = await open_page(chromium, contexts, emulated_site.origin + "/", init_script=RECORD_WAKE_LOCK)
+    page = opened.page
+    await widget_ready(page)
+    assert await page.evaluate("window.__wakeLock.requests") == 0, "no wake lock before the call"
+    await page.get_by_role("button", name="Start call", exact=True).click()
+    await expect(page.locator(TAG)).to_have_attribute("state", "listening", timeout=15_000)
+    await page.wait_for_function("window.__wakeLock.requests === 1")
+
+    # The browser drops the lock while the page is hidden; back in view, the widget asks again.
+    await page.evaluate("window.__wakeLock.sentinel.released = true")
+    await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    await page.wait_for_function("window.__wakeLock.requests === 2")
+
+    await page.get_by_role("button", name="End call", exact=True).click()
+    await page.wait_for_function("window.__wakeLock.releases === 1")
+    await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    assert await page.evaluate("window.__wakeLock.requests") == 2, "no wake lock after the call"
+    assert opened.errors == []
+
+
+# Records replaceTrack calls and the widget's microphone events, before the widget runs.
+RECORD_TRACK_SWITCHES = """
+window.__replaced = [];
+window.__microphoneEvents = [];
+const replaceTrack = RTCRtpSender.prototype.replaceTrack;
+RTCRtpSender.prototype.replaceTrack = function (track) {
+  window.__replaced.push(track ? track.id : null);
+  return replaceTrack.call(this, track);
+};
+document.addEventListener("webcall:microphone", (e) => window.__microphoneEvents.push(e.detail));
+"""
+
+# A headset plugged in: the default input is now another device (here an oscillator), and the browser says so. Each
+# getUserMedia call hands out a new track of that device, as a browser does.
+PLUG_IN_HEADSET = """() => {
+  const context = new AudioContext();
+  const oscillator = context.createOscillator();
+  const destination = context.createMediaStreamDestination();
+  oscillator.connect(destination);
+  oscillator.start();
+  const headset = destination.stream.getAudioTracks()[0];
+  window.__handedOut = [];
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    if (!constraints.audio) throw new TypeError("audio only");
+    const track = headset.clone();
+    window.__handedOut.push(track);
+    return new MediaStream([track]);
+  };
+  navigator.mediaDevices.dispatchEvent(new Event("devicechange"));
+}"""
+
+
+async def test_headset_plugged_in_mid_call_takes_over_the_microphone(
+    chromium: Browser, contexts: list[BrowserContext], emulated_site: Site
+) -> None:
+    opened = await open_page(chromium, contexts, emulated_site.origin + "/", init_script=RECORD_TRACK_SWITCHES)
+    page = opened.page
+    await widget_ready(page)
+    await page.get_by_role("button", name="Start call", exact=True).click()
+    await expect(page.locator(TAG)).to_have_attribute("state", "listening", timeout=15_000)
+    await page.get_by_role("button", name="Mute", exact=True).click()
+
+    await page.evaluate(PLUG_IN_HEADSET)
+    await page.wait_for_function("window.__microphoneEvents.length === 1")
+    headset = await page.evaluate("window.__handedOut[0].id")
+    assert await page.evaluate("window.__replaced") == [headset]
+    # No renegotiation: the same call goes on, still muted, now on the new track.
+    assert await page.locator(TAG).get_attribute("state") in LIVE
+    assert await page.evaluate("t => document.querySelector(t).mic.getAudioTracks()[0].id", TAG) == headset
+    assert await page.evaluate("t => document.querySelector(t).mic.getAudioTracks()[0].enabled", TAG) is False
+    await expect(page.get_by_role("button", name="Mute", exact=True)).to_have_attribute("aria-pressed", "true")
+
+    # A change elsewhere (an output, say) while the same input is the default: the new track is let go, not swapped in.
+    await page.evaluate("navigator.mediaDevices.dispatchEvent(new Event('devicechange'))")
+    await page.wait_for_function("window.__handedOut.length === 2 && window.__handedOut[1].readyState === 'ended'")
+    assert await page.evaluate("window.__handedOut[0].readyState") == "live"
+    await page.get_by_role("button", name="End call", exact=True).click()
+    await expect(page.locator(TAG)).to_have_attribute("state", "ended")
+    assert await page.evaluate("window.__replaced") == [headset]
+    assert opened.errors == []
