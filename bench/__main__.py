@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from tests.net import free_port
 from tests.redis_server import RedisServer
 from webcall.tokens import AUDIENCE_CALL, TokenIssuer
 from webcall.webhooks import signature
@@ -55,13 +55,6 @@ def row(section: str, metric: str, value: str, budget: str = "", ok: bool | None
     verdict = "" if ok is None else ("met" if ok else "MISSED")
     ROWS.append(Row(section, metric, value, budget, verdict))
     print(f"  {section:<10} {metric:<58} {value:>22}  {budget:<16} {verdict}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def pct(values: list[float], p: float) -> float:

@@ -12,7 +12,6 @@ Also used by ``bench/screenshots.py``: :class:`EmulatorProcess`, :class:`HostSit
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from playwright.async_api import Browser, Page, Playwright, async_playwright
 
 import webcall
 from tests.browser.shared import PROBE_JS, TAG
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -74,13 +74,6 @@ main{max-width:760px;margin:0 auto;padding:32px 24px 160px}
 h1{margin:0 0 8px;font-size:28px}
 dialnexa-webcall{margin-top:40px}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class EmulatorProcess:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 import webcall
@@ -19,13 +19,17 @@ from webcall.keys import RUNTIME
 from webcall.runtime import Runtime
 
 ORIGIN = "https://shop.example"
+ORIGIN_HEADERS = {"Origin": ORIGIN}
+"""What a browser on the allowed site sends with every request."""
 SESSION_SECRET = "test-session-secret-0123456789-abcdef"
 AGENTS = {
     "sales": Agent(id="agent_sales", visitor_variables=frozenset({"name", "company"})),
     "support": Agent(id="agent_support"),
 }
 
-MakeHost = Callable[..., Awaitable[tuple[TestClient[web.Request, web.Application], webcall.WebCall]]]
+ERROR_KEYS = {"statusCode", "error", "message", "code"}
+Client = TestClient[web.Request, web.Application]
+MakeHost = Callable[..., Awaitable[tuple[Client, webcall.WebCall]]]
 
 
 @pytest.fixture
@@ -38,7 +42,7 @@ async def emulator() -> AsyncIterator[EmulatorServer]:
 def make_host(aiohttp_client: Any, emulator: EmulatorServer) -> MakeHost:
     """Build a host app with the plugin mounted at /webcall against the emulator; options override the config."""
 
-    async def make(**options: Any) -> tuple[TestClient[web.Request, web.Application], webcall.WebCall]:
+    async def make(**options: Any) -> tuple[Client, webcall.WebCall]:
         settings: dict[str, Any] = {
             "api_key": emulator.api_key,
             "base_url": emulator.base_url,
@@ -50,10 +54,35 @@ def make_host(aiohttp_client: Any, emulator: EmulatorServer) -> MakeHost:
         settings.update(options)
         host = web.Application()
         handle = webcall.setup(host, WebCallConfig(**settings))
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(host)
+        client: Client = await aiohttp_client(host)
         return client, handle
 
     return make
+
+
+async def mint(client: Client, body: Any = None, headers: dict[str, str] | None = None) -> ClientResponse:
+    """``POST /webcall/sessions`` as the widget sends it (agent ``sales``, from the allowed origin) unless told."""
+    return await client.post(
+        "/webcall/sessions",
+        json={"agent": "sales"} if body is None else body,
+        headers=ORIGIN_HEADERS if headers is None else headers,
+    )
+
+
+async def problem(response: ClientResponse, status: int, code: str) -> dict[str, Any]:
+    """Assert ``response`` is the plugin's error shape with this status and code; returns the body."""
+    assert response.status == status, await response.text()
+    body: dict[str, Any] = await response.json()
+    assert set(body) == ERROR_KEYS, body
+    assert body["statusCode"] == status and body["code"] == code, body
+    assert isinstance(body["error"], str) and body["message"], body
+    return body
+
+
+def without_defaults(emulator: EmulatorServer, agent_id: str) -> None:
+    """The agent's published versions give no default values, so every placeholder needs one from the call."""
+    for version in emulator.state.agents[agent_id].versions:
+        version.default_dynamic_variables = {}
 
 
 def runtime(handle: webcall.WebCall) -> Runtime:

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .net import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,13 +28,6 @@ def block(marker: str) -> str:
     match = re.search(rf"<!-- quickstart:{marker} -->\s*```\w*\n(.*?)```", text, re.S)
     assert match, f"README has no quickstart:{marker} block"
     return match.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -22,28 +22,22 @@ from webcall import Agent, HTTPProblem
 from webcall.emulator.server import EmulatorServer
 from webcall.tokens import AUDIENCE_CALL, ISSUER
 
-from .conftest import ORIGIN, SESSION_SECRET, MakeHost, add_fault, emulator_requests, runtime, upstream_count
+from .conftest import (
+    ORIGIN,
+    ORIGIN_HEADERS,
+    SESSION_SECRET,
+    MakeHost,
+    add_fault,
+    emulator_requests,
+    mint,
+    problem,
+    runtime,
+    upstream_count,
+)
 
 MINT = "POST /v1/web-calls"
 PHONE = "POST /v1/calls"
 HANG_UP = "POST /v1/calls/{id}/end"
-H = {"Origin": ORIGIN}
-ERROR_KEYS = {"statusCode", "error", "message", "code"}
-
-
-async def mint(client: Any, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-    return await client.post(
-        "/webcall/sessions",
-        json={"agent": "sales"} if body is None else body,
-        headers=H if headers is None else headers,
-    )
-
-
-async def problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    body: dict[str, Any] = await response.json()
-    assert set(body) == ERROR_KEYS and body["statusCode"] == status and body["code"] == code, body
-    return body
 
 
 async def session(client: Any) -> dict[str, Any]:
@@ -162,7 +156,11 @@ async def test_a_burst_from_many_addresses_is_limited_per_address(
     client, _ = await make_host(rate_limit=2, global_rate_limit=1000, trusted_proxies=1)
     addresses = [f"198.51.100.{n}" for n in range(1, 7)]
     responses = await asyncio.gather(
-        *(mint(client, headers={**H, "X-Forwarded-For": f"10.0.0.1, {ip}"}) for ip in addresses for _ in range(4))
+        *(
+            mint(client, headers={**ORIGIN_HEADERS, "X-Forwarded-For": f"10.0.0.1, {ip}"})
+            for ip in addresses
+            for _ in range(4)
+        )
     )
     assert sorted(r.status for r in responses) == [201] * 12 + [429] * 12
     assert await upstream_count(emulator, MINT) == 12
@@ -171,7 +169,7 @@ async def test_a_burst_from_many_addresses_is_limited_per_address(
 async def test_a_flood_from_many_addresses_hits_the_global_limit(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host(rate_limit=100, global_rate_limit=8, rate_limit_window=30, trusted_proxies=1)
     responses = await asyncio.gather(
-        *(mint(client, headers={**H, "X-Forwarded-For": f"203.0.113.{n}"}) for n in range(1, 21))
+        *(mint(client, headers={**ORIGIN_HEADERS, "X-Forwarded-For": f"203.0.113.{n}"}) for n in range(1, 21))
     )
     assert sorted(r.status for r in responses) == [201] * 8 + [429] * 12
     for response in responses:
@@ -193,7 +191,7 @@ async def test_forged_forwarded_for_does_not_escape_the_limit(
         if trusted_proxies == 0
         else ["not-an-ip", "", "999.1.1.1", "::ffff:zz", "-", "unknown", "1.2.3.4.5", "192.0.2.1/24"]
     )
-    statuses = [(await mint(client, headers={**H, "X-Forwarded-For": value})).status for value in forged]
+    statuses = [(await mint(client, headers={**ORIGIN_HEADERS, "X-Forwarded-For": value})).status for value in forged]
     assert statuses == [201] * 3 + [429] * 5
     assert await upstream_count(emulator, MINT) == 3
 
@@ -205,7 +203,10 @@ async def test_identity_limit_follows_the_account_across_addresses(
         return "user-42"
 
     client, _ = await make_host(authorize=authorize, identity_rate_limit=2, rate_limit=100, trusted_proxies=1)
-    statuses = [(await mint(client, headers={**H, "X-Forwarded-For": f"203.0.113.{n}"})).status for n in range(1, 6)]
+    statuses = [
+        (await mint(client, headers={**ORIGIN_HEADERS, "X-Forwarded-For": f"203.0.113.{n}"})).status
+        for n in range(1, 6)
+    ]
     assert statuses == [201, 201, 429, 429, 429]
     assert await upstream_count(emulator, MINT) == 2
 
@@ -247,7 +248,7 @@ def claims_for(call_id: str, **changes: Any) -> dict[str, Any]:
 
 
 async def end(client: Any, call_id: str, token: str | None, *, where: str = "header") -> Any:
-    headers = dict(H)
+    headers = dict(ORIGIN_HEADERS)
     params: dict[str, str] = {}
     if token is not None and where == "header":
         headers["Authorization"] = f"Bearer {token}"
@@ -257,7 +258,7 @@ async def end(client: Any, call_id: str, token: str | None, *, where: str = "hea
 
 
 async def events(client: Any, call_id: str, token: str | None, *, where: str = "query") -> Any:
-    headers = dict(H)
+    headers = dict(ORIGIN_HEADERS)
     params: dict[str, str] = {}
     if token is not None and where == "header":
         headers["Authorization"] = f"Bearer {token}"
@@ -333,7 +334,7 @@ async def test_a_header_that_is_not_bearer_is_not_a_token(make_host: MakeHost, e
     client, _ = await make_host()
     call = await session(client)
     for header in (f"Basic {call['token']}", f"Token {call['token']}", call["token"], f"Bearer{call['token']}"):
-        response = await client.post(call["end_url"], headers={**H, "Authorization": header})
+        response = await client.post(call["end_url"], headers={**ORIGIN_HEADERS, "Authorization": header})
         await problem(response, 401, "unauthorized")
     assert await upstream_count(emulator, HANG_UP) == 0
 
@@ -346,14 +347,16 @@ async def test_oversized_bodies_are_refused_before_any_work(
     client, _ = await make_host()
     big = json.dumps({"agent": "sales", "phone_number": "+14155550123", "consent": True, "pad": "x" * 17_000})
     await problem(
-        await client.post(path, data=big, headers={**H, "Content-Type": "application/json"}), 413, "payload_too_large"
+        await client.post(path, data=big, headers={**ORIGIN_HEADERS, "Content-Type": "application/json"}),
+        413,
+        "payload_too_large",
     )
 
     async def chunks() -> Any:  # no Content-Length: the limit holds while reading
         for _ in range(40):
             yield b" " * 1024
 
-    response = await client.post(path, data=chunks(), headers={**H, "Content-Type": "application/json"})
+    response = await client.post(path, data=chunks(), headers={**ORIGIN_HEADERS, "Content-Type": "application/json"})
     await problem(response, 413, "payload_too_large")
     assert await upstream_count(emulator, MINT) == 0 and await upstream_count(emulator, PHONE) == 0
 
@@ -389,7 +392,7 @@ async def test_wrong_content_types_are_refused(
     """A cross-site form can send these without a preflight: they must never start anything."""
     client, _ = await make_host()
     body = json.dumps({"agent": "sales", "phone_number": "+14155550123", "consent": True})
-    response = await client.post(path, data=body, headers={**H, "Content-Type": content_type})
+    response = await client.post(path, data=body, headers={**ORIGIN_HEADERS, "Content-Type": content_type})
     await problem(response, 415, "unsupported_media_type")
     assert await upstream_count(emulator, MINT) == 0 and await upstream_count(emulator, PHONE) == 0
 
@@ -503,7 +506,7 @@ async def test_phone_numbers_with_non_ascii_digits_are_refused(make_host: MakeHo
             "phone_number": "+1\u0664\u0661\u0665\u0665\u0665\u0665\u0660\u0661\u0662\u0663",
             "consent": True,
         },
-        headers=H,
+        headers=ORIGIN_HEADERS,
     )
     await problem(response, 400, "invalid_phone_number")
     assert await upstream_count(emulator, PHONE) == 0
@@ -547,7 +550,7 @@ async def test_bot_check_refuses_without_a_valid_token(
     client, _ = await make_host(bot_check=bot_check)
     await problem(await mint(client, body), 403, "bot_check_failed")
     callback = await client.post(
-        "/webcall/callbacks", json={**body, "phone_number": "+14155550123", "consent": True}, headers=H
+        "/webcall/callbacks", json={**body, "phone_number": "+14155550123", "consent": True}, headers=ORIGIN_HEADERS
     )
     await problem(callback, 403, "bot_check_failed")
     assert await upstream_count(emulator, MINT) == 0 and await upstream_count(emulator, PHONE) == 0
@@ -580,9 +583,9 @@ async def test_authorize_refusing_makes_no_upstream_call(make_host: MakeHost, em
 
     client, _ = await make_host(authorize=authorize)
     await problem(await mint(client), 403, "forbidden")
-    await problem(await mint(client, headers={**H, "X-Session": "forged"}), 403, "forbidden")
+    await problem(await mint(client, headers={**ORIGIN_HEADERS, "X-Session": "forged"}), 403, "forbidden")
     assert await upstream_count(emulator, MINT) == 0
-    assert (await mint(client, headers={**H, "X-Session": "valid"})).status == 201
+    assert (await mint(client, headers={**ORIGIN_HEADERS, "X-Session": "valid"})).status == 201
     assert await upstream_count(emulator, MINT) == 1
 
 

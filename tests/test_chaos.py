@@ -30,12 +30,19 @@ from webcall.dialnexa.retry import RetryPolicy
 from webcall.emulator.server import EmulatorServer
 from webcall.errors import DialNexaError
 
-from .conftest import ORIGIN, MakeHost, add_fault, emulator_requests, runtime, upstream_count
+from .conftest import (
+    ERROR_KEYS,
+    ORIGIN,
+    ORIGIN_HEADERS,
+    MakeHost,
+    add_fault,
+    emulator_requests,
+    runtime,
+    upstream_count,
+)
 
 MINT = "POST /v1/web-calls"
 PHONE = "POST /v1/calls"
-H = {"Origin": ORIGIN}
-ERROR_KEYS = {"statusCode", "error", "message", "code"}
 FAULT_RATE = 0.2
 TIMEOUT = 0.4  # the plugin's upstream_timeout in these tests: a timeout fault costs under half a second
 MAX_ATTEMPTS = RetryPolicy().max_attempts
@@ -80,7 +87,7 @@ async def test_reads_succeed_through_retries_when_a_fifth_of_answers_fail(
     client, handle = await make_host(upstream_timeout=TIMEOUT, upstream_deadline=15)
     calls = []
     for _ in range(6):
-        minted = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=H)
+        minted = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)
         assert minted.status == 201
         calls.append((await minted.json())["call_id"])
     before = len(await emulator_requests(emulator))
@@ -155,7 +162,7 @@ async def mint_many(client: Any, mints: int, parallel: int = 15) -> list[tuple[i
 
     async def mint() -> tuple[int, dict[str, Any]]:
         async with gate:
-            response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=H)
+            response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)
             body: dict[str, Any] = await response.json()
             return response.status, body
 
@@ -292,7 +299,7 @@ async def test_a_failed_mint_is_a_clear_answer_without_the_upstream_body(
 ) -> None:
     client, handle = await make_host(upstream_timeout=TIMEOUT)
     await add_fault(emulator, route=MINT, count=0, message=SECRET_DETAIL, **fault)
-    response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=H)
+    response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)
     text = await response.text()
     assert response.status == status, text
     body = await response.json()
@@ -317,7 +324,9 @@ async def test_a_slow_callback_is_found_not_placed_twice(make_host: MakeHost, em
     client, _ = await make_host(upstream_timeout=TIMEOUT)
     await add_fault(emulator, route=PHONE, kind="latency", delay=TIMEOUT * 2, count=1)
     response = await client.post(
-        "/webcall/callbacks", json={"agent": "sales", "phone_number": "+14155550123", "consent": True}, headers=H
+        "/webcall/callbacks",
+        json={"agent": "sales", "phone_number": "+14155550123", "consent": True},
+        headers=ORIGIN_HEADERS,
     )
     assert response.status == 202, await response.text()
     body = await response.json()
@@ -332,7 +341,9 @@ async def test_a_callback_that_never_arrived_is_a_timeout_not_a_second_call(
     client, _ = await make_host(upstream_timeout=TIMEOUT)
     await add_fault(emulator, route=PHONE, kind="timeout", delay=3.0, count=1)
     response = await client.post(
-        "/webcall/callbacks", json={"agent": "sales", "phone_number": "+14155550123", "consent": True}, headers=H
+        "/webcall/callbacks",
+        json={"agent": "sales", "phone_number": "+14155550123", "consent": True},
+        headers=ORIGIN_HEADERS,
     )
     body = await response.json()
     assert response.status == 504 and body["code"] == "upstream_timeout", body
@@ -369,7 +380,7 @@ async def test_odd_retry_after_values_from_upstream_give_a_sane_answer(
 ) -> None:
     async with rate_limited_upstream(value) as base_url:
         client, _ = await make_host(base_url=base_url, upstream_timeout=TIMEOUT)
-        response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=H)
+        response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)
         body = await response.json()
         assert response.status == 503 and body["code"] == "upstream_busy", body
         assert 1 <= int(response.headers["Retry-After"]) <= 3600
@@ -382,7 +393,7 @@ async def test_an_infinite_retry_after_from_upstream_is_not_a_500(
 ) -> None:
     async with rate_limited_upstream(value) as base_url:
         client, _ = await make_host(base_url=base_url, upstream_timeout=TIMEOUT)
-        response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=H)
+        response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)
         assert response.status == 503, await response.text()
         assert int(response.headers["Retry-After"]) >= 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

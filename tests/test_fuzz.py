@@ -42,7 +42,7 @@ from webcall.emulator.server import EmulatorServer
 from webcall.tokens import AUDIENCE_CALL, ISSUER
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, MakeHost, runtime
+from .conftest import ERROR_KEYS, ORIGIN, MakeHost, runtime
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ SESSION_SECRET = "fuzz-session-secret-0123456789-abcdef"
 OTHER_SECRET = "another-session-secret-0123456789-abcdef"
 WEBHOOK_SECRET = "fuzz-webhook-secret-0123456789"
 PREFIX = "/webcall"
-ERROR_KEYS = {"statusCode", "error", "message", "code"}
+
 LIVE_CALLS = 6
 MIN_SCHEMA_REQUESTS = 1000
 MIN_HOSTILE_REQUESTS = 1000

@@ -18,16 +18,14 @@ from webcall.emulator.server import EmulatorServer
 from webcall.events import CallEvent
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, SESSION_SECRET, MakeHost, add_fault, runtime, upstream_count
+from .conftest import ORIGIN, ORIGIN_HEADERS, SESSION_SECRET, MakeHost, add_fault, runtime, upstream_count
 from .redis_server import RedisServer
 from .test_webhooks import NEW, delivery, post
-
-H = {"Origin": ORIGIN}
 
 
 async def mint(client: Any) -> dict[str, Any]:
     response = await client.post(
-        "/webcall/sessions", json={"agent": "sales", "variables": {"name": "Priya"}}, headers=H
+        "/webcall/sessions", json={"agent": "sales", "variables": {"name": "Priya"}}, headers=ORIGIN_HEADERS
     )
     assert response.status == 201, await response.text()
     body: dict[str, Any] = await response.json()
@@ -57,7 +55,7 @@ async def test_sse_streams_the_call_and_replays_after_reconnect(make_host: MakeH
     client, _ = await make_host(webhook_secrets=(NEW,))
     session = await mint(client)
     url = f"{session['events_url']}?token={session['token']}"
-    stream = await client.get(url, headers=H)
+    stream = await client.get(url, headers=ORIGIN_HEADERS)
     assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
     assert stream.headers["Access-Control-Allow-Origin"] == ORIGIN
     await post(client, delivery(session["call_id"], "call_initiated", status="initiated"))
@@ -72,7 +70,7 @@ async def test_sse_streams_the_call_and_replays_after_reconnect(make_host: MakeH
     assert ended["call"]["summary"] == "All good" and "metadata" not in ended["call"]
     assert "context" not in ended  # the host's private context never reaches the browser
     stream.close()
-    replay = await client.get(url, headers={**H, "Last-Event-ID": "1"})
+    replay = await client.get(url, headers={**ORIGIN_HEADERS, "Last-Event-ID": "1"})
     again = await asyncio.wait_for(read_events(replay), 5)
     assert [i for i, _, _ in again] == ["2", "3"]
 
@@ -81,7 +79,7 @@ async def test_sse_requires_this_calls_token(make_host: MakeHost) -> None:
     client, handle = await make_host()
     a, b = await mint(client), await mint(client)
     for url in (a["events_url"], f"{a['events_url']}?token={b['token']}", f"{a['events_url']}?token=junk"):
-        response = await client.get(url, headers=H)
+        response = await client.get(url, headers=ORIGIN_HEADERS)
         assert response.status == 401 and (await response.json())["code"] == "unauthorized"
     end_token, _ = runtime(handle).tokens.issue(a["call_id"], "webcall:other", ttl=60)
     assert (await client.get(f"{a['events_url']}?token={end_token}")).status == 401
@@ -108,7 +106,7 @@ async def test_streams_close_cleanly_on_shutdown(emulator: EmulatorServer) -> No
     await site.start()
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     async with httpx.AsyncClient(base_url=base, timeout=shutdown_timeout * 2) as http:
-        session = (await http.post("/webcall/sessions", json={"agent": "sales"}, headers=H)).json()
+        session = (await http.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)).json()
         async with http.stream("GET", session["events_url"], params={"token": session["token"]}) as stream:
             chunks = stream.aiter_raw()
             first = await anext(chunks)
@@ -147,7 +145,7 @@ async def test_maximum_call_length_is_enforced_by_the_plugin(make_host: MakeHost
 # -- call me back ---------------------------------------------------------------------------------------------------
 async def callback(client: Any, **body: Any) -> Any:
     payload = {"agent": "sales", "phone_number": "+14155550123", "consent": True, **body}
-    return await client.post("/webcall/callbacks", json=payload, headers=H)
+    return await client.post("/webcall/callbacks", json=payload, headers=ORIGIN_HEADERS)
 
 
 async def test_callback_places_a_phone_call(make_host: MakeHost, emulator: EmulatorServer) -> None:
@@ -215,7 +213,7 @@ async def test_idle_stream_is_pinged(make_host: MakeHost, monkeypatch: pytest.Mo
     monkeypatch.setattr("webcall.views.SSE_PING_SECONDS", 0.05)
     client, _ = await make_host()
     session = await mint(client)
-    stream = await client.get(f"{session['events_url']}?token={session['token']}", headers=H)
+    stream = await client.get(f"{session['events_url']}?token={session['token']}", headers=ORIGIN_HEADERS)
     lines: list[bytes] = []
     while b": ping\n" not in lines:
         lines.append(await asyncio.wait_for(stream.content.readline(), 2))

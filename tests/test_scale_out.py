@@ -19,7 +19,8 @@ import pytest
 from webcall.emulator.server import EmulatorServer
 from webcall.webhooks import signature
 
-from .redis_server import RedisServer, free_port
+from .net import free_port
+from .redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 ORIGIN = "https://shop.example"

@@ -10,9 +10,7 @@ import pytest
 from webcall import Agent
 from webcall.emulator.server import EmulatorServer
 
-from .conftest import ORIGIN, SESSION_SECRET, MakeHost, add_fault, runtime
-
-H = {"Origin": ORIGIN}
+from .conftest import ORIGIN_HEADERS, SESSION_SECRET, MakeHost, add_fault, runtime
 
 
 async def test_no_secret_in_any_response_or_log(
@@ -31,19 +29,23 @@ async def test_no_secret_in_any_response_or_log(
         seen.append(repr(dict(response.headers)))
         return response
 
-    ok = await (await record(await client.post("/webcall/sessions", json={"agent": "sales"}, headers=H))).json()
-    await record(await client.post("/webcall/sessions", json={"agent": "ghost"}, headers=H))
-    await record(await client.post("/webcall/sessions", json={"agent": "nope"}, headers=H))
-    await record(await client.post("/webcall/sessions", data="x", headers={**H, "Content-Type": "text/plain"}))
+    ok = await (
+        await record(await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS))
+    ).json()
+    await record(await client.post("/webcall/sessions", json={"agent": "ghost"}, headers=ORIGIN_HEADERS))
+    await record(await client.post("/webcall/sessions", json={"agent": "nope"}, headers=ORIGIN_HEADERS))
+    await record(
+        await client.post("/webcall/sessions", data="x", headers={**ORIGIN_HEADERS, "Content-Type": "text/plain"})
+    )
     await record(
         await client.post("/webcall/sessions", json={"agent": "sales"}, headers={"Origin": "https://x.example"})
     )
     await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=500, count=1)
-    await record(await client.post("/webcall/sessions", json={"agent": "sales"}, headers=H))
+    await record(await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS))
     await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=401, count=1)
-    await record(await client.post("/webcall/sessions", json={"agent": "sales"}, headers=H))
-    await record(await client.post(ok["end_url"], headers={**H, "Authorization": "Bearer nope"}))
-    await record(await client.post(ok["end_url"], headers={**H, "Authorization": f"Bearer {ok['token']}"}))
+    await record(await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS))
+    await record(await client.post(ok["end_url"], headers={**ORIGIN_HEADERS, "Authorization": "Bearer nope"}))
+    await record(await client.post(ok["end_url"], headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {ok['token']}"}))
     for path in ("/webcall/healthz", "/webcall/widget.js", "/webcall/call/sales", "/webcall/snippet", "/webcall/x"):
         await record(await client.get(path))
 

@@ -19,13 +19,12 @@ from webcall.events import CallEvent
 from webcall.resources import static_dir, templates_dir
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, MakeHost, add_fault, runtime
+from .conftest import ORIGIN, ORIGIN_HEADERS, MakeHost, add_fault, runtime
 
 NEW_WEBHOOK_SECRET = "hygiene-webhook-new-0123456789abcdef"
 OLD_WEBHOOK_SECRET = "hygiene-webhook-old-0123456789abcdef"
 NEW_SESSION_SECRET = "hygiene-session-new-0123456789-abcdefgh"
 OLD_SESSION_SECRET = "hygiene-session-old-0123456789-abcdefgh"
-H = {"Origin": ORIGIN}
 
 
 class Seen:
@@ -97,7 +96,7 @@ async def test_no_secret_on_any_path(
     ip = iter(f"198.51.100.{n}" for n in range(1, 250))
 
     def visitor(**extra: str) -> dict[str, str]:
-        return {**H, "X-Forwarded-For": next(ip), **extra}
+        return {**ORIGIN_HEADERS, "X-Forwarded-For": next(ip), **extra}
 
     async def post_session(body: Any = None, headers: dict[str, str] | None = None) -> Any:
         return await seen(
@@ -157,7 +156,7 @@ async def test_no_secret_on_any_path(
     events_url = minted["events_url"]
     await seen(await client.get(events_url))
     await seen(await client.get(events_url, params={"token": "forged.token.value"}))
-    stream = await client.get(events_url, params={"token": minted["token"]}, headers=H)
+    stream = await client.get(events_url, params={"token": minted["token"]}, headers=ORIGIN_HEADERS)
     assert stream.status == 200
     await seen(stream, stream=True)
     started = json.dumps({"event_type": "call_initiated", "payload": {"call": {"id": minted["call_id"]}}}).encode()
@@ -176,13 +175,15 @@ async def test_no_secret_on_any_path(
     await seen(await client.post("/webcall/webhooks", data=ended))
     await seen(await client.post("/webcall/webhooks", data=b"{" + b" " * 300_000 + b"}"))
     seen.texts.append(await asyncio.wait_for(read_sse(stream), 5))
-    replay = await client.get(events_url, params={"token": minted["token"]}, headers={**H, "Last-Event-ID": "1"})
+    replay = await client.get(
+        events_url, params={"token": minted["token"]}, headers={**ORIGIN_HEADERS, "Last-Event-ID": "1"}
+    )
     seen.texts.append(await asyncio.wait_for(read_sse(replay), 5))
     end_url = minted["end_url"]
-    await seen(await client.post(end_url, headers=H))
-    await seen(await client.post(end_url, headers={**H, "Authorization": "Bearer forged"}))
-    await seen(await client.post(end_url, headers={**H, "Authorization": f"Bearer {minted['token']}"}))
-    await seen(await client.post(end_url, headers={**H, "Authorization": f"Bearer {minted['token']}"}))
+    await seen(await client.post(end_url, headers=ORIGIN_HEADERS))
+    await seen(await client.post(end_url, headers={**ORIGIN_HEADERS, "Authorization": "Bearer forged"}))
+    await seen(await client.post(end_url, headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {minted['token']}"}))
+    await seen(await client.post(end_url, headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {minted['token']}"}))
 
     # call-backs: the emulator rings no phone, runs the call and delivers its webhooks, signed, to us
     callback = {"agent": "sales", "phone_number": "+14155550123", "consent": True}

@@ -13,26 +13,17 @@ from webcall import Agent, HTTPProblem
 from webcall.emulator.server import EmulatorServer
 from webcall.tokens import AUDIENCE_CALL
 
-from .conftest import ORIGIN, MakeHost, add_fault, runtime, upstream_count
-
-H = {"Origin": ORIGIN}
-
-
-async def mint(client: Any, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-    return await client.post(
-        "/webcall/sessions",
-        json={"agent": "sales"} if body is None else body,
-        headers=H if headers is None else headers,
-    )
-
-
-async def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    body: dict[str, Any] = await response.json()
-    assert body["code"] == code
-    assert body["statusCode"] == status and isinstance(body["error"], str) and body["message"]
-    assert set(body) == {"statusCode", "error", "message", "code"}
-    return body
+from .conftest import (
+    ORIGIN,
+    ORIGIN_HEADERS,
+    MakeHost,
+    add_fault,
+    mint,
+    problem,
+    runtime,
+    upstream_count,
+    without_defaults,
+)
 
 
 async def test_mint_returns_what_the_browser_needs(make_host: MakeHost, emulator: EmulatorServer) -> None:
@@ -70,7 +61,7 @@ async def test_async_variables_hook(make_host: MakeHost, emulator: EmulatorServe
         return {"name": request.headers.get("X-User", "guest")}
 
     client, _ = await make_host(variables=variables)
-    body = await (await mint(client, headers={**H, "X-User": "Ana"})).json()
+    body = await (await mint(client, headers={**ORIGIN_HEADERS, "X-User": "Ana"})).json()
     assert emulator.state.calls[body["call_id"]].metadata["name"] == "Ana"
 
 
@@ -89,9 +80,7 @@ async def test_bad_visitor_variables(
     make_host: MakeHost, emulator: EmulatorServer, variables: Any, fragment: str
 ) -> None:
     client, _ = await make_host()
-    body = await assert_problem(
-        await mint(client, {"agent": "sales", "variables": variables}), 400, "invalid_variables"
-    )
+    body = await problem(await mint(client, {"agent": "sales", "variables": variables}), 400, "invalid_variables")
     assert fragment in body["message"]
     assert emulator.state.calls == {}
 
@@ -99,14 +88,14 @@ async def test_bad_visitor_variables(
 async def test_disallowed_origin_makes_no_upstream_call(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host()
     response = await mint(client, headers={"Origin": "https://evil.example"})
-    await assert_problem(response, 403, "origin_not_allowed")
+    await problem(response, 403, "origin_not_allowed")
     assert "Access-Control-Allow-Origin" not in response.headers
     assert await upstream_count(emulator, "POST /v1/web-calls") == 0
 
 
 async def test_missing_origin_is_refused(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host()
-    await assert_problem(await mint(client, headers={}), 403, "origin_not_allowed")
+    await problem(await mint(client, headers={}), 403, "origin_not_allowed")
     assert emulator.state.calls == {}
 
 
@@ -116,14 +105,18 @@ async def test_same_origin_allowed_without_allowlist(make_host: MakeHost) -> Non
     response = await mint(client, headers={"Origin": own})
     assert response.status == 201
     assert "Access-Control-Allow-Origin" not in response.headers  # same origin needs no CORS
-    await assert_problem(await mint(client), 403, "origin_not_allowed")
+    await problem(await mint(client), 403, "origin_not_allowed")
 
 
 async def test_preflight(make_host: MakeHost) -> None:
     client, _ = await make_host()
     ok = await client.options(
         "/webcall/sessions",
-        headers={**H, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
+        headers={
+            **ORIGIN_HEADERS,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
     )
     assert ok.status == 204
     assert ok.headers["Access-Control-Allow-Origin"] == ORIGIN
@@ -132,16 +125,16 @@ async def test_preflight(make_host: MakeHost) -> None:
     bad = await client.options(
         "/webcall/sessions", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     )
-    await assert_problem(bad, 403, "origin_not_allowed")
+    await problem(bad, 403, "origin_not_allowed")
     assert "Access-Control-Allow-Origin" not in bad.headers
 
 
 async def test_wrong_content_type(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host()
     response = await client.post(
-        "/webcall/sessions", data='{"agent": "sales"}', headers={**H, "Content-Type": "text/plain"}
+        "/webcall/sessions", data='{"agent": "sales"}', headers={**ORIGIN_HEADERS, "Content-Type": "text/plain"}
     )
-    await assert_problem(response, 415, "unsupported_media_type")
+    await problem(response, 415, "unsupported_media_type")
     assert emulator.state.calls == {}
 
 
@@ -149,22 +142,22 @@ async def test_wrong_content_type(make_host: MakeHost, emulator: EmulatorServer)
 async def test_bad_json(make_host: MakeHost, raw: str) -> None:
     client, _ = await make_host()
     response = await client.post(
-        "/webcall/sessions", data=raw.encode("latin-1"), headers={**H, "Content-Type": "application/json"}
+        "/webcall/sessions", data=raw.encode("latin-1"), headers={**ORIGIN_HEADERS, "Content-Type": "application/json"}
     )
-    await assert_problem(response, 400, "invalid_json")
+    await problem(response, 400, "invalid_json")
 
 
 async def test_oversized_body(make_host: MakeHost) -> None:
     client, _ = await make_host()
     response = await mint(client, {"agent": "sales", "pad": "x" * 20_000})
-    await assert_problem(response, 413, "payload_too_large")
+    await problem(response, 413, "payload_too_large")
 
 
 async def test_unknown_and_missing_agent(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host()
-    await assert_problem(await mint(client, {"agent": "agent_sales"}), 404, "unknown_agent")
-    await assert_problem(await mint(client, {}), 400, "invalid_request")
-    await assert_problem(await mint(client, {"agent": ["sales"]}), 400, "invalid_request")
+    await problem(await mint(client, {"agent": "agent_sales"}), 404, "unknown_agent")
+    await problem(await mint(client, {}), 400, "invalid_request")
+    await problem(await mint(client, {"agent": ["sales"]}), 400, "invalid_request")
     assert emulator.state.calls == {}
 
 
@@ -172,17 +165,17 @@ async def test_rate_limited_per_ip_with_retry_after(make_host: MakeHost, emulato
     client, _ = await make_host(rate_limit=3, rate_limit_window=60)
     for _ in range(3):
         assert (await mint(client)).status == 201
-    response = await mint(client, headers={**H, "X-Forwarded-For": "203.0.113.9"})  # forged, not trusted
-    await assert_problem(response, 429, "rate_limited")
+    response = await mint(client, headers={**ORIGIN_HEADERS, "X-Forwarded-For": "203.0.113.9"})  # forged, not trusted
+    await problem(response, 429, "rate_limited")
     assert 55 <= int(response.headers["Retry-After"]) <= 60
     assert len(emulator.state.calls) == 3
 
 
 async def test_trusted_proxy_hop_is_used(make_host: MakeHost) -> None:
     client, _ = await make_host(rate_limit=1, trusted_proxies=1)
-    assert (await mint(client, headers={**H, "X-Forwarded-For": "203.0.113.1"})).status == 201
-    assert (await mint(client, headers={**H, "X-Forwarded-For": "203.0.113.2"})).status == 201
-    await assert_problem(await mint(client, headers={**H, "X-Forwarded-For": "203.0.113.1"}), 429, "rate_limited")
+    assert (await mint(client, headers={**ORIGIN_HEADERS, "X-Forwarded-For": "203.0.113.1"})).status == 201
+    assert (await mint(client, headers={**ORIGIN_HEADERS, "X-Forwarded-For": "203.0.113.2"})).status == 201
+    await problem(await mint(client, headers={**ORIGIN_HEADERS, "X-Forwarded-For": "203.0.113.1"}), 429, "rate_limited")
 
 
 async def test_concurrent_call_cap_and_release_on_end(make_host: MakeHost, emulator: EmulatorServer) -> None:
@@ -190,10 +183,10 @@ async def test_concurrent_call_cap_and_release_on_end(make_host: MakeHost, emula
     first = await (await mint(client)).json()
     assert (await mint(client)).status == 201
     response = await mint(client)
-    await assert_problem(response, 503, "capacity_reached")
+    await problem(response, 503, "capacity_reached")
     assert int(response.headers["Retry-After"]) > 0
     assert len(emulator.state.calls) == 2
-    ended = await client.post(first["end_url"], headers={**H, "Authorization": f"Bearer {first['token']}"})
+    ended = await client.post(first["end_url"], headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {first['token']}"})
     assert ended.status == 200, await ended.text()
     assert (await mint(client)).status == 201
 
@@ -212,10 +205,10 @@ async def test_authorize_hook(make_host: MakeHost, emulator: EmulatorServer) -> 
         return user if user else False
 
     client, _ = await make_host(authorize=authorize, identity_rate_limit=1)
-    await assert_problem(await mint(client), 403, "forbidden")
-    assert (await mint(client, headers={**H, "X-User": "u1"})).status == 201
-    await assert_problem(await mint(client, headers={**H, "X-User": "u1"}), 429, "rate_limited")
-    assert (await mint(client, headers={**H, "X-User": "u2"})).status == 201
+    await problem(await mint(client), 403, "forbidden")
+    assert (await mint(client, headers={**ORIGIN_HEADERS, "X-User": "u1"})).status == 201
+    await problem(await mint(client, headers={**ORIGIN_HEADERS, "X-User": "u1"}), 429, "rate_limited")
+    assert (await mint(client, headers={**ORIGIN_HEADERS, "X-User": "u2"})).status == 201
     assert len(emulator.state.calls) == 2
 
 
@@ -224,7 +217,7 @@ async def test_authorize_hook_custom_problem(make_host: MakeHost) -> None:
         raise HTTPProblem(401, "login_required", "Sign in to call us.")
 
     client, _ = await make_host(authorize=authorize)
-    body = await assert_problem(await mint(client), 401, "login_required")
+    body = await problem(await mint(client), 401, "login_required")
     assert body["message"] == "Sign in to call us."
 
 
@@ -233,7 +226,7 @@ async def test_failing_hook_is_a_clean_500(make_host: MakeHost, log_records: pyt
         raise RuntimeError("database down")
 
     client, _ = await make_host(variables=variables)
-    body = await assert_problem(await mint(client), 500, "hook_failed")
+    body = await problem(await mint(client), 500, "hook_failed")
     assert "database" not in body["message"]
     assert any("variables hook failed" in r.getMessage() for r in log_records.records)
 
@@ -241,14 +234,14 @@ async def test_failing_hook_is_a_clean_500(make_host: MakeHost, log_records: pyt
 async def test_upstream_4xx(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host(agents={"ghost": Agent(id="agent_missing")})
     response = await mint(client, {"agent": "ghost"})
-    body = await assert_problem(response, 502, "upstream_rejected")
+    body = await problem(response, 502, "upstream_rejected")
     assert "Agent not found" not in body["message"]  # the upstream body is not echoed
 
 
 async def test_upstream_5xx_is_not_retried_for_the_billable_post(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host()
     await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=503, count=1)
-    await assert_problem(await mint(client), 502, "upstream_error")
+    await problem(await mint(client), 502, "upstream_error")
     assert await upstream_count(emulator, "POST /v1/web-calls") == 1
     assert emulator.state.calls == {}
     assert (await mint(client)).status == 201  # the slot was released
@@ -258,8 +251,10 @@ async def test_upstream_5xx_after_retries_on_hang_up(make_host: MakeHost, emulat
     client, _ = await make_host()
     session = await (await mint(client)).json()
     await add_fault(emulator, route="POST /v1/calls/{id}/end", kind="status", status=503, count=0)
-    response = await client.post(session["end_url"], headers={**H, "Authorization": f"Bearer {session['token']}"})
-    await assert_problem(response, 502, "upstream_error")
+    response = await client.post(
+        session["end_url"], headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {session['token']}"}
+    )
+    await problem(response, 502, "upstream_error")
     assert await upstream_count(emulator, "POST /v1/calls/{id}/end") == 3
 
 
@@ -273,18 +268,21 @@ async def test_upstream_429_is_retried(make_host: MakeHost, emulator: EmulatorSe
 async def test_upstream_timeout(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host(upstream_timeout=0.3)
     await add_fault(emulator, route="POST /v1/web-calls", kind="timeout", delay=3, count=1)
-    await assert_problem(await mint(client), 504, "upstream_timeout")
+    await problem(await mint(client), 504, "upstream_timeout")
     assert emulator.state.calls == {}
 
 
 async def test_upstream_unreachable(make_host: MakeHost) -> None:
     client, _ = await make_host(base_url="http://127.0.0.1:9/v1")
     response = await mint(client)
-    await assert_problem(response, 503, "upstream_unavailable")
+    await problem(response, 503, "upstream_unavailable")
     assert "Retry-After" in response.headers
 
 
-async def test_missing_placeholder_is_logged(make_host: MakeHost, log_records: pytest.LogCaptureFixture) -> None:
+async def test_missing_placeholder_is_logged(
+    make_host: MakeHost, emulator: EmulatorServer, log_records: pytest.LogCaptureFixture
+) -> None:
+    without_defaults(emulator, "agent_sales")
     client, _ = await make_host()
     body = await (await mint(client, {"agent": "sales", "variables": {"name": "Priya"}})).json()
     warnings = [r.getMessage() for r in log_records.records if r.levelno == logging.WARNING]
@@ -295,19 +293,19 @@ async def test_end_requires_the_calls_token(make_host: MakeHost, emulator: Emula
     client, _ = await make_host()
     a = await (await mint(client)).json()
     b = await (await mint(client)).json()
-    await assert_problem(await client.post(a["end_url"], headers=H), 401, "unauthorized")
-    wrong = await client.post(a["end_url"], headers={**H, "Authorization": f"Bearer {b['token']}"})
-    await assert_problem(wrong, 401, "unauthorized")
-    ok = await client.post(a["end_url"], headers={**H, "Authorization": f"Bearer {a['token']}"})
+    await problem(await client.post(a["end_url"], headers=ORIGIN_HEADERS), 401, "unauthorized")
+    wrong = await client.post(a["end_url"], headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {b['token']}"})
+    await problem(wrong, 401, "unauthorized")
+    ok = await client.post(a["end_url"], headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {a['token']}"})
     assert ok.status == 200
     assert emulator.state.calls[a["call_id"]].ended
 
 
 async def test_unknown_route_and_method_in_our_shape(make_host: MakeHost) -> None:
     client, _ = await make_host()
-    await assert_problem(await client.get("/webcall/nope"), 404, "not_found")
+    await problem(await client.get("/webcall/nope"), 404, "not_found")
     response = await client.get("/webcall/sessions")
-    await assert_problem(response, 405, "method_not_allowed")
+    await problem(response, 405, "method_not_allowed")
     assert "POST" in response.headers["Allow"]
 
 

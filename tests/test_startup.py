@@ -15,16 +15,25 @@ from webcall import Agent, ConfigError, WebCallConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.emulator.state import AgentVersion
 
-from .conftest import ORIGIN, SESSION_SECRET, MakeHost, runtime
+from .conftest import ORIGIN, SESSION_SECRET, MakeHost, runtime, without_defaults
 
 
-async def test_agent_checks_log_placeholders(make_host: MakeHost, log_records: pytest.LogCaptureFixture) -> None:
+async def test_agent_checks_log_placeholders(
+    make_host: MakeHost, emulator: EmulatorServer, log_records: pytest.LogCaptureFixture
+) -> None:
+    without_defaults(emulator, "agent_sales")
     _, handle = await make_host()
     assert runtime(handle).catalog.required_variables("sales") == {"name", "company"}
     assert any(
         "agent 'sales' is agent_sales" in r.getMessage() and "{{company}}" in r.getMessage()
         for r in log_records.records
     )
+
+
+async def test_placeholders_with_defaults_need_no_value(make_host: MakeHost, emulator: EmulatorServer) -> None:
+    emulator.state.agents["agent_sales"].versions[0].default_dynamic_variables = {"company": "your team"}
+    _, handle = await make_host()
+    assert runtime(handle).catalog.required_variables("sales") == {"name"}
 
 
 async def test_missing_agent_is_logged_when_not_strict(

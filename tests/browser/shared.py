@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from ..net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "dialnexa-webcall"
@@ -90,13 +91,6 @@ PROBE_JS = """\
   setInterval(tick, 10);
 })();
 """.replace("__AUDIBLE__", str(AUDIBLE)).replace("__TAG__", TAG)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def start_demo(*, stderr: int = asyncio.subprocess.DEVNULL) -> tuple[asyncio.subprocess.Process, str, float]:

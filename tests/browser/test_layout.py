@@ -20,8 +20,9 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
+from ..net import free_port
 from .conftest import LIVE, MakeSite, Site
-from .shared import TAG, free_port, start_demo
+from .shared import TAG, start_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 

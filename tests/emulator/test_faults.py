@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from webcall.emulator import EmulatorConfig, EmulatorServer
+from webcall.emulator import EmulatorServer
 
 CREATE = {"agent_id": "agent_sales", "metadata": {"name": "Ann"}}
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[EmulatorServer]:
-    async with EmulatorServer(EmulatorConfig(phone_ring_seconds=0.02, phone_talk_seconds=0.04)) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(emu: EmulatorServer) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {emu.api_key}"}
-    async with httpx.AsyncClient(base_url=emu.origin, headers=headers, timeout=5.0) as c:
-        yield c
 
 
 async def add_fault(client: httpx.AsyncClient, **fault: Any) -> str:

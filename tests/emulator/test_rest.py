@@ -7,12 +7,10 @@ import logging
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,26 +22,10 @@ from pytest_aiohttp import AiohttpClient
 from webcall.emulator import EmulatorConfig, EmulatorServer, create_emulator_app, default_agents
 from webcall.emulator.state import AgentVersion, Call, EmulatedAgent
 
+from ..net import free_port
+from .conftest import make_config
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def make_config(**overrides: Any) -> EmulatorConfig:
-    options: dict[str, Any] = {"phone_ring_seconds": 0.02, "phone_talk_seconds": 0.04}
-    options.update(overrides)
-    return EmulatorConfig(**options)
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[EmulatorServer]:
-    async with EmulatorServer(make_config()) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(emu: EmulatorServer) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {emu.api_key}"}
-    async with httpx.AsyncClient(base_url=emu.origin, headers=headers, timeout=5.0) as c:
-        yield c
 
 
 async def create_web_call(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
@@ -782,13 +764,6 @@ async def test_server_reports_its_urls_and_key(emu: EmulatorServer) -> None:
 
 
 # -- command line -------------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_command_line_serves_and_stops_cleanly_on_ctrl_c() -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)

@@ -77,13 +77,6 @@ async def emu() -> AsyncIterator[EmulatorServer]:
         yield server
 
 
-@pytest.fixture
-async def client(emu: EmulatorServer) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {emu.api_key}"}
-    async with httpx.AsyncClient(base_url=emu.origin, headers=headers, timeout=5.0) as c:
-        yield c
-
-
 async def phone_call(client: httpx.AsyncClient) -> httpx.Response:
     payload = {"agent_id": "agent_sales", "phone_number": "+14155550100", "metadata": {"name": "Bob"}}
     return await client.post("/v1/calls", json=payload)
