@@ -150,6 +150,69 @@ async def test_entry_of_a_dead_worker_is_reclaimed_without_repeating_done_callba
         await bus.stop()
 
 
+async def test_a_finished_part_is_recorded_while_another_is_still_running() -> None:
+    """With several callbacks, each one that succeeds is marked done at once, so a worker that dies while another is
+    still retrying leaves an entry whose finished parts are not run again."""
+    store = MemoryStore()
+    release = asyncio.Event()
+    callbacks = CallbackList()
+
+    def quick(e: CallEvent) -> None: ...
+
+    async def slow(e: CallEvent) -> None:
+        await release.wait()
+
+    callbacks.append(quick)
+    callbacks.append(slow)
+    (quick_name, _), _ = callbacks.for_event(event("call_1"))
+    bus = EventBus(store, callbacks, sleep=no_sleep, callback_timeout=5.0)
+    bus.start()
+    try:
+        assert await bus.publish(event("call_1"))
+        [(entry_id, _)] = await asyncio.wait_for(_pending_entry(store), 2)
+        for _ in range(200):
+            if await store.done_parts(entry_id):
+                break
+            await asyncio.sleep(0.01)
+        assert await store.done_parts(entry_id) == {quick_name}
+        release.set()
+        await bus.drain()
+    finally:
+        await bus.stop()
+
+
+async def _pending_entry(store: MemoryStore) -> list[tuple[str, dict[str, object]]]:
+    """The entry the bus is working on, as another worker would see it once it is abandoned (reclaim_after=0)."""
+    while True:
+        taken = await store.outbox_take("observer", 1, block=0.01, reclaim_after=0)
+        if taken:
+            return taken
+
+
+async def test_an_entry_with_one_callback_writes_no_done_mark() -> None:
+    """One part has nothing to protect from a retry: its success is the acknowledgement, one store write fewer."""
+    store = MemoryStore()
+    marks: list[str] = []
+    original = store.mark_done
+
+    async def recording(entry_id: str, part: str, ttl: float) -> None:
+        marks.append(part)
+        await original(entry_id, part, ttl)
+
+    store.mark_done = recording  # type: ignore[method-assign]
+    callbacks = CallbackList()
+    seen: list[str] = []
+    callbacks.append(lambda e: seen.append(e.call_id))
+    bus = EventBus(store, callbacks, sleep=no_sleep)
+    bus.start()
+    try:
+        assert await bus.publish(event("call_1"))
+        await bus.drain()
+        assert seen == ["call_1"] and marks == []
+    finally:
+        await bus.stop()
+
+
 def test_callback_names_are_unique() -> None:
     callbacks = CallbackList()
 

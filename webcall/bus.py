@@ -199,14 +199,19 @@ class EventBus:
             targets = [
                 (n, fn) for n, fn in self.callbacks.for_event(event) if n not in done and (not only or n in only)
             ]
-            await asyncio.gather(*(self._run_callback(entry_id, event, name, fn) for name, fn in targets))
+            # A part is marked done so that, if this entry is retried, it is not repeated; an entry with one part has
+            # nothing to protect (a retry repeats that part at most: delivery is at least once).
+            mark_done = len(targets) > 1
+            await asyncio.gather(
+                *(self._run_callback(entry_id, event, name, fn, mark_done=mark_done) for name, fn in targets)
+            )
             await self.store.outbox_ack(entry_id)
         except StoreUnavailable:
             log.warning("webcall: store unreachable while delivering %s; it will be retried", entry_id)
         except Exception:
             log.exception("webcall: delivering outbox entry %s failed; it will be retried", entry_id)
 
-    async def _run_callback(self, entry_id: str, event: CallEvent, name: str, fn: Callback) -> None:
+    async def _run_callback(self, entry_id: str, event: CallEvent, name: str, fn: Callback, *, mark_done: bool) -> None:
         error = ""
         for attempt in range(1, self.attempts + 1):
             try:
@@ -220,7 +225,8 @@ class EventBus:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
             else:
-                await self.store.mark_done(entry_id, name, ttl=self.reclaim_after * 2)
+                if mark_done:
+                    await self.store.mark_done(entry_id, name, ttl=self.reclaim_after * 2)
                 return
             log.warning(
                 "call %s: callback %s failed on %s (attempt %d/%d): %s",

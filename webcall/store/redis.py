@@ -98,6 +98,20 @@ redis.call('PEXPIRE', KEYS[4], ARGV[4])
 redis.call('PUBLISH', KEYS[5], item)
 return id
 """
+# The writes below are scripts rather than MULTI/EXEC pipelines: one reply to read instead of one per command.
+_REMEMBER_CALL = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+"""
+_OUTBOX_ACK = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+"""
+_MARK_DONE = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
 _DEAD_TAKE = """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
@@ -245,6 +259,9 @@ class RedisStore(Store):
         self._active = self._client.register_script(_ACTIVE)
         self._outbox_add = self._client.register_script(_OUTBOX_ADD)
         self._publish = self._client.register_script(_PUBLISH)
+        self._remember_call = self._client.register_script(_REMEMBER_CALL)
+        self._outbox_ack = self._client.register_script(_OUTBOX_ACK)
+        self._mark_done = self._client.register_script(_MARK_DONE)
         self._dead_take = self._client.register_script(_DEAD_TAKE)
         self._due = self._client.register_script(_DUE)
         self._group_ready = False
@@ -277,10 +294,8 @@ class RedisStore(Store):
 
     @_unavailable
     async def remember_call(self, call_id: str, context: dict[str, Any], ttl: float, deadline_at: float) -> None:
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.set(self._k(f"ctx:{call_id}"), json.dumps(context), px=_ms(ttl))
-            pipe.zadd(self._k("deadlines"), {call_id: deadline_at})
-            await pipe.execute()
+        keys = [self._k(f"ctx:{call_id}"), self._k("deadlines")]
+        await self._remember_call(keys=keys, args=[json.dumps(context), _ms(ttl), repr(deadline_at), call_id])
 
     @_unavailable
     async def acquire_slot(self, slot_id: str, cap: int, ttl: float) -> bool:
@@ -404,12 +419,7 @@ class RedisStore(Store):
 
     @_unavailable
     async def outbox_ack(self, entry_id: str) -> None:
-        stream = self._k("outbox")
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.xack(stream, GROUP, entry_id)
-            pipe.xdel(stream, entry_id)
-            pipe.delete(self._k(f"done:{entry_id}"))
-            await pipe.execute()
+        await self._outbox_ack(keys=[self._k("outbox"), self._k(f"done:{entry_id}")], args=[GROUP, entry_id])
 
     @_unavailable
     async def outbox_depth(self) -> int:
@@ -417,11 +427,7 @@ class RedisStore(Store):
 
     @_unavailable
     async def mark_done(self, entry_id: str, part: str, ttl: float) -> None:
-        key = self._k(f"done:{entry_id}")
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.sadd(key, part)
-            pipe.pexpire(key, _ms(ttl))
-            await pipe.execute()
+        await self._mark_done(keys=[self._k(f"done:{entry_id}")], args=[part, _ms(ttl)])
 
     @_unavailable
     async def done_parts(self, entry_id: str) -> set[str]:
