@@ -125,6 +125,23 @@ async def test_event_log_and_subscription(store: Store) -> None:
     await subscription.close()
 
 
+async def test_a_moved_deadline_fires_once_at_its_new_time(store: Store) -> None:
+    await store.deadline_set("a", 100.0)
+    await store.deadline_set("a", 250.0)  # moved later
+    await store.deadline_set("b", 300.0)
+    await store.deadline_set("b", 120.0)  # moved earlier
+    assert await store.deadlines_due(200.0) == ["b"]
+    assert await store.deadlines_due(260.0) == ["a"]
+    assert await store.deadlines_due(1000.0) == []
+
+
+async def test_deadlines_come_earliest_first_within_the_limit(store: Store) -> None:
+    for n in range(5):
+        await store.deadline_set(f"call_{n}", 100.0 - n)
+    assert await store.deadlines_due(200.0, limit=2) == ["call_4", "call_3"]
+    assert await store.deadlines_due(200.0) == ["call_2", "call_1", "call_0"]
+
+
 async def test_deadlines_are_taken_once(store: Store) -> None:
     await store.deadline_set("a", 100.0)
     await store.deadline_set("b", 200.0)

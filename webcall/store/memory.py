@@ -53,7 +53,8 @@ class MemoryStore(Store):
         self._dead: dict[str, dict[str, Any]] = {}
         self._logs: dict[str, tuple[float, list[tuple[int, dict[str, Any]]]]] = {}
         self._subscribers: dict[str, set[Mailbox]] = {}
-        self._deadlines: dict[str, float] = {}
+        self._deadlines: dict[str, float] = {}  # call id -> when it must end
+        self._deadline_queue: list[tuple[float, str]] = []  # a heap; entries whose deadline changed are skipped
 
     def _tick(self) -> float:
         now = self._clock()
@@ -254,12 +255,19 @@ class MemoryStore(Store):
     # -- deadlines -------------------------------------------------------------------------------------------------
     async def deadline_set(self, call_id: str, at: float) -> None:
         self._deadlines[call_id] = at
+        heapq.heappush(self._deadline_queue, (at, call_id))
 
     async def deadline_clear(self, call_id: str) -> None:
         self._deadlines.pop(call_id, None)
 
     async def deadlines_due(self, now: float, limit: int = 50) -> list[str]:
-        due = sorted((at, call_id) for call_id, at in self._deadlines.items() if at <= now)[:limit]
-        for _, call_id in due:
-            del self._deadlines[call_id]
-        return [call_id for _, call_id in due]
+        """Earliest first, without scanning every live call: the heap holds each deadline ever set, and one that was
+        cleared or moved since is dropped when it comes up."""
+        due: list[str] = []
+        queue = self._deadline_queue
+        while queue and queue[0][0] <= now and len(due) < limit:
+            at, call_id = heapq.heappop(queue)
+            if self._deadlines.get(call_id) == at:
+                del self._deadlines[call_id]
+                due.append(call_id)
+        return due
