@@ -509,7 +509,8 @@ border-radius:10px;background:var(--b)}
         [$.close, this.floating],
         [$.panel, !this.floating || this.open],
         [$.timer, live],
-        [$.intro, st === "idle" && !view && $.intro.textContent],
+        // The intro invites a call in the browser: not where the browser can't make one.
+        [$.intro, st === "idle" && !view && !blocker && $.intro.textContent],
         [$.note, this.note && !view && st !== "error"],
         [$.log, !view],
         [$.sum, st === "ended" && this.summary && !view],
