@@ -401,22 +401,24 @@ async def bench_sse_memory(quick: bool) -> None:
 
 # -- browser --------------------------------------------------------------------------------------------------------
 async def bench_browser(quick: bool) -> None:
+    """Click -> connected and click -> first agent audio in each engine, side by side."""
     from .browser import click_to_connected
 
     calls = 20 if quick else 30
-    connected, audio = await click_to_connected(calls)
-    row(
-        "browser",
-        f"click -> connected, headless Chromium, {calls} calls median / p90",
-        f"{statistics.median(connected) * 1e3:.0f} / {pct(connected, 90) * 1e3:.0f} ms",
-        "median <= 250 ms",
-        statistics.median(connected) <= 0.250,
-    )
-    row(
-        "browser",
-        f"click -> first agent audio, {calls} calls median / p90",
-        f"{statistics.median(audio) * 1e3:.0f} / {pct(audio, 90) * 1e3:.0f} ms",
-    )
+    for engine, name in (("chromium", "Chromium"), ("firefox", "Firefox")):
+        connected, audio = await click_to_connected(calls, engine)
+        row(
+            "browser",
+            f"click -> connected, headless {name}, {calls} calls median / p90",
+            f"{statistics.median(connected) * 1e3:.0f} / {pct(connected, 90) * 1e3:.0f} ms",
+            "median <= 250 ms",
+            statistics.median(connected) <= 0.250,
+        )
+        row(
+            "browser",
+            f"click -> first agent audio, headless {name}, {calls} calls median / p90",
+            f"{statistics.median(audio) * 1e3:.0f} / {pct(audio, 90) * 1e3:.0f} ms",
+        )
 
 
 async def bench_capacity(quick: bool) -> None:

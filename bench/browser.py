@@ -1,5 +1,5 @@
-"""Click-to-connected in real headless Chromium: a host site mounting the plugin (in this process) in front of the
-emulator (a subprocess), measured inside the page.
+"""Click-to-connected in real headless Chromium and Firefox: a host site mounting the plugin (in this process) in
+front of the emulator (a subprocess), measured inside the page.
 
 Each call is one visitor: a fresh browser context opens the host page and clicks "Start call". A probe script served
 by the host records ``performance.now()`` at the click (a capture listener), at the widget's first ``webcall:state``
@@ -26,7 +26,9 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, Playwright, async_playwright
 
 import webcall
+from tests.browser.bidi import Firefox, firefox_prefs, launch_firefox
 from tests.browser.shared import PROBE_JS, TAG
+from tests.browser.tabs import open_tab
 from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,45 +213,47 @@ async def wait_state(page: Page, states: tuple[str, ...], within: float = 15.0) 
     )
 
 
-async def one_call(browser: Browser, site: HostSite) -> tuple[float, float]:
+async def one_call(browser: Browser | Firefox, site: HostSite, shots: Path) -> tuple[float, float]:
     """One visitor: open the page, click start, wait for the agent's voice, hang up. Seconds to live, to audio."""
-    context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    tab = await open_tab(browser, site.origin + "/", shots)
     try:
-        page = await context.new_page()
-        await page.goto(site.origin + "/")
-        start = page.get_by_role("button", name="Start call", exact=True)
-        await start.wait_for()
+        start = tab.button("Start call")
+        await start.wait_visible()
         await start.click()
-        await wait_state(page, LIVE)
-        await page.wait_for_function("() => window.__audio.audible >= 3", timeout=15_000, polling=10)
-        times: Mapping[str, Any] = await page.evaluate(
-            """([live]) => ({
+        await tab.wait_state(*LIVE, within=15)
+        await tab.wait_for("() => window.__audio.audible >= 3", within=15, what="the agent is heard")
+        times: Mapping[str, Any] = await tab.call(
+            """(live) => ({
               click: window.__clicks[0],
               live: window.__events.find((e) => e.type === "state" && live.includes(e.detail.state)).at,
               audio: window.__audio.audibleAt,
             })""",
-            [list(LIVE)],
+            list(LIVE),
         )
-        await page.get_by_role("button", name="End call", exact=True).click()
-        await wait_state(page, ("ended",))
+        await tab.button("End call").click()
+        await tab.wait_state("ended")
         return (times["live"] - times["click"]) / 1000, (times["audio"] - times["click"]) / 1000
     finally:
-        await context.close()
+        await tab.close()
 
 
-async def click_to_connected(calls: int) -> tuple[list[float], list[float]]:
+async def click_to_connected(calls: int, engine: str = "chromium") -> tuple[list[float], list[float]]:
     """Seconds from the click on "Start call" to the live state, and to the first agent audio, for ``calls`` calls
-    (after one warm-up call that is not counted)."""
+    in ``engine`` (chromium or firefox), after one warm-up call that is not counted."""
     connected: list[float] = []
     audio: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-browser-") as tmp:
         microphone = write_silence(Path(tmp) / "silence.wav")
         async with EmulatorProcess() as emulator, HostSite(emulator) as site, async_playwright() as driver:
-            browser = await launch_chromium(driver, microphone)
+            browser: Browser | Firefox
+            if engine == "firefox":
+                browser = await launch_firefox(firefox_prefs(microphone=True))
+            else:
+                browser = await launch_chromium(driver, microphone)
             try:
-                await one_call(browser, site)  # warm-up: the emulator's first synthesis, first connections
+                await one_call(browser, site, Path(tmp))  # warm-up: the first synthesis, the first connections
                 for _ in range(calls):
-                    to_live, to_audio = await one_call(browser, site)
+                    to_live, to_audio = await one_call(browser, site, Path(tmp))
                     connected.append(to_live)
                     audio.append(to_audio)
             finally:
@@ -258,6 +262,7 @@ async def click_to_connected(calls: int) -> tuple[list[float], list[float]]:
 
 
 if __name__ == "__main__":
-    live, heard = asyncio.run(click_to_connected(int(sys.argv[1]) if len(sys.argv) > 1 else 5))
+    engine_name = sys.argv[2] if len(sys.argv) > 2 else "chromium"
+    live, heard = asyncio.run(click_to_connected(int(sys.argv[1]) if len(sys.argv) > 1 else 5, engine_name))
     print("live  ", " ".join(f"{t * 1e3:.0f}" for t in live), "ms")
     print("audio ", " ".join(f"{t * 1e3:.0f}" for t in heard), "ms")

@@ -42,7 +42,7 @@ from webcall.events import CallEvent
 
 from .bidi import Firefox, firefox_prefs, launch_firefox
 from .shared import PROBE_JS, TAG
-from .tabs import ChromiumTab, FirefoxTab, Tab
+from .tabs import Tab, open_tab
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (
@@ -65,7 +65,6 @@ AGENTS = {
     "support": Agent(id="agent_support", label="Support"),
 }
 CALLER_LINE = "I would like to know more about pricing."
-VIEWPORT = {"width": 1280, "height": 800}
 
 
 SITE_CSS = """\
@@ -504,15 +503,12 @@ async def new_tab(
     tabs: list[Tab] = []
     shots = tmp_path / "shots"
 
-    async def open_tab(
+    async def open_site_tab(
         site: Site | str, path: str = "/", *, browser: AnyBrowser | None = None, inject_probe: bool = False
     ) -> Tab:
         url = (site.origin if isinstance(site, Site) else site) + path
         browser = browser or await browsers.get(engine)
-        if isinstance(browser, Firefox):
-            tab: Tab = await open_firefox_tab(browser, url, shots, inject_probe=inject_probe)
-        else:
-            tab = await open_chromium_tab(browser, url, shots, inject_probe=inject_probe)
+        tab = await open_tab(browser, url, shots, inject_probe=inject_probe)
         tabs.append(tab)
         await tab.wait_for(
             "(tag) => customElements.get(tag) !== undefined && document.querySelector(tag) !== null",
@@ -521,33 +517,6 @@ async def new_tab(
         )
         return tab
 
-    yield open_tab
+    yield open_site_tab
     for tab in tabs:
         await tab.close()
-
-
-async def open_chromium_tab(browser: Browser, url: str, shots: Path, *, inject_probe: bool) -> ChromiumTab:
-    context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
-    if inject_probe:
-        await context.add_init_script(script=PROBE_JS)
-    tab = ChromiumTab(context, await context.new_page(), shots)
-    response = await tab.page.goto(url)
-    assert response is not None and response.ok, f"GET {url} failed"
-    return tab
-
-
-async def open_firefox_tab(firefox: Firefox, url: str, shots: Path, *, inject_probe: bool) -> FirefoxTab:
-    bidi = firefox.bidi
-    user_context = (await bidi.command("browser.createUserContext"))["userContext"]
-    context = (await bidi.command("browsingContext.create", {"type": "tab", "userContext": user_context}))["context"]
-    tab = FirefoxTab(bidi, user_context, context, shots)
-    firefox.tabs[context] = tab
-    await bidi.command("browsingContext.setViewport", {"context": context, "viewport": VIEWPORT})
-    if inject_probe:
-        await bidi.command(
-            "script.addPreloadScript", {"functionDeclaration": f"() => {{ {PROBE_JS} }}", "contexts": [context]}
-        )
-    await bidi.command("browsingContext.navigate", {"context": context, "url": url, "wait": "complete"})
-    status = await tab.call("() => performance.getEntriesByType('navigation')[0]?.responseStatus ?? 0")
-    assert 200 <= status < 300, f"GET {url} -> {status}"
-    return tab

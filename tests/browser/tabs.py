@@ -23,16 +23,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import BrowserContext, Page, Response
+from playwright.async_api import Browser, BrowserContext, Page, Response
 
-from .bidi import BiDi
-from .shared import TAG
+from .bidi import BiDi, Firefox
+from .shared import PROBE_JS, TAG
 
 __all__ = ["ChromiumTab", "Control", "FirefoxTab", "PageError", "Tab"]
 
 # Locating elements by role and accessible name, through open shadow roots. A small subset of the ARIA rules, enough
 # for the widget and our pages: explicit roles, the implicit roles of the elements they use, and names from
 # aria-label, aria-labelledby, <label> and text content.
+VIEWPORT = {"width": 1280, "height": 800}
+
 LOCATE_JS = """
 const IMPLICIT = { BUTTON: "button", A: "link", SECTION: "region", MAIN: "main", H1: "heading", H2: "heading",
   H3: "heading", UL: "list", OL: "list", LI: "listitem", TEXTAREA: "textbox" };
@@ -593,3 +595,39 @@ class FirefoxTab(Tab):
                 await self.bidi.command("browsingContext.close", {"context": self.context})
         finally:
             await self.bidi.command("browser.removeUserContext", {"userContext": self.user_context})
+
+
+# -- opening a tab ----------------------------------------------------------------------------------------------
+async def open_tab(browser: Browser | Firefox, url: str, shots: Path, *, inject_probe: bool = False) -> Tab:
+    """``url`` in a fresh context (Playwright context, or a Firefox user context) of ``browser``. ``inject_probe``
+    adds the page probe to every page through the automation protocol, which a page's CSP does not govern."""
+    if isinstance(browser, Firefox):
+        return await open_firefox_tab(browser, url, shots, inject_probe=inject_probe)
+    return await open_chromium_tab(browser, url, shots, inject_probe=inject_probe)
+
+
+async def open_chromium_tab(browser: Browser, url: str, shots: Path, *, inject_probe: bool) -> ChromiumTab:
+    context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    if inject_probe:
+        await context.add_init_script(script=PROBE_JS)
+    tab = ChromiumTab(context, await context.new_page(), shots)
+    response = await tab.page.goto(url)
+    assert response is not None and response.ok, f"GET {url} failed"
+    return tab
+
+
+async def open_firefox_tab(firefox: Firefox, url: str, shots: Path, *, inject_probe: bool) -> FirefoxTab:
+    bidi = firefox.bidi
+    user_context = (await bidi.command("browser.createUserContext"))["userContext"]
+    context = (await bidi.command("browsingContext.create", {"type": "tab", "userContext": user_context}))["context"]
+    tab = FirefoxTab(bidi, user_context, context, shots)
+    firefox.tabs[context] = tab
+    await bidi.command("browsingContext.setViewport", {"context": context, "viewport": VIEWPORT})
+    if inject_probe:
+        await bidi.command(
+            "script.addPreloadScript", {"functionDeclaration": f"() => {{ {PROBE_JS} }}", "contexts": [context]}
+        )
+    await bidi.command("browsingContext.navigate", {"context": context, "url": url, "wait": "complete"})
+    status = await tab.call("() => performance.getEntriesByType('navigation')[0]?.responseStatus ?? 0")
+    assert 200 <= status < 300, f"GET {url} -> {status}"
+    return tab

@@ -16,7 +16,6 @@ from webcall.emulator.server import EmulatorServer
 
 from .conftest import (
     LIVE,
-    VIEWPORT,
     AnyBrowser,
     MakeBrowser,
     NewTab,
@@ -27,7 +26,7 @@ from .conftest import (
     media,
 )
 from .shared import AUDIBLE
-from .tabs import Tab
+from .tabs import VIEWPORT, Tab
 
 pytestmark = [
     pytest.mark.browser,
