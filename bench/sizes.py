@@ -3,7 +3,8 @@
 The demo runs as ``python -m demo`` on its embedded emulator. Each engine (Chromium through Playwright, Firefox ESR
 over WebDriver BiDi, WebKitGTK's MiniBrowser over WebDriver on Xvfb) opens it at 360x740, 390x844, 820x1180 and
 1280x800, takes the page as a visitor first sees it, then opens the call panel and takes it again. File names are
-``{engine}-{width}x{height}-{closed|open}.png``.
+``{engine}-{width}x{height}-{closed|open}.png``; ``chromium-unstyled-*`` are the widget in a browser without
+constructable stylesheets (Safari before 16.4), at a phone's and a laptop's width.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from playwright.async_api import async_playwright
+from playwright.async_api import Browser, async_playwright
 
 from tests.browser.bidi import firefox_prefs, launch_firefox
 from tests.browser.shared import TAG, start_demo
@@ -27,7 +27,12 @@ const launcher = host && host.shadowRoot && host.shadowRoot.querySelector("[part
 if (launcher) launcher.click();
 return !!launcher;
 """
-Shoot = Callable[[int, int, Path, Path], Awaitable[None]]
+# Safari before 16.4 and WPE have no constructable stylesheets: the widget then shows itself unstyled.
+WITHOUT_CONSTRUCTABLE_STYLESHEETS = """
+delete ShadowRoot.prototype.adoptedStyleSheets;
+delete Document.prototype.adoptedStyleSheets;
+delete CSSStyleSheet.prototype.replaceSync;
+"""
 
 
 async def shots_chromium(url: str, out: Path) -> None:
@@ -35,21 +40,33 @@ async def shots_chromium(url: str, out: Path) -> None:
         browser = await driver.chromium.launch(executable_path="/usr/bin/chromium")
         try:
             for width, height in SIZES:
-                mobile = width < 1000
-                context = await browser.new_context(
-                    viewport={"width": width, "height": height}, is_mobile=mobile, has_touch=mobile
+                await shoot_chromium(browser, url, out, width, height, "chromium")
+            for width, height in (SIZES[1], SIZES[3]):
+                await shoot_chromium(
+                    browser, url, out, width, height, "chromium-unstyled", WITHOUT_CONSTRUCTABLE_STYLESHEETS
                 )
-                page = await context.new_page()
-                await page.goto(url)
-                await page.wait_for_function("tag => customElements.get(tag) !== undefined", arg=TAG)
-                await page.wait_for_timeout(300)
-                await page.screenshot(path=out / f"chromium-{width}x{height}-closed.png")
-                await page.evaluate(f"() => {{ {OPEN_PANEL} }}")
-                await page.wait_for_timeout(400)
-                await page.screenshot(path=out / f"chromium-{width}x{height}-open.png")
-                await context.close()
         finally:
             await browser.close()
+
+
+async def shoot_chromium(
+    browser: Browser, url: str, out: Path, width: int, height: int, name: str, init_script: str | None = None
+) -> None:
+    mobile = width < 1000
+    context = await browser.new_context(viewport={"width": width, "height": height}, is_mobile=mobile, has_touch=mobile)
+    try:
+        if init_script is not None:
+            await context.add_init_script(script=init_script)
+        page = await context.new_page()
+        await page.goto(url)
+        await page.wait_for_function("tag => customElements.get(tag) !== undefined", arg=TAG)
+        await page.wait_for_timeout(300)
+        await page.screenshot(path=out / f"{name}-{width}x{height}-closed.png")
+        await page.evaluate(f"() => {{ {OPEN_PANEL} }}")
+        await page.wait_for_timeout(400)
+        await page.screenshot(path=out / f"{name}-{width}x{height}-open.png")
+    finally:
+        await context.close()
 
 
 async def shots_firefox(url: str, out: Path) -> None:
@@ -94,7 +111,7 @@ async def main(out: Path, engines: list[str]) -> None:
         shooters = {"chromium": shots_chromium, "firefox": shots_firefox, "webkit": shots_webkit}
         for engine in engines:
             await shooters[engine](url + "/", out)
-            print(f"{engine}: {len(SIZES) * 2} screenshots in {out}")
+            print(f"{engine}: screenshots in {out}")
     finally:
         process.terminate()
         await process.wait()
