@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from webcall import Agent, ConfigError, WebCallConfig
+from webcall.config import parse_agents
 
 SECRET = "s" * 40
 
@@ -103,3 +104,21 @@ def test_bad_agent_alias_and_variable_names() -> None:
         Agent(id="agent_1", visitor_variables=frozenset({"first name"}))
     with pytest.raises(ConfigError, match="version"):
         Agent(id="agent_1", version=0)
+
+
+def test_agent_defaults_in_code_and_from_the_environment() -> None:
+    agents = parse_agents("sales=agent_x@2+name;name=there;company=your team,support=agent_y")
+    assert dict(agents["sales"].defaults) == {"name": "there", "company": "your team"}
+    assert agents["sales"].visitor_variables == {"name"} and agents["sales"].version == 2
+    assert dict(agents["support"].defaults) == {}
+    with pytest.raises(ConfigError, match="';name=value'"):
+        parse_agents("sales=agent_x;there")
+    with pytest.raises(ConfigError, match="not a valid variable name"):
+        Agent(id="agent_x", defaults={"first name": "there"})
+    with pytest.raises(ConfigError, match="must be a string"):
+        Agent(id="agent_x", defaults={"age": 3})  # type: ignore[dict-item]
+    given = {"name": "there"}
+    agent = Agent(id="agent_x", defaults=given)
+    given["name"] = "changed"
+    assert agent.defaults["name"] == "there", "the agent keeps its own copy"
+    hash(agent)  # still usable as a dict key

@@ -315,3 +315,24 @@ async def test_healthz(make_host: MakeHost) -> None:
     assert response.status == 200
     body = await response.json()
     assert body["status"] == "ok" and body["store"] == "memory" and body["agents"] == ["sales", "support"]
+
+
+async def test_host_defaults_fill_what_nobody_gave(
+    make_host: MakeHost, emulator: EmulatorServer, log_records: pytest.LogCaptureFixture
+) -> None:
+    """``Agent(defaults=...)``: sent when neither the visitor nor the host's hook gives a value; never over them."""
+    without_defaults(emulator, "agent_sales")
+    sales = Agent(
+        id="agent_sales", visitor_variables=frozenset({"name", "company"}), defaults={"name": "there", "company": "you"}
+    )
+
+    async def variables(request: Any, alias: str, agent: Agent) -> dict[str, str]:
+        return {"company": "Acme"}
+
+    client, _ = await make_host(agents={"sales": sales}, variables=variables)
+    body = await (await mint(client, {"agent": "sales"})).json()
+    assert emulator.state.calls[body["call_id"]].metadata == {"name": "there", "company": "Acme"}
+    body = await (await mint(client, {"agent": "sales", "variables": {"name": "Priya"}})).json()
+    assert emulator.state.calls[body["call_id"]].metadata == {"name": "Priya", "company": "Acme"}
+    warnings = [r.getMessage() for r in log_records.records if r.levelno == logging.WARNING]
+    assert not any("placeholder" in w for w in warnings), warnings

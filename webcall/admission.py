@@ -65,7 +65,7 @@ async def caller(request: web.Request, runtime: Runtime, admitted: Admitted, ali
     return Caller(
         alias=alias,
         agent=agent,
-        variables={**visitor_values, **host_values},
+        variables={**agent.defaults, **visitor_values, **host_values},
         origin=admitted.origin,
         identity=admitted.identity,
     )

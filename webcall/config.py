@@ -10,6 +10,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,13 +28,15 @@ class Agent:
     """A DialNexa agent the browser may call, under an alias the host chooses.
 
     ``visitor_variables`` names the ``{{variables}}`` a visitor may supply from the browser; the host's
-    ``variables`` hook always wins over them.
+    ``variables`` hook always wins over them. ``defaults`` are the values sent when neither the hook nor the visitor
+    gives one (besides the defaults the agent's version has at DialNexa), so the agent never speaks a placeholder.
     """
 
     id: str
     version: int | None = None
     visitor_variables: frozenset[str] = frozenset()
     label: str | None = None
+    defaults: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id.strip():
@@ -44,6 +47,14 @@ class Agent:
         for name in self.visitor_variables:
             if not _VARIABLE.match(name):
                 raise ConfigError(f"Agent {self.id}: visitor variable {name!r} is not a valid variable name.")
+        if not isinstance(self.defaults, Mapping):
+            raise ConfigError(f"Agent {self.id}: defaults must be a mapping of variable names to strings.")
+        for name, value in self.defaults.items():
+            if not isinstance(name, str) or not _VARIABLE.match(name):
+                raise ConfigError(f"Agent {self.id}: default {name!r} is not a valid variable name.")
+            if not isinstance(value, str):
+                raise ConfigError(f"Agent {self.id}: the default for {name!r} must be a string.")
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
 
 
 VariablesHook = Callable[[web.Request, str, Agent], Awaitable[Mapping[str, Any]] | Mapping[str, Any]]
@@ -250,9 +261,10 @@ def check_base_url(base_url: str) -> None:
 
 
 def parse_agents(spec: str) -> dict[str, Agent]:
-    """Parse ``WEBCALL_AGENTS``: ``alias=agent_id[@version][+var1+var2]`` separated by commas.
+    """Parse ``WEBCALL_AGENTS``: ``alias=agent_id[@version][+var1+var2][;var=default...]`` separated by commas.
 
-    ``+name`` entries list the variables visitors may supply, e.g. ``sales=agent_x@2+name+company``.
+    ``+name`` entries list the variables visitors may supply and ``;name=value`` entries give defaults, e.g.
+    ``sales=agent_x@2+name+company;name=there;company=your team``.
     """
     agents: dict[str, Agent] = {}
     for item in (part.strip() for part in spec.split(",")):
@@ -261,13 +273,22 @@ def parse_agents(spec: str) -> dict[str, Agent]:
         alias, sep, rest = item.partition("=")
         if not sep or not alias.strip() or not rest.strip():
             raise ConfigError(f"WEBCALL_AGENTS entry {item!r} must look like 'sales=agent_2g7Xy3tY53gRlp'.")
-        ident, *visitor = rest.strip().split("+")
+        spec_part, *default_parts = rest.strip().split(";")
+        ident, *visitor = spec_part.strip().split("+")
         agent_id, at, version = ident.partition("@")
         try:
             number = int(version) if at else None
         except ValueError:
             raise ConfigError(f"WEBCALL_AGENTS entry {item!r}: the version after '@' must be a number.") from None
-        agents[alias.strip()] = Agent(id=agent_id.strip(), version=number, visitor_variables=frozenset(visitor))
+        defaults: dict[str, str] = {}
+        for part in default_parts:
+            name, equals, value = part.partition("=")
+            if not equals or not name.strip():
+                raise ConfigError(f"WEBCALL_AGENTS entry {item!r}: a default must look like ';name=value'.")
+            defaults[name.strip()] = value.strip()
+        agents[alias.strip()] = Agent(
+            id=agent_id.strip(), version=number, visitor_variables=frozenset(visitor), defaults=defaults
+        )
     return agents
 
 
