@@ -23,6 +23,12 @@ _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
+DEFAULT_WEBHOOK_EVENTS = ("call.completed", "call.failed", "call.no_answer")
+"""What the plugin subscribes to at DialNexa: its documented subscription names for calls (``call.completed`` and
+``call.failed`` in the OpenAPI examples, ``call.no_answer`` in an older reference). Deliveries arrive with their own
+``event_type`` (``call_initiated``, ``call_ended``, ``transfer_completed``); the plugin accepts every one."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Agent:
     """A DialNexa agent the browser may call, under an alias the host chooses.
@@ -88,6 +94,7 @@ class WebCallConfig:
     allowed_origins: tuple[str, ...] = ()
     session_secrets: tuple[str, ...] = field(default=(), repr=False)
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    webhook_events: tuple[str, ...] = DEFAULT_WEBHOOK_EVENTS
     public_url: str | None = None
     rate_limit: int = 10
     rate_limit_window: float = 60.0
@@ -118,6 +125,7 @@ class WebCallConfig:
         set_(self, "allowed_origins", tuple(_normalise_origin(o) for o in _secret_list(self.allowed_origins)))
         set_(self, "session_secrets", _secret_list(self.session_secrets))
         set_(self, "webhook_secrets", _secret_list(self.webhook_secrets))
+        set_(self, "webhook_events", _secret_list(self.webhook_events))
         set_(self, "agents", dict(self.agents))
         if self.api_key is not None and not self.api_key.strip():
             set_(self, "api_key", None)
@@ -147,6 +155,12 @@ class WebCallConfig:
         for secret in self.webhook_secrets:
             if len(secret) < 16:
                 raise ConfigError("Each webhook secret must be at least 16 characters (WEBCALL_WEBHOOK_SECRETS).")
+        if not self.webhook_events:
+            raise ConfigError(
+                "webhook_events (WEBCALL_WEBHOOK_EVENTS) names no event; the default is "
+                + ",".join(DEFAULT_WEBHOOK_EVENTS)
+                + "."
+            )
         if self.public_url is not None:
             parts = urlsplit(self.public_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -221,6 +235,7 @@ class WebCallConfig:
         text("WEBCALL_ALLOWED_ORIGINS", "allowed_origins")
         text("WEBCALL_SESSION_SECRET", "session_secrets")
         text("WEBCALL_WEBHOOK_SECRETS", "webhook_secrets")
+        text("WEBCALL_WEBHOOK_EVENTS", "webhook_events")
         text("WEBCALL_PUBLIC_URL", "public_url")
         text("WEBCALL_STORE", "store")
         number("WEBCALL_IDENTITY_RATE_LIMIT", "identity_rate_limit", int)

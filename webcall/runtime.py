@@ -131,7 +131,7 @@ class Runtime:
             )
             bus.on_deadline = desk.end_at_deadline
             webhook_secrets = config.webhook_secrets or ((upstream.webhook_secret,) if upstream.webhook_secret else ())
-            subscription = WebhookSubscription(client, webhook_secrets)
+            subscription = WebhookSubscription(client, webhook_secrets, config.webhook_events)
             self._started = Started(
                 upstream=upstream,
                 store=store,

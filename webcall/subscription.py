@@ -11,15 +11,15 @@ from .errors import ConfigError
 
 log = logging.getLogger("webcall")
 
-WEBHOOK_EVENTS = ("call_initiated", "call_ended", "transfer_completed")
-
 
 class WebhookSubscription:
     """Keeps exactly one DialNexa webhook subscription pointed at the plugin's ``/webhooks`` route."""
 
-    def __init__(self, client: DialNexaClient, secrets: Sequence[str]) -> None:
+    def __init__(self, client: DialNexaClient, secrets: Sequence[str], events: Sequence[str]) -> None:
         self.client = client
         self.secrets = tuple(secrets)
+        self.events = tuple(events)
+        """The subscription names registered (``webhook_events``)."""
         self.url: str | None = None
         """Where the subscription points, once registered by this process."""
         self._lock = asyncio.Lock()
@@ -31,7 +31,7 @@ class WebhookSubscription:
             raise ConfigError("Set webhook_secrets (WEBCALL_WEBHOOK_SECRETS) before registering a webhook.")
         async with self._lock:
             hooks = [hook for hook in await self.client.list_webhooks() if hook.url == url]
-            events, secret = list(WEBHOOK_EVENTS), self.secrets[0]
+            events, secret = list(self.events), self.secrets[0]
             if not hooks:
                 hook = await self.client.create_webhook(url=url, events=events, secret=secret)
                 log.info("webcall: registered DialNexa webhook %s -> %s", hook.id, url)

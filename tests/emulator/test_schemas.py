@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 
 from webcall.emulator import EmulatorConfig, EmulatorServer, default_agents
 from webcall.emulator.state import AgentVersion, EmulatedAgent
+from webcall.emulator.webhooks import undocumented
 
 
 def schemas_dir() -> Path:
@@ -108,23 +109,30 @@ async def test_call_request_examples_are_accepted(client: httpx.AsyncClient) -> 
         assert response.status_code == 201, (body, response.text)
 
 
+def expected_webhook_status(body: dict[str, Any], accepted: int) -> int:
+    """The schema's field-level ``events`` examples (``order.paid``…) are generic placeholders, not DialNexa
+    subscription names: the emulator refuses those (400) and accepts the documented call names."""
+    events = body.get("events")
+    return 400 if events is not None and undocumented(events) else accepted
+
+
 async def test_webhook_request_examples_are_accepted(client: httpx.AsyncClient) -> None:
     bodies = examples(load("post-v1-user-webhooks.request.schema.json"))
-    assert bodies
+    assert any(expected_webhook_status(body, 201) == 201 for body in bodies)
     for body in bodies:
         check("post-v1-user-webhooks.request.schema.json", body)
         response = await client.post("/v1/user-webhooks", json=body)
-        assert response.status_code == 201, (body, response.text)
+        assert response.status_code == expected_webhook_status(body, 201), (body, response.text)
 
 
 async def test_webhook_update_examples_are_accepted(client: httpx.AsyncClient) -> None:
     hook_id = (await webhook(client)).json()["webhook"]["id"]
     bodies = examples(load("patch-v1-user-webhooks-id.request.schema.json"))
-    assert bodies
+    assert any(expected_webhook_status(body, 200) == 200 for body in bodies)
     for body in bodies:
         check("patch-v1-user-webhooks-id.request.schema.json", body)
         response = await client.patch(f"/v1/user-webhooks/{hook_id}", json=body)
-        assert response.status_code == 200, (body, response.text)
+        assert response.status_code == expected_webhook_status(body, 200), (body, response.text)
 
 
 @pytest.mark.parametrize("name", ["type", "call_direction", "created_at"])

@@ -21,7 +21,7 @@ from pytest_aiohttp import AiohttpServer
 
 from webcall.emulator import EmulatorConfig, EmulatorServer
 from webcall.emulator.keys import WEBHOOKS_KEY
-from webcall.emulator.webhooks import subscribed
+from webcall.emulator.webhooks import CALL_SUBSCRIPTIONS, subscribed
 from webcall.errors import WebhookSignatureError
 from webcall.webhooks import verify
 
@@ -142,7 +142,7 @@ def api(emu: EmulatorServer) -> httpx.AsyncClient:
 async def register(
     client: httpx.AsyncClient, url: str, events: list[str] | None = None, *, is_active: bool = True
 ) -> str:
-    body = {"url": url, "events": events or ["*"], "secret": SECRET, "is_active": is_active}
+    body = {"url": url, "events": events or list(CALL_SUBSCRIPTIONS), "secret": SECRET, "is_active": is_active}
     response = await client.post("/v1/user-webhooks", json=body)
     assert response.status_code == 201, response.text
     hook_id: str = response.json()["webhook"]["id"]
@@ -215,42 +215,65 @@ async def test_envelope_carries_the_call_as_it_was_at_each_event(
 
 
 # -- subscriptions --------------------------------------------------------------------------------------------------
+ALL = {"call_initiated", "call_ended", "transfer_completed"}
+ONGOING = {"call_initiated", "transfer_completed"}
+
+
 @pytest.mark.parametrize(
-    ("events", "expected"),
+    ("events", "status", "expected"),
     [
-        (["*"], {"call_initiated", "call_ended", "transfer_completed"}),
-        (["call_ended"], {"call_ended"}),
-        (["call.started"], {"call_initiated"}),
-        (["call.initiated"], {"call_initiated"}),
-        (["call.ended"], {"call_ended"}),
-        (["Call.Completed"], {"call_ended"}),
-        (["call.failed"], {"call_ended"}),
-        (["call.transferred"], {"transfer_completed"}),
-        (["transfer_completed", "call_initiated"], {"transfer_completed", "call_initiated"}),
-        (["call.answered", "voicemail"], set()),
+        (sorted(CALL_SUBSCRIPTIONS), "completed", ALL),
+        (["call.completed"], "completed", ALL),
+        (["call.completed"], "failed", ONGOING),
+        (["call.failed"], "completed", ONGOING),
+        (["call.failed"], "failed", ALL),
+        (["call.failed"], "cancelled", ALL),
+        (["call.no_answer"], "busy", ALL),
+        (["call.no_answer"], "did_not_pick", ALL),
+        (["call.completed"], "no_answer", ONGOING),
+        (["campaign.completed", "campaign.paused"], "completed", set()),
+        (["workflow.lead.completed"], "completed", set()),
     ],
 )
-def test_subscription_names(events: list[str], expected: set[str]) -> None:
-    assert {t for t in ("call_initiated", "call_ended", "transfer_completed") if subscribed(events, t)} == expected
+def test_subscription_names(events: list[str], status: str, expected: set[str]) -> None:
+    assert {t for t in sorted(ALL) if subscribed(events, t, status)} == expected
+
+
+@pytest.mark.parametrize(
+    "events",
+    [["call_ended"], ["*"], ["call.started"], ["Call.Completed"], ["call.completed", "order.paid"]],
+)
+async def test_undocumented_subscription_names_are_refused(client: httpx.AsyncClient, events: list[str]) -> None:
+    body = {"url": "https://example.test/hooks", "events": events, "secret": SECRET}
+    created = await client.post("/v1/user-webhooks", json=body)
+    assert created.status_code == 400, created.text
+    error = created.json()
+    assert error["statusCode"] == 400 and "documented webhook events" in str(error["message"])
+    assert (await client.get("/v1/user-webhooks")).json()["total"] == 0
+    hook = await register(client, "https://example.test/hooks", ["call.completed"])
+    patched = await client.patch(f"/v1/user-webhooks/{hook}", json={"events": events})
+    assert patched.status_code == 400, patched.text
+    kept = (await client.get(f"/v1/user-webhooks/{hook}")).json()
+    assert kept.get("events", kept.get("webhook", {}).get("events")) == ["call.completed"]
 
 
 async def test_only_active_matching_subscriptions_receive(
     emu: EmulatorServer, client: httpx.AsyncClient, site: Site
 ) -> None:
-    await register(client, site.url("a"), ["call_ended"])
-    await register(client, site.url("b"), ["call.started"])
-    await register(client, site.url("c"), ["*"])
-    await register(client, site.url("d"), ["*"], is_active=False)
-    await register(client, site.url("e"), ["call.transferred"])
+    await register(client, site.url("a"), ["call.completed"])
+    await register(client, site.url("b"), ["call.failed"])
+    await register(client, site.url("c"))
+    await register(client, site.url("d"), is_active=False)
+    await register(client, site.url("e"), ["campaign.completed"])
     paused = await register(client, site.url("f"), ["call.completed"])
     assert (await client.patch(f"/v1/user-webhooks/{paused}", json={"is_active": False})).status_code == 200
-    result = await emit(client)
-    assert result["deliveries"] == 4
+    result = await emit(client)  # a call that starts and completes
+    assert result["deliveries"] == 5
     await drain(emu)
     got = {name: r.types() for name, r in site.receivers.items()}
     assert got == {
-        "a": ["call_ended"],
-        "b": ["call_initiated"],
+        "a": ["call_ended", "call_initiated"],
+        "b": ["call_initiated"],  # it completed: not a failure
         "c": ["call_ended", "call_initiated"],
         "d": [],
         "e": [],
@@ -452,12 +475,12 @@ async def test_webhook_fault_validation(client: httpx.AsyncClient, fault: dict[s
 async def test_transfer_route_emits_transfer_completed_for_a_live_call(
     emu: EmulatorServer, client: httpx.AsyncClient, site: Site
 ) -> None:
-    await register(client, site.url("a"), ["call.transferred"])
+    await register(client, site.url("a"), ["call.completed"])
     (call_id,) = (await emit(client, event_type="call_initiated"))["call_ids"]
     response = await client.post(f"/_control/calls/{call_id}/transfer")
     assert response.status_code == 200 and response.json()["status"] == "initiated"
     await drain(emu)
-    (hit,) = site.receivers["a"].hits
+    (hit,) = [h for h in site.receivers["a"].hits if h.event_type == "transfer_completed"]
     assert (hit.event_type, hit.call["id"], hit.call["status"]) == ("transfer_completed", call_id, "initiated")
     assert (await client.post(f"/v1/calls/{call_id}/end")).status_code == 200
     refused = await client.post(f"/_control/calls/{call_id}/transfer")

@@ -23,6 +23,7 @@ from webcall.emulator.listing import parse_call_query
 from webcall.emulator.phone import simulate_phone_call
 from webcall.emulator.state import AgentVersion, Call, EmulatedAgent, EmulatorState, Webhook, new_id
 from webcall.emulator.validation import BodyValidator, read_json_object
+from webcall.emulator.webhooks import DOCUMENTED_SUBSCRIPTION_EVENTS, undocumented
 
 log = logging.getLogger("webcall.emulator")
 
@@ -269,7 +270,7 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
     body = await read_json_object(request)
     v = BodyValidator(body, _WEBHOOK_FIELDS)
     url = v.url("url", required=True)
-    events = v.string_list("events", required=True)
+    events = _subscription_events(v, required=True)
     secret = v.string("secret", required=True)
     is_active = v.boolean("is_active")
     v.finish()
@@ -319,6 +320,16 @@ async def get_webhook(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _subscription_events(v: BodyValidator, *, required: bool = False) -> list[str] | None:
+    """``events``: a non-empty list of the subscription names DialNexa documents."""
+    events = v.string_list("events", required=required)
+    if events is not None and (unknown := undocumented(events)):
+        documented = ", ".join(DOCUMENTED_SUBSCRIPTION_EVENTS)
+        v.errors.append(f"events must be documented webhook events ({documented}); unknown: {', '.join(unknown)}")
+        return None
+    return events
+
+
 @authed
 async def update_webhook(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
@@ -326,7 +337,7 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     body = await read_json_object(request)
     v = BodyValidator(body, _WEBHOOK_FIELDS)
     url = v.url("url")
-    events = v.string_list("events")
+    events = _subscription_events(v)
     secret = v.string("secret")
     is_active = v.boolean("is_active")
     for name in _WEBHOOK_FIELDS:

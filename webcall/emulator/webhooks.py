@@ -1,8 +1,14 @@
 """The emulator's webhook sender: signed deliveries of call events to the registered URLs, with DialNexa's retries.
 
 Every call event the state model announces (``call_initiated``, ``call_ended``, ``transfer_completed``) goes to each
-**active** webhook whose ``events`` name it — by the delivery name, by ``"*"``, or by one of the dotted names
-DialNexa's dashboard uses (:data:`EVENT_ALIASES`). A delivery is a POST of the raw JSON
+**active** webhook subscribed to it. Subscriptions use the names DialNexa documents
+(:data:`DOCUMENTED_SUBSCRIPTION_EVENTS`; any other name is refused with a 400 when the webhook is created or
+updated), and deliveries carry the delivery names in ``event_type``. DialNexa does not document how the two relate;
+the emulator assumes (:func:`subscribed`): a webhook with any ``call.*`` subscription receives ``call_initiated`` and
+``transfer_completed`` for every call, and ``call_ended`` when the call's final status matches one of its names
+(``completed`` → ``call.completed``; ``failed``, ``cancelled``, ``retry_expired`` → ``call.failed``; ``did_not_pick``,
+``busy``, ``no_answer`` → ``call.no_answer``). ``campaign.*`` and ``workflow.*`` subscriptions receive no call
+deliveries. A delivery is a POST of the raw JSON
 ``{"event_type": ..., "payload": {"call": {...}}}`` (serialised once, when the event happens) with
 ``Content-Type: application/json`` and ``x-nexa-signature: sha256=<hex HMAC-SHA256 of those exact bytes>``.
 
@@ -50,17 +56,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("webcall.emulator")
 
 EVENT_TYPES = ("call_initiated", "call_ended", "transfer_completed")
-# Subscription names (lower case) → the delivery's event_type.
-EVENT_ALIASES: dict[str, str] = {
-    "call_initiated": "call_initiated",
-    "call.started": "call_initiated",
-    "call.initiated": "call_initiated",
-    "call_ended": "call_ended",
-    "call.ended": "call_ended",
-    "call.completed": "call_ended",
-    "call.failed": "call_ended",
-    "transfer_completed": "transfer_completed",
-    "call.transferred": "transfer_completed",
+DOCUMENTED_SUBSCRIPTION_EVENTS = (
+    "call.completed",  # DialNexa's OpenAPI examples
+    "call.failed",
+    "call.no_answer",  # an older API reference
+    "campaign.completed",
+    "campaign.paused",
+    "workflow.lead.completed",
+)
+CALL_SUBSCRIPTIONS = frozenset({"call.completed", "call.failed", "call.no_answer"})
+# A call's final status -> the subscription that receives its call_ended delivery (assumed, see the module docstring).
+ENDED_SUBSCRIPTION = {
+    "completed": "call.completed",
+    "failed": "call.failed",
+    "cancelled": "call.failed",
+    "retry_expired": "call.failed",
+    "did_not_pick": "call.no_answer",
+    "busy": "call.no_answer",
+    "no_answer": "call.no_answer",
 }
 WEBHOOK_FAULT_KINDS = ("drop", "delay", "bad_signature", "duplicate")
 DELIVERY_LOG_SIZE = 5000
@@ -69,13 +82,17 @@ SIGNATURE_HEADER = "x-nexa-signature"
 USER_AGENT = "DialNexa-Webhooks/1.0 (webcall emulator)"
 
 
-def subscribed(events: Iterable[str], event_type: str) -> bool:
-    """Whether a webhook subscribed to ``events`` receives ``event_type`` deliveries."""
-    for name in events:
-        key = name.strip().lower()
-        if key == "*" or EVENT_ALIASES.get(key) == event_type:
-            return True
-    return False
+def undocumented(events: Iterable[str]) -> list[str]:
+    """The names in ``events`` that DialNexa does not document as subscription events."""
+    return [name for name in events if name not in DOCUMENTED_SUBSCRIPTION_EVENTS]
+
+
+def subscribed(events: Iterable[str], event_type: str, status: str) -> bool:
+    """Whether a webhook subscribed to ``events`` receives an ``event_type`` delivery for a call in ``status``."""
+    names = set(events)
+    if event_type == "call_ended":
+        return ENDED_SUBSCRIPTION.get(status, "call.completed") in names
+    return bool(names & CALL_SUBSCRIPTIONS)
 
 
 def _chance(*parts: object) -> float:
@@ -259,7 +276,9 @@ class WebhookSender:
     # -- scheduling ------------------------------------------------------------------------------------------------
     def on_state_event(self, event_type: str, call: Call) -> None:
         """State listener: schedule one delivery per matching active webhook; never blocks."""
-        hooks = [h for h in self.state.webhooks.values() if h.is_active and subscribed(h.events, event_type)]
+        hooks = [
+            h for h in self.state.webhooks.values() if h.is_active and subscribed(h.events, event_type, call.status)
+        ]
         if not hooks:
             return
         if self._session is None:
