@@ -127,3 +127,82 @@ async def test_host_api_before_start_says_what_to_do() -> None:
     handle = webcall.handle_of(webcall.create_app(WebCallConfig()))
     with pytest.raises(webcall.WebCallError, match="not started"):
         await handle.dead_letters()
+
+
+# -- each agent's webhook binding, checked once the plugin's subscription is registered --------------------------------
+HOOK_SECRET = "binding-test-webhook-secret"
+
+
+def binding_config(emulator: EmulatorServer, *, strict: bool) -> WebCallConfig:
+    return WebCallConfig(
+        api_key=emulator.api_key,
+        base_url=emulator.base_url,
+        agents={"sales": Agent(id="agent_sales"), "support": Agent(id="agent_support")},
+        session_secrets=(SESSION_SECRET,),
+        webhook_secrets=(HOOK_SECRET,),
+        public_url="https://shop.example",
+        strict_agents=strict,
+    )
+
+
+async def start(config: WebCallConfig) -> web.AppRunner:
+    host = web.Application()
+    webcall.setup(host, config)
+    runner = web.AppRunner(host)
+    await runner.setup()
+    return runner
+
+
+def plugin_webhook(emulator: EmulatorServer) -> str:
+    (hook,) = [h for h in emulator.state.webhooks.values() if h.url == "https://shop.example/webcall/webhooks"]
+    return hook.id
+
+
+async def test_agents_bound_to_the_plugins_webhook_are_reported(
+    emulator: EmulatorServer, log_records: pytest.LogCaptureFixture
+) -> None:
+    runner = await start(binding_config(emulator, strict=True))  # registers the subscription
+    await runner.cleanup()
+    hook_id = plugin_webhook(emulator)
+    for agent in emulator.state.agents.values():
+        agent.webhook_id = hook_id
+    log_records.clear()
+    runner = await start(binding_config(emulator, strict=True))
+    await runner.cleanup()
+    lines = [r.getMessage() for r in log_records.records]
+    assert any(f"agent 'sales' sends its events to the plugin's webhook {hook_id}" in line for line in lines), lines
+    assert not [r for r in log_records.records if r.levelno >= logging.WARNING and "agent" in r.getMessage()]
+
+
+async def test_an_agent_bound_to_no_webhook_is_a_warning(
+    emulator: EmulatorServer, log_records: pytest.LogCaptureFixture
+) -> None:
+    runner = await start(binding_config(emulator, strict=True))  # not fatal, even when strict
+    await runner.cleanup()
+    warnings = [r.getMessage() for r in log_records.records if r.levelno == logging.WARNING]
+    assert any(
+        "agent 'sales' (agent_sales) is bound to no webhook" in w and "choose the webhook" in w for w in warnings
+    )
+
+
+@pytest.mark.parametrize("fault", ["elsewhere", "turned_off"])
+async def test_an_agent_that_sends_its_events_elsewhere_fails_when_strict(
+    emulator: EmulatorServer, log_records: pytest.LogCaptureFixture, fault: str
+) -> None:
+    sales = emulator.state.agents["agent_sales"]
+    if fault == "elsewhere":
+        sales.webhook_id = "webhook_someone_else"
+        expected = "sends its events to webhook webhook_someone_else, not the plugin's"
+    else:
+        sales.webhook_enabled = False
+        expected = 'has its webhook turned off: turn on "Enable Webhook"'
+    runner = await start(binding_config(emulator, strict=False))
+    await runner.cleanup()
+    errors = [r.getMessage() for r in log_records.records if r.levelno == logging.ERROR]
+    assert any("agent 'sales'" in e and expected in e for e in errors), errors
+    host = web.Application()
+    webcall.setup(host, binding_config(emulator, strict=True))
+    strict_runner = web.AppRunner(host)
+    with pytest.raises(ConfigError, match="strict_agents is on"):
+        await strict_runner.setup()
+    await strict_runner.cleanup()

@@ -73,3 +73,35 @@ class AgentCatalog:
             log.error("webcall: %s", problem)
         if problems and strict:
             raise ConfigError("; ".join(problems) + ". Fix the agents in the configuration (strict_agents is on).")
+
+    def check_bindings(self, subscription_id: str, *, strict: bool) -> list[str]:
+        """Whether each agent checked at startup sends its call events to the plugin's subscription. Logs one line per
+        agent with the fix; returns the problems (fatal when ``strict``). DialNexa sends an agent's events only when
+        its webhook setting is on, to the webhook it is bound to."""
+        problems: list[str] = []
+        for alias, info in self._info.items():
+            if info.webhook_enabled is False:
+                problems.append(
+                    f'agent {alias!r} ({info.id}) has its webhook turned off: turn on "Enable Webhook" for it in '
+                    f"DialNexa's dashboard and choose the webhook {subscription_id}"
+                )
+            elif info.webhook_id is not None and info.webhook_id != subscription_id:
+                problems.append(
+                    f"agent {alias!r} ({info.id}) sends its events to webhook {info.webhook_id}, not the plugin's "
+                    f"{subscription_id}: choose {subscription_id} as the agent's webhook in DialNexa's dashboard"
+                )
+            elif info.webhook_id is None:
+                log.warning(
+                    "webcall: agent %r (%s) is bound to no webhook; if DialNexa sends it no events, choose the webhook "
+                    "%s for it in DialNexa's dashboard",
+                    alias,
+                    info.id,
+                    subscription_id,
+                )
+            else:
+                log.info("webcall: agent %r sends its events to the plugin's webhook %s", alias, subscription_id)
+        for problem in problems:
+            log.error("webcall: %s", problem)
+        if problems and strict:
+            raise ConfigError("; ".join(problems) + ". (strict_agents is on.)")
+        return problems

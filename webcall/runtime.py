@@ -149,9 +149,11 @@ class Runtime:
             await catalog.check(client, strict=config.strict_agents)
             if config.public_url and webhook_secrets and not upstream.learns_public_url:
                 try:
-                    await subscription.ensure(config.public_url.rstrip("/") + webhook_path)
+                    subscription_id = await subscription.ensure(config.public_url.rstrip("/") + webhook_path)
                 except DialNexaError as err:
                     log.error("webcall: could not register the DialNexa webhook: %s", err)
+                else:
+                    catalog.check_bindings(subscription_id, strict=config.strict_agents)
             yield
 
     def _forget(self) -> None:

@@ -566,3 +566,22 @@ async def test_shutdown_cancels_deliveries_waiting_to_retry(make_emu: MakeEmu, s
     await emu.stop()
     assert time.monotonic() - started < 2 and sender.pending == 0
     assert len(site.receivers["a"].hits) == 1
+
+
+async def test_an_agents_binding_decides_where_its_events_go(
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+) -> None:
+    first = await register(client, site.url("a"))
+    await register(client, site.url("b"))
+    sales = emu.state.agents["agent_sales"]
+    sales.webhook_id = first  # bound to one subscription: only that one hears of its calls
+    await emit(client, agent_id="agent_sales")
+    await drain(emu)
+    assert (site.receivers["a"].types(), site.receivers["b"].types()) == (["call_ended", "call_initiated"], [])
+    agent = (await client.get("/v1/agents/agent_sales")).json()
+    assert (agent["webhook_id"], agent["webhook_enabled"]) == (first, True)
+
+    sales.webhook_enabled = False  # "Enable Webhook" off: nothing at all
+    assert (await emit(client, agent_id="agent_sales"))["deliveries"] == 0
+    await drain(emu)
+    assert len(site.receivers["a"].hits) == 2 and site.receivers["b"].hits == []

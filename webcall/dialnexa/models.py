@@ -194,6 +194,10 @@ class AgentInfo:
     prompt: str
     max_call_duration_sec: int | None
     raw: dict[str, Any] = field(repr=False)
+    webhook_id: str | None = None
+    """The webhook subscription the agent's events go to (documented); None when it names none."""
+    webhook_enabled: bool | None = None
+    """The agent's "Enable Webhook" setting, where the API reports it (as ``webhook_enabled``: an assumed name)."""
 
     @classmethod
     def parse(cls, body: Any) -> AgentInfo:
@@ -231,6 +235,8 @@ class AgentInfo:
             prompt=prompt,
             max_call_duration_sec=_int(data.get("max_call_duration_sec")),
             raw=data,
+            webhook_id=_str(data, "webhook_id"),
+            webhook_enabled=data["webhook_enabled"] if isinstance(data.get("webhook_enabled"), bool) else None,
         )
 
     def version(self, number: int | None) -> AgentVersionInfo | None:

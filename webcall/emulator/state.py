@@ -84,6 +84,10 @@ class EmulatedAgent:
     voice: str = "en-us"
     versions: list[AgentVersion] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
+    # Where the agent's call events go: None sends them to every active subscription of the account, an id to that
+    # one only; with webhook_enabled off ("Enable Webhook" in DialNexa's dashboard) they go nowhere.
+    webhook_id: str | None = None
+    webhook_enabled: bool = True
 
     def published_version(self, number: int | None) -> AgentVersion | None:
         """The requested published version, or the latest published one when ``number`` is None."""
@@ -367,7 +371,8 @@ class EmulatorState:
             "timezone": "UTC",
             "agent_type": "Single_Prompt_Agent",
             "pipeline_type": "Cascaded",
-            "webhook_id": None,
+            "webhook_id": agent.webhook_id,
+            "webhook_enabled": agent.webhook_enabled,
             "welcome_message": agent.welcome_message,
             "prompt": agent.prompt,
             "max_call_duration_sec": agent.max_call_duration_sec,

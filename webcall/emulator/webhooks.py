@@ -8,7 +8,8 @@ the emulator assumes (:func:`subscribed`): a webhook with any ``call.*`` subscri
 ``transfer_completed`` for every call, and ``call_ended`` when the call's final status matches one of its names
 (``completed`` → ``call.completed``; ``failed``, ``cancelled``, ``retry_expired`` → ``call.failed``; ``did_not_pick``,
 ``busy``, ``no_answer`` → ``call.no_answer``). ``campaign.*`` and ``workflow.*`` subscriptions receive no call
-deliveries. A delivery is a POST of the raw JSON
+deliveries. An agent bound to one subscription (``webhook_id``) sends only to it; an agent whose webhook setting is
+off (``webhook_enabled: false``) sends nothing. A delivery is a POST of the raw JSON
 ``{"event_type": ..., "payload": {"call": {...}}}`` (serialised once, when the event happens) with
 ``Content-Type: application/json`` and ``x-nexa-signature: sha256=<hex HMAC-SHA256 of those exact bytes>``.
 
@@ -276,8 +277,15 @@ class WebhookSender:
     # -- scheduling ------------------------------------------------------------------------------------------------
     def on_state_event(self, event_type: str, call: Call) -> None:
         """State listener: schedule one delivery per matching active webhook; never blocks."""
+        agent = self.state.agents.get(call.agent_id)
+        if agent is not None and not agent.webhook_enabled:
+            return  # the agent's "Enable Webhook" setting is off: its calls send nothing
         hooks = [
-            h for h in self.state.webhooks.values() if h.is_active and subscribed(h.events, event_type, call.status)
+            h
+            for h in self.state.webhooks.values()
+            if h.is_active
+            and subscribed(h.events, event_type, call.status)
+            and (agent is None or agent.webhook_id in (None, h.id))
         ]
         if not hooks:
             return
