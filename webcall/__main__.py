@@ -1,19 +1,24 @@
-"""Command line: ``python -m webcall register-webhook`` makes sure DialNexa's webhook points at this site.
+"""Command line, reading the same environment as the plugin (``DIALNEXA_API_KEY``, ``WEBCALL_PUBLIC_URL``,
+``WEBCALL_WEBHOOK_SECRETS``, ``WEBCALL_AGENTS``…):
 
-It reads the same environment as the plugin (``DIALNEXA_API_KEY``, ``WEBCALL_PUBLIC_URL``, ``WEBCALL_WEBHOOK_SECRETS``,
-``WEBCALL_AGENTS``…) and mounts nothing: it finds, creates or updates the one subscription and exits.
+* ``python -m webcall register-webhook`` makes sure DialNexa's webhook points at this site (finds, creates or updates
+  the one subscription) and exits;
+* ``python -m webcall doctor [--json] [--place-test-call]`` checks the configuration against the DialNexa account,
+  one line per check with the fix, and exits 0 only when nothing failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 
 from aiohttp import web
 
 from . import ConfigError, DialNexaError, WebCallConfig, setup
+from .doctor import FAILED, Check, diagnose, failed
 
 
 async def register_webhook(config: WebCallConfig, prefix: str) -> str:
@@ -27,12 +32,34 @@ async def register_webhook(config: WebCallConfig, prefix: str) -> str:
         await runner.cleanup()
 
 
+def doctor(prefix: str, *, as_json: bool, place_test_call: bool) -> int:
+    """Print the doctor's report; the exit status (0: nothing failed)."""
+    try:
+        config = WebCallConfig.from_env()
+    except ConfigError as err:
+        checks = [Check("configuration", FAILED, str(err), "correct the environment variable it names")]
+    else:
+        checks = asyncio.run(diagnose(config, prefix=prefix, place_test_call=place_test_call))
+    if as_json:
+        print(json.dumps({"ok": not failed(checks), "checks": [c.as_dict() for c in checks]}, indent=2))
+    else:
+        print("\n".join(check.line() for check in checks))
+    return 1 if failed(checks) else 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m webcall", description="webcall maintenance commands")
     commands = parser.add_subparsers(dest="command", required=True)
     register = commands.add_parser("register-webhook", help="point exactly one DialNexa webhook at this site")
     register.add_argument("--prefix", default="/webcall", help="where the plugin is mounted (default /webcall)")
+    check = commands.add_parser("doctor", help="check the configuration against the DialNexa account")
+    check.add_argument("--prefix", default="/webcall", help="where the plugin is mounted (default /webcall)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--place-test-call", action="store_true", help="create (and end) one real, billable web call")
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        logging.basicConfig(level=logging.ERROR, format="%(message)s")
+        sys.exit(doctor(args.prefix, as_json=args.json, place_test_call=args.place_test_call))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:

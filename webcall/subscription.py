@@ -11,6 +11,16 @@ from .errors import ConfigError
 
 log = logging.getLogger("webcall")
 
+DOCUMENTED_SUBSCRIPTION_EVENTS = (
+    "call.completed",  # DialNexa's OpenAPI examples
+    "call.failed",
+    "call.no_answer",  # an older API reference
+    "campaign.completed",
+    "campaign.paused",
+    "workflow.lead.completed",
+)
+"""The subscription names DialNexa documents (its deliveries carry other names, in ``event_type``)."""
+
 
 class WebhookSubscription:
     """Keeps exactly one DialNexa webhook subscription pointed at the plugin's ``/webhooks`` route."""

@@ -262,6 +262,11 @@ class DialNexaClient:
         log.info("web call %s created for agent %s", session.id, agent_id)
         return session
 
+    async def probe_web_call_path(self) -> None:
+        """POST an empty body to the web-call path: DialNexa refuses it (``DialNexaBadRequest``) before creating
+        anything when the path exists; ``DialNexaNotFound`` when it does not. Creates nothing, costs nothing."""
+        await self._request("POST", self._web_call_path, idempotent=False, json={})
+
     async def create_call(
         self,
         *,

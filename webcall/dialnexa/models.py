@@ -246,6 +246,17 @@ class AgentInfo:
             return max(published, key=lambda v: v.version_number, default=None)
         return next((v for v in published if v.version_number == number), None)
 
+    def placeholders(self, number: int | None) -> frozenset[str]:
+        """Every ``{{placeholder}}`` of the version's welcome message and prompt, built-ins left out."""
+        version = self.version(number)
+        texts = [version.welcome_message, version.prompt] if version else [self.welcome_message, self.prompt]
+        return frozenset({m.group(1) for text in texts for m in PLACEHOLDER.finditer(text)} - BUILTIN_VARIABLES)
+
+    def default_variables(self, number: int | None) -> frozenset[str]:
+        """The placeholders the version gives a default value."""
+        version = self.version(number)
+        return frozenset(version.default_variables) if version else frozenset()
+
     def required_variables(self, number: int | None) -> frozenset[str]:
         """``{{placeholders}}`` of the welcome message and prompt that have no default and no built-in value."""
         version = self.version(number)

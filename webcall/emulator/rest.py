@@ -23,7 +23,8 @@ from webcall.emulator.listing import parse_call_query
 from webcall.emulator.phone import simulate_phone_call
 from webcall.emulator.state import AgentVersion, Call, EmulatedAgent, EmulatorState, Webhook, new_id
 from webcall.emulator.validation import BodyValidator, read_json_object
-from webcall.emulator.webhooks import DOCUMENTED_SUBSCRIPTION_EVENTS, undocumented
+from webcall.emulator.webhooks import undocumented
+from webcall.subscription import DOCUMENTED_SUBSCRIPTION_EVENTS
 
 log = logging.getLogger("webcall.emulator")
 

@@ -49,6 +49,7 @@ from aiohttp import web
 from webcall.emulator.faults import FaultList
 from webcall.emulator.state import Call, EmulatorState
 from webcall.emulator.tasks import BackgroundTasks
+from webcall.subscription import DOCUMENTED_SUBSCRIPTION_EVENTS
 from webcall.webhooks import signature
 
 if TYPE_CHECKING:
@@ -57,14 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("webcall.emulator")
 
 EVENT_TYPES = ("call_initiated", "call_ended", "transfer_completed")
-DOCUMENTED_SUBSCRIPTION_EVENTS = (
-    "call.completed",  # DialNexa's OpenAPI examples
-    "call.failed",
-    "call.no_answer",  # an older API reference
-    "campaign.completed",
-    "campaign.paused",
-    "workflow.lead.completed",
-)
 CALL_SUBSCRIPTIONS = frozenset({"call.completed", "call.failed", "call.no_answer"})
 # A call's final status -> the subscription that receives its call_ended delivery (assumed, see the module docstring).
 ENDED_SUBSCRIPTION = {

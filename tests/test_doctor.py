@@ -1,0 +1,270 @@
+"""``python -m webcall doctor`` against the emulator: a healthy account, and each misconfiguration it names.
+
+The reports of the healthy configuration and of the broken ones are written to ``docs/doctor.md`` by
+:func:`test_the_documented_reports_are_current` (with ids and ports made stable), so the docs show real output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from webcall import Agent, WebCallConfig
+from webcall.dialnexa import DialNexaClient
+from webcall.doctor import FAILED, OK, WARNING, Check, diagnose, failed
+from webcall.emulator.server import EmulatorServer
+from webcall.emulator.state import AgentVersion
+from webcall.subscription import WebhookSubscription
+
+from .conftest import SESSION_SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORTS = ROOT / "docs" / "doctor.md"
+PUBLIC_URL = "https://shop.example"
+HOOK_SECRET = "doctor-test-webhook-secret"
+AGENTS = {
+    "sales": Agent(id="agent_sales", visitor_variables=frozenset({"name"})),
+    "support": Agent(id="agent_support", defaults={"name": "there"}),
+}
+
+
+def config(emulator: EmulatorServer, **overrides: Any) -> WebCallConfig:
+    settings: dict[str, Any] = {
+        "api_key": emulator.api_key,
+        "base_url": emulator.base_url,
+        "agents": AGENTS,
+        "session_secrets": (SESSION_SECRET,),
+        "webhook_secrets": (HOOK_SECRET,),
+        "public_url": PUBLIC_URL,
+    }
+    settings.update(overrides)
+    return WebCallConfig(**settings)
+
+
+async def register(emulator: EmulatorServer, *, bind: bool = True) -> str:
+    """What the plugin does at startup (the webhook), and what the host does in DialNexa's dashboard (binding)."""
+    async with DialNexaClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
+        hook_id = await WebhookSubscription(client, (HOOK_SECRET,), ("call.completed", "call.failed")).ensure(
+            PUBLIC_URL + "/webcall/webhooks"
+        )
+    if bind:
+        for agent in emulator.state.agents.values():
+            agent.webhook_id = hook_id
+    return hook_id
+
+
+def outcomes(checks: list[Check]) -> dict[str, str]:
+    return {check.name: check.outcome for check in checks}
+
+
+def find(checks: list[Check], name: str) -> Check:
+    return next(check for check in checks if check.name == name)
+
+
+async def test_a_healthy_configuration_passes_every_check(emulator: EmulatorServer) -> None:
+    await register(emulator)
+    checks = await diagnose(config(emulator))
+    assert outcomes(checks) == {
+        "base URL": OK,
+        "API key": OK,
+        "agent 'sales'": OK,
+        "agent 'support'": OK,
+        "public URL": OK,
+        "webhook": OK,
+        "agent 'sales' webhook": OK,
+        "agent 'support' webhook": OK,
+        "store": OK,
+        "web calls": OK,
+    }
+    assert not failed(checks)
+    assert not emulator.state.calls, "the doctor placed no call"
+
+
+async def test_a_refused_key_stops_at_the_key(emulator: EmulatorServer) -> None:
+    checks = await diagnose(config(emulator, api_key="emu_test:wrong"))
+    assert outcomes(checks) == {"base URL": OK, "API key": FAILED}
+    assert "DIALNEXA_API_KEY" in find(checks, "API key").fix
+
+
+async def test_a_missing_agent_and_an_unpublished_version(emulator: EmulatorServer) -> None:
+    await register(emulator)
+    emulator.state.agents["agent_support"].versions = [AgentVersion(version_number=1, is_published=False)]
+    agents = {"ghost": Agent(id="agent_ghost"), "support": Agent(id="agent_support")}
+    checks = await diagnose(config(emulator, agents=agents))
+    assert find(checks, "agent 'ghost'").outcome == FAILED and "does not exist" in find(checks, "agent 'ghost'").detail
+    support = find(checks, "agent 'support'")
+    assert support.outcome == FAILED and "no published version" in support.detail and "publish" in support.fix
+    assert failed(checks)
+
+
+async def test_a_placeholder_nobody_fills_is_a_warning(emulator: EmulatorServer) -> None:
+    await register(emulator)
+    emulator.state.agents["agent_sales"].versions[0].default_dynamic_variables = {}
+    checks = await diagnose(config(emulator))
+    sales = find(checks, "agent 'sales'")
+    assert sales.outcome == WARNING and "{{company}}" in sales.detail and "{{name}}" not in sales.detail
+    assert "Agent(defaults=" in sales.fix and not failed(checks)
+
+
+async def test_no_webhook_registered(emulator: EmulatorServer) -> None:
+    checks = await diagnose(config(emulator))
+    webhook = find(checks, "webhook")
+    assert webhook.outcome == FAILED and "no DialNexa webhook points at" in webhook.detail
+    assert "register-webhook" in webhook.fix
+
+
+async def test_an_inactive_webhook_with_undocumented_names(emulator: EmulatorServer) -> None:
+    hook_id = await register(emulator)
+    emulator.state.webhooks[hook_id].is_active = False
+    emulator.state.webhooks[hook_id].events = ["call_ended"]  # as an older plugin registered it
+    webhook = find(await diagnose(config(emulator)), "webhook")
+    assert (
+        webhook.outcome == FAILED
+        and "inactive" in webhook.detail
+        and "undocumented names (call_ended)" in webhook.detail
+    )
+
+
+@pytest.mark.parametrize("fault", ["elsewhere", "turned_off", "unbound"])
+async def test_an_agent_whose_events_go_elsewhere(emulator: EmulatorServer, fault: str) -> None:
+    hook_id = await register(emulator)
+    sales = emulator.state.agents["agent_sales"]
+    if fault == "elsewhere":
+        sales.webhook_id = "webhook_other"
+    elif fault == "turned_off":
+        sales.webhook_enabled = False
+    else:
+        sales.webhook_id = None
+    binding = find(await diagnose(config(emulator)), "agent 'sales' webhook")
+    assert binding.outcome == (WARNING if fault == "unbound" else FAILED), binding
+    assert hook_id in binding.fix and "Enable Webhook" in binding.fix
+
+
+async def test_a_wrong_web_call_path(emulator: EmulatorServer) -> None:
+    await register(emulator)
+    calls = find(await diagnose(config(emulator, web_call_path="/webcalls")), "web calls")
+    assert calls.outcome == FAILED and "POST /webcalls does not exist" in calls.detail
+    assert "WEBCALL_WEB_CALL_PATH" in calls.fix
+
+
+async def test_public_url_over_plain_http(emulator: EmulatorServer) -> None:
+    checks = await diagnose(config(emulator, public_url="http://shop.example"))
+    assert find(checks, "public URL").outcome == WARNING
+    checks = await diagnose(config(emulator, public_url="http://127.0.0.1:8080"))
+    assert find(checks, "public URL").outcome == OK
+    checks = await diagnose(config(emulator, public_url=None))
+    assert find(checks, "public URL").outcome == FAILED and "WEBCALL_PUBLIC_URL" in find(checks, "public URL").fix
+
+
+async def test_redis_that_does_not_answer(emulator: EmulatorServer) -> None:
+    await register(emulator)
+    store = find(await diagnose(config(emulator, store="redis://127.0.0.1:9/0")), "store")
+    assert store.outcome == FAILED and "Redis does not answer" in store.detail
+
+
+async def test_a_test_call_only_when_asked(emulator: EmulatorServer) -> None:
+    await register(emulator)
+    calls = find(await diagnose(config(emulator), place_test_call=True), "web calls")
+    assert calls.outcome == OK and "created and ended" in calls.detail
+    (call,) = emulator.state.calls.values()
+    assert call.type == "web" and call.ended
+
+
+async def run_doctor(*arguments: str, env: dict[str, str]) -> tuple[int, str]:
+    """``python -m webcall doctor`` in a subprocess (the emulator keeps answering meanwhile); exit status, stdout."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "webcall", "doctor", *arguments, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode()
+
+
+async def test_command_line_report_and_exit_status(emulator: EmulatorServer) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIALNEXA_", "WEBCALL_"))}
+    env.update(
+        DIALNEXA_API_KEY=emulator.api_key,
+        DIALNEXA_BASE_URL=emulator.base_url,
+        WEBCALL_AGENTS="sales=agent_sales+name",
+        WEBCALL_PUBLIC_URL=PUBLIC_URL,
+        WEBCALL_WEBHOOK_SECRETS=HOOK_SECRET,
+    )
+    status, output = await run_doctor("--json", env=env)
+    assert status == 1, output  # no webhook registered yet
+    report = json.loads(output)
+    assert report["ok"] is False
+    assert {(c["name"], c["outcome"]) for c in report["checks"]} >= {("API key", OK), ("webhook", FAILED)}
+    await register(emulator)
+    status, output = await run_doctor(env=env)
+    assert status == 0, output
+    assert output.splitlines()[0].startswith("✔ base URL") and "✖" not in output
+    env["DIALNEXA_BASE_URL"] = emulator.base_url.removesuffix("/v1")
+    status, output = await run_doctor(env=env)
+    assert status == 1 and output.startswith("✖ configuration:") and "/v1" in output
+
+
+# -- the documented reports -------------------------------------------------------------------------------------------
+def stable(text: str, emulator: EmulatorServer) -> str:
+    """Ids and the emulator's port replaced by fixed stand-ins, so the documented report does not change per run."""
+    text = text.replace(emulator.base_url, "https://api.dialnexa.com/v1")
+    names: dict[str, str] = {}
+    for kind in ("webhook", "call"):
+
+        def rename(match: re.Match[str], kind: str = kind) -> str:
+            return names.setdefault(match[0], f"{kind}_{len([n for n in names if n.startswith(kind)]) + 1:02d}")
+
+        text = re.sub(rf"\b{kind}_[0-9a-f]{{14}}\b", rename, text)
+    return text
+
+
+async def documented_reports(emulator: EmulatorServer) -> str:
+    sections: list[tuple[str, list[Check]]] = []
+    sections.append(("A refused key", await diagnose(config(emulator, api_key="emu_test:wrong"))))
+    sections.append(
+        (
+            "No webhook registered yet, public URL over plain http",
+            await diagnose(config(emulator, public_url="http://shop.example")),
+        )
+    )
+    hook_id = await register(emulator)
+    sections.append(("Healthy", await diagnose(config(emulator))))
+    emulator.state.agents["agent_sales"].webhook_id = "webhook_0000000000000f"
+    emulator.state.agents["agent_support"].webhook_enabled = False
+    sections.append(("Agents sending their events elsewhere", await diagnose(config(emulator))))
+    emulator.state.agents["agent_sales"].webhook_id = hook_id
+    emulator.state.agents["agent_support"].webhook_enabled = True
+    emulator.state.agents["agent_support"].versions[0].is_published = False
+    agents = {**AGENTS, "ghost": Agent(id="agent_ghost")}
+    sections.append(("A missing agent and an unpublished one", await diagnose(config(emulator, agents=agents))))
+    emulator.state.agents["agent_support"].versions[0].is_published = True
+    sections.append(
+        (
+            "A wrong web-call path and Redis down",
+            await diagnose(config(emulator, web_call_path="/webcalls", store="redis://127.0.0.1:9/0")),
+        )
+    )
+    parts = [
+        "# `python -m webcall doctor`: example reports\n",
+        "Produced by `tests/test_doctor.py` against the emulator (ids and the address made stable). Exit status 0",
+        "only when no line is ✖; `!` lines are warnings.\n",
+    ]
+    for title, checks in sections:
+        status = 1 if failed(checks) else 0
+        parts.append(f"## {title} (exit {status})\n\n```text\n" + "\n".join(c.line() for c in checks) + "\n```\n")
+    return stable("\n".join(parts), emulator)
+
+
+async def test_the_documented_reports_are_current(emulator: EmulatorServer) -> None:
+    report = await documented_reports(emulator)
+    if os.environ.get("WEBCALL_WRITE_DOCS") == "1" or not REPORTS.exists():
+        REPORTS.write_text(report, encoding="utf-8")
+    assert REPORTS.read_text(encoding="utf-8") == report, (
+        "docs/doctor.md is out of date: run WEBCALL_WRITE_DOCS=1 python -m pytest tests/test_doctor.py"
+    )

@@ -1,0 +1,305 @@
+"""``python -m webcall doctor``: the configuration checked against the DialNexa account, one line per check.
+
+The first hour with a real account is where integrations fail silently: a key for another workspace, a base URL
+without ``/v1``, an unpublished agent, a placeholder nobody fills, a webhook that points elsewhere or that the agent
+does not use. Each check prints ✔ (fine), ! (a warning: it may work, here is how to be sure) or ✖ (it will not work)
+with the fix in one sentence. Nothing billable happens unless ``place_test_call`` is asked for: the web-call path is
+probed with an empty body, which DialNexa refuses before creating anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
+
+from .catalog import placeholders
+from .config import WebCallConfig
+from .dialnexa import AgentInfo, DialNexaClient, WebhookSubscription
+from .errors import (
+    ConfigError,
+    DialNexaAuthError,
+    DialNexaBadRequest,
+    DialNexaError,
+    DialNexaNotFound,
+    StoreUnavailable,
+)
+from .runtime import make_store
+from .subscription import DOCUMENTED_SUBSCRIPTION_EVENTS
+
+OK, WARNING, FAILED = "ok", "warning", "failed"
+MARKS = {OK: "✔", WARNING: "!", FAILED: "✖"}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: what was checked, how it went, what was found, and the fix when it is not fine."""
+
+    name: str
+    outcome: str
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{MARKS[self.outcome]} {self.name}: {self.detail}"
+        return f"{text}\n    fix: {self.fix}" if self.fix else text
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def failed(checks: Sequence[Check]) -> bool:
+    return any(check.outcome == FAILED for check in checks)
+
+
+class Doctor:
+    """Runs the checks in order; a check whose premise failed (no key, no agent) is skipped, not guessed."""
+
+    def __init__(self, config: WebCallConfig, client: DialNexaClient, *, prefix: str = "/webcall") -> None:
+        self.config = config
+        self.client = client
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.checks: list[Check] = []
+        self._agents: dict[str, AgentInfo] = {}
+
+    def add(self, name: str, outcome: str, detail: str, fix: str = "") -> None:
+        self.checks.append(Check(name, outcome, detail, fix))
+
+    async def run(self, *, place_test_call: bool = False) -> list[Check]:
+        self.add("base URL", OK, f"{self.client.base_url} (versioned /v1 API)")
+        hooks = await self.check_key()
+        if hooks is None:
+            return self.checks
+        await self.check_agents()
+        self.check_public_url()
+        self.check_subscription(hooks)
+        await self.check_store()
+        await self.check_web_call_path(place_test_call=place_test_call)
+        return self.checks
+
+    # -- the account -------------------------------------------------------------------------------------------
+    async def check_key(self) -> list[WebhookSubscription] | None:
+        try:
+            hooks = await self.client.list_webhooks()
+        except DialNexaAuthError:
+            self.add(
+                "API key",
+                FAILED,
+                "DialNexa refused the key",
+                "set DIALNEXA_API_KEY to a key of this workspace, as keyID:secret from DialNexa's dashboard",
+            )
+            return None
+        except DialNexaError as err:
+            self.add(
+                "API key", FAILED, f"DialNexa could not be asked: {err}", "check DIALNEXA_BASE_URL and the network"
+            )
+            return None
+        self.add("API key", OK, "accepted")
+        return hooks
+
+    async def check_agents(self) -> None:
+        for alias, agent in self.config.agents.items():
+            name = f"agent {alias!r}"
+            try:
+                info = await self.client.get_agent(agent.id)
+            except DialNexaNotFound:
+                self.add(name, FAILED, f"{agent.id} does not exist", "copy the agent id from DialNexa's dashboard")
+                continue
+            except DialNexaError as err:
+                self.add(name, FAILED, f"could not look {agent.id} up: {err}", "try again; check the network")
+                continue
+            version = info.version(agent.version)
+            which = f"v{agent.version}" if agent.version else "latest"
+            if info.versions and version is None:
+                self.add(
+                    name,
+                    FAILED,
+                    f"{agent.id} has no published version ({which})",
+                    "publish the version in DialNexa's dashboard, or set Agent(version=None) for the latest",
+                )
+                continue
+            self._agents[alias] = info
+            label = f"{agent.id}, {'version ' + str(agent.version) if agent.version else 'latest version'}"
+            label += f" ({info.name})" if info.name else ""
+            sources = {}
+            for variable in sorted(info.placeholders(agent.version)):
+                if variable in agent.defaults:
+                    sources[variable] = "your default"
+                elif variable in agent.visitor_variables:
+                    sources[variable] = "the visitor"
+                elif variable in info.default_variables(agent.version):
+                    sources[variable] = "the agent's default"
+                else:
+                    sources[variable] = ""
+            unfilled = {variable for variable, source in sources.items() if not source}
+            filled = ", ".join(f"{{{{{v}}}}} from {source}" for v, source in sources.items() if source)
+            if unfilled:
+                self.add(
+                    name,
+                    WARNING,
+                    f"{label}; {placeholders(unfilled)} has no default and no visitor value",
+                    "make sure your variables hook always sets it, or give Agent(defaults={...}), or a default in "
+                    "the agent's version, so the agent never says the placeholder aloud",
+                )
+            else:
+                self.add(name, OK, f"{label}, published; placeholders: {filled or 'none'}")
+
+    # -- webhooks ----------------------------------------------------------------------------------------------
+    def webhook_url(self) -> str | None:
+        if not self.config.public_url:
+            return None
+        return self.config.public_url.rstrip("/") + self.prefix + "/webhooks"
+
+    def check_public_url(self) -> None:
+        url = self.config.public_url
+        if not url:
+            self.add(
+                "public URL",
+                FAILED,
+                "not set, so DialNexa cannot reach the plugin's /webhooks",
+                "set WEBCALL_PUBLIC_URL to the site's public origin, e.g. https://shop.example.com",
+            )
+            return
+        host = urlsplit(url).hostname or ""
+        if urlsplit(url).scheme == "https":
+            self.add("public URL", OK, url)
+        elif _is_loopback(host):
+            self.add("public URL", OK, f"{url} (plain http on loopback: fine for development)")
+        else:
+            self.add("public URL", WARNING, f"{url} is plain http", "serve the site over https; DialNexa posts there")
+
+    def check_subscription(self, hooks: list[WebhookSubscription]) -> None:
+        url = self.webhook_url()
+        if url is None:
+            return
+        if not self.config.webhook_secrets:
+            self.add(
+                "webhook",
+                FAILED,
+                "no webhook secret is set",
+                "set WEBCALL_WEBHOOK_SECRETS to a long random secret, then run python -m webcall register-webhook",
+            )
+            return
+        mine = [hook for hook in hooks if hook.url == url]
+        if not mine:
+            self.add(
+                "webhook",
+                FAILED,
+                f"no DialNexa webhook points at {url}",
+                "run python -m webcall register-webhook (the plugin also registers it at startup)",
+            )
+            return
+        hook = mine[0]
+        problems = []
+        if not hook.is_active:
+            problems.append("it is inactive")
+        undocumented = [name for name in hook.events if name not in DOCUMENTED_SUBSCRIPTION_EVENTS]
+        if undocumented:
+            problems.append(f"it subscribes to undocumented names ({', '.join(undocumented)})")
+        if len(mine) > 1:
+            problems.append(f"{len(mine) - 1} duplicate(s) point there too")
+        if problems:
+            self.add(
+                "webhook",
+                FAILED,
+                f"{hook.id} -> {url}: " + "; ".join(problems),
+                "run python -m webcall register-webhook: it activates, corrects and deduplicates it",
+            )
+        else:
+            self.add("webhook", OK, f"{hook.id} -> {url}, active, {', '.join(hook.events)}")
+        for alias, info in self._agents.items():
+            self.check_binding(alias, info, hook.id)
+
+    def check_binding(self, alias: str, info: AgentInfo, hook_id: str) -> None:
+        name = f"agent {alias!r} webhook"
+        dashboard = f"in DialNexa's dashboard, turn on Enable Webhook for {info.id} and choose {hook_id}"
+        if info.webhook_enabled is False:
+            self.add(name, FAILED, "turned off: its calls send no events", dashboard)
+        elif info.webhook_id is None:
+            self.add(name, WARNING, "bound to no webhook: its events may not reach the plugin", dashboard)
+        elif info.webhook_id != hook_id:
+            self.add(name, FAILED, f"bound to {info.webhook_id}, not the plugin's {hook_id}", dashboard)
+        else:
+            self.add(name, OK, f"bound to {hook_id}")
+
+    # -- this deployment ---------------------------------------------------------------------------------------
+    async def check_store(self) -> None:
+        if self.config.store == "memory":
+            self.add("store", OK, "memory (one process; use Redis for several workers)")
+            return
+        try:
+            store = make_store(self.config.store)
+        except ConfigError as err:
+            self.add("store", FAILED, str(err), "install the redis extra: pip install 'dialnexa-webcall[redis]'")
+            return
+        try:
+            await store.ping()
+        except StoreUnavailable as err:
+            self.add("store", FAILED, f"Redis does not answer: {err}", "start Redis or correct WEBCALL_STORE")
+        else:
+            self.add("store", OK, "Redis answers; the session secret is shared by every worker")
+        finally:
+            await store.close()
+
+    async def check_web_call_path(self, *, place_test_call: bool) -> None:
+        path = self.config.web_call_path
+        try:
+            await self.client.probe_web_call_path()
+        except DialNexaBadRequest:
+            pass  # refused for the empty body: the path exists and checks what it is given
+        except DialNexaNotFound:
+            self.add(
+                "web calls",
+                FAILED,
+                f"POST {path} does not exist at {self.client.base_url}",
+                "set WEBCALL_WEB_CALL_PATH to the path DialNexa gave you for web calls",
+            )
+            return
+        except DialNexaError as err:
+            self.add("web calls", FAILED, f"POST {path}: {err}", "check WEBCALL_WEB_CALL_PATH and the account")
+            return
+        if not place_test_call:
+            self.add("web calls", OK, f"POST {path} answers (no call placed; --place-test-call makes a real one)")
+            return
+        alias, agent = next(iter(self.config.agents.items()))
+        try:
+            session = await self.client.create_web_call(
+                agent_id=agent.id, agent_version_number=agent.version, metadata=dict(agent.defaults)
+            )
+            await self.client.end_call(session.id, reason="user_disconnected")
+        except DialNexaError as err:
+            self.add("web calls", FAILED, f"a test call to {alias!r} failed: {err}", "check the agent and the plan")
+            return
+        self.add("web calls", OK, f"test call {session.id} to {alias!r} created and ended")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def diagnose(config: WebCallConfig, *, prefix: str = "/webcall", place_test_call: bool = False) -> list[Check]:
+    """Every check for ``config`` against its DialNexa account (``config.api_key`` must be set)."""
+    if config.api_key is None:
+        return [
+            Check(
+                "API key",
+                FAILED,
+                "DIALNEXA_API_KEY is not set (without it the plugin runs its local emulator)",
+                "set DIALNEXA_API_KEY to a key from DialNexa's dashboard, as keyID:secret",
+            )
+        ]
+    async with DialNexaClient(
+        api_key=config.api_key,
+        base_url=config.base_url,
+        web_call_path=config.web_call_path,
+        end_call_path=config.end_call_path,
+        timeout=config.upstream_timeout,
+        deadline=config.upstream_deadline,
+    ) as client:
+        return await Doctor(config, client, prefix=prefix).run(place_test_call=place_test_call)
