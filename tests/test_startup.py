@@ -206,3 +206,18 @@ async def test_an_agent_that_sends_its_events_elsewhere_fails_when_strict(
     with pytest.raises(ConfigError, match="strict_agents is on"):
         await strict_runner.setup()
     await strict_runner.cleanup()
+
+
+async def test_the_quickstart_agents_need_no_variables(
+    aiohttp_client: Any, log_records: pytest.LogCaptureFixture
+) -> None:
+    """The embedded emulator's three agents give every placeholder a default: a visitor who says nothing is greeted
+    without a placeholder, and the plugin has nothing to warn about."""
+    host = web.Application()
+    webcall.setup(host, WebCallConfig(allowed_origins=(ORIGIN,)))
+    client = await aiohttp_client(host)
+    for alias in ("sales", "support", "collections"):
+        response = await client.post("/webcall/sessions", json={"agent": alias}, headers={"Origin": ORIGIN})
+        assert response.status == 201, await response.text()
+    warnings = [r.getMessage() for r in log_records.records if r.levelno >= logging.WARNING]
+    assert not [w for w in warnings if "placeholder" in w], warnings
