@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from tests.net import free_port
+from tests.offers import OFFER
 from tests.redis_server import RedisServer
 from webcall.tokens import AUDIENCE_CALL, TokenIssuer
 from webcall.webhooks import signature
@@ -116,7 +117,21 @@ class Proc:
 def start_emulator() -> Proc:
     port = free_port()
     return Proc(
-        ["-m", "webcall.emulator", "--port", str(port), "--api-key", EMULATOR_KEY, "--log-level", "WARNING"],
+        [
+            "-m",
+            "webcall.emulator",
+            "--port",
+            str(port),
+            "--api-key",
+            EMULATOR_KEY,
+            "--log-level",
+            "WARNING",
+            # Minted calls offer media that never connects (no browser here): room for them, ended soon.
+            "--max-media-sessions",
+            "100000",
+            "--media-connect-timeout",
+            "3",
+        ],
         port,
         "/_control/stats",
     )
@@ -167,7 +182,7 @@ async def load(url: str, concurrency: int, total: int) -> tuple[list[float], flo
     import aiohttp
 
     latencies: list[float] = []
-    body = json.dumps({"agent": "sales", "variables": {"name": "Priya", "company": "Acme"}}).encode()
+    body = json.dumps({"agent": "sales", "variables": {"name": "Priya", "company": "Acme"}, "offer": OFFER}).encode()
     headers = {"Origin": ORIGIN, "Content-Type": "application/json"}
     remaining = total
     connector = aiohttp.TCPConnector(limit=concurrency)

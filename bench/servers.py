@@ -1,4 +1,5 @@
-"""Server processes for the benchmarks: the full plugin in a host app, or a bare handler doing the same upstream call.
+"""Server processes for the benchmarks: the full plugin in a host app, or a bare handler doing the same upstream calls
+(create the web call, hand DialNexa the browser's offer over WHIP).
 
 python -m bench.servers plugin --port 8801 --base-url http://127.0.0.1:8700/v1 --api-key K [--store redis://…]
     [--redis-parser python]    (redis-py's own reply parser, as if hiredis were not installed)
@@ -66,10 +67,17 @@ def bare_app(args: argparse.Namespace) -> web.Application:
 
     async def sessions(request: web.Request) -> web.Response:
         body = await request.json()
-        upstream = await request.app[BARE_CLIENT].post(
+        http = request.app[BARE_CLIENT]
+        upstream = await http.post(
             "/web-calls", json={"agent_id": "agent_sales", "metadata": body.get("variables") or {}}
         )
-        return web.json_response(json.loads(upstream.content), status=201)
+        call = json.loads(upstream.content)
+        whip = await http.post(
+            call["media"]["whip_url"],
+            content=body["offer"].encode(),
+            headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {call['access_token']}"},
+        )
+        return web.json_response({"call_id": call["id"], "answer": whip.text}, status=201)
 
     app.cleanup_ctx.append(lifetime)
     app.router.add_post("/webcall/sessions", sessions)

@@ -60,6 +60,7 @@
 
   // Error code → message key (else "not-available" for 4xx, "unavailable" for 5xx).
   const CODES = {
+    call_expired: "expired",
     rate_limited: "rate-limited",
     http_429: "rate-limited",
     capacity_reached: "busy",
@@ -567,10 +568,9 @@ border-radius:10px;background:var(--b)}
       }
       const ac = (this.ac = new AbortController());
       const sig = ac.signal;
-      const t0 = Date.now();
-      // Mint, ask for the microphone and unlock audio (in the gesture, for Safari) all at once.
-      const minting = this.post("sessions", detail, sig);
-      minting.catch(noop); // awaited below
+      // The peer connection comes first: its offer travels with the start request while the visitor answers the
+      // microphone prompt, and the microphone joins the call (replaceTrack) when it is allowed.
+      const pc = this.#openPeerConnection();
       const micP = navigator.mediaDevices
         .getUserMedia({ audio: AUDIO_CONSTRAINTS })
         .catch((e) => {
@@ -591,21 +591,47 @@ border-radius:10px;background:var(--b)}
       addEventListener("pagehide", this.onHide);
       this.set("microphone");
       try {
+        await pc.setLocalDescription(await pc.createOffer());
+        await gathered(pc, 1500, true);
+        if (sig.aborted) return;
+        // One request: the plugin starts the call at DialNexa and answers with DialNexa's SDP answer.
+        const starting = this.post("sessions", { ...detail, offer: pc.localDescription.sdp }, sig);
+        starting.catch(noop); // awaited below
         const mic = await micP;
         if (sig.aborted) return stop(mic);
         this.mic = mic;
-        this.set("connecting");
-        let m = (this.mint = await minting);
-        // The media token (single use) lives ~30 s: mint again after a slow permission prompt.
-        if (Date.now() - t0 > 20000) {
-          this.hangup();
-          m = this.mint = await this.post("sessions", detail, sig);
+        const track = this.track();
+        if (track) {
+          await this.#microphoneSender.replaceTrack(track);
+          this.#followInputDevices(track);
         }
-        if (m.events_url && m.token) this.events(m);
-        await this.connect(m, sig);
+        this.set("connecting");
+        const started = (this.mint = await starting);
+        if (started.events_url && started.token) this.events(started);
+        this.loc = started.media_url ? this.href(started.media_url) : "";
+        this.auth = { Authorization: "Bearer " + started.token };
+        if (typeof started.answer !== "string") throw fail("invalid_response", "text-unavailable");
+        await pc.setRemoteDescription({ type: "answer", sdp: started.answer });
+        this.timer("connect", () => this.failed(fail("connect_timeout", "text-failed")), 15000);
       } catch (e) {
         if (!sig.aborted) this.failed(e);
       }
+    }
+
+    // A send-and-receive audio transceiver (the microphone is attached later) and the "events" data channel.
+    #openPeerConnection() {
+      const pc = (this.pc = new RTCPeerConnection());
+      this.#microphoneSender = pc.addTransceiver("audio", { direction: "sendrecv" }).sender;
+      const dc = (this.dc = pc.createDataChannel("events"));
+      dc.onmessage = (e) => this.onData(e.data);
+      dc.onclose = () => LIVE.includes(this.st) && this.finish("remote_hangup");
+      // Agent audio via <audio>, not WebAudio, so echo cancellation hears it.
+      pc.ontrack = (e) => {
+        this.$.audio.srcObject = e.streams[0] || new MediaStream([e.track]);
+        this.$.audio.play().catch(noop);
+      };
+      pc.onconnectionstatechange = () => this.onConnection();
+      return pc;
     }
 
     async post(path, body, signal) {
@@ -623,48 +649,6 @@ border-radius:10px;background:var(--b)}
       console.warn(`[webcall] POST ${url} → ${r.status} ${code}: ${j.message || r.statusText}${hint}`);
       const key = CODES[code] || (r.status < 500 ? "not-available" : "unavailable");
       throw fail(code, "text-" + key, +r.headers.get("Retry-After"));
-    }
-
-    // WHIP (RFC 9725) with an "events" data channel.
-    async connect(m, sig) {
-      const media = m.media || {};
-      if (!media.whip_url) throw fail("invalid_response", "text-unavailable");
-      const whip = this.href(media.whip_url);
-      this.auth = { Authorization: "Bearer " + m.access_token };
-      const pc = (this.pc = new RTCPeerConnection({ iceServers: media.ice_servers || [] }));
-      const track = this.track();
-      if (track) {
-        this.#microphoneSender = pc.addTransceiver(track, { direction: "sendrecv", streams: [this.mic] }).sender;
-        this.#followInputDevices(track);
-      } else pc.addTransceiver("audio", { direction: "recvonly" });
-      const dc = (this.dc = pc.createDataChannel("events"));
-      dc.onmessage = (e) => this.onData(e.data);
-      dc.onclose = () => LIVE.includes(this.st) && this.finish("remote_hangup");
-      // Agent audio via <audio>, not WebAudio, so echo cancellation hears it.
-      pc.ontrack = (e) => {
-        this.$.audio.srcObject = e.streams[0] || new MediaStream([e.track]);
-        this.$.audio.play().catch(noop);
-      };
-      pc.onconnectionstatechange = () => this.onConnection();
-      await pc.setLocalDescription(await pc.createOffer());
-      await gathered(pc, 1500, !pc.getConfiguration().iceServers.length);
-      if (sig.aborted) return;
-      const init = { method: "POST", headers: { ...this.auth, "Content-Type": "application/sdp" }, signal: sig };
-      const r = await fetch(whip, { ...init, body: pc.localDescription.sdp }).catch((e) => {
-        if (sig.aborted) throw e;
-        console.warn(`[webcall] could not reach the media server ${whip}: allow its origin in connect-src.`);
-        throw fail("media_unreachable", "text-failed");
-      });
-      if (!r.ok) {
-        console.warn(`[webcall] WHIP offer → ${r.status} ${(await r.text()).slice(0, 200)}`);
-        if (r.status === 401) throw fail("token_expired", "text-expired");
-        throw r.status < 500 ? fail("media_rejected", "text-failed") : fail("media_unavailable", "text-unavailable");
-      }
-      const loc = r.headers.get("Location");
-      this.loc = loc ? new URL(loc, whip).href : "";
-      if (!loc) console.warn("[webcall] the WHIP answer has no readable Location; expose it with CORS.");
-      await pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
-      this.timer("connect", () => this.failed(fail("connect_timeout", "text-failed")), 15000);
     }
 
     onConnection() {
@@ -688,7 +672,7 @@ border-radius:10px;background:var(--b)}
       }
     }
 
-    // RFC 9725 §4.3 ICE restart; 405 = unsupported.
+    // RFC 9725 §4.3 ICE restart through the plugin's media resource; 405 = unsupported.
     async restartIce() {
       const pc = this.pc;
       if (!this.loc || this.noPatch) return;

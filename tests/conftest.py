@@ -18,6 +18,8 @@ from webcall.emulator.server import EmulatorServer
 from webcall.keys import RUNTIME
 from webcall.runtime import Runtime
 
+from .offers import OFFER
+
 ORIGIN = "https://shop.example"
 ORIGIN_HEADERS = {"Origin": ORIGIN}
 """What a browser on the allowed site sends with every request."""
@@ -34,7 +36,11 @@ MakeHost = Callable[..., Awaitable[tuple[Client, webcall.WebCall]]]
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[EmulatorServer]:
-    async with EmulatorServer(EmulatorConfig(api_keys=frozenset({"emu_test:Sup3rSecretEmulatorKey"}))) as emu:
+    # HTTP-level tests start many calls whose media never connects (no browser): room for them, and a short wait.
+    config = EmulatorConfig(
+        api_keys=frozenset({"emu_test:Sup3rSecretEmulatorKey"}), max_media_sessions=1000, media_connect_timeout=5.0
+    )
+    async with EmulatorServer(config) as emu:
         yield emu
 
 
@@ -61,12 +67,13 @@ def make_host(aiohttp_client: Any, emulator: EmulatorServer) -> MakeHost:
 
 
 async def mint(client: Client, body: Any = None, headers: dict[str, str] | None = None) -> ClientResponse:
-    """``POST /webcall/sessions`` as the widget sends it (agent ``sales``, from the allowed origin) unless told."""
-    return await client.post(
-        "/webcall/sessions",
-        json={"agent": "sales"} if body is None else body,
-        headers=ORIGIN_HEADERS if headers is None else headers,
-    )
+    """``POST /webcall/sessions`` as the widget sends it (agent ``sales`` with an SDP offer, from the allowed origin)
+    unless told; a dict ``body`` without ``offer`` gets the standard one."""
+    if body is None:
+        body = {"agent": "sales"}
+    if isinstance(body, dict) and "offer" not in body:
+        body = {**body, "offer": OFFER}
+    return await client.post("/webcall/sessions", json=body, headers=ORIGIN_HEADERS if headers is None else headers)
 
 
 async def problem(response: ClientResponse, status: int, code: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The README's quickstart, runnable by any Python: its five-line app served on a free port, its curl command.
+"""The README's quickstart, runnable by any Python: its five-line app served on a free port, its curl command, and
+a call started as the widget starts one.
 
 Used by ``test_readme`` (the test environment's Python) and ``test_minimum_versions`` (a venv holding the lowest
 dependency versions ``pyproject.toml`` allows).
@@ -12,6 +13,8 @@ import re
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,17 +34,23 @@ def block(marker: str) -> str:
 
 
 @contextmanager
-def serve_quickstart(python: str | Path, workdir: Path, *, startup_timeout: float = 30) -> Iterator[int]:
+def serve_quickstart(
+    python: str | Path, workdir: Path, *, this_checkout: bool = False, startup_timeout: float = 30
+) -> Iterator[int]:
     """Run the README's Python block as ``app.py`` in ``workdir`` with ``python``; yield its port once it listens.
 
     The app sees no ``DIALNEXA_*`` or ``WEBCALL_*`` variables, so it runs on the embedded emulator, as the README
-    says. If it exits before listening, the assertion carries its output.
+    says. ``this_checkout`` puts this repository first on the import path (the test environment's Python may have
+    another checkout installed); a venv's Python keeps the package installed in it. If the app exits before
+    listening, the assertion carries its output.
     """
     port = free_port()
     script = workdir / "app.py"
     script.write_text(block("python"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIALNEXA_", "WEBCALL_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIALNEXA_", "WEBCALL_", "PYTHONPATH"))}
     env["PORT"] = str(port)
+    if this_checkout:
+        env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(
         [str(python), str(script)], env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -65,9 +74,26 @@ def serve_quickstart(python: str | Path, workdir: Path, *, startup_timeout: floa
             proc.stdout.close()
 
 
-def mint_with_curl(port: int) -> dict[str, Any]:
+def health_with_curl(port: int) -> dict[str, Any]:
     """Run the README's curl command against the quickstart on ``port``; return the JSON it prints."""
     command = block("curl").replace("8080", str(port))
     out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True).stdout
     body: dict[str, Any] = json.loads(out)
     return body
+
+
+def start_call(port: int, offer: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """``POST /webcall/sessions`` with ``offer`` as the widget sends it from the site's own origin: status, headers,
+    body."""
+    origin = f"http://localhost:{port}"
+    request = urllib.request.Request(
+        f"{origin}/webcall/sessions",
+        method="POST",
+        data=json.dumps({"agent": "sales", "variables": {"name": "Priya"}, "offer": offer}).encode(),
+        headers={"Origin": origin, "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())

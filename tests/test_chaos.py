@@ -40,6 +40,7 @@ from .conftest import (
     runtime,
     upstream_count,
 )
+from .offers import OFFER
 
 MINT = "POST /v1/web-calls"
 PHONE = "POST /v1/calls"
@@ -87,7 +88,7 @@ async def test_reads_succeed_through_retries_when_a_fifth_of_answers_fail(
     client, handle = await make_host(upstream_timeout=TIMEOUT, upstream_deadline=15)
     calls = []
     for _ in range(6):
-        minted = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)
+        minted = await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS)
         assert minted.status == 201
         calls.append((await minted.json())["call_id"])
     before = len(await emulator_requests(emulator))
@@ -162,7 +163,9 @@ async def mint_many(client: Any, mints: int, parallel: int = 15) -> list[tuple[i
 
     async def mint() -> tuple[int, dict[str, Any]]:
         async with gate:
-            response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)
+            response = await client.post(
+                "/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS
+            )
             body: dict[str, Any] = await response.json()
             return response.status, body
 
@@ -299,7 +302,7 @@ async def test_a_failed_mint_is_a_clear_answer_without_the_upstream_body(
 ) -> None:
     client, handle = await make_host(upstream_timeout=TIMEOUT)
     await add_fault(emulator, route=MINT, count=0, message=SECRET_DETAIL, **fault)
-    response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)
+    response = await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS)
     text = await response.text()
     assert response.status == status, text
     body = await response.json()
@@ -380,7 +383,9 @@ async def test_odd_retry_after_values_from_upstream_give_a_sane_answer(
 ) -> None:
     async with rate_limited_upstream(value) as base_url:
         client, _ = await make_host(base_url=base_url, upstream_timeout=TIMEOUT)
-        response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)
+        response = await client.post(
+            "/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS
+        )
         body = await response.json()
         assert response.status == 503 and body["code"] == "upstream_busy", body
         assert 1 <= int(response.headers["Retry-After"]) <= 3600
@@ -393,7 +398,9 @@ async def test_an_infinite_retry_after_from_upstream_is_not_a_500(
 ) -> None:
     async with rate_limited_upstream(value) as base_url:
         client, _ = await make_host(base_url=base_url, upstream_timeout=TIMEOUT)
-        response = await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)
+        response = await client.post(
+            "/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS
+        )
         assert response.status == 503, await response.text()
         assert int(response.headers["Retry-After"]) >= 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

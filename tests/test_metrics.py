@@ -6,6 +6,7 @@ from webcall.emulator.server import EmulatorServer
 from webcall.webhooks import signature
 
 from .conftest import ORIGIN, MakeHost, add_fault, runtime
+from .offers import OFFER
 
 SECRET = "metrics-webhook-secret-0123"
 
@@ -19,11 +20,13 @@ async def test_metrics_are_off_by_default(make_host: MakeHost) -> None:
 async def test_metrics_count_sessions_refusals_upstream_webhooks(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, handle = await make_host(metrics=True, webhook_secrets=(SECRET,))
     h = {"Origin": ORIGIN}
-    session = await (await client.post("/webcall/sessions", json={"agent": "sales"}, headers=h)).json()
-    await client.post("/webcall/sessions", json={"agent": "nobody"}, headers=h)
-    await client.post("/webcall/sessions", json={"agent": "sales"}, headers={"Origin": "https://evil.example"})
+    session = await (await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=h)).json()
+    await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "nobody"}, headers=h)
+    await client.post(
+        "/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers={"Origin": "https://evil.example"}
+    )
     await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=503, count=1)
-    await client.post("/webcall/sessions", json={"agent": "sales"}, headers=h)
+    await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=h)
     stream = await client.get(f"{session['events_url']}?token={session['token']}", headers=h)
     await stream.content.readline()
     assert "webcall_sse_streams_open 1.0" in await (await client.get("/webcall/metrics")).text()

@@ -2,8 +2,9 @@
 
 A fresh venv gets exactly the floor (``>=X`` read as ``==X``) of every runtime dependency, from PyPI through pip's
 cache, and this checkout built and installed without dependencies. The quickstart app then serves the widget and a
-call page, mints a session with the README's curl command on its embedded emulator, and hangs the call up with the
-session's token. The optional extras are not installed: the quickstart needs none of them.
+call page, answers the README's curl command, starts a call on its embedded emulator as the widget does (an SDP offer
+in, DialNexa's answer out) and hangs it up with the call's token. The embedded emulator needs the ``emulator`` extra
+for its media; that extra is installed with the runtime dependencies held at their floors.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from .quickstart import ROOT, mint_with_curl, serve_quickstart
+from .offers import OFFER
+from .quickstart import ROOT, health_with_curl, serve_quickstart, start_call
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(300)]
 
@@ -51,7 +53,12 @@ def floor_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("floors") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    pip(python, *(f"{name}=={version}" for name, version in floors().items()))
+    pins = [f"{name}=={version}" for name, version in floors().items()]
+    pip(python, *pins)
+    constraints = venv / "floors.txt"
+    constraints.write_text("\n".join(pins) + "\n")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip(python, "--constraint", str(constraints), *project["optional-dependencies"]["emulator"])
     pip(python, "--no-deps", str(ROOT))
     return python
 
@@ -88,9 +95,11 @@ def test_quickstart_serves_on_the_floors(floor_python: Path, tmp_path: Path) -> 
         status, page = http("GET", f"{base}/call/sales")
         assert status == 200 and b'<dialnexa-webcall agent="sales"' in page
 
-        session = mint_with_curl(port)
-        assert session["call_id"].startswith("call_") and session["agent"] == "sales"
-        assert session["media"]["whip_url"].startswith("http://127.0.0.1:")
+        health = health_with_curl(port)
+        assert health["status"] == "ok" and health["upstream"] == "emulator"
+        status, _, session = start_call(port, OFFER)
+        assert status == 201, session
+        assert session["call_id"].startswith("call_") and session["answer"].startswith("v=0")
 
         status, ended = http(
             "POST", f"http://127.0.0.1:{port}{session['end_url']}", {"Authorization": f"Bearer {session['token']}"}

@@ -10,6 +10,7 @@ import jsonschema
 from webcall.webhooks import signature
 
 from .conftest import ORIGIN, MakeHost
+from .offers import OFFER
 
 SECRET = "openapi-webhook-secret-0123"
 
@@ -41,11 +42,13 @@ async def test_real_responses_match_the_spec(make_host: MakeHost) -> None:
         return body
 
     session = await expect(
-        "/sessions", "post", await client.post("/webcall/sessions", json={"agent": "sales"}, headers=h)
+        "/sessions", "post", await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=h)
     )
-    await expect("/sessions", "post", await client.post("/webcall/sessions", json={"agent": "x"}, headers=h))
+    await expect(
+        "/sessions", "post", await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "x"}, headers=h)
+    )
     await expect("/sessions", "post", await client.post("/webcall/sessions", data="x", headers=h))
-    await expect("/sessions", "post", await client.post("/webcall/sessions", json={"agent": "sales"}))
+    await expect("/sessions", "post", await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}))
     await expect(
         "/callbacks",
         "post",

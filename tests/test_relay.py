@@ -19,13 +19,16 @@ from webcall.events import CallEvent
 from webcall.webhooks import signature
 
 from .conftest import ORIGIN, ORIGIN_HEADERS, SESSION_SECRET, MakeHost, add_fault, runtime, upstream_count
+from .offers import OFFER
 from .redis_server import RedisServer
 from .test_webhooks import NEW, delivery, post
 
 
 async def mint(client: Any) -> dict[str, Any]:
     response = await client.post(
-        "/webcall/sessions", json={"agent": "sales", "variables": {"name": "Priya"}}, headers=ORIGIN_HEADERS
+        "/webcall/sessions",
+        json={"offer": OFFER, "agent": "sales", "variables": {"name": "Priya"}},
+        headers=ORIGIN_HEADERS,
     )
     assert response.status == 201, await response.text()
     body: dict[str, Any] = await response.json()
@@ -106,7 +109,8 @@ async def test_streams_close_cleanly_on_shutdown(emulator: EmulatorServer) -> No
     await site.start()
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     async with httpx.AsyncClient(base_url=base, timeout=shutdown_timeout * 2) as http:
-        session = (await http.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS)).json()
+        body = {"agent": "sales", "offer": OFFER}
+        session = (await http.post("/webcall/sessions", json=body, headers=ORIGIN_HEADERS)).json()
         async with http.stream("GET", session["events_url"], params={"token": session["token"]}) as stream:
             chunks = stream.aiter_raw()
             first = await anext(chunks)

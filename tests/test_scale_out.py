@@ -16,10 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.webhooks import signature
 
 from .net import free_port
+from .offers import OFFER
 from .redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +108,8 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 async def emulator_for_workers() -> AsyncIterator[EmulatorServer]:
-    async with EmulatorServer() as emu:
+    # Every mint opens a media session that never connects (no browser): room for them, and a short wait.
+    async with EmulatorServer(EmulatorConfig(max_media_sessions=1000, media_connect_timeout=5.0)) as emu:
         yield emu
 
 
@@ -123,7 +126,8 @@ def webhook(call_id: str, event_type: str, **call: Any) -> tuple[bytes, dict[str
 
 
 async def mint(http: httpx.AsyncClient, base: str) -> httpx.Response:
-    return await http.post(f"{base}/webcall/sessions", json={"agent": "sales"}, headers={"Origin": ORIGIN})
+    body = {"agent": "sales", "offer": OFFER}
+    return await http.post(f"{base}/webcall/sessions", json=body, headers={"Origin": ORIGIN})
 
 
 async def wait_for(predicate: Any, seconds: float = 15.0) -> None:

@@ -11,6 +11,7 @@ from webcall import Agent
 from webcall.emulator.server import EmulatorServer
 
 from .conftest import ORIGIN_HEADERS, SESSION_SECRET, MakeHost, add_fault, runtime
+from .offers import OFFER
 
 
 async def test_no_secret_in_any_response_or_log(
@@ -30,20 +31,30 @@ async def test_no_secret_in_any_response_or_log(
         return response
 
     ok = await (
-        await record(await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS))
+        await record(
+            await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS)
+        )
     ).json()
-    await record(await client.post("/webcall/sessions", json={"agent": "ghost"}, headers=ORIGIN_HEADERS))
-    await record(await client.post("/webcall/sessions", json={"agent": "nope"}, headers=ORIGIN_HEADERS))
+    await record(
+        await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "ghost"}, headers=ORIGIN_HEADERS)
+    )
+    await record(await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "nope"}, headers=ORIGIN_HEADERS))
     await record(
         await client.post("/webcall/sessions", data="x", headers={**ORIGIN_HEADERS, "Content-Type": "text/plain"})
     )
     await record(
-        await client.post("/webcall/sessions", json={"agent": "sales"}, headers={"Origin": "https://x.example"})
+        await client.post(
+            "/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers={"Origin": "https://x.example"}
+        )
     )
     await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=500, count=1)
-    await record(await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS))
+    await record(
+        await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS)
+    )
     await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=401, count=1)
-    await record(await client.post("/webcall/sessions", json={"agent": "sales"}, headers=ORIGIN_HEADERS))
+    await record(
+        await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS)
+    )
     await record(await client.post(ok["end_url"], headers={**ORIGIN_HEADERS, "Authorization": "Bearer nope"}))
     await record(await client.post(ok["end_url"], headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {ok['token']}"}))
     for path in ("/webcall/healthz", "/webcall/widget.js", "/webcall/call/sales", "/webcall/snippet", "/webcall/x"):

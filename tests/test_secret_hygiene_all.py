@@ -20,6 +20,7 @@ from webcall.resources import static_dir, templates_dir
 from webcall.webhooks import signature
 
 from .conftest import ORIGIN, ORIGIN_HEADERS, MakeHost, add_fault, runtime
+from .offers import OFFER
 
 NEW_WEBHOOK_SECRET = "hygiene-webhook-new-0123456789abcdef"
 OLD_WEBHOOK_SECRET = "hygiene-webhook-old-0123456789abcdef"
@@ -99,9 +100,12 @@ async def test_no_secret_on_any_path(
         return {**ORIGIN_HEADERS, "X-Forwarded-For": next(ip), **extra}
 
     async def post_session(body: Any = None, headers: dict[str, str] | None = None) -> Any:
-        return await seen(
-            await client.post("/webcall/sessions", json={"agent": "sales"} if body is None else body, headers=headers)
-        )
+        """A start request as the widget sends it: the SDP offer added to a body that has none."""
+        if body is None:
+            body = {"agent": "sales"}
+        if isinstance(body, dict) and "offer" not in body:
+            body = {**body, "offer": OFFER}
+        return await seen(await client.post("/webcall/sessions", json=body, headers=headers))
 
     # pages, assets, ops routes, unknown routes and methods
     await seen(await client.get("/webcall/widget.js"))
@@ -152,7 +156,15 @@ async def test_no_secret_on_any_path(
     while (await post_session(headers=visitor())).status == 201:  # up to the concurrent-call cap
         pass
 
-    # the call's own routes: events over SSE, then signed webhooks, then hang-up
+    # the call's own routes: its media resource, events over SSE, then signed webhooks, then hang-up
+    media_url = minted["media_url"]
+    fragment = {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*"}
+    call_token = {**ORIGIN_HEADERS, "Authorization": f"Bearer {minted['token']}"}
+    await seen(await client.patch(media_url, data="a=ice-ufrag:x\r\n", headers={**ORIGIN_HEADERS, **fragment}))
+    await seen(
+        await client.patch(media_url, data="a=ice-ufrag:x\r\na=ice-pwd:y\r\n", headers={**call_token, **fragment})
+    )
+    await seen(await client.delete(media_url, headers={**ORIGIN_HEADERS, "Authorization": "Bearer forged"}))
     events_url = minted["events_url"]
     await seen(await client.get(events_url))
     await seen(await client.get(events_url, params={"token": "forged.token.value"}))
@@ -211,7 +223,11 @@ async def test_no_secret_on_any_path(
     assert any(r.levelno >= logging.WARNING and r.name.startswith("webcall") for r in records)
     assert any("callback" in log_text(r).lower() and r.levelno >= logging.WARNING for r in records)
 
+    # What only the server may know of DialNexa: every call's media access token and the media server's address.
+    access_tokens = {c.id: c.access_token for c in emulator.state.calls.values() if c.access_token}
+    assert minted["call_id"] in access_tokens and len(access_tokens) >= 3
     secrets = {
+        **{f"media access token of {call_id}": token for call_id, token in access_tokens.items()},
         "API key": emulator.api_key,
         "API key secret half": emulator.api_key.split(":", 1)[1],
         "new webhook secret": NEW_WEBHOOK_SECRET,
@@ -226,8 +242,11 @@ async def test_no_secret_on_any_path(
         assert not [t for t in served if secret in t], f"the {name} is in a served file"
         assert not [f"{n}: {t[:200]}" for n, t in logged if secret in t], f"the {name} reached a log line at INFO+"
 
+    # The browser talks only to the plugin: nothing it received names the media server.
+    assert not [t[:200] for t in seen.texts if emulator.origin in t], "the media server's origin reached a client"
+
     # The plugin's own log lines carry call ids, never the tokens that open a call.
-    tokens = {"call token": minted["token"], "media access token": minted["access_token"]}
+    tokens = {"call token": minted["token"], "media access token": access_tokens[minted["call_id"]]}
     ours = [t for n, t in logged if n.startswith("webcall") and not n.startswith("webcall.emulator")]
     for name, token in tokens.items():
         assert not [t[:200] for t in ours if token in t], f"the {name} reached a webcall log line at INFO+"

@@ -33,10 +33,19 @@ async def test_mint_returns_what_the_browser_needs(make_host: MakeHost, emulator
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
     body = await response.json()
+    assert set(body) == {
+        "call_id", "agent", "answer", "token", "token_expires_at", "max_call_seconds",
+        "media_url", "end_url", "events_url", "callbacks_url",
+    }  # fmt: skip
     assert body["call_id"].startswith("call_") and body["agent"] == "sales"
-    assert body["access_token"] and body["expires_at"].endswith("Z")
-    assert body["media"]["transport"] == "webrtc-whip" and body["media"]["whip_url"].startswith(emulator.origin)
+    assert body["answer"].startswith("v=0") and "a=ice-ufrag:" in body["answer"], "DialNexa's SDP answer"
+    assert body["media_url"] == response.headers["Location"] == f"/webcall/sessions/{body['call_id']}/media"
+    assert response.headers["ETag"]
     assert body["end_url"] == f"/webcall/sessions/{body['call_id']}/end"
+    call_record = emulator.state.calls[body["call_id"]]
+    assert call_record.token_used, "the plugin spent the single-use access token on the browser's offer"
+    text = await response.text()
+    assert call_record.access_token is not None and call_record.access_token not in text and emulator.origin not in text
     claims = runtime(handle).tokens.verify(body["token"], AUDIENCE_CALL, call_id=body["call_id"])
     assert claims.call_id == body["call_id"]
     call = emulator.state.calls[body["call_id"]]

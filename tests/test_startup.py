@@ -16,6 +16,7 @@ from webcall.emulator.server import EmulatorServer
 from webcall.emulator.state import AgentVersion
 
 from .conftest import ORIGIN, SESSION_SECRET, MakeHost, runtime, without_defaults
+from .offers import OFFER
 
 
 async def test_agent_checks_log_placeholders(
@@ -73,11 +74,13 @@ async def test_embedded_emulator_when_no_api_key(aiohttp_client: Any) -> None:
     healthz = await (await client.get("/webcall/healthz")).json()
     assert healthz["upstream"] == "emulator" and healthz["agents"] == ["collections", "sales", "support"]
     response = await client.post(
-        "/webcall/sessions", json={"agent": "support", "variables": {"name": "Ana"}}, headers={"Origin": ORIGIN}
+        "/webcall/sessions",
+        json={"offer": OFFER, "agent": "support", "variables": {"name": "Ana"}},
+        headers={"Origin": ORIGIN},
     )
     assert response.status == 201, await response.text()
     body = await response.json()
-    assert body["media"]["whip_url"].startswith(handle.media_origin + "/v1/")
+    assert body["answer"].startswith("v=0") and handle.media_origin not in await response.text()
     async with httpx.AsyncClient() as http:
         record = (await http.get(f"{handle.media_origin}/_control/calls/{body['call_id']}")).json()
     assert record["metadata"] == {"name": "Ana"}
@@ -217,7 +220,9 @@ async def test_the_quickstart_agents_need_no_variables(
     webcall.setup(host, WebCallConfig(allowed_origins=(ORIGIN,)))
     client = await aiohttp_client(host)
     for alias in ("sales", "support", "collections"):
-        response = await client.post("/webcall/sessions", json={"agent": alias}, headers={"Origin": ORIGIN})
+        response = await client.post(
+            "/webcall/sessions", json={"offer": OFFER, "agent": alias}, headers={"Origin": ORIGIN}
+        )
         assert response.status == 201, await response.text()
     warnings = [r.getMessage() for r in log_records.records if r.levelno >= logging.WARNING]
     assert not [w for w in warnings if "placeholder" in w], warnings

@@ -21,6 +21,7 @@ from webcall.events import CallEvent
 from webcall.webhooks import signature, verify
 
 from .conftest import ORIGIN, MakeHost, runtime
+from .offers import OFFER
 
 OLD, NEW = "old-secret-0123456789abcdef", "new-secret-0123456789abcdef"
 
@@ -133,7 +134,9 @@ async def test_event_carries_host_context_from_mint_time(make_host: MakeHost) ->
     handle.on_call_event.on("call.ended")(ended.append)
     minted = await (
         await client.post(
-            "/webcall/sessions", json={"agent": "sales", "variables": {"name": "Priya"}}, headers={"Origin": ORIGIN}
+            "/webcall/sessions",
+            json={"offer": OFFER, "agent": "sales", "variables": {"name": "Priya"}},
+            headers={"Origin": ORIGIN},
         )
     ).json()
     await post(client, delivery(minted["call_id"], "call_ended", summary="Went well", status="completed"))

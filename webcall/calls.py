@@ -19,7 +19,15 @@ from .catalog import AgentCatalog, placeholders
 from .config import Agent
 from .dialnexa import DialNexaClient
 from .dialnexa.models import CallRecord, WebCallSession, iso
-from .errors import DialNexaConflict, DialNexaError, DialNexaTransportError, HTTPProblem, TokenError, upstream_problem
+from .errors import (
+    DialNexaAPIError,
+    DialNexaConflict,
+    DialNexaError,
+    DialNexaTransportError,
+    HTTPProblem,
+    TokenError,
+    upstream_problem,
+)
 from .events import CallEvent, from_delivery
 from .metrics import Metrics
 from .store import Store
@@ -49,12 +57,19 @@ class Caller:
 
 @dataclass(frozen=True, kw_only=True)
 class StartedCall:
-    """A web call created at DialNexa, with the plugin token for its per-call routes."""
+    """A web call created at DialNexa and connected to the browser's offer: the SDP answer for the browser, the
+    plugin token for its per-call routes, and the media resource's entity tag."""
 
     session: WebCallSession
+    answer: str
+    media_etag: str | None
     token: str
     token_expires_at: float
     max_call_seconds: int
+
+
+# What DialNexa's refusal of a browser's offer means for the visitor (other failures are the service's).
+OFFER_REFUSALS = {400: "the offer could not be answered", 413: "the offer is too large", 415: "the offer is not SDP"}
 
 
 def call_context(call_id: str, caller: Caller, **more: Any) -> dict[str, Any]:
@@ -108,8 +123,9 @@ class CallDesk:
         self.max_call_seconds = max_call_seconds
 
     # -- web calls -------------------------------------------------------------------------------------------------
-    async def start(self, caller: Caller) -> StartedCall:
-        """Take a concurrent-call slot, create the web call at DialNexa, remember its context, announce it."""
+    async def start(self, caller: Caller, offer: str) -> StartedCall:
+        """Take a concurrent-call slot, create the web call at DialNexa, hand it the browser's SDP ``offer`` (WHIP,
+        with the call's access token, which never leaves the server), remember its context, announce it."""
         max_seconds = self.catalog.max_call_seconds(caller.alias, self.max_call_seconds)
         slot_id = secrets.token_urlsafe(12)
         if not await self.store.acquire_slot(slot_id, self.max_concurrent_calls, max_seconds + SLOT_GRACE_SECONDS):
@@ -123,6 +139,20 @@ class CallDesk:
         except DialNexaError as err:
             await self.store.release_slot(slot_id)
             raise upstream_problem(err, doing="starting the call") from err
+        try:
+            answer = await self.client.send_offer(session.media.whip_url, session.access_token, offer)
+        except DialNexaError as err:
+            await self._abandon(session.id, slot_id)
+            status = err.status_code if isinstance(err, DialNexaAPIError) else None
+            if status == 401:  # the single-use access token expired before the offer reached DialNexa
+                raise HTTPProblem(
+                    502, "call_expired", "The call expired before its audio connected; start it again.", retry_after=1
+                ) from err
+            if status in OFFER_REFUSALS:
+                raise HTTPProblem(
+                    400, "invalid_offer", f"The browser's SDP offer was refused: {OFFER_REFUSALS[status]}."
+                ) from err
+            raise upstream_problem(err, doing="connecting the call's audio") from err
         missing = self.catalog.required_variables(caller.alias) - caller.variables.keys()
         if missing:
             log.warning(
@@ -133,18 +163,82 @@ class CallDesk:
             )
         context = call_context(session.id, caller, slot_id=slot_id)
         created = plugin_event("session.created", context, {"status": session.status, "type": "web"})
-        await asyncio.gather(  # independent writes: one round trip's wait, not two
+        media = {"resource_url": answer.resource_url, "access_token": session.access_token, "etag": answer.etag}
+        await asyncio.gather(  # independent writes: one round trip's wait, not three
             self.store.remember_call(
                 session.id, context, ttl=max_seconds + CONTEXT_GRACE_SECONDS, deadline_at=time.time() + max_seconds
             ),
+            self.store.remember_media(session.id, media, ttl=max_seconds + TOKEN_GRACE_SECONDS),
             self.bus.publish(created),
         )
         token, claims = self.tokens.issue(session.id, AUDIENCE_CALL, ttl=max_seconds + TOKEN_GRACE_SECONDS)
         self.metrics.minted(caller.alias)
         log.info("call %s: session minted for agent %r from %s", session.id, caller.alias, caller.origin)
         return StartedCall(
-            session=session, token=token, token_expires_at=claims.expires_at, max_call_seconds=max_seconds
+            session=session,
+            answer=answer.sdp,
+            media_etag=answer.etag,
+            token=token,
+            token_expires_at=claims.expires_at,
+            max_call_seconds=max_seconds,
         )
+
+    async def _abandon(self, call_id: str, slot_id: str) -> None:
+        """A call whose media could not be set up: hang it up at DialNexa (best effort) and free its slot."""
+        try:
+            await self.client.end_call(call_id, reason="network_failure")
+        except DialNexaError as err:
+            log.info("call %s: could not hang up the call whose media failed: %s", call_id, err)
+        await self.store.release_slot(slot_id)
+
+    # -- the call's media resource (WHIP) ----------------------------------------------------------------------------
+    def verify_call_token(self, call_id: str, token: str | None) -> None:
+        """The call's plugin token, or 401."""
+        try:
+            self.tokens.verify(token, AUDIENCE_CALL, call_id=call_id)
+        except TokenError:
+            raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
+
+    async def media(self, call_id: str) -> dict[str, Any]:
+        media = await self.store.media_of(call_id)
+        if media is None:
+            raise HTTPProblem(404, "not_found", "This call has no media session (it ended, or never started).")
+        return media
+
+    async def update_media(
+        self, call_id: str, fragment: str, *, content_type: str, if_match: str
+    ) -> tuple[int, str, str, dict[str, str]]:
+        """Relay an ICE restart or trickled candidates to DialNexa's WHIP resource. ``if_match`` is ``*`` or the
+        resource's current ETag (412 otherwise). Returns DialNexa's status, body, content type and the headers to
+        pass on (``ETag``, ``Allow``)."""
+        media = await self.media(call_id)
+        current = media.get("etag")
+        if if_match != "*" and (current is None or if_match != current):
+            raise HTTPProblem(412, "precondition_failed", "If-Match does not name the media session's current ETag.")
+        try:
+            response = await self.client.update_media(
+                str(media["resource_url"]),
+                str(media["access_token"]),
+                fragment,
+                content_type=content_type,
+                if_match=if_match if if_match == "*" else current,
+            )
+        except DialNexaError as err:
+            raise upstream_problem(err, doing="restarting the call's connection") from err
+        headers = {name: response.headers[name] for name in ("ETag", "Allow") if name in response.headers}
+        if "ETag" in headers and headers["ETag"] != current:
+            ttl = self.max_call_seconds + TOKEN_GRACE_SECONDS
+            await self.store.remember_media(call_id, {**media, "etag": headers["ETag"]}, ttl=ttl)
+        kind = response.headers.get("Content-Type", "application/trickle-ice-sdpfrag").split(";")[0]
+        return response.status_code, response.text, kind, headers
+
+    async def delete_media(self, call_id: str) -> None:
+        """Relay the visitor's hang-up to DialNexa's WHIP resource: the media session ends."""
+        media = await self.media(call_id)
+        try:
+            await self.client.delete_media(str(media["resource_url"]), str(media["access_token"]))
+        except DialNexaError as err:
+            raise upstream_problem(err, doing="ending the call's audio") from err
 
     async def hang_up_for_visitor(self, call_id: str, token: str | None) -> CallRecord | None:
         """The visitor's hang-up, authorized by the call's token, which hangs up once."""

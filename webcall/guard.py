@@ -58,7 +58,8 @@ def cors_headers(request: web.Request, config: WebCallConfig) -> dict[str, str]:
     origin = request_origin(request)
     if origin is None or not origin_allowed(request, config) or origin == own_origin(request, config):
         return {}
-    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": "Retry-After", "Vary": "Origin"}
+    exposed = "Retry-After, Location, ETag, Allow"
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": exposed, "Vary": "Origin"}
 
 
 def preflight(request: web.Request, config: WebCallConfig, methods: str) -> web.Response:
@@ -67,7 +68,7 @@ def preflight(request: web.Request, config: WebCallConfig, methods: str) -> web.
     headers = {
         "Access-Control-Allow-Origin": request_origin(request) or "",
         "Access-Control-Allow-Methods": methods,
-        "Access-Control-Allow-Headers": "content-type, authorization",
+        "Access-Control-Allow-Headers": "content-type, authorization, if-match",
         "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
         "Vary": "Origin",
     }

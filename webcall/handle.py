@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
 from .bus import CallbackList, DeadLetter
 from .config import WebCallConfig
-from .dialnexa.models import CallRecord
+from .dialnexa.models import CallRecord, WebCallSession
 from .errors import ConfigError
 from .resources import widget_asset
 from .runtime import Runtime
@@ -38,6 +40,18 @@ class WebCall:
         return self._runtime.callbacks
 
     # -- calls -----------------------------------------------------------------------------------------------------
+    async def create_web_call(self, alias: str, variables: Mapping[str, str] | None = None) -> WebCallSession:
+        """A raw DialNexa web-call descriptor (access token, WHIP URL, ICE servers) for host code that speaks WHIP
+        itself, e.g. a native app's backend. Never hand it to a browser: the widget's start request does the WHIP
+        exchange server-side. Raises ``ConfigError`` for an unknown alias and ``DialNexaError`` from DialNexa."""
+        agent = self._runtime.catalog.get(alias)
+        if agent is None:
+            raise ConfigError(f"No agent is configured under the alias {alias!r}.")
+        values = {**agent.defaults, **(variables or {})}
+        return await self._runtime.client.create_web_call(
+            agent_id=agent.id, agent_version_number=agent.version, metadata=values
+        )
+
     async def end_call(self, call_id: str, *, reason: str | None = None) -> CallRecord | None:
         """Hang a call up through DialNexa and free its concurrent-call slot; None when it had already ended.
 
@@ -79,10 +93,13 @@ class WebCall:
 
     @property
     def media_origin(self) -> str:
-        """The origin browsers reach for call media (WHIP): add it to your pages' CSP ``connect-src``."""
+        """The origin of DialNexa's media (WHIP) endpoint. Server-side knowledge: browsers reach only the plugin over
+        HTTP, and the call's audio (ICE/UDP) is not governed by a page's CSP."""
         return self._runtime.upstream.media_origin
 
     @property
     def content_security_policy(self) -> str:
-        """A strict policy that lets the widget run on a page: ``default-src 'self'`` plus the media origin."""
+        """A strict policy for a page that embeds the widget from its own origin: ``default-src 'self'`` (plus
+        ``img-src data:``). For an embed from another origin, add the plugin's origin to ``script-src`` and
+        ``connect-src``."""
         return self._runtime.upstream.content_security_policy

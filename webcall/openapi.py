@@ -39,20 +39,17 @@ SCHEMAS: dict[str, Any] = {
     },
     "SessionRequest": {
         "type": "object",
-        "required": ["agent"],
+        "required": ["agent", "offer"],
         "properties": {
             "agent": {"type": "string", "minLength": 1, "maxLength": 64, "description": "An agent alias."},
+            "offer": {
+                "type": "string",
+                "pattern": "^v=0",
+                "description": "The SDP offer of the browser's peer connection (an audio section, the events "
+                "data channel); the plugin hands it to DialNexa's WHIP endpoint.",
+            },
             "variables": _ref("Variables"),
             "bot_token": {"type": "string", "maxLength": 4096},
-        },
-    },
-    "Media": {
-        "type": "object",
-        "required": ["transport", "whip_url", "ice_servers"],
-        "properties": {
-            "transport": {"type": "string", "examples": ["webrtc-whip"]},
-            "whip_url": {"type": "string", "format": "uri"},
-            "ice_servers": {"type": "array", "items": {"type": "object"}},
         },
     },
     "Session": {
@@ -60,24 +57,24 @@ SCHEMAS: dict[str, Any] = {
         "required": [
             "call_id",
             "agent",
-            "access_token",
-            "media",
+            "answer",
             "token",
             "token_expires_at",
             "max_call_seconds",
+            "media_url",
             "end_url",
             "events_url",
             "callbacks_url",
         ],
+        "additionalProperties": False,
         "properties": {
             "call_id": _STR,
             "agent": _STR,
-            "access_token": {"type": "string", "description": "DialNexa's single-use media token."},
-            "expires_at": {"type": ["string", "null"], "format": "date-time"},
-            "media": _ref("Media"),
+            "answer": {"type": "string", "description": "DialNexa's SDP answer to the offer."},
             "token": {"type": "string", "description": "The plugin's token for this call's routes."},
             "token_expires_at": _TIME,
             "max_call_seconds": {"type": "integer", "minimum": 1},
+            "media_url": {"type": "string", "description": "The call's media resource (also in Location)."},
             "end_url": _STR,
             "events_url": _STR,
             "callbacks_url": _STR,
@@ -158,14 +155,47 @@ def spec(prefix: str) -> dict[str, Any]:
             "/sessions": {
                 "post": {
                     "operationId": "createSession",
-                    "summary": "Mint one web call for this visitor",
+                    "summary": "Start one web call for this visitor: its SDP offer in, DialNexa's SDP answer out",
                     "parameters": [_ORIGIN_HEADER],
                     "requestBody": {"required": True, **_json(_ref("SessionRequest"), "Which agent to call.")},
                     "responses": {
-                        "201": _json(_ref("Session"), "What the browser needs to connect."),
+                        "201": _json(_ref("Session"), "The SDP answer and the call's routes."),
                         **_errors(400, 401, 403, 404, 413, 415, 429, 500, 502, 503, 504),
                     },
                 }
+            },
+            "/sessions/{call_id}/media": {
+                "patch": {
+                    "operationId": "updateMedia",
+                    "summary": "ICE restart or trickled candidates (RFC 9725), relayed to DialNexa's WHIP resource",
+                    "parameters": [
+                        _CALL_ID,
+                        {"name": "If-Match", "in": "header", "required": True, "schema": _STR},
+                    ],
+                    "security": _BEARER,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/trickle-ice-sdpfrag": {"schema": _STR}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The media server's ICE answer fragment.",
+                            "content": {"application/trickle-ice-sdpfrag": {"schema": _STR}},
+                        },
+                        "204": {"description": "The candidates were taken."},
+                        **_errors(401, 404, 405, 412, 413, 415, 428, 501, 502, 503, 504),
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteMedia",
+                    "summary": "End the call's media (the visitor hung up)",
+                    "parameters": [_CALL_ID],
+                    "security": _BEARER,
+                    "responses": {
+                        "200": {"description": "The media session ended."},
+                        **_errors(401, 404, 502, 503, 504),
+                    },
+                },
             },
             "/sessions/{call_id}/end": {
                 "post": {

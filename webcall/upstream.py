@@ -35,8 +35,9 @@ class Upstream:
 
     @property
     def content_security_policy(self) -> str:
-        """A strict policy for a page that embeds the widget: ``default-src 'self'`` plus the media origin."""
-        return f"default-src 'self'; connect-src 'self' {self.media_origin}; img-src 'self' data:"
+        """A strict policy for a page that embeds the widget from its own origin. The browser talks HTTP only to the
+        plugin; the call's audio (ICE/UDP) is not governed by ``connect-src``."""
+        return "default-src 'self'; img-src 'self' data:"
 
 
 def origin_of(url: str) -> str:

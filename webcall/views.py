@@ -211,29 +211,45 @@ async def _learn_public_url(request: web.Request, runtime: Runtime) -> None:
     await runtime.learn_public_url(guard.own_origin(request, runtime.config) + _url(request, "webhooks"))
 
 
+SDP_FRAGMENT = "application/trickle-ice-sdpfrag"
+
+
+def _offer(body: dict[str, Any]) -> str:
+    """The browser's SDP offer, sent with the start request."""
+    offer = body.get("offer")
+    if not isinstance(offer, str) or not offer.startswith("v=0"):
+        raise HTTPProblem(
+            400, "offer_required", "Send the SDP offer of the call's peer connection in 'offer' (it starts with v=0)."
+        )
+    return offer
+
+
 async def create_session(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     admitted = await admission.admit(request, runtime)
+    offer = _offer(admitted.body)
     alias, agent = admission.choose_agent(runtime, admitted.body)
     caller = await admission.caller(request, runtime, admitted, alias, agent)
-    started = await runtime.desk.start(caller)
+    started = await runtime.desk.start(caller, offer)
     await _learn_public_url(request, runtime)
-    session = started.session
+    call_id = started.session.id
+    media_url = _url(request, "session_media", call_id=call_id)
+    headers = {"Location": media_url, **({"ETag": started.media_etag} if started.media_etag else {})}
     return _json(
         {
-            "call_id": session.id,
+            "call_id": call_id,
             "agent": alias,
-            "access_token": session.access_token,
-            "expires_at": iso(session.expires_at) if session.expires_at else None,
-            "media": session.media.to_json(),
+            "answer": started.answer,
             "token": started.token,
             "token_expires_at": iso(datetime.fromtimestamp(started.token_expires_at, UTC)),
             "max_call_seconds": started.max_call_seconds,
-            "end_url": _url(request, "session_end", call_id=session.id),
-            "events_url": _url(request, "session_events", call_id=session.id),
+            "media_url": media_url,
+            "end_url": _url(request, "session_end", call_id=call_id),
+            "events_url": _url(request, "session_events", call_id=call_id),
             "callbacks_url": _url(request, "callbacks"),
         },
         status=201,
+        headers=headers,
     )
 
 
@@ -241,6 +257,38 @@ def _bearer(request: web.Request) -> str | None:
     """The token from ``Authorization: Bearer``."""
     header = request.headers.get("Authorization", "")
     return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+
+async def update_media(request: web.Request) -> web.Response:
+    """``PATCH`` the call's media resource (RFC 9725 ICE restart or trickle), relayed to DialNexa's."""
+    runtime = request.app[RUNTIME]
+    call_id = request.match_info["call_id"]
+    runtime.desk.verify_call_token(call_id, _bearer(request))
+    if request.content_type != SDP_FRAGMENT:
+        raise HTTPProblem(415, "unsupported_media_type", f"Send the ICE fragment as {SDP_FRAGMENT}.")
+    if_match = request.headers.get("If-Match")
+    if not if_match:
+        raise HTTPProblem(428, "precondition_required", "Send If-Match: * for an ICE restart, or the ETag.")
+    fragment = (await guard.read_body(request, runtime.config.max_body_bytes)).decode("utf-8", errors="replace")
+    status, body, kind, headers = await runtime.desk.update_media(
+        call_id, fragment, content_type=SDP_FRAGMENT, if_match=if_match
+    )
+    if status >= 400:
+        message = "DialNexa refused the ICE update" + (" (not supported)" if status in (405, 501) else "")
+        raise HTTPProblem(status, "media_update_refused", message + ".", headers=headers)
+    return web.Response(status=status, text=body or None, content_type=kind if body else None, headers=headers)
+
+
+async def delete_media(request: web.Request) -> web.Response:
+    """``DELETE`` the call's media resource: the visitor hung up (RFC 9725 §4.2)."""
+    call_id = request.match_info["call_id"]
+    request.app[RUNTIME].desk.verify_call_token(call_id, _bearer(request))
+    await request.app[RUNTIME].desk.delete_media(call_id)
+    return web.Response(status=200)
+
+
+async def preflight_media(request: web.Request) -> web.Response:
+    return guard.preflight(request, request.app[RUNTIME].config, "PATCH, DELETE")
 
 
 async def end_session(request: web.Request) -> web.Response:
@@ -369,6 +417,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics_page, name="metrics")
     app.router.add_post("/sessions", create_session, name="sessions")
     app.router.add_route("OPTIONS", "/sessions", preflight_post)
+    app.router.add_patch("/sessions/{call_id}/media", update_media, name="session_media")
+    app.router.add_delete("/sessions/{call_id}/media", delete_media)
+    app.router.add_route("OPTIONS", "/sessions/{call_id}/media", preflight_media)
     app.router.add_post("/sessions/{call_id}/end", end_session, name="session_end")
     app.router.add_route("OPTIONS", "/sessions/{call_id}/end", preflight_post)
     app.router.add_get("/sessions/{call_id}/events", session_events, name="session_events")

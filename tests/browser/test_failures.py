@@ -14,6 +14,7 @@ import pytest
 from webcall.emulator.keys import TASKS_KEY
 from webcall.emulator.server import EmulatorServer
 
+from ..offers import OFFER
 from .conftest import (
     LIVE,
     MakeBrowser,
@@ -128,7 +129,7 @@ async def test_capacity_reached_shows_the_busy_message(
     site = await make_site(emu, max_concurrent_calls=1)
     async with httpx.AsyncClient() as http:  # another visitor holds the only line
         other = await http.post(
-            f"{site.origin}/webcall/sessions", json={"agent": "sales"}, headers={"Origin": site.origin}
+            f"{site.origin}/webcall/sessions", json={"agent": "sales", "offer": OFFER}, headers={"Origin": site.origin}
         )
     assert other.status_code == 201, other.text
     tab = await new_tab(site)
@@ -145,8 +146,8 @@ EXPIRED = "The call expired before it connected. Please try again."
 async def test_media_token_expired_at_whip_shows_the_expired_message(
     make_emulator: MakeEmulator, make_site: MakeSite, new_tab: NewTab
 ) -> None:
-    """The WHIP offer arrives (0.6 s) after the single-use token expired (0.3 s), before DialNexa has swept the unused
-    call away: the offer is refused with 401."""
+    """The plugin's WHIP offer arrives (0.6 s) after the single-use token expired (0.3 s), before DialNexa has swept
+    the unused call away: DialNexa refuses it with 401, and the visitor is told the call expired."""
     emulator = await make_emulator(token_ttl=0.3)
     await emulator.app[TASKS_KEY].cancel_all()  # the emulator's sweep of unused calls has not come round yet
     site = await make_site(emulator)
@@ -154,33 +155,33 @@ async def test_media_token_expired_at_whip_shows_the_expired_message(
     tab = await new_tab(site)
 
     await tab.button("Start call").click()
-    await fails_with(tab, EXPIRED, "token_expired")
-    call_id = await site.call_id()
+    await fails_with(tab, EXPIRED, "call_expired")
+    call_ids = [call.id for call in emulator.state.calls.values()]
+    assert len(call_ids) == 1
 
     async def released() -> bool:
-        return bool((await call_record(emulator, call_id))["ended"])
+        return bool((await call_record(emulator, call_ids[0]))["ended"])
 
     await eventually(released, 5, what="the expired call was hung up")
     await tab.shot("error-expired")
-    await tab.assert_clean(warnings=[r"^\[webcall\] WHIP offer → 401 "], errors=[http_error(401)])
+    await tab.assert_clean(warnings=[r"^\[webcall\] POST \S+ → 502 call_expired"], errors=[http_error(502)])
 
 
 async def test_media_token_expiring_before_whip_shows_the_expired_message(
     make_emulator: MakeEmulator, make_site: MakeSite, new_tab: NewTab
 ) -> None:
-    """The WHIP offer is slow (2.5 s) and the single-use token lives 0.3 s: DialNexa cancels the unused call
-    (``token_expired``) and its ``call.ended`` reaches the widget over SSE before the WHIP answer does."""
+    """The plugin's WHIP offer is slow (2.5 s) and the single-use token lives 0.3 s: DialNexa cancels the unused
+    call (``token_expired``) and refuses the late offer; the visitor is told the call expired."""
     emulator = await make_emulator(token_ttl=0.3)
-    site = await make_site(emulator)
+    site = await make_site(emulator, upstream_timeout=5.0, upstream_deadline=8.0)  # the plugin waits for the answer
     await add_fault(emulator, route="POST /v1/web-calls/{call_id}/whip", kind="latency", delay=2.5)
     tab = await new_tab(site)
 
     await tab.button("Start call").click()
-    call_id = await site.call_id()
-    ended = await site.event("call.ended", call_id)
-    assert (ended.call["status"], ended.call["end_reason"]) == ("cancelled", "token_expired")
-    await fails_with(tab, EXPIRED, "token_expired")
-    await tab.assert_clean(warnings=[WIDGET_WARNING], errors=[http_error(401)])
+    await fails_with(tab, EXPIRED, "call_expired")
+    (call,) = emulator.state.calls.values()
+    assert (call.status, call.end_reason) == ("cancelled", "token_expired")
+    await tab.assert_clean(warnings=[WIDGET_WARNING], errors=[http_error(502)])
 
 
 async def test_connection_lost_mid_call(site: Site, new_tab: NewTab) -> None:

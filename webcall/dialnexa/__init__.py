@@ -1,7 +1,15 @@
 """The DialNexa API: client, retry policy, tolerant models, and webhook signatures."""
 
 from .client import DialNexaClient
-from .models import AgentInfo, CallRecord, MediaDescriptor, PhoneCall, WebCallSession, WebhookSubscription
+from .models import (
+    AgentInfo,
+    CallRecord,
+    MediaDescriptor,
+    PhoneCall,
+    WebCallSession,
+    WebhookSubscription,
+    WhipAnswer,
+)
 from .retry import Failure, RetryPolicy
 
 __all__ = [
@@ -14,4 +22,5 @@ __all__ = [
     "RetryPolicy",
     "WebCallSession",
     "WebhookSubscription",
+    "WhipAnswer",
 ]

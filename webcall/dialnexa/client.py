@@ -33,6 +33,7 @@ from .models import (
     PhoneCall,
     WebCallSession,
     WebhookSubscription,
+    WhipAnswer,
     list_items,
 )
 from .retry import Failure, RetryPolicy
@@ -308,6 +309,68 @@ class DialNexaClient:
             return CallRecord.parse(data)
         except ParseError:
             return None
+
+    # -- a web call's media (WHIP, RFC 9725) ----------------------------------------------------------------------
+    async def send_offer(self, whip_url: str, access_token: str, offer: str) -> WhipAnswer:
+        """POST the browser's SDP offer to the call's WHIP endpoint with its single-use access token; the SDP
+        answer, the WHIP resource's URL (``Location``, made absolute) and its ``ETag``. Sent once: the token is
+        spent by the first offer that arrives."""
+        response = await self._media("POST", whip_url, access_token, "application/sdp", offer)
+        if response.status_code != 201:
+            raise self._api_error(response, "POST", "WHIP", None)
+        location = response.headers.get("Location")
+        if not location or not response.text:
+            raise DialNexaError("DialNexa's WHIP answer lacks its Location or SDP", method="POST", path="WHIP")
+        return WhipAnswer(
+            sdp=response.text, resource_url=str(httpx.URL(whip_url).join(location)), etag=response.headers.get("ETag")
+        )
+
+    async def update_media(
+        self, resource_url: str, access_token: str, fragment: str, *, content_type: str, if_match: str | None
+    ) -> httpx.Response:
+        """PATCH the WHIP resource (an ICE restart or trickled candidates); DialNexa's answer as it came."""
+        headers = {"If-Match": if_match} if if_match else {}
+        return await self._media("PATCH", resource_url, access_token, content_type, fragment, headers)
+
+    async def delete_media(self, resource_url: str, access_token: str) -> None:
+        """DELETE the WHIP resource: the media session ends. Already gone (404) counts as done."""
+        response = await self._media("DELETE", resource_url, access_token)
+        if response.status_code >= 400 and response.status_code != 404:
+            raise self._api_error(response, "DELETE", "WHIP resource", None)
+
+    async def _media(
+        self,
+        method: str,
+        url: str,
+        access_token: str,
+        content_type: str | None = None,
+        body: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        sent = self._clock()
+        request_headers = {"Authorization": f"Bearer {access_token}", **(headers or {})}
+        if content_type:
+            request_headers["Content-Type"] = content_type
+        try:
+            response = await self._http.request(
+                method, url, content=body.encode() if body is not None else None, headers=request_headers
+            )
+        except _NEVER_LEFT as err:
+            self._observe(f"{method} WHIP", Failure.CONNECT.value, sent)
+            raise DialNexaConnectError(
+                "cannot connect to DialNexa's media endpoint", method=method, path="WHIP"
+            ) from err
+        except _TIMEOUTS as err:
+            self._observe(f"{method} WHIP", Failure.TIMEOUT.value, sent)
+            raise DialNexaTimeout(
+                "DialNexa's media endpoint did not answer in time", method=method, path="WHIP"
+            ) from err
+        except httpx.HTTPError as err:
+            raise DialNexaTransportError(
+                f"the connection to DialNexa's media endpoint failed ({type(err).__name__})", method=method, path="WHIP"
+            ) from err
+        self._observe(f"{method} WHIP", str(response.status_code), sent)
+        return response
 
     # -- agents ------------------------------------------------------------------------------------------------
     async def get_agent(self, agent_id: str) -> AgentInfo:

@@ -303,3 +303,13 @@ def list_items(body: Any, *names: str) -> list[dict[str, Any]]:
             return [item for item in found if isinstance(item, dict)]
         body = body.get("data")
     raise ParseError("expected a list answer")
+
+
+@dataclass(frozen=True)
+class WhipAnswer:
+    """DialNexa's answer to a WHIP offer: the SDP answer, the media resource (for ICE restarts and hang-up) and its
+    entity tag."""
+
+    sdp: str
+    resource_url: str
+    etag: str | None

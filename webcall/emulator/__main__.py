@@ -32,6 +32,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="origin browsers use to reach the emulator, e.g. https://emu.example.test (default: the bound address)",
     )
+    parser.add_argument(
+        "--max-media-sessions", type=int, default=16, metavar="N", help="simultaneous WHIP sessions (default: 16)"
+    )
+    parser.add_argument(
+        "--media-connect-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="end a WHIP session whose media has not connected by then (default: 30)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -61,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         config = EmulatorConfig(
             api_keys=frozenset(args.api_keys or [DEFAULT_API_KEY]),
             public_url=args.public_url,
+            max_media_sessions=args.max_media_sessions,
+            media_connect_timeout=args.media_connect_timeout,
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -47,13 +47,14 @@ async def _wake_sleepers(app: web.Application) -> None:
     app[FAULTS_KEY].shutting_down()
 
 
-def _mount_media(app: web.Application, state: EmulatorState) -> None:
+def _mount_media(app: web.Application, state: EmulatorState, config: EmulatorConfig) -> None:
     try:
-        from webcall.emulator.media import setup_media
+        from webcall.emulator.media import MediaSettings, setup_media
     except ImportError as err:  # the 'emulator' extra (aiortc) is not installed
         log.info("emulator: WHIP media is unavailable (%s); REST only", err)
         return
-    setup_media(app, state)
+    settings = MediaSettings(max_sessions=config.max_media_sessions, connect_timeout=config.media_connect_timeout)
+    setup_media(app, state, settings=settings)
 
 
 def create_emulator_app(config: EmulatorConfig) -> web.Application:
@@ -81,5 +82,5 @@ def create_emulator_app(config: EmulatorConfig) -> web.Application:
     app.cleanup_ctx.append(sender.lifespan)
     app.cleanup_ctx.append(_background_tasks)
     app.on_shutdown.append(_wake_sleepers)
-    _mount_media(app, state)
+    _mount_media(app, state, config)
     return app

@@ -25,7 +25,8 @@ class EmulatorConfig:
     ``api_keys`` are the bearer keys the REST API accepts; ``agents`` the agents it knows (each app works on its own
     copy); ``token_ttl`` the lifetime in seconds of a web call's media token; ``public_url`` the origin a browser
     uses to reach the emulator (default: the origin of each request); ``phone_ring_seconds`` and
-    ``phone_talk_seconds`` pace the simulated phone calls.
+    ``phone_talk_seconds`` pace the simulated phone calls; ``max_media_sessions`` caps simultaneous WHIP sessions
+    (further offers get 503) and ``media_connect_timeout`` ends a session whose media never connects.
 
     Webhook deliveries follow DialNexa's semantics: ``webhook_retries`` further attempts (0 to 3) after a timeout, a
     connection error or a non-2xx answer, each attempt limited to ``webhook_timeout`` seconds (1 to 60), waiting
@@ -43,6 +44,8 @@ class EmulatorConfig:
     webhook_timeout: float = 10.0
     webhook_backoff: float = 0.2
     webhook_seed: int | None = None
+    max_media_sessions: int = 16
+    media_connect_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         keys = frozenset(self.api_keys)
@@ -66,6 +69,8 @@ class EmulatorConfig:
             raise ValueError(
                 f"EmulatorConfig.webhook_timeout must be from 1 to 60 seconds, not {self.webhook_timeout:g}"
             )
+        if self.max_media_sessions < 1 or self.media_connect_timeout <= 0:
+            raise ValueError("EmulatorConfig.max_media_sessions and media_connect_timeout must be positive")
         if self.webhook_backoff < 0:
             raise ValueError("EmulatorConfig.webhook_backoff must not be negative")
         if self.webhook_seed is not None and (

@@ -115,6 +115,15 @@ class Store(ABC):
     async def get_context(self, call_id: str) -> dict[str, Any] | None:
         """The context stored for ``call_id``, or None once unknown or expired."""
 
+    async def remember_media(self, call_id: str, media: dict[str, Any], ttl: float) -> None:
+        """Keep where a call's media lives at DialNexa (its WHIP resource URL, access token and ETag). Server-side
+        only: it is stored apart from the host context, which events carry to host code and browsers."""
+        await self.put_context(f"media:{call_id}", media, ttl)
+
+    async def media_of(self, call_id: str) -> dict[str, Any] | None:
+        """What :meth:`remember_media` kept for ``call_id``; None once unknown or expired."""
+        return await self.get_context(f"media:{call_id}")
+
     @abstractmethod
     async def use_once(self, key: str, ttl: float) -> bool:
         """True the first time ``key`` is used within ``ttl`` seconds, False on every later use (single-use ids)."""
