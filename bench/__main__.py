@@ -436,6 +436,34 @@ async def bench_browser(quick: bool) -> None:
         )
 
 
+async def bench_round_trips(quick: bool) -> None:
+    """The widget's one-round-trip start against the two-step flow it replaced, on loopback and with 100 ms added."""
+    from .round_trips import FLOWS, measure, summary
+
+    calls = 10 if quick else 30
+    results = await measure(calls)
+    for (flow, latency), timings in sorted(results.items(), key=lambda item: (item[0][1], item[0][0])):
+        where = "loopback" if latency == 0 else f"+{latency} ms"
+        row(
+            "starting",
+            f"{flow}, {where}: click -> connected, {calls} calls median / p90",
+            summary(timings["connected"]),
+        )
+        row("starting", f"{flow}, {where}: click -> first agent audio median / p90", summary(timings["audio"]))
+    one, two = FLOWS
+    loopback = statistics.median(results[(one, 0)]["connected"])
+    row("starting", "one round trip, loopback: median click -> connected", f"{loopback * 1e3:.0f} ms", "<= 120 ms",
+        loopback <= 0.120)  # fmt: skip
+    saved = statistics.median(results[(two, 100)]["connected"]) - statistics.median(results[(one, 100)]["connected"])
+    row(
+        "starting",
+        "+100 ms: two steps minus one round trip, median",
+        f"{saved * 1e3:.0f} ms",
+        ">= 90 ms",
+        saved >= 0.090,
+    )
+
+
 async def bench_capacity(quick: bool) -> None:
     from .capacity import simultaneous_calls
 
@@ -447,6 +475,7 @@ async def bench_capacity(quick: bool) -> None:
 SECTIONS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
     "minting": lambda quick: bench_minting(quick, upstream_ms=20),
     "relay": bench_relay,
+    "round-trips": bench_round_trips,
     "sse": bench_sse_memory,
     "browser": bench_browser,
     "emulator": bench_capacity,
