@@ -25,7 +25,7 @@ from .errors import (
     DialNexaNotFound,
     StoreUnavailable,
 )
-from .runtime import make_store
+from .runtime import make_client, make_store
 from .subscription import DOCUMENTED_SUBSCRIPTION_EVENTS
 
 OK, WARNING, FAILED = "ok", "warning", "failed"
@@ -294,12 +294,5 @@ async def diagnose(config: WebCallConfig, *, prefix: str = "/webcall", place_tes
                 "set DIALNEXA_API_KEY to a key from DialNexa's dashboard, as keyID:secret",
             )
         ]
-    async with DialNexaClient(
-        api_key=config.api_key,
-        base_url=config.base_url,
-        web_call_path=config.web_call_path,
-        end_call_path=config.end_call_path,
-        timeout=config.upstream_timeout,
-        deadline=config.upstream_deadline,
-    ) as client:
+    async with make_client(config, api_key=config.api_key, base_url=config.base_url) as client:
         return await Doctor(config, client, prefix=prefix).run(place_test_call=place_test_call)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from .bus import CallbackList, EventBus
@@ -32,6 +32,25 @@ def make_store(url: str) -> Store:
     except ImportError as err:
         raise ConfigError("WEBCALL_STORE is a Redis URL: install dialnexa-webcall[redis].") from err
     return RedisStore(url)
+
+
+def make_client(
+    config: WebCallConfig,
+    *,
+    api_key: str,
+    base_url: str,
+    observer: Callable[[str, str, float], None] | None = None,
+) -> DialNexaClient:
+    """The DialNexa client for ``config`` (paths, timeouts) against the account ``api_key`` at ``base_url``."""
+    return DialNexaClient(
+        api_key=api_key,
+        base_url=base_url,
+        web_call_path=config.web_call_path,
+        end_call_path=config.end_call_path,
+        timeout=config.upstream_timeout,
+        deadline=config.upstream_deadline,
+        observer=observer,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,14 +118,8 @@ class Runtime:
             upstream = await stack.enter_async_context(open_upstream(config))
             store = make_store(config.store)
             stack.push_async_callback(store.close)
-            client = DialNexaClient(
-                api_key=upstream.api_key,
-                base_url=upstream.base_url,
-                web_call_path=config.web_call_path,
-                end_call_path=config.end_call_path,
-                timeout=config.upstream_timeout,
-                deadline=config.upstream_deadline,
-                observer=self.metrics.upstream_call,
+            client = make_client(
+                config, api_key=upstream.api_key, base_url=upstream.base_url, observer=self.metrics.upstream_call
             )
             stack.push_async_callback(client.aclose)
             catalog = AgentCatalog(config.agents or upstream.agents)
