@@ -85,6 +85,7 @@ class Workers:
         proc.wait(timeout=10)
 
     def stop_all(self) -> None:
+        """SIGTERM every worker (a graceful shutdown), SIGKILL any still running after 10 s, and reap them all."""
         for proc in self.procs.values():
             proc.terminate()
         for proc in self.procs.values():
@@ -92,6 +93,7 @@ class Workers:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(timeout=10)
         self.procs.clear()
 
     def callback_lines(self) -> list[dict[str, str]]:
@@ -114,10 +116,11 @@ async def emulator_for_workers() -> AsyncIterator[EmulatorServer]:
 
 
 @pytest.fixture
-def workers(tmp_path: Path, redis: RedisServer, emulator_for_workers: EmulatorServer) -> Iterator[Workers]:
+async def workers(tmp_path: Path, redis: RedisServer, emulator_for_workers: EmulatorServer) -> AsyncIterator[Workers]:
     pool = Workers(tmp_path, redis, emulator_for_workers)
     yield pool
-    pool.stop_all()
+    # In a thread: the emulator runs on this event loop, and a worker shutting down may still be talking to it.
+    await asyncio.to_thread(pool.stop_all)
 
 
 def webhook(call_id: str, event_type: str, **call: Any) -> tuple[bytes, dict[str, str]]:
