@@ -6,6 +6,8 @@ import base64
 import gzip
 import hashlib
 
+import brotli
+
 from webcall.resources import minify_script, static_dir
 
 from .conftest import MakeHost
@@ -42,3 +44,24 @@ async def test_call_page_and_snippet(make_host: MakeHost) -> None:
     assert missing.status == 404 and "There is no agent" in await missing.text()
     snippet = await client.get("/webcall/snippet?agent=sales")
     assert snippet.status == 200 and "dialnexa-webcall" in await snippet.text()
+
+
+async def test_widget_compressed_as_the_browser_asks(make_host: MakeHost) -> None:
+    """Brotli before gzip, both over the same served bytes; an encoding refused with q=0 is not used."""
+    client, _ = await make_host()
+    raw = minify_script((static_dir() / "webcall.js").read_text(encoding="utf-8")).encode()
+
+    async def fetch(accept: str) -> tuple[str | None, bytes]:
+        response = await client.get("/webcall/widget.js", headers={"Accept-Encoding": accept}, auto_decompress=False)
+        assert response.status == 200 and response.headers["Vary"] == "Accept-Encoding"
+        return response.headers.get("Content-Encoding"), await response.read()
+
+    encoding, body = await fetch("gzip, deflate, br")
+    assert encoding == "br" and brotli.decompress(body) == raw
+    assert len(body) < len(gzip.compress(raw, 9)) < len(raw)
+    encoding, body = await fetch("br;q=0, gzip")
+    assert encoding == "gzip" and gzip.decompress(body) == raw
+    encoding, body = await fetch("gzip;q=0")
+    assert encoding is None and body == raw
+    encoding, body = await fetch("identity")
+    assert encoding is None and body == raw

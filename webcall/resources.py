@@ -31,9 +31,20 @@ def templates_dir() -> Path:
     return _find("_templates", "templates")
 
 
+def _brotli(body: bytes) -> bytes | None:
+    """``body`` compressed with brotli at its best quality, when the ``brotli`` package is installed."""
+    try:
+        import brotli
+    except ImportError:
+        return None
+    compressed: bytes = brotli.compress(body, quality=11)
+    return compressed
+
+
 @dataclass(frozen=True)
 class Asset:
-    """A static file held in memory with its validators: ETag, SRI hash, and a gzip copy."""
+    """A static file held in memory with its validators (ETag, SRI hash) and its compressed copies: gzip always,
+    brotli where the ``brotli`` package is installed."""
 
     body: bytes
     gzipped: bytes
@@ -41,6 +52,26 @@ class Asset:
     version: str
     sri: str
     content_type: str
+    brotlied: bytes | None = None
+
+    def encoded(self, accept_encoding: str) -> tuple[bytes, str | None]:
+        """The bytes to send for an ``Accept-Encoding`` header and their ``Content-Encoding`` (None: as they are).
+        Brotli before gzip; an encoding the client refuses with ``q=0`` is not used."""
+        accepted = set()
+        for part in accept_encoding.lower().split(","):
+            name, _, params = part.strip().partition(";")
+            quality = params.strip().removeprefix("q=") if params.strip().startswith("q=") else "1"
+            try:
+                refused = float(quality) <= 0
+            except ValueError:
+                refused = False
+            if name and not refused:
+                accepted.add(name.strip())
+        if self.brotlied is not None and ("br" in accepted or "*" in accepted):
+            return self.brotlied, "br"
+        if "gzip" in accepted or "*" in accepted:
+            return self.gzipped, "gzip"
+        return self.body, None
 
     @classmethod
     def load(cls, path: Path, content_type: str) -> Asset:
@@ -57,6 +88,7 @@ class Asset:
             version=digest[:12],
             sri="sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode(),
             content_type=content_type,
+            brotlied=_brotli(body),
         )
 
 

@@ -121,9 +121,9 @@ async def widget_js(request: web.Request) -> web.StreamResponse:
     }
     if _not_modified(request, asset):
         return web.Response(status=304, headers=headers)
-    body = asset.body
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        body, headers["Content-Encoding"] = asset.gzipped, "gzip"
+    body, encoding = asset.encoded(request.headers.get("Accept-Encoding", ""))
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
     return web.Response(body=body, headers={**headers, "Content-Type": "text/javascript; charset=utf-8"})
 
 
