@@ -9,7 +9,7 @@
   const BASE = SCRIPT && SCRIPT.src ? new URL(".", SCRIPT.src).href : "/webcall/";
 
   // Visible strings; an attribute of the same name overrides each.
-  const T = {
+  const TEXTS = {
     "label-open": "Open voice call",
     "label-close": "Close",
     "label-start": "Start call",
@@ -78,7 +78,7 @@
   // Server end reasons with their own message.
   const ENDED = { network_failure: "text-lost", max_duration_reached: "text-max" };
   const BUSY = ["microphone", "connecting", ...LIVE];
-  const busy = (st) => BUSY.includes(st);
+  const busy = (state) => BUSY.includes(state);
   const noop = () => {};
 
   const MIC = "M12 3a3 3 0 0 0-3 3v6a3 3 0 0 0 6 0V6a3 3 0 0 0-3-3zM5 11a7 7 0 0 0 14 0M12 18v3";
@@ -89,27 +89,27 @@
     "M6.6 3.2 4 4.5C3 5 2.6 6 3 7c2.4 6.4 7.6 11.6 14 14 1 .4 2 0 2.5-1l1.3-2.6c.3-.6 0-1.3-.6-1.6l-3.4-1.7" +
     "c-.5-.3-1.2-.1-1.5.4l-.9 1.3c-2.7-1.2-4.9-3.4-6.1-6.1l1.3-.9c.5-.3.7-1 .4-1.5L8.2 3.8c-.3-.6-1-.9-1.6-.6z";
 
-  // h("tag.class@part", attributes, ...children); buttons default to type=button.
-  const h = (spec, attrs = {}, ...kids) => {
-    const [, tag, cls, part] = spec.match(/(\w+)\.?([\w ]*)@?([\w-]*)/);
-    const el = document.createElement(tag);
-    if (cls) el.className = cls;
-    if (part) el.setAttribute("part", part);
-    if (tag === "button") el.type = "button";
-    for (const k in attrs) el.setAttribute(k, attrs[k]);
-    el.append(...kids);
-    return el;
+  // element("tag.class@part", attributes, ...children); buttons default to type=button.
+  const element = (spec, attributes = {}, ...children) => {
+    const [, tag, className, part] = spec.match(/(\w+)\.?([\w ]*)@?([\w-]*)/);
+    const created = document.createElement(tag);
+    if (className) created.className = className;
+    if (part) created.setAttribute("part", part);
+    if (tag === "button") created.type = "button";
+    for (const name in attributes) created.setAttribute(name, attributes[name]);
+    created.append(...children);
+    return created;
   };
+  const SVG_NAMESPACE = "http://www.w3.org/2000/svg";
   // An icon that keeps its size and line style without the stylesheet (width, height and presentation attributes):
   // an unstyled widget must not draw a page-wide black disc. `filled` icons are solid shapes.
-  const svg = (d, { filled = false } = {}) => {
-    const NS = "http://www.w3.org/2000/svg";
-    const icon = document.createElementNS(NS, "svg");
-    const path = document.createElementNS(NS, "path");
+  const svg = (pathData, { filled = false } = {}) => {
+    const icon = document.createElementNS(SVG_NAMESPACE, "svg");
+    const path = document.createElementNS(SVG_NAMESPACE, "path");
     const iconAttributes = { viewBox: "0 0 24 24", width: 20, height: 20, "aria-hidden": "true", fill: "none",
       stroke: "currentColor", "stroke-width": 2, "stroke-linecap": "round", "stroke-linejoin": "round" };
     for (const name in iconAttributes) icon.setAttribute(name, iconAttributes[name]);
-    path.setAttribute("d", d);
+    path.setAttribute("d", pathData);
     if (filled) {
       path.setAttribute("fill", "currentColor");
       path.setAttribute("stroke", "none");
@@ -153,18 +153,24 @@
   };
 
   // Write only changes, so live regions don't re-announce.
-  const txt = (el, s) => el.textContent !== s && (el.textContent = s);
-  const stop = (stream) => stream && stream.getTracks().forEach((t) => t.stop());
-  const fail = (code, key, s) => Object.assign(new Error(code), { code, key, s });
-  // Await ICE gathering (no trickle), at most `ms`; host candidates only (`quick`): until a 25 ms lull.
-  const gathered = (pc, ms, quick) =>
+  const setText = (target, text) => {
+    if (target.textContent !== text) target.textContent = text;
+  };
+  const stop = (stream) => stream && stream.getTracks().forEach((track) => track.stop());
+  // A failure the widget shows: a machine code, the message key, and (for rate limits) the seconds to wait.
+  const fail = (code, key, retryAfter) => Object.assign(new Error(code), { code, key, retryAfter });
+  // Await ICE gathering (no trickle), at most `limitMs`; with `quick` (host candidates only), until a 25 ms lull.
+  const gathered = (connection, limitMs, { quick = false } = {}) =>
     new Promise((done) => {
-      let t = setTimeout(done, ms);
-      pc.onicecandidate = (e) => {
-        if (!e.candidate) done();
-        else if (quick) clearTimeout(t), (t = setTimeout(done, 25));
+      let timer = setTimeout(done, limitMs);
+      connection.onicecandidate = (event) => {
+        if (!event.candidate) done();
+        else if (quick) {
+          clearTimeout(timer);
+          timer = setTimeout(done, 25);
+        }
       };
-      if (pc.iceGatheringState === "complete") done();
+      if (connection.iceGatheringState === "complete") done();
     });
 
   const DARK =
@@ -316,13 +322,13 @@ border-radius:10px;background:var(--b)}
     #meterSource = null;
 
     static get observedAttributes() {
-      return ["floating", "consent", "callback", ...Object.keys(T)];
+      return ["floating", "consent", "callback", ...Object.keys(TEXTS)];
     }
 
     constructor() {
       super();
-      Object.assign(this, { st: "idle", msg: "", open: false, muted: false, view: false, note: "", summary: "" });
-      this.tm = {}; // named timers
+      Object.assign(this, { currentState: "idle", msg: "", open: false, muted: false, view: false, note: "", summary: "" });
+      this.timers = {}; // named timers
       this.lines = {}; // each role's non-final transcript line
       this.seen = new Set(); // lifecycle event ids
       this.onHide = () => this.end("pagehide", undefined, true);
@@ -330,82 +336,82 @@ border-radius:10px;background:var(--b)}
       adoptStyles(root);
       // render() fills data-t (text) and data-l (accessible name) from T.
       const $ = (this.$ = {});
-      const text = (spec, key, attrs) => h(spec, { ...attrs, "data-t": key });
-      const on = (el, type, fn) => el.addEventListener(type, fn);
+      const text = (spec, key, attrs) => element(spec, { ...attrs, "data-t": key });
+      const listen = (target, type, handler) => target.addEventListener(type, handler);
 
-      $.launch = h("button.launch@launcher", { "data-l": "label-open", "aria-controls": "p" }, svg(MIC));
-      $.status = h("span@status", { role: "status", "aria-live": "polite" });
-      $.timer = h("span.tm@timer");
-      $.close = h("button.x@close", { "data-l": "label-close" }, svg(CLOSE));
+      $.launch = element("button.launch@launcher", { "data-l": "label-open", "aria-controls": "p" }, svg(MIC));
+      $.status = element("span@status", { role: "status", "aria-live": "polite" });
+      $.timer = element("span.tm@timer");
+      $.close = element("button.x@close", { "data-l": "label-close" }, svg(CLOSE));
       $.intro = text("p@intro", "text-intro");
-      $.note = h("p.note@note");
+      $.note = element("p.note@note");
       const logAttrs = { role: "log", "aria-live": "polite", tabindex: 0, "data-l": "label-transcript" };
-      $.log = h("div.log@transcript", logAttrs);
-      $.sum = h("p.sum@summary", {}, text("strong", "label-summary"), ($.sumText = h("span")));
+      $.log = element("div.log@transcript", logAttrs);
+      $.sum = element("p.sum@summary", {}, text("strong", "label-summary"), ($.sumText = element("span")));
 
-      $.phone = h("input", { id: "ph", type: "tel", autocomplete: "tel", "aria-describedby": "hi er" });
-      $.agree = h("input", { type: "checkbox" });
-      $.err = h("p.err", { id: "er", role: "alert" });
+      $.phone = element("input", { id: "ph", type: "tel", autocomplete: "tel", "aria-describedby": "hi er" });
+      $.agree = element("input", { type: "checkbox" });
+      $.err = element("p.err", { id: "er", role: "alert" });
       $.back = text("button.link", "label-back");
-      $.form = h(
+      $.form = element(
         "form@callback",
         { novalidate: "" },
         text("p", "text-callback"),
-        h("div", {}, text("label", "label-phone", { for: "ph" }), $.phone),
+        element("div", {}, text("label", "label-phone", { for: "ph" }), $.phone),
         text("p.fine", "text-phone-hint", { id: "hi" }),
-        h("label.chk", {}, $.agree, text("span", "text-callback-consent")),
+        element("label.chk", {}, $.agree, text("span", "text-callback-consent")),
         $.err,
         ($.send = text("button.btn", "label-send", { type: "submit" })),
         $.back
       );
 
-      $.mute = h("button.ic@mute", { "data-l": "label-mute" }, svg(MIC));
-      $.meter = h("span.meter@meter", { "aria-hidden": "true" }, h("i"));
-      $.vol = h("input", { type: "range", min: 0, max: 1, step: 0.05, value: 1 });
-      $.hang = h("button.ic end@hangup", { "data-l": "label-end" }, svg(PHONE, { filled: true }));
-      $.go = h("button.btn@button", {}, svg(PHONE, { filled: true }), ($.goText = h("span")));
-      $.consent = h("p.fine@consent");
+      $.mute = element("button.ic@mute", { "data-l": "label-mute" }, svg(MIC));
+      $.meter = element("span.meter@meter", { "aria-hidden": "true" }, element("i"));
+      $.vol = element("input", { type: "range", min: 0, max: 1, step: 0.05, value: 1 });
+      $.hang = element("button.ic end@hangup", { "data-l": "label-end" }, svg(PHONE, { filled: true }));
+      $.go = element("button.btn@button", {}, svg(PHONE, { filled: true }), ($.goText = element("span")));
+      $.consent = element("p.fine@consent");
       $.cbLink = text("button.link@callback-link", "label-callback");
-      $.ctl = h(
+      $.ctl = element(
         "div.ctl@controls",
         {},
         $.mute,
         $.meter,
-        h("label.vol@volume", {}, svg(VOLUME), text("span.sr", "label-volume"), $.vol),
+        element("label.vol@volume", {}, svg(VOLUME), text("span.sr", "label-volume"), $.vol),
         $.hang
       );
       const title = text("strong.ti@title", "text-title", { id: "t" });
-      const header = h(
+      const header = element(
         "div.hd@header",
         {},
-        h("span.orb@orb", {}, svg(MIC)),
-        h("div.hx", {}, title, h("p.st", {}, $.status, $.timer)),
+        element("span.orb@orb", {}, svg(MIC)),
+        element("div.hx", {}, title, element("p.st", {}, $.status, $.timer)),
         $.close
       );
       const body = [$.intro, $.note, $.log, $.sum, $.form, $.ctl, $.go, $.consent, $.cbLink];
-      $.panel = h("section.panel@panel", { id: "p", "aria-labelledby": "t" }, header, ...body);
-      $.audio = h("audio", { autoplay: "" });
+      $.panel = element("section.panel@panel", { id: "p", "aria-labelledby": "t" }, header, ...body);
+      $.audio = element("audio", { autoplay: "" });
       root.append($.launch, $.panel, $.audio);
 
-      on($.launch, "click", () => this.toggle(!this.open));
-      on($.close, "click", () => this.toggle(false));
-      on($.go, "click", () => this.start());
-      on($.hang, "click", () => this.end());
-      on($.mute, "click", () => this.mute());
-      on($.vol, "input", () => ($.audio.volume = +$.vol.value));
-      on($.cbLink, "click", () => this.showForm(true));
-      on($.back, "click", () => this.showForm(false));
-      on($.form, "submit", (e) => this.callback(e));
-      on($.panel, "keydown", (e) => {
+      listen($.launch, "click", () => this.toggle(!this.open));
+      listen($.close, "click", () => this.toggle(false));
+      listen($.go, "click", () => this.start());
+      listen($.hang, "click", () => this.end());
+      listen($.mute, "click", () => this.mute());
+      listen($.vol, "input", () => ($.audio.volume = +$.vol.value));
+      listen($.cbLink, "click", () => this.showForm(true));
+      listen($.back, "click", () => this.showForm(false));
+      listen($.form, "submit", (e) => this.callback(e));
+      listen($.panel, "keydown", (e) => {
         if (e.key !== "Escape") return;
-        if (busy(this.st)) this.end();
+        if (busy(this.currentState)) this.end();
         else if (this.view) this.showForm(false);
         else if (this.floating) this.toggle(false);
       });
     }
 
     get state() {
-      return this.st;
+      return this.currentState;
     }
     get floating() {
       return this.getAttribute("floating") === "true";
@@ -414,30 +420,30 @@ border-radius:10px;background:var(--b)}
     connectedCallback() {
       this.#blocker = callBlocker();
       if (this.#blocker) adviseSiteOwner(this.#blocker);
-      this.setAttribute("state", this.st);
-      this.msg = this.msg || this.t("text-idle");
+      this.setAttribute("state", this.currentState);
+      this.msg = this.msg || this.phrase("text-idle");
       this.render();
     }
     disconnectedCallback() {
       this.end("removed");
       this.teardown();
       this.closeEvents();
-      if (this.cb) this.cb.abort();
+      if (this.callbackController) this.callbackController.abort();
     }
     attributeChangedCallback() {
       if (this.isConnected) this.render();
     }
 
-    t(key) {
-      const v = this.getAttribute(key);
-      return v === null ? T[key] : v;
+    phrase(key) {
+      const value = this.getAttribute(key);
+      return value === null ? TEXTS[key] : value;
     }
 
     vars() {
-      const s = this.getAttribute("variables");
+      const raw = this.getAttribute("variables");
       try {
-        const v = JSON.parse(s || "{}");
-        if (v && typeof v === "object" && !Array.isArray(v)) return v;
+        const parsed = JSON.parse(raw || "{}");
+        if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) return parsed;
       } catch (e) {
         /* warned below */
       }
@@ -446,8 +452,8 @@ border-radius:10px;background:var(--b)}
     }
 
     // Resolve a route name or server URL against the endpoint.
-    href(u) {
-      return new URL(u, new URL(this.getAttribute("endpoint") || BASE, location.href).href.replace(/\/*$/, "/")).href;
+    href(url) {
+      return new URL(url, new URL(this.getAttribute("endpoint") || BASE, location.href).href.replace(/\/*$/, "/")).href;
     }
 
     emit(type, detail, cancelable = false) {
@@ -456,72 +462,72 @@ border-radius:10px;background:var(--b)}
       );
     }
 
-    timer(k, fn, ms, repeat) {
-      this.clear(k);
-      this.tm[k] = (repeat ? setInterval : setTimeout)(fn, ms);
+    timer(name, callback, delayMs, repeat) {
+      this.clear(name);
+      this.timers[name] = (repeat ? setInterval : setTimeout)(callback, delayMs);
     }
-    clear(k) {
-      clearTimeout(this.tm[k]); // intervals too
-      delete this.tm[k];
+    clear(name) {
+      clearTimeout(this.timers[name]); // intervals too
+      delete this.timers[name];
     }
 
-    set(st, msg) {
-      const was = this.st;
-      const a = document.activeElement;
-      const ours = a === this || !a || a === document.body;
-      this.st = st;
-      this.msg = msg || this.t("text-" + st);
-      this.setAttribute("state", st);
+    set(state, msg) {
+      const was = this.currentState;
+      const focused = document.activeElement;
+      const ours = focused === this || !focused || focused === document.body;
+      this.currentState = state;
+      this.msg = msg || this.phrase("text-" + state);
+      this.setAttribute("state", state);
       this.render();
-      if (st === was) return;
-      this.emit("state", { state: st });
+      if (state === was) return;
+      this.emit("state", { state });
       // Focus hang-up during a call, start after it.
-      if (ours && busy(st) !== busy(was)) (busy(st) ? this.$.hang : this.$.go).focus();
+      if (ours && busy(state) !== busy(was)) (busy(state) ? this.$.hang : this.$.go).focus();
     }
 
     render() {
-      const { $, st, view } = this;
+      const { $, currentState: state, view } = this;
       const root = this.shadowRoot;
-      const on = busy(st);
-      const live = LIVE.includes(st);
+      const inCall = busy(state);
+      const live = LIVE.includes(state);
       const track = this.track();
       const consent = this.getAttribute("consent") || "";
       const mic = this.note === "text-no-mic";
       $.launch.dataset.l = this.open ? "label-close" : "label-open";
       $.launch.firstChild.firstChild.setAttribute("d", this.open ? CLOSE : MIC);
       $.launch.setAttribute("aria-expanded", this.open);
-      $.goText.dataset.t = st === "error" ? "label-retry" : st === "ended" ? "label-restart" : "label-start";
-      $.mute.title = this.t(this.muted ? "label-unmute" : "label-mute");
+      $.goText.dataset.t = state === "error" ? "label-retry" : state === "ended" ? "label-restart" : "label-start";
+      $.mute.title = this.phrase(this.muted ? "label-unmute" : "label-mute");
       $.mute.firstChild.firstChild.setAttribute("d", this.muted || !track ? MIC_OFF : MIC);
       $.mute.setAttribute("aria-pressed", this.muted);
       $.mute.disabled = !track;
-      for (const el of root.querySelectorAll("[data-t]")) txt(el, this.t(el.dataset.t));
-      for (const el of root.querySelectorAll("[data-l]")) {
-        el.setAttribute("aria-label", this.t(el.dataset.l));
-        if (el.localName === "button" && el !== $.mute) el.title = this.t(el.dataset.l);
+      for (const node of root.querySelectorAll("[data-t]")) setText(node, this.phrase(node.dataset.t));
+      for (const node of root.querySelectorAll("[data-l]")) {
+        node.setAttribute("aria-label", this.phrase(node.dataset.l));
+        if (node.localName === "button" && node !== $.mute) node.title = this.phrase(node.dataset.l);
       }
       const blocker = this.#blocker;
-      txt($.status, st === "idle" && blocker ? this.t(blocker) : this.msg);
-      txt($.note, this.note && this.t(this.note));
-      txt($.sumText, this.summary);
-      txt($.consent, consent);
+      setText($.status, state === "idle" && blocker ? this.phrase(blocker) : this.msg);
+      setText($.note, this.note && this.phrase(this.note));
+      setText($.sumText, this.summary);
+      setText($.consent, consent);
       const shown = [
         [$.launch, this.floating],
         [$.close, this.floating],
         [$.panel, !this.floating || this.open],
         [$.timer, live],
         // The intro invites a call in the browser: not where the browser can't make one.
-        [$.intro, st === "idle" && !view && !blocker && $.intro.textContent],
-        [$.note, this.note && !view && st !== "error"],
+        [$.intro, state === "idle" && !view && !blocker && $.intro.textContent],
+        [$.note, this.note && !view && state !== "error"],
         [$.log, !view],
-        [$.sum, st === "ended" && this.summary && !view],
+        [$.sum, state === "ended" && this.summary && !view],
         [$.form, view],
-        [$.ctl, on && !view],
-        [$.go, !on && !view && !blocker],
-        [$.consent, consent && !on && !view],
-        [$.cbLink, !view && (on ? live && mic : this.getAttribute("callback") === "true" || mic || !!blocker)],
+        [$.ctl, inCall && !view],
+        [$.go, !inCall && !view && !blocker],
+        [$.consent, consent && !inCall && !view],
+        [$.cbLink, !view && (inCall ? live && mic : this.getAttribute("callback") === "true" || mic || !!blocker)],
       ];
-      for (const [el, show] of shown) el.hidden = !show;
+      for (const [part, show] of shown) part.hidden = !show;
       // Without a way to call here, "call me back" is the main action.
       $.cbLink.className = blocker ? "btn" : "link";
     }
@@ -531,16 +537,16 @@ border-radius:10px;background:var(--b)}
       this.render();
       const $ = this.$;
       const main = this.#blocker ? $.cbLink : $.go;
-      (open ? (busy(this.st) ? $.hang : this.view ? $.phone : main) : $.launch).focus();
+      (open ? (busy(this.currentState) ? $.hang : this.view ? $.phone : main) : $.launch).focus();
     }
 
     track() {
       return this.mic ? this.mic.getAudioTracks()[0] : null;
     }
 
-    mute(on = !this.muted) {
+    mute(wanted = !this.muted) {
       const track = this.track();
-      const muted = !!track && !!on;
+      const muted = !!track && !!wanted;
       if (track) track.enabled = !muted;
       if (muted !== this.muted) {
         this.muted = muted;
@@ -552,7 +558,7 @@ border-radius:10px;background:var(--b)}
 
     // Call from a user gesture, so the browser lets audio play.
     async start() {
-      if (busy(this.st)) return;
+      if (busy(this.currentState)) return;
       const detail = { agent: this.getAttribute("agent") || "", variables: this.vars() };
       if (!this.emit("before-start", detail, true)) return;
       this.teardown();
@@ -566,19 +572,19 @@ border-radius:10px;background:var(--b)}
         const codes = { "text-insecure": "insecure_context", "text-frame-blocked": "microphone_blocked" };
         return this.failed(fail(codes[this.#blocker] || "unsupported", this.#blocker));
       }
-      const ac = (this.ac = new AbortController());
-      const sig = ac.signal;
+      const controller = (this.startController = new AbortController());
+      const signal = controller.signal;
       // The peer connection comes first: its offer travels with the start request while the visitor answers the
       // microphone prompt, and the microphone joins the call (replaceTrack) when it is allowed.
-      const pc = this.#openPeerConnection();
-      const micP = navigator.mediaDevices
+      const connection = this.#openPeerConnection();
+      const microphoneRequest = navigator.mediaDevices
         .getUserMedia({ audio: AUDIO_CONSTRAINTS })
         .catch((e) => {
-          if (sig.aborted) return null;
+          if (signal.aborted) return null;
           // Go on receive-only, and offer a call back.
           this.note = "text-no-mic";
           console.warn(`[webcall] no microphone (${e.name}), so the call is receive-only; allow it to talk.`);
-          this.emit("error", { code: "microphone_unavailable", message: this.t(this.note), fatal: false });
+          this.emit("error", { code: "microphone_unavailable", message: this.phrase(this.note), fatal: false });
           return null;
         });
       try {
@@ -591,14 +597,14 @@ border-radius:10px;background:var(--b)}
       addEventListener("pagehide", this.onHide);
       this.set("microphone");
       try {
-        await pc.setLocalDescription(await pc.createOffer());
-        await gathered(pc, 1500, true);
-        if (sig.aborted) return;
+        await connection.setLocalDescription(await connection.createOffer());
+        await gathered(connection, 1500, { quick: true });
+        if (signal.aborted) return;
         // One request: the plugin starts the call at DialNexa and answers with DialNexa's SDP answer.
-        const starting = this.post("sessions", { ...detail, offer: pc.localDescription.sdp }, sig);
+        const starting = this.post("sessions", { ...detail, offer: connection.localDescription.sdp }, signal);
         starting.catch(noop); // awaited below
-        const mic = await micP;
-        if (sig.aborted) return stop(mic);
+        const mic = await microphoneRequest;
+        if (signal.aborted) return stop(mic);
         this.mic = mic;
         const track = this.track();
         if (track) {
@@ -608,64 +614,64 @@ border-radius:10px;background:var(--b)}
         this.set("connecting");
         const started = (this.mint = await starting);
         if (started.events_url && started.token) this.events(started);
-        this.loc = started.media_url ? this.href(started.media_url) : "";
+        this.mediaUrl = started.media_url ? this.href(started.media_url) : "";
         this.auth = { Authorization: "Bearer " + started.token };
         if (typeof started.answer !== "string") throw fail("invalid_response", "text-unavailable");
-        await pc.setRemoteDescription({ type: "answer", sdp: started.answer });
+        await connection.setRemoteDescription({ type: "answer", sdp: started.answer });
         this.timer("connect", () => this.failed(fail("connect_timeout", "text-failed")), 15000);
       } catch (e) {
-        if (!sig.aborted) this.failed(e);
+        if (!signal.aborted) this.failed(e);
       }
     }
 
     // A send-and-receive audio transceiver (the microphone is attached later) and the "events" data channel.
     #openPeerConnection() {
-      const pc = (this.pc = new RTCPeerConnection());
-      this.#microphoneSender = pc.addTransceiver("audio", { direction: "sendrecv" }).sender;
-      const dc = (this.dc = pc.createDataChannel("events"));
-      dc.onmessage = (e) => this.onData(e.data);
-      dc.onclose = () => LIVE.includes(this.st) && this.finish("remote_hangup");
+      const connection = (this.connection = new RTCPeerConnection());
+      this.#microphoneSender = connection.addTransceiver("audio", { direction: "sendrecv" }).sender;
+      const channel = (this.channel = connection.createDataChannel("events"));
+      channel.onmessage = (e) => this.onData(e.data);
+      channel.onclose = () => LIVE.includes(this.currentState) && this.finish("remote_hangup");
       // Agent audio via <audio>, not WebAudio, so echo cancellation hears it.
-      pc.ontrack = (e) => {
+      connection.ontrack = (e) => {
         this.$.audio.srcObject = e.streams[0] || new MediaStream([e.track]);
         this.$.audio.play().catch(noop);
       };
-      pc.onconnectionstatechange = () => this.onConnection();
-      return pc;
+      connection.onconnectionstatechange = () => this.onConnection();
+      return connection;
     }
 
     async post(path, body, signal) {
       const url = this.href(path);
       const init = { method: "POST", headers: { "Content-Type": "application/json" }, credentials: "same-origin" };
-      const r = await fetch(url, { ...init, body: JSON.stringify(body), signal }).catch((e) => {
+      const response = await fetch(url, { ...init, body: JSON.stringify(body), signal }).catch((e) => {
         if (signal.aborted) throw e;
         console.warn(`[webcall] could not reach ${url} (${e.message}): check the endpoint attribute and the network.`);
         throw fail("network_error", "text-unavailable");
       });
-      const j = await r.json().catch(() => ({}));
-      if (r.ok) return j;
-      const code = j.code || "http_" + r.status;
+      const answer = await response.json().catch(() => ({}));
+      if (response.ok) return answer;
+      const code = answer.code || "http_" + response.status;
       const hint = HINTS[code] ? `; ${HINTS[code]}.` : "";
-      console.warn(`[webcall] POST ${url} → ${r.status} ${code}: ${j.message || r.statusText}${hint}`);
-      const key = CODES[code] || (r.status < 500 ? "not-available" : "unavailable");
-      throw fail(code, "text-" + key, +r.headers.get("Retry-After"));
+      console.warn(`[webcall] POST ${url} → ${response.status} ${code}: ${answer.message || response.statusText}${hint}`);
+      const key = CODES[code] || (response.status < 500 ? "not-available" : "unavailable");
+      throw fail(code, "text-" + key, +response.headers.get("Retry-After"));
     }
 
     onConnection() {
-      const s = this.pc ? this.pc.connectionState : "closed";
-      const st = this.st;
-      if (s === "connected") {
+      const connectionState = this.connection ? this.connection.connectionState : "closed";
+      const state = this.currentState;
+      if (connectionState === "connected") {
         this.clear("connect");
-        if (st === "connecting") this.live();
-        else if (this.tm.grace) {
+        if (state === "connecting") this.live();
+        else if (this.timers.grace) {
           this.clear("grace");
-          this.set(st);
+          this.set(state);
         }
-      } else if (s === "failed" && st === "connecting") {
+      } else if (connectionState === "failed" && state === "connecting") {
         this.failed(fail("connect_failed", "text-failed"));
-      } else if (/failed|disconnected/.test(s) && LIVE.includes(st) && !this.tm.grace) {
+      } else if (/failed|disconnected/.test(connectionState) && LIVE.includes(state) && !this.timers.grace) {
         // Grace period for the network; try an ICE restart.
-        this.set(st, this.t("text-reconnecting"));
+        this.set(state, this.phrase("text-reconnecting"));
         // No hang-up request: the network is gone, and DialNexa records the call as a network failure.
         this.timer("grace", () => this.finish("connection_lost", "text-lost"), 5000);
         this.restartIce();
@@ -674,36 +680,36 @@ border-radius:10px;background:var(--b)}
 
     // RFC 9725 §4.3 ICE restart through the plugin's media resource; 405 = unsupported.
     async restartIce() {
-      const pc = this.pc;
-      if (!this.loc || this.noPatch) return;
+      const connection = this.connection;
+      if (!this.mediaUrl || this.noPatch) return;
       try {
-        await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
-        await gathered(pc, 1000);
-        const frag = pc.localDescription.sdp.match(/^(a=ice-(ufrag|pwd|options)|m=|a=mid|a=candidate).*\r\n/gm);
-        const r = await fetch(this.loc, {
+        await connection.setLocalDescription(await connection.createOffer({ iceRestart: true }));
+        await gathered(connection, 1000);
+        const fragment = connection.localDescription.sdp.match(/^(a=ice-(ufrag|pwd|options)|m=|a=mid|a=candidate).*\r\n/gm);
+        const response = await fetch(this.mediaUrl, {
           method: "PATCH",
           headers: { ...this.auth, "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*" },
-          body: frag.join(""),
+          body: fragment.join(""),
         });
-        this.noPatch = r.status === 405 || r.status === 501;
-        const ans = r.status === 200 ? await r.text() : "";
-        const ice = (k) => (ans.match(new RegExp(`a=ice-${k}:\\S+`)) || [])[0];
-        if (!ice("ufrag") || !ice("pwd") || this.pc !== pc) throw 0;
-        const sdp = pc.remoteDescription.sdp.replace(/a=ice-ufrag:\S+/g, ice("ufrag"));
-        await pc.setRemoteDescription({ type: "answer", sdp: sdp.replace(/a=ice-pwd:\S+/g, ice("pwd")) });
-        for (const c of ans.match(/^a=candidate:.*/gm) || [])
-          pc.addIceCandidate({ candidate: c.slice(2), sdpMLineIndex: 0 }).catch(noop);
+        this.noPatch = response.status === 405 || response.status === 501;
+        const iceAnswer = response.status === 200 ? await response.text() : "";
+        const ice = (name) => (iceAnswer.match(new RegExp(`a=ice-${name}:\\S+`)) || [])[0];
+        if (!ice("ufrag") || !ice("pwd") || this.connection !== connection) throw new Error("no ICE restart answer");
+        const sdp = connection.remoteDescription.sdp.replace(/a=ice-ufrag:\S+/g, ice("ufrag"));
+        await connection.setRemoteDescription({ type: "answer", sdp: sdp.replace(/a=ice-pwd:\S+/g, ice("pwd")) });
+        for (const candidate of iceAnswer.match(/^a=candidate:.*/gm) || [])
+          connection.addIceCandidate({ candidate: candidate.slice(2), sdpMLineIndex: 0 }).catch(noop);
       } catch (e) {
-        if (pc.signalingState === "have-local-offer") pc.setLocalDescription({ type: "rollback" }).catch(noop);
+        if (connection.signalingState === "have-local-offer") connection.setLocalDescription({ type: "rollback" }).catch(noop);
       }
     }
 
     live() {
-      const t0 = Date.now();
+      const startedAt = Date.now();
       const { $, mint, ctx, mic } = this;
       const tick = () => {
-        const s = Math.floor((Date.now() - t0) / 1000);
-        txt($.timer, `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`);
+        const seconds = Math.floor((Date.now() - startedAt) / 1000);
+        setText($.timer, `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`);
       };
       tick();
       this.timer("clock", tick, 1000, true);
@@ -713,113 +719,113 @@ border-radius:10px;background:var(--b)}
       this.#screenWakeLock.acquire();
       // Level meter of the local microphone only.
       if (!ctx || !mic) return;
-      const an = (this.#meterAnalyser = ctx.createAnalyser());
-      const buf = new Float32Array((an.fftSize = 512));
-      let lvl = 0;
+      const analyser = (this.#meterAnalyser = ctx.createAnalyser());
+      const samples = new Float32Array((analyser.fftSize = 512));
+      let level = 0;
       this.#meterSource = ctx.createMediaStreamSource(mic);
-      this.#meterSource.connect(an);
+      this.#meterSource.connect(analyser);
       const loop = () => {
-        an.getFloatTimeDomainData(buf);
+        analyser.getFloatTimeDomainData(samples);
         let sum = 0;
-        for (const v of buf) sum += v * v;
-        lvl = this.muted ? 0 : Math.max(Math.min(1, Math.sqrt(sum / buf.length) * 5), lvl * 0.9);
-        this.level(lvl);
+        for (const sample of samples) sum += sample * sample;
+        level = this.muted ? 0 : Math.max(Math.min(1, Math.sqrt(sum / samples.length) * 5), level * 0.9);
+        this.level(level);
         this.raf = requestAnimationFrame(loop);
       };
       loop();
     }
 
-    level(v) {
-      this.$.meter.style.setProperty("--l", v.toFixed(2));
+    level(value) {
+      this.$.meter.style.setProperty("--l", value.toFixed(2));
     }
 
     onData(raw) {
-      let m;
+      let message;
       try {
-        m = JSON.parse(raw) || {};
+        message = JSON.parse(raw) || {};
       } catch (e) {
         return;
       }
-      if (m.type === "agent_state") {
-        if (LIVE.includes(m.state) && LIVE.includes(this.st) && !this.tm.grace) this.set(m.state);
-      } else if (m.type === "transcript" && typeof m.text === "string") {
-        this.line(m.role === "user" ? "user" : "agent", m.text, m.final !== false);
-      } else if (m.type === "call_ended") {
-        this.finish(m.reason || "agent_hangup", ENDED[m.reason]);
+      if (message.type === "agent_state") {
+        if (LIVE.includes(message.state) && LIVE.includes(this.currentState) && !this.timers.grace) this.set(message.state);
+      } else if (message.type === "transcript" && typeof message.text === "string") {
+        this.line(message.role === "user" ? "user" : "agent", message.text, message.final !== false);
+      } else if (message.type === "call_ended") {
+        this.finish(message.reason || "agent_hangup", ENDED[message.reason]);
       }
     }
 
     line(role, text, final) {
       const log = this.$.log;
       const stick = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-      let p = this.lines[role];
-      if (!p) {
-        const who = h("span.sr", {}, this.t(role === "user" ? "label-you" : "label-agent") + ": ");
-        p = this.lines[role] = h(role === "user" ? "p.u" : "p.a", { dir: "auto" }, who, "");
-        log.append(p);
+      let line = this.lines[role];
+      if (!line) {
+        const who = element("span.sr", {}, this.phrase(role === "user" ? "label-you" : "label-agent") + ": ");
+        line = this.lines[role] = element(role === "user" ? "p.u" : "p.a", { dir: "auto" }, who, "");
+        log.append(line);
         if (log.childElementCount > 200) log.firstChild.remove();
       }
-      p.lastChild.data = text;
-      p.classList.toggle("p", !final);
+      line.lastChild.data = text;
+      line.classList.toggle("p", !final);
       if (final) this.lines[role] = null;
       if (stick) log.scrollTop = log.scrollHeight;
       this.emit("transcript", { role, text, final });
     }
 
     // SSE lifecycle events (EventSource cannot send headers).
-    events(m) {
-      const u = this.href(m.events_url);
-      const es = (this.es = new EventSource(`${u}${u.includes("?") ? "&" : "?"}token=${encodeURIComponent(m.token)}`));
-      const on = (e) => {
-        let ev;
+    events(started) {
+      const url = this.href(started.events_url);
+      const source = (this.eventSource = new EventSource(`${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(started.token)}`));
+      const onEvent = (e) => {
+        let payload;
         try {
-          ev = JSON.parse(e.data) || {};
-        } catch (x) {
+          payload = JSON.parse(e.data) || {};
+        } catch (error) {
           return;
         }
-        if (typeof ev.type !== "string" || this.seen.has(ev.id)) return;
-        if (ev.id) this.seen.add(ev.id);
-        this.emit(ev.type, ev);
-        if (ev.type !== "call.ended") return;
-        const c = ev.call || {};
-        if (typeof c.summary === "string") this.summary = c.summary;
+        if (typeof payload.type !== "string" || this.seen.has(payload.id)) return;
+        if (payload.id) this.seen.add(payload.id);
+        this.emit(payload.type, payload);
+        if (payload.type !== "call.ended") return;
+        const call = payload.call || {};
+        if (typeof call.summary === "string") this.summary = call.summary;
         this.closeEvents();
-        if (LIVE.includes(this.st)) this.finish(c.end_reason || "ended", ENDED[c.end_reason]);
-        else if (busy(this.st)) {
+        if (LIVE.includes(this.currentState)) this.finish(call.end_reason || "ended", ENDED[call.end_reason]);
+        else if (busy(this.currentState)) {
           // Ended before it connected (e.g. the media token expired).
-          this.failed(fail(c.end_reason || "ended", c.end_reason === "token_expired" ? "text-expired" : "text-failed"));
+          this.failed(fail(call.end_reason || "ended", call.end_reason === "token_expired" ? "text-expired" : "text-failed"));
         } else this.render();
       };
-      es.onmessage = on; // every event is unnamed; its type is in the data
-      es.onerror = () => es.readyState === 2 && console.warn("[webcall] lifecycle events stopped; the call goes on.");
+      source.onmessage = onEvent; // every event is unnamed; its type is in the data
+      source.onerror = () => source.readyState === 2 && console.warn("[webcall] lifecycle events stopped; the call goes on.");
     }
 
     closeEvents() {
-      if (this.es) this.es.close();
-      this.es = null;
+      if (this.eventSource) this.eventSource.close();
+      this.eventSource = null;
       this.clear("events");
     }
 
     end(reason = "hangup", key, unloading) {
-      if (!busy(this.st)) return;
+      if (!busy(this.currentState)) return;
       this.hangup(unloading);
       this.finish(reason, key);
     }
 
     hangup(keepalive) {
-      const { loc, auth, mint } = this;
-      if (loc) fetch(loc, { method: "DELETE", headers: auth, keepalive }).catch(noop);
+      const { mediaUrl, auth, mint } = this;
+      if (mediaUrl) fetch(mediaUrl, { method: "DELETE", headers: auth, keepalive }).catch(noop);
       const headers = { Authorization: "Bearer " + (mint && mint.token) };
       if (mint && mint.end_url) fetch(this.href(mint.end_url), { method: "POST", headers, keepalive }).catch(noop);
     }
 
     finish(reason, key = "text-ended") {
-      if (!busy(this.st)) return;
+      if (!busy(this.currentState)) return;
       this.teardown();
-      this.set("ended", this.t(key));
+      this.set("ended", this.phrase(key));
       this.emit("ended", this.summary ? { reason, summary: this.summary } : { reason });
       // Wait a little for the summary.
-      if (this.es) this.timer("events", () => this.closeEvents(), 30000);
+      if (this.eventSource) this.timer("events", () => this.closeEvents(), 30000);
     }
 
     failed(e) {
@@ -830,18 +836,18 @@ border-radius:10px;background:var(--b)}
       if (this.mint) this.hangup(); // free the call on the server
       this.teardown();
       this.closeEvents();
-      const message = this.t(e.key).replace("{s}", e.s || 60);
+      const message = this.phrase(e.key).replace("{s}", e.retryAfter || 60);
       this.set("error", message);
       this.emit("error", { code: e.code, message, fatal: true });
     }
 
     // Close all a call opened, but the event stream.
     teardown() {
-      if (this.ac) this.ac.abort();
-      for (const k in this.tm) if (k !== "events") this.clear(k);
+      if (this.startController) this.startController.abort();
+      for (const name in this.timers) if (name !== "events") this.clear(name);
       cancelAnimationFrame(this.raf);
-      if (this.dc) this.dc.onclose = this.dc.onmessage = null;
-      if (this.pc) this.pc.close();
+      if (this.channel) this.channel.onclose = this.channel.onmessage = null;
+      if (this.connection) this.connection.close();
       stop(this.mic);
       if (this.ctx) this.ctx.close().catch(noop);
       this.$.audio.pause();
@@ -850,7 +856,7 @@ border-radius:10px;background:var(--b)}
       this.#screenWakeLock.release();
       this.#stopFollowingInputDevices();
       this.#meterAnalyser = this.#meterSource = null;
-      Object.assign(this, { ac: null, dc: null, pc: null, mic: null, ctx: null, loc: "", muted: false });
+      Object.assign(this, { startController: null, channel: null, connection: null, mic: null, ctx: null, mediaUrl: "", muted: false });
       this.level(0);
     }
 
@@ -905,12 +911,12 @@ border-radius:10px;background:var(--b)}
       }
     }
 
-    showForm(on) {
-      if (on) this.end("callback");
-      this.view = on;
-      txt(this.$.err, "");
+    showForm(visible) {
+      if (visible) this.end("callback");
+      this.view = visible;
+      setText(this.$.err, "");
       this.render();
-      (on ? this.$.phone : this.#blocker ? this.$.cbLink : this.$.go).focus();
+      (visible ? this.$.phone : this.#blocker ? this.$.cbLink : this.$.go).focus();
     }
 
     async callback(e) {
@@ -920,25 +926,25 @@ border-radius:10px;background:var(--b)}
       const badPhone = !/^\+[1-9]\d{6,14}$/.test(phone);
       const bad = badPhone ? "text-invalid-phone" : $.agree.checked ? "" : "text-consent-required";
       $.phone.setAttribute("aria-invalid", badPhone);
-      txt($.err, bad && this.t(bad));
+      setText($.err, bad && this.phrase(bad));
       if (bad) return (badPhone ? $.phone : $.agree).focus();
       const agent = this.getAttribute("agent") || "";
       const detail = { agent, phone_number: phone, consent: true, variables: this.vars() };
       if (!this.emit("before-callback", detail, true)) return;
-      const cb = (this.cb = new AbortController());
+      const controller = (this.callbackController = new AbortController());
       $.send.disabled = true;
       try {
-        const j = await this.post((this.mint && this.mint.callbacks_url) || "callbacks", detail, cb.signal);
+        const answer = await this.post((this.mint && this.mint.callbacks_url) || "callbacks", detail, controller.signal);
         $.form.reset();
         this.view = false;
         this.note = "text-callback-sent";
         this.set("idle");
-        this.emit("callback", j);
+        this.emit("callback", answer);
         $.go.focus();
-      } catch (x) {
-        if (cb.signal.aborted) return;
-        txt($.err, this.t(x.key || "text-unavailable").replace("{s}", x.s || 60));
-        if (x.code === "invalid_phone_number") $.phone.focus();
+      } catch (error) {
+        if (controller.signal.aborted) return;
+        setText($.err, this.phrase(error.key || "text-unavailable").replace("{s}", error.retryAfter || 60));
+        if (error.code === "invalid_phone_number") $.phone.focus();
       }
       $.send.disabled = false;
     }
@@ -949,12 +955,12 @@ border-radius:10px;background:var(--b)}
   // Zero-markup: <script data-agent=…> adds a floating widget.
   if (SCRIPT && SCRIPT.hasAttribute("data-agent")) {
     const add = () => {
-      const el = document.createElement(TAG);
-      el.setAttribute("floating", "true");
-      el.setAttribute("endpoint", BASE);
+      const widget = document.createElement(TAG);
+      widget.setAttribute("floating", "true");
+      widget.setAttribute("endpoint", BASE);
       for (const { name, value } of SCRIPT.attributes)
-        if (/^data-(?!on|style$)/.test(name)) el.setAttribute(name.slice(5), value);
-      document.body.append(el);
+        if (/^data-(?!on|style$)/.test(name)) widget.setAttribute(name.slice(5), value);
+      document.body.append(widget);
     };
     if (document.body) add();
     else addEventListener("DOMContentLoaded", add);
