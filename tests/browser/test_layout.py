@@ -118,6 +118,12 @@ async def widget_ready(page: Page) -> None:
     await page.locator(TAG).wait_for(state="attached")
 
 
+async def start_call(page: Page) -> None:
+    """Click "Start call" and wait until the agent listens."""
+    await page.get_by_role("button", name="Start call", exact=True).click()
+    await expect(page.locator(TAG)).to_have_attribute("state", "listening", timeout=15_000)
+
+
 async def measure(page: Page) -> dict[str, Any]:
     result: dict[str, Any] = await page.evaluate(MEASURE_PAGE, TAG)
     return result
@@ -280,8 +286,7 @@ async def test_unstyled_widget_stays_usable(
     assert icons and max(icons) <= 32, f"icon widths {icons}"
     assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert any("lacks constructable stylesheets" in w for w in opened.warnings()), opened.console
-    await page.get_by_role("button", name="Start call", exact=True).click()
-    await expect(page.locator(TAG)).to_have_attribute("state", "listening", timeout=15_000)
+    await start_call(page)
     await page.get_by_role("button", name="End call", exact=True).click()
     await expect(page.locator(TAG)).to_have_attribute("state", "ended")
     assert opened.errors == []
@@ -317,8 +322,7 @@ async def test_screen_stays_awake_during_a_call(
     page = opened.page
     await widget_ready(page)
     assert await page.evaluate("window.__wakeLock.requests") == 0, "no wake lock before the call"
-    await page.get_by_role("button", name="Start call", exact=True).click()
-    await expect(page.locator(TAG)).to_have_attribute("state", "listening", timeout=15_000)
+    await start_call(page)
     await page.wait_for_function("window.__wakeLock.requests === 1")
 
     # The browser drops the lock while the page is hidden; back in view, the widget asks again.
@@ -371,8 +375,7 @@ async def test_headset_plugged_in_mid_call_takes_over_the_microphone(
     opened = await open_page(chromium, contexts, emulated_site.origin + "/", init_script=RECORD_TRACK_SWITCHES)
     page = opened.page
     await widget_ready(page)
-    await page.get_by_role("button", name="Start call", exact=True).click()
-    await expect(page.locator(TAG)).to_have_attribute("state", "listening", timeout=15_000)
+    await start_call(page)
     await page.get_by_role("button", name="Mute", exact=True).click()
 
     # The microphone joined the call with replaceTrack once it was allowed (the offer went out before it).
