@@ -80,17 +80,18 @@ class AgentCatalog:
         its webhook setting is on, to the webhook it is bound to."""
         problems: list[str] = []
         for alias, info in self._info.items():
-            if info.webhook_enabled is False:
+            binding = info.webhook_binding(subscription_id)
+            if binding == "off":
                 problems.append(
                     f'agent {alias!r} ({info.id}) has its webhook turned off: turn on "Enable Webhook" for it in '
                     f"DialNexa's dashboard and choose the webhook {subscription_id}"
                 )
-            elif info.webhook_id is not None and info.webhook_id != subscription_id:
+            elif binding == "elsewhere":
                 problems.append(
                     f"agent {alias!r} ({info.id}) sends its events to webhook {info.webhook_id}, not the plugin's "
                     f"{subscription_id}: choose {subscription_id} as the agent's webhook in DialNexa's dashboard"
                 )
-            elif info.webhook_id is None:
+            elif binding == "unbound":
                 log.warning(
                     "webcall: agent %r (%s) is bound to no webhook; if DialNexa sends it no events, choose the webhook "
                     "%s for it in DialNexa's dashboard",

@@ -214,11 +214,12 @@ class Doctor:
     def check_binding(self, alias: str, info: AgentInfo, hook_id: str) -> None:
         name = f"agent {alias!r} webhook"
         dashboard = f"in DialNexa's dashboard, turn on Enable Webhook for {info.id} and choose {hook_id}"
-        if info.webhook_enabled is False:
+        binding = info.webhook_binding(hook_id)
+        if binding == "off":
             self.add(name, FAILED, "turned off: its calls send no events", dashboard)
-        elif info.webhook_id is None:
+        elif binding == "unbound":
             self.add(name, WARNING, "bound to no webhook: its events may not reach the plugin", dashboard)
-        elif info.webhook_id != hook_id:
+        elif binding == "elsewhere":
             self.add(name, FAILED, f"bound to {info.webhook_id}, not the plugin's {hook_id}", dashboard)
         else:
             self.add(name, OK, f"bound to {hook_id}")

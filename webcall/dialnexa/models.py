@@ -246,6 +246,15 @@ class AgentInfo:
             return max(published, key=lambda v: v.version_number, default=None)
         return next((v for v in published if v.version_number == number), None)
 
+    def webhook_binding(self, subscription_id: str) -> str:
+        """Where the agent's call events go, seen from the subscription ``subscription_id``: ``"off"`` (its webhook
+        setting is off), ``"elsewhere"`` (bound to another webhook), ``"unbound"`` or ``"bound"``."""
+        if self.webhook_enabled is False:
+            return "off"
+        if self.webhook_id is None:
+            return "unbound"
+        return "bound" if self.webhook_id == subscription_id else "elsewhere"
+
     def placeholders(self, number: int | None) -> frozenset[str]:
         """Every ``{{placeholder}}`` of the version's welcome message and prompt, built-ins left out."""
         version = self.version(number)
