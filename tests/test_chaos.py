@@ -271,7 +271,11 @@ async def test_an_answer_slower_than_the_plugin_waits_leaves_an_orphan_never_han
     assert handed_out <= set(created) and len(handed_out) == codes["201"]
     # Every 504 left exactly one orphan; every answer slowed past the timeout was a 504.
     assert len(orphans) == codes["upstream_timeout"] >= len(slow) >= 1
-    assert all(created[o].status == "created" and not created[o].token_used for o in orphans)
+    # An orphan is a call DialNexa created after the plugin stopped waiting (never used), or one whose media
+    # exchange, the second half of a start, outran the timeout on a loaded machine: the plugin hung that one up.
+    late = [o for o in orphans if created[o].status == "created" and not created[o].token_used]
+    hung_up = [o for o in orphans if created[o].ended and created[o].end_reason == "network_failure"]
+    assert len(late) + len(hung_up) == len(orphans) and len(late) >= len(slow), (len(late), len(hung_up), len(slow))
     assert len(created) == len(handed_out) + len(orphans)
     assert await runtime(handle).store.active_slots() == len(handed_out)  # the orphans' slots were given back
 
