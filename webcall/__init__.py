@@ -19,6 +19,7 @@ from .dialnexa.models import CallRecord
 from .errors import ConfigError, DialNexaAPIError, DialNexaError, HTTPProblem, WebCallError
 from .events import CallEvent
 from .handle import WebCall
+from .tickets import CallTicket, sign_ticket
 
 __all__ = [
     "Agent",
@@ -26,6 +27,7 @@ __all__ = [
     "BotCheckHook",
     "CallEvent",
     "CallRecord",
+    "CallTicket",
     "ConfigError",
     "DeadLetter",
     "DialNexaAPIError",
@@ -38,6 +40,7 @@ __all__ = [
     "create_app",
     "handle_of",
     "setup",
+    "sign_ticket",
 ]
 
 __version__ = "0.1.0"

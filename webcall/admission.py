@@ -1,8 +1,10 @@
 """Who may start a call, with which agent and variables: the checks before any billable work, in order.
 
-Origin allowlist, per-IP and site-wide rate limits, the JSON body, the host's ``authorize`` hook with the
-per-identity limit, the ``bot_check`` hook, the agent alias, then the ``{{variables}}``: visitor values the host
-allows, overridden by the host's own. A call-back also needs a valid phone number, consent, and its number's limit.
+Origin allowlist, per-IP and site-wide rate limits, the JSON body, the host's ``authorize`` hook and call ticket
+with the per-identity limit, the ``bot_check`` hook, the agent alias (one the ticket names), then the
+``{{variables}}``: visitor values the host allows, overridden by the ticket's, overridden by the host hook's. A
+call-back also needs a valid phone number, consent, and its number's limit. A ticket is spent last, when every other
+check has passed, so a refusal never costs the visitor their ticket.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +24,7 @@ from .calls import Caller
 from .config import Agent
 from .errors import HTTPProblem
 from .runtime import Runtime
+from .tickets import LEEWAY_SECONDS, CallTicket
 
 log = logging.getLogger("webcall")
 
@@ -32,6 +36,7 @@ class Admitted:
     origin: str
     body: dict[str, Any]
     identity: str | None
+    ticket: CallTicket | None = None
 
 
 async def admit(request: web.Request, runtime: Runtime) -> Admitted:
@@ -40,7 +45,12 @@ async def admit(request: web.Request, runtime: Runtime) -> Admitted:
     await _count_visit(request, runtime)
     body = await guard.read_json(request, config.max_body_bytes)
     identity = await _authorize(request, runtime, body)
-    return Admitted(origin=origin, body=body, identity=identity)
+    ticket = _read_ticket(runtime, body)
+    if ticket is not None:
+        if ticket.subject != identity:
+            await _limit_identity(runtime, ticket.subject)
+        identity = identity or ticket.subject
+    return Admitted(origin=origin, body=body, identity=identity, ticket=ticket)
 
 
 def choose_agent(runtime: Runtime, body: dict[str, Any]) -> tuple[str, Agent]:
@@ -55,20 +65,45 @@ def choose_agent(runtime: Runtime, body: dict[str, Any]) -> tuple[str, Agent]:
 
 
 async def caller(request: web.Request, runtime: Runtime, admitted: Admitted, alias: str, agent: Agent) -> Caller:
-    """Who calls which agent, with the call's ``{{variables}}``."""
+    """Who calls which agent, with the call's ``{{variables}}``; the last check, so it spends the call ticket."""
+    ticket = admitted.ticket
+    if ticket is not None and alias not in ticket.agents:
+        raise HTTPProblem(403, "ticket_agent", "The call ticket does not allow calling this agent.")
     host_values: dict[str, Any] = {}
     if runtime.config.variables is not None:
         host_values = dict(await run_hook("variables", runtime.config.variables, request, alias, agent) or {})
+    signed_values = {**(ticket.variables if ticket else {}), **host_values}
     visitor_values = guard.visitor_variables(
-        admitted.body.get("variables"), agent.visitor_variables, host_values, runtime.config.max_visitor_value_length
+        admitted.body.get("variables"), agent.visitor_variables, signed_values, runtime.config.max_visitor_value_length
     )
+    if ticket is not None:
+        await _spend(runtime, ticket)
     return Caller(
         alias=alias,
         agent=agent,
-        variables={**agent.defaults, **visitor_values, **host_values},
+        variables={**agent.defaults, **visitor_values, **signed_values},
         origin=admitted.origin,
         identity=admitted.identity,
     )
+
+
+def _read_ticket(runtime: Runtime, body: dict[str, Any]) -> CallTicket | None:
+    """The verified call ticket the widget sent, if any; refused when one is required and missing."""
+    raw = body.get("ticket")
+    if raw is None or raw == "":
+        if runtime.config.require_ticket:
+            raise HTTPProblem(401, "ticket_required", "Calls here need a call ticket from the site's own page.")
+        return None
+    if runtime.tickets is None:
+        raise HTTPProblem(400, "ticket_invalid", "This service accepts no call tickets (no WEBCALL_TICKET_SECRETS).")
+    return runtime.tickets.verify(raw)
+
+
+async def _spend(runtime: Runtime, ticket: CallTicket) -> None:
+    """A ticket admits one start or call-back: its id is remembered until well after it expires."""
+    remember_for = max(ticket.expires_at - time.time(), 0) + 2 * LEEWAY_SECONDS
+    if not await runtime.store.use_once(f"ticket:{ticket.ticket_id}", ttl=remember_for):
+        raise HTTPProblem(409, "ticket_used", "This call ticket was already used; reload the page for a new one.")
 
 
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -114,19 +149,20 @@ async def _authorize(request: web.Request, runtime: Runtime, body: dict[str, Any
             raise HTTPProblem(403, "forbidden", "You are not allowed to start a call.")
         identity = verdict if isinstance(verdict, str) and verdict else None
     if identity is not None:
-        await guard.rate_limit(
-            runtime.store,
-            f"rl:id:{identity}",
-            config.identity_rate_limit,
-            config.rate_limit_window,
-            who="this account",
-        )
+        await _limit_identity(runtime, identity)
     if config.bot_check is not None:
         token = body.get("bot_token")
         passed = await run_hook("bot_check", config.bot_check, request, token if isinstance(token, str) else None)
         if passed is not True:
             raise HTTPProblem(403, "bot_check_failed", "The anti-robot check did not pass; reload the page and retry.")
     return identity
+
+
+async def _limit_identity(runtime: Runtime, identity: str) -> None:
+    config = runtime.config
+    await guard.rate_limit(
+        runtime.store, f"rl:id:{identity}", config.identity_rate_limit, config.rate_limit_window, who="this account"
+    )
 
 
 async def run_hook(name: str, hook: Callable[..., Any], *args: Any) -> Any:

@@ -94,6 +94,9 @@ class WebCallConfig:
     allowed_origins: tuple[str, ...] = ()
     session_secrets: tuple[str, ...] = field(default=(), repr=False)
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    ticket_secrets: tuple[str, ...] = field(default=(), repr=False)
+    ticket_audience: str = "webcall"
+    require_ticket: bool = False
     webhook_events: tuple[str, ...] = DEFAULT_WEBHOOK_EVENTS
     public_url: str | None = None
     rate_limit: int = 10
@@ -125,6 +128,7 @@ class WebCallConfig:
         set_(self, "allowed_origins", tuple(_normalise_origin(o) for o in _secret_list(self.allowed_origins)))
         set_(self, "session_secrets", _secret_list(self.session_secrets))
         set_(self, "webhook_secrets", _secret_list(self.webhook_secrets))
+        set_(self, "ticket_secrets", _secret_list(self.ticket_secrets))
         set_(self, "webhook_events", _secret_list(self.webhook_events))
         set_(self, "agents", dict(self.agents))
         if self.api_key is not None and not self.api_key.strip():
@@ -152,6 +156,19 @@ class WebCallConfig:
                     "Each session secret must be at least 32 bytes; generate one with "
                     "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` and set WEBCALL_SESSION_SECRET."
                 )
+        for secret in self.ticket_secrets:
+            if len(secret.encode()) < 32:
+                raise ConfigError(
+                    "Each call-ticket secret must be at least 32 bytes (WEBCALL_TICKET_SECRETS); generate one with "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+                )
+        if self.require_ticket and not self.ticket_secrets:
+            raise ConfigError(
+                "require_ticket (WEBCALL_REQUIRE_TICKET) needs the secret your backend signs tickets with: "
+                "set WEBCALL_TICKET_SECRETS."
+            )
+        if not isinstance(self.ticket_audience, str) or not self.ticket_audience.strip():
+            raise ConfigError("ticket_audience (WEBCALL_TICKET_AUDIENCE) must be a non-empty string.")
         for secret in self.webhook_secrets:
             if len(secret) < 16:
                 raise ConfigError("Each webhook secret must be at least 16 characters (WEBCALL_WEBHOOK_SECRETS).")
@@ -236,6 +253,8 @@ class WebCallConfig:
         text("WEBCALL_SESSION_SECRET", "session_secrets")
         text("WEBCALL_WEBHOOK_SECRETS", "webhook_secrets")
         text("WEBCALL_WEBHOOK_EVENTS", "webhook_events")
+        text("WEBCALL_TICKET_SECRETS", "ticket_secrets")
+        text("WEBCALL_TICKET_AUDIENCE", "ticket_audience")
         text("WEBCALL_PUBLIC_URL", "public_url")
         text("WEBCALL_STORE", "store")
         number("WEBCALL_IDENTITY_RATE_LIMIT", "identity_rate_limit", int)
@@ -250,6 +269,8 @@ class WebCallConfig:
         number("WEBCALL_OUTBOX_RECLAIM_SECONDS", "outbox_reclaim_seconds", float)
         if env.get("WEBCALL_METRICS", "").strip():
             values["metrics"] = _boolean("WEBCALL_METRICS", env["WEBCALL_METRICS"])
+        if env.get("WEBCALL_REQUIRE_TICKET", "").strip():
+            values["require_ticket"] = _boolean("WEBCALL_REQUIRE_TICKET", env["WEBCALL_REQUIRE_TICKET"])
         if env.get("WEBCALL_STRICT_AGENTS", "").strip():
             values["strict_agents"] = _boolean("WEBCALL_STRICT_AGENTS", env["WEBCALL_STRICT_AGENTS"])
         if env.get("WEBCALL_RATE_LIMIT", "").strip():

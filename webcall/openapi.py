@@ -50,6 +50,11 @@ SCHEMAS: dict[str, Any] = {
             },
             "variables": _ref("Variables"),
             "bot_token": {"type": "string", "maxLength": 4096},
+            "ticket": {
+                "type": "string",
+                "maxLength": 4096,
+                "description": "A call ticket signed by the site's backend (HS256 JWT; see the README).",
+            },
         },
     },
     "Session": {
@@ -89,6 +94,11 @@ SCHEMAS: dict[str, Any] = {
             "consent": {"const": True},
             "variables": _ref("Variables"),
             "bot_token": {"type": "string", "maxLength": 4096},
+            "ticket": {
+                "type": "string",
+                "maxLength": 4096,
+                "description": "A call ticket signed by the site's backend (HS256 JWT; see the README).",
+            },
         },
     },
     "CallbackAccepted": {

@@ -18,6 +18,7 @@ from .metrics import Metrics
 from .store import MemoryStore, Store
 from .store.base import Subscription
 from .subscription import WebhookSubscription
+from .tickets import TicketVerifier
 from .tokens import TokenIssuer
 from .upstream import Upstream, open_upstream
 
@@ -71,6 +72,9 @@ class Runtime:
     def __init__(self, config: WebCallConfig) -> None:
         self.config = config
         self.tokens = TokenIssuer(config.session_secrets)
+        self.tickets = (
+            TicketVerifier(config.ticket_secrets, audience=config.ticket_audience) if config.ticket_secrets else None
+        )
         self.callbacks = CallbackList()
         self.streams: set[Subscription] = set()
         """Open SSE streams, closed at shutdown so that no browser holds the server open."""
