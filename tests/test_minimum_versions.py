@@ -23,6 +23,7 @@ from packaging.version import Version
 
 from .offers import OFFER
 from .quickstart import ROOT, health_with_curl, serve_quickstart, start_call
+from .service import clean_environment, running_service
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(300)]
 
@@ -105,3 +106,20 @@ def test_quickstart_serves_on_the_floors(floor_python: Path, tmp_path: Path) -> 
             "POST", f"http://127.0.0.1:{port}{session['end_url']}", {"Authorization": f"Bearer {session['token']}"}
         )
         assert status == 200 and json.loads(ended)["call_id"] == session["call_id"]
+
+
+def test_the_service_serves_from_the_fresh_venv(floor_python: Path, tmp_path: Path) -> None:
+    """``pip install "dialnexa-webcall[emulator]" && python -m webcall serve``: a call page at once, calls start."""
+    command = [str(floor_python), "-m", "webcall", "serve", "--port", "{port}"]
+    with running_service(command, tmp_path, env=clean_environment()) as service:
+        status, page = http("GET", f"{service.url}/webcall/call/sales")
+        assert status == 200 and b'<dialnexa-webcall agent="sales"' in page
+        request = urllib.request.Request(
+            f"{service.url}/webcall/sessions",
+            data=json.dumps({"agent": "sales", "offer": OFFER}).encode(),
+            headers={"Content-Type": "application/json", "Origin": service.origin},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 201 and json.loads(response.read())["answer"].startswith("v=0")
+        assert service.stop() == 0

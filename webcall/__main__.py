@@ -4,7 +4,9 @@
 * ``python -m webcall register-webhook`` makes sure DialNexa's webhook points at this site (finds, creates or updates
   the one subscription) and exits;
 * ``python -m webcall doctor [--json] [--place-test-call]`` checks the configuration against the DialNexa account,
-  one line per check with the fix, and exits 0 only when nothing failed.
+  one line per check with the fix, and exits 0 only when nothing failed;
+* ``python -m webcall serve [--host] [--port] [--prefix]`` runs the plugin as a standalone service (on the embedded
+  emulator when no DialNexa key is set) until interrupted.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 
 from aiohttp import web
 
 from . import ConfigError, DialNexaError, WebCallConfig, setup
 from .doctor import FAILED, Check, diagnose, failed
+from .service import create_service, prefix_from_env
 
 
 async def register_webhook(config: WebCallConfig, prefix: str) -> str:
@@ -47,6 +51,32 @@ def doctor(prefix: str, *, as_json: bool, place_test_call: bool) -> int:
     return 1 if failed(checks) else 0
 
 
+def serve(host: str, port: int, prefix: str) -> None:
+    """Run the service until SIGINT/SIGTERM; open calls' streams are closed and the store flushed on the way out."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        config = WebCallConfig.from_env()
+        service = create_service(config, prefix=prefix)
+    except ConfigError as err:
+        sys.exit(f"webcall: {err}")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    where = "the embedded DialNexa emulator" if config.uses_emulator else "DialNexa"
+
+    def announce(message: str) -> None:
+        if message.startswith("======== Running"):
+            print(f"webcall: serving on http://{shown}:{port}/ with {where} (Ctrl-C stops it)", flush=True)
+
+    try:
+        web.run_app(service, host=host, port=port, print=announce, shutdown_timeout=5)
+    except OSError as err:
+        sys.exit(f"webcall: cannot listen on {host}:{port} ({err.strerror}); choose another --port")
+    except (ConfigError, DialNexaError) as err:  # raised while starting: the emulator, agents, webhook binding
+        sys.exit(f"webcall: {err}")
+    print("webcall: stopped", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m webcall", description="webcall maintenance commands")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,7 +86,14 @@ def main(argv: list[str] | None = None) -> None:
     check.add_argument("--prefix", default="/webcall", help="where the plugin is mounted (default /webcall)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--place-test-call", action="store_true", help="create (and end) one real, billable web call")
+    run = commands.add_parser("serve", help="run the plugin as a standalone service")
+    run.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address (default 127.0.0.1, $HOST)")
+    run.add_argument("--port", type=int, default=os.environ.get("PORT", "8080"), help="port (default 8080, $PORT)")
+    run.add_argument("--prefix", default=prefix_from_env(), help="where the routes live (default /webcall)")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args.host, args.port, args.prefix)
+        return
     if args.command == "doctor":
         logging.basicConfig(level=logging.ERROR, format="%(message)s")
         sys.exit(doctor(args.prefix, as_json=args.json, place_test_call=args.place_test_call))

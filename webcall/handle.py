@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -51,6 +52,16 @@ class WebCall:
         return await self._runtime.client.create_web_call(
             agent_id=agent.id, agent_version_number=agent.version, metadata=values
         )
+
+    @property
+    def agent_aliases(self) -> tuple[str, ...]:
+        """The aliases visitors may call, in the configured order (the emulator's seeded agents when it runs)."""
+        return tuple(self._runtime.catalog.aliases())
+
+    async def health(self) -> dict[str, Any]:
+        """What ``{prefix}/healthz`` answers: ``{"status": "ok", "store", "upstream", "agents", "active_calls"}``,
+        or ``{"status": "unavailable", ...}`` when the store does not answer."""
+        return await self._runtime.health()
 
     async def end_call(self, call_id: str, *, reason: str | None = None) -> CallRecord | None:
         """Hang a call up through DialNexa and free its concurrent-call slot; None when it had already ended.

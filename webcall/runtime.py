@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .bus import CallbackList, EventBus
 from .calls import CallDesk
@@ -185,6 +186,20 @@ class Runtime:
             await self.subscription.ensure(webhook_url)
         except (DialNexaError, ConfigError) as err:
             log.warning("webcall: could not register the upstream's webhook: %s", err)
+
+    async def health(self) -> dict[str, Any]:
+        """Readiness: ``status`` is ``ok`` when the store answers; which store, upstream and agents, active calls."""
+        try:
+            await self.store.ping()
+        except Exception:
+            return {"status": "unavailable", "store": "unreachable"}
+        return {
+            "status": "ok",
+            "store": "redis" if self.config.store != "memory" else "memory",
+            "upstream": self.upstream.name,
+            "agents": sorted(self.catalog.aliases()),
+            "active_calls": await self.store.active_slots(),
+        }
 
     async def close_streams(self) -> None:
         """End every open SSE stream (at shutdown, before the server waits for handlers)."""

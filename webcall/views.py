@@ -186,20 +186,10 @@ async def snippet_page(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    try:
-        await runtime.store.ping()
-    except Exception:
-        return _json({"status": "unavailable", "store": "unreachable"}, status=503, headers={"Retry-After": "2"})
-    return _json(
-        {
-            "status": "ok",
-            "store": "redis" if runtime.config.store != "memory" else "memory",
-            "upstream": runtime.upstream.name,
-            "agents": sorted(runtime.catalog.aliases()),
-            "active_calls": await runtime.store.active_slots(),
-        }
-    )
+    report = await request.app[RUNTIME].health()
+    if report["status"] != "ok":
+        return _json(report, status=503, headers={"Retry-After": "2"})
+    return _json(report)
 
 
 # -- sessions ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,75 @@
+"""The plugin as its own small service, for sites whose backend is not aiohttp (or that have none).
+
+``python -m webcall serve`` runs one process; several workers share a Redis store under gunicorn::
+
+    WEBCALL_STORE=redis://localhost:6379/0 WEBCALL_SESSION_SECRET=... \\
+        gunicorn webcall.service:app -k aiohttp.GunicornWebWorker -w 4 -b 0.0.0.0:8080
+
+Everything is configured from the environment (the README's configuration table; ``WEBCALL_PREFIX`` moves the
+routes from ``/webcall``). Besides the plugin's routes the service answers ``/`` (the first agent's call page) and
+``/healthz``, and logs one line per call event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from aiohttp import web
+
+from .app import handle_of, setup
+from .config import WebCallConfig
+from .events import CallEvent
+
+log = logging.getLogger("webcall.service")
+
+DEFAULT_PREFIX = "/webcall"
+
+
+def create_service(config: WebCallConfig | None = None, *, prefix: str = DEFAULT_PREFIX) -> web.Application:
+    """An application with the plugin mounted at ``prefix``, a home page and ``/healthz``."""
+    service = web.Application()
+    handle = setup(service, config, prefix=prefix)
+    handle.on_call_event.append(log_call_event)
+    service.router.add_get("/", home)
+    service.router.add_get("/healthz", healthz)
+    return service
+
+
+async def app() -> web.Application:
+    """The service from the environment: what gunicorn's aiohttp worker loads as ``webcall.service:app``."""
+    return create_service(WebCallConfig.from_env(), prefix=prefix_from_env())
+
+
+def prefix_from_env() -> str:
+    return os.environ.get("WEBCALL_PREFIX", "").strip() or DEFAULT_PREFIX
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    """The service's own page: the first agent's call page (``{prefix}/snippet`` shows how to embed it)."""
+    handle = handle_of(request.app)
+    first_agent = handle.agent_aliases[0]  # a configuration without agents does not start
+    raise web.HTTPFound(handle.url("call_page", agent=first_agent))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    report = await handle_of(request.app).health()
+    status = 200 if report["status"] == "ok" else 503
+    return web.json_response(report, status=status, headers={"Cache-Control": "no-store"}, dumps=compact_json)
+
+
+def compact_json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def log_call_event(event: CallEvent) -> None:
+    """One line per call event, with what an operator looks for first."""
+    details = {
+        "agent": event.agent,
+        "status": event.call.get("status"),
+        "end_reason": event.call.get("end_reason"),
+        "duration": event.call.get("duration"),
+    }
+    shown = " ".join(f"{name}={value}" for name, value in details.items() if value not in (None, ""))
+    log.info("%s %s %s", event.type, event.call_id, shown)
