@@ -27,9 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def block(marker: str) -> str:
     """The code of the README block that follows ``<!-- quickstart:{marker} -->``."""
+    return readme_block(f"quickstart:{marker}")
+
+
+def readme_block(name: str) -> str:
+    """The code of the README block that follows ``<!-- {name} -->``."""
     text = (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- quickstart:{marker} -->\s*```\w*\n(.*?)```", text, re.S)
-    assert match, f"README has no quickstart:{marker} block"
+    match = re.search(rf"<!-- {re.escape(name)} -->\s*```\w*\n(.*?)```", text, re.S)
+    assert match, f"README has no {name} block"
     return match.group(1)
 
 
