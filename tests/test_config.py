@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from webcall import Agent, ConfigError, WebCallConfig
@@ -122,3 +125,32 @@ def test_agent_defaults_in_code_and_from_the_environment() -> None:
     given["name"] = "changed"
     assert agent.defaults["name"] == "there", "the agent keeps its own copy"
     hash(agent)  # still usable as a dict key
+
+
+def test_from_env_reads_the_limits_a_standalone_service_needs() -> None:
+    config = WebCallConfig.from_env(
+        {
+            "WEBCALL_UPSTREAM_DEADLINE": "7.5",
+            "WEBCALL_MAX_BODY_BYTES": "4096",
+            "WEBCALL_MAX_VISITOR_VALUE_LENGTH": "80",
+            "WEBCALL_CALLBACK_RATE_LIMIT": "2/600",
+        }
+    )
+    assert config.upstream_deadline == 7.5 and config.max_body_bytes == 4096
+    assert config.max_visitor_value_length == 80
+    assert (config.callback_rate_limit, config.callback_rate_window) == (2, 600.0)
+    assert WebCallConfig.from_env({"WEBCALL_CALLBACK_RATE_LIMIT": "5"}).callback_rate_window == 3600.0
+    with pytest.raises(ConfigError, match="WEBCALL_CALLBACK_RATE_LIMIT"):
+        WebCallConfig.from_env({"WEBCALL_CALLBACK_RATE_LIMIT": "often"})
+
+
+def test_every_variable_in_the_readme_table_is_read_and_every_one_read_is_in_the_table() -> None:
+    """The service is configured from the environment alone: the README's table and ``from_env`` agree."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    table = readme[readme.index("## Configuration") : readme.index("## The widget")]
+    documented = set(re.findall(r"`((?:WEBCALL|DIALNEXA)_[A-Z_]+)`", table))
+    source = (root / "webcall" / "config.py").read_text()
+    reader = source[source.index("def from_env") : source.index("def check_base_url")]
+    read = set(re.findall(r'"((?:WEBCALL|DIALNEXA)_[A-Z_]+)"', reader))
+    assert documented == read, f"only in the README: {documented - read}; only read: {read - documented}"

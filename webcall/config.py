@@ -263,6 +263,9 @@ class WebCallConfig:
         number("WEBCALL_MAX_CALL_SECONDS", "max_call_seconds", int)
         number("WEBCALL_TRUSTED_PROXIES", "trusted_proxies", int)
         number("WEBCALL_UPSTREAM_TIMEOUT", "upstream_timeout", float)
+        number("WEBCALL_UPSTREAM_DEADLINE", "upstream_deadline", float)
+        number("WEBCALL_MAX_BODY_BYTES", "max_body_bytes", int)
+        number("WEBCALL_MAX_VISITOR_VALUE_LENGTH", "max_visitor_value_length", int)
         number("WEBCALL_EMULATOR_PORT", "emulator_port", int)
         number("WEBCALL_CALLBACK_TIMEOUT", "callback_timeout", float)
         number("WEBCALL_CALLBACK_ATTEMPTS", "callback_attempts", int)
@@ -275,6 +278,10 @@ class WebCallConfig:
             values["strict_agents"] = _boolean("WEBCALL_STRICT_AGENTS", env["WEBCALL_STRICT_AGENTS"])
         if env.get("WEBCALL_RATE_LIMIT", "").strip():
             values["rate_limit"], values["rate_limit_window"] = _rate("WEBCALL_RATE_LIMIT", env["WEBCALL_RATE_LIMIT"])
+        if env.get("WEBCALL_CALLBACK_RATE_LIMIT", "").strip():
+            values["callback_rate_limit"], values["callback_rate_window"] = _rate(
+                "WEBCALL_CALLBACK_RATE_LIMIT", env["WEBCALL_CALLBACK_RATE_LIMIT"], default_window=3600
+            )
         if env.get("WEBCALL_AGENTS", "").strip():
             values["agents"] = parse_agents(env["WEBCALL_AGENTS"])
         values.update(overrides)
@@ -337,10 +344,10 @@ def _boolean(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}.")
 
 
-def _rate(name: str, raw: str) -> tuple[int, float]:
+def _rate(name: str, raw: str, *, default_window: float = 60) -> tuple[int, float]:
     count, _, window = raw.strip().partition("/")
     try:
-        return int(count), float(window or 60)
+        return int(count), float(window or default_window)
     except ValueError:
         raise ConfigError(f"{name} must look like '10/60' (requests per seconds), got {raw!r}.") from None
 
