@@ -85,14 +85,18 @@ async def enter(manager: AbstractContextManager[Service]) -> Service:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def static_site(tmp_path: Path) -> AsyncIterator[StaticSite]:
+async def static_site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[StaticSite]:
+    """The three origins; the service requires a ticket unless the test parametrizes this fixture with False."""
+    require_ticket = getattr(request, "param", True)
     sock = bind_loopback()
     origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
     service_process = running_service(
         [sys.executable, "-m", "webcall", "serve", "--port", "{port}"],
         tmp_path,
         env=clean_environment(
-            WEBCALL_ALLOWED_ORIGINS=origin, WEBCALL_REQUIRE_TICKET="true", WEBCALL_TICKET_SECRETS=TICKET_SECRET
+            WEBCALL_ALLOWED_ORIGINS=origin,
+            WEBCALL_REQUIRE_TICKET=str(require_ticket).lower(),
+            WEBCALL_TICKET_SECRETS=TICKET_SECRET,
         ),
     )
     backend_process = running_service(
@@ -153,6 +157,18 @@ async def test_a_static_page_calls_with_a_ticket_from_its_backend(static_site: S
     printed = await asyncio.to_thread(static_site.service.wait_for_output, "call.ended")
     assert "agent=sales" in printed
     assert await web_calls_created(static_site.service) == 1
+
+
+@pytest.mark.parametrize("static_site", [False], ids=["tickets-optional"], indirect=True)
+async def test_a_static_page_with_no_backend_makes_a_call(static_site: StaticSite, new_tab: NewTab) -> None:
+    tab = await new_tab(static_site.origin, "/no-ticket")
+    await tab.button("Start call").click()
+    await tab.wait_state(*LIVE, within=20)
+    await tab.transcript.wait_contains("This is Nova from DialNexa sales", within=15)
+    await tab.wait_audible()
+    await tab.button("End call").click()
+    await tab.wait_state("ended")
+    await tab.assert_clean()
 
 
 async def test_without_a_ticket_the_visitor_sees_a_clear_refusal(static_site: StaticSite, new_tab: NewTab) -> None:
