@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from webcall.keys import RUNTIME
 from webcall.runtime import Runtime
 
 from .offers import OFFER
+from .redis_server import RedisServer
 
 ORIGIN = "https://shop.example"
 ORIGIN_HEADERS = {"Origin": ORIGIN}
@@ -113,6 +115,15 @@ async def emulator_requests(emulator: EmulatorServer) -> list[dict[str, Any]]:
         response = await http.get(f"{emulator.origin}/_control/requests")
     body: list[dict[str, Any]] = response.json()
     return body
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own, stopped afterwards."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -90,14 +90,6 @@ def test_serve_refuses_a_wrong_configuration_with_a_sentence(settings: dict[str,
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def emulator_process(tmp_path: Path) -> Iterator[Service]:
     """The emulator as its own process: every worker talks to the same DialNexa."""
     command = [

@@ -22,8 +22,9 @@ import pytest_asyncio
 from aiohttp import web
 
 from ..service import Service, clean_environment, running_service
-from .conftest import LIVE, NewTab, bind_loopback
+from .conftest import LIVE, PAGE, SITE_CSS, NewTab, bind_loopback
 from .shared import PROBE_JS, TAG
+from .tabs import Tab
 
 pytestmark = [
     pytest.mark.browser,
@@ -33,28 +34,6 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 TICKET_SECRET = "static-site-ticket-secret-0123456789-abcdef"
-
-PAGE = """\
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Globex: talk to us</title>
-<link rel="icon" href="data:,">
-<script src="/probe.js"></script>
-<script src="{service}/webcall/widget.js" defer></script>
-{page_script}
-</head>
-<body>
-<main>
-<h1>Globex</h1>
-<p>A static page: no backend of its own.</p>
-<{tag} agent="sales"></{tag}>
-</main>
-</body>
-</html>
-"""
 
 # The page's own script asks the host's backend for a ticket and hands it to the widget.
 PAGE_JS = """\
@@ -112,7 +91,8 @@ async def static_site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
             headers = {"Content-Security-Policy": csp(service.origin, backend.origin)}
 
             def page(page_script: str) -> web.Response:
-                body = PAGE.format(service=service.origin, page_script=page_script, tag=TAG)
+                scripts = f'<script src="{service.origin}/webcall/widget.js" defer></script>\n{page_script}'
+                body = PAGE.format(script=scripts, element=f'<{TAG} agent="sales"></{TAG}>')
                 return web.Response(text=body, content_type="text/html", headers=headers)
 
             async def with_ticket(request: web.Request) -> web.Response:
@@ -126,11 +106,15 @@ async def static_site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
                 text = PROBE_JS if request.path == "/probe.js" else PAGE_JS
                 return web.Response(text=text, content_type="text/javascript")
 
+            async def css(request: web.Request) -> web.Response:
+                return web.Response(text=SITE_CSS, content_type="text/css")
+
             app = web.Application()
             app.router.add_get("/", with_ticket)
             app.router.add_get("/no-ticket", without_ticket)
             app.router.add_get("/probe.js", script)
             app.router.add_get("/page.js", script)
+            app.router.add_get("/site.css", css)
             runner = web.AppRunner(app, shutdown_timeout=1.0)
             await runner.setup()
             await web.SockSite(runner, sock).start()
@@ -144,16 +128,21 @@ async def static_site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
         sock.close()
 
 
-async def test_a_static_page_calls_with_a_ticket_from_its_backend(static_site: StaticSite, new_tab: NewTab) -> None:
-    tab = await new_tab(static_site.origin)
-    await tab.wait_for("() => document.body.dataset.ticket === 'ready'", what="the page fetched its ticket")
+async def call_and_hang_up(tab: Tab, *, hearing: str) -> None:
+    """Start a call, hear the agent say ``hearing`` (shown in the transcript), hang up; nothing went wrong."""
     await tab.button("Start call").click()
     await tab.wait_state(*LIVE, within=20)
-    await tab.transcript.wait_contains("Hello Grace!", within=15)
+    await tab.transcript.wait_contains(hearing, within=15)
     await tab.wait_audible()
     await tab.button("End call").click()
     await tab.wait_state("ended")
     await tab.assert_clean()
+
+
+async def test_a_static_page_calls_with_a_ticket_from_its_backend(static_site: StaticSite, new_tab: NewTab) -> None:
+    tab = await new_tab(static_site.origin)
+    await tab.wait_for("() => document.body.dataset.ticket === 'ready'", what="the page fetched its ticket")
+    await call_and_hang_up(tab, hearing="Hello Grace!")
     printed = await asyncio.to_thread(static_site.service.wait_for_output, "call.ended")
     assert "agent=sales" in printed
     assert await web_calls_created(static_site.service) == 1
@@ -162,13 +151,7 @@ async def test_a_static_page_calls_with_a_ticket_from_its_backend(static_site: S
 @pytest.mark.parametrize("static_site", [False], ids=["tickets-optional"], indirect=True)
 async def test_a_static_page_with_no_backend_makes_a_call(static_site: StaticSite, new_tab: NewTab) -> None:
     tab = await new_tab(static_site.origin, "/no-ticket")
-    await tab.button("Start call").click()
-    await tab.wait_state(*LIVE, within=20)
-    await tab.transcript.wait_contains("This is Nova from DialNexa sales", within=15)
-    await tab.wait_audible()
-    await tab.button("End call").click()
-    await tab.wait_state("ended")
-    await tab.assert_clean()
+    await call_and_hang_up(tab, hearing="This is Nova from DialNexa sales")
 
 
 async def test_without_a_ticket_the_visitor_sees_a_clear_refusal(static_site: StaticSite, new_tab: NewTab) -> None:
