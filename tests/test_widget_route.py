@@ -65,3 +65,19 @@ async def test_widget_compressed_as_the_browser_asks(make_host: MakeHost) -> Non
     assert encoding is None and body == raw
     encoding, body = await fetch("identity")
     assert encoding is None and body == raw
+
+
+async def test_the_snippet_is_ready_to_paste_on_another_origin(make_host: MakeHost) -> None:
+    client, handle = await make_host(
+        public_url="https://calls.example.com",
+        ticket_secrets=("snippet-ticket-secret-0123456789-abcdef",),
+        require_ticket=True,
+    )
+    text = await (await client.get("/webcall/snippet?agent=sales")).text()
+    assert f'src="https://calls.example.com{handle.widget_url}"' in text, "an absolute address to paste"
+    assert 'data-ticket="<var>TICKET</var>"' in text and 'ticket="<var>TICKET</var>"&gt;' in text
+    assert "Calls here need a call ticket" in text
+    own = "https://calls.example.com"
+    assert f"script-src &#39;self&#39; {own}; connect-src &#39;self&#39; {own}" in text
+    plain = await (await (await make_host())[0].get("/webcall/snippet?agent=sales")).text()
+    assert "data-ticket" not in plain and "call ticket" not in plain

@@ -182,7 +182,20 @@ async def snippet_page(request: web.Request) -> web.Response:
     alias = request.query.get("agent") or next(iter(catalog.aliases()), "")
     if alias not in catalog:
         raise HTTPProblem(404, "unknown_agent", "There is no agent with that name.")
-    return _page(request, "snippet.html", agent=alias, widget_url=_widget_url(request), widget_sri=widget_asset().sri)
+    config = request.app[RUNTIME].config
+    origin = guard.own_origin(request, config)
+    return _page(
+        request,
+        "snippet.html",
+        agent=alias,
+        widget_url=_widget_url(request),
+        embed_url=origin + _widget_url(request),
+        widget_sri=widget_asset().sri,
+        embed_csp=(
+            f"default-src 'self'; script-src 'self' {origin}; connect-src 'self' {origin}; img-src 'self' data:"
+        ),
+        tickets="required" if config.require_ticket else "accepted" if config.ticket_secrets else None,
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
