@@ -81,10 +81,20 @@ async def test_a_healthy_configuration_passes_every_check(emulator: EmulatorServ
         "agent 'sales' webhook": OK,
         "agent 'support' webhook": OK,
         "store": OK,
+        "call tickets": OK,
         "web calls": OK,
     }
     assert not failed(checks)
     assert not emulator.state.calls, "the doctor placed no call"
+
+
+async def test_call_tickets_accepted_but_not_required_is_a_warning(emulator: EmulatorServer) -> None:
+    await register(emulator)
+    secrets = ("doctor-ticket-secret-0123456789-abcdefgh", "doctor-ticket-secret-previous-0123456789")
+    accepted = find(await diagnose(config(emulator, ticket_secrets=secrets[:1])), "call tickets")
+    assert accepted.outcome == WARNING and "WEBCALL_REQUIRE_TICKET=true" in accepted.fix
+    required = find(await diagnose(config(emulator, ticket_secrets=secrets, require_ticket=True)), "call tickets")
+    assert required.outcome == OK and "2 secrets" in required.detail
 
 
 async def test_a_refused_key_stops_at_the_key(emulator: EmulatorServer) -> None:

@@ -67,6 +67,7 @@ def serve(host: str, port: int, prefix: str) -> None:
     def announce(message: str) -> None:
         if message.startswith("======== Running"):
             print(f"webcall: serving on http://{shown}:{port}/ with {where} (Ctrl-C stops it)", flush=True)
+            print(f"webcall: the embed snippet is at http://{shown}:{port}{prefix}/snippet", flush=True)
 
     try:
         web.run_app(service, host=host, port=port, print=announce, shutdown_timeout=5)

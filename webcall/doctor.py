@@ -75,6 +75,7 @@ class Doctor:
         self.check_public_url()
         self.check_subscription(hooks)
         await self.check_store()
+        self.check_tickets()
         await self.check_web_call_path(place_test_call=place_test_call)
         return self.checks
 
@@ -242,6 +243,31 @@ class Doctor:
             self.add("store", OK, "Redis answers; the session secret is shared by every worker")
         finally:
             await store.close()
+
+    def check_tickets(self) -> None:
+        """Who decides which visitor may call: call tickets signed by the site's backend, or the origin alone."""
+        config = self.config
+        secrets = len(config.ticket_secrets)
+        if config.require_ticket:
+            rotation = f"{secrets} secrets (the first signs, all verify)" if secrets > 1 else "one secret"
+            self.add(
+                "call tickets",
+                OK,
+                f"required on every start and call-back; {rotation}, audience {config.ticket_audience!r}",
+            )
+        elif secrets:
+            self.add(
+                "call tickets",
+                WARNING,
+                "accepted but not required: a page without a ticket can still start calls",
+                "set WEBCALL_REQUIRE_TICKET=true once every page sends one",
+            )
+        else:
+            self.add(
+                "call tickets",
+                OK,
+                "not used: any page of an allowed origin may start calls (within the rate limits)",
+            )
 
     async def check_web_call_path(self, *, place_test_call: bool) -> None:
         path = self.config.web_call_path

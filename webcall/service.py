@@ -39,7 +39,13 @@ def create_service(config: WebCallConfig | None = None, *, prefix: str = DEFAULT
 
 async def app() -> web.Application:
     """The service from the environment: what gunicorn's aiohttp worker loads as ``webcall.service:app``."""
-    return create_service(WebCallConfig.from_env(), prefix=prefix_from_env())
+    config = WebCallConfig.from_env()
+    if config.uses_emulator:
+        log.warning(
+            "webcall: DIALNEXA_API_KEY is not set, so this worker runs its own emulator; several workers need one "
+            "DialNexa: set DIALNEXA_API_KEY, or DIALNEXA_BASE_URL to one `python -m webcall.emulator`"
+        )
+    return create_service(config, prefix=prefix_from_env())
 
 
 def prefix_from_env() -> str:
