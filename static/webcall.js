@@ -50,6 +50,7 @@
     "text-not-available": "Calling isn't available on this page.",
     "text-expired": "The call expired before it connected. Please try again.",
     "text-failed": "The call couldn't connect. Check your network and try again.",
+    "text-ticket": "This call link has expired. Reload the page to try again.",
     "text-callback": "Leave your number and we'll call you.",
     "text-phone-hint": "International format, e.g. +14155550123",
     "text-callback-consent": "I agree to receive a call at this number.",
@@ -640,10 +641,13 @@ border-radius:10px;background:var(--b)}
       return connection;
     }
 
+    // The page's call ticket, if it set one, goes with the request; read now, so the page may replace it any time.
     async post(path, body, signal) {
       const url = this.href(path);
+      const ticket = this.getAttribute("ticket");
+      const payload = ticket ? { ...body, ticket } : body;
       const init = { method: "POST", headers: { "Content-Type": "application/json" }, credentials: "same-origin" };
-      const response = await fetch(url, { ...init, body: JSON.stringify(body), signal }).catch((e) => {
+      const response = await fetch(url, { ...init, body: JSON.stringify(payload), signal }).catch((e) => {
         if (signal.aborted) throw e;
         console.warn(`[webcall] could not reach ${url} (${e.message}): check the endpoint attribute and the network.`);
         throw fail("network_error", "text-unavailable");
@@ -653,7 +657,8 @@ border-radius:10px;background:var(--b)}
       const code = answer.code || "http_" + response.status;
       const hint = HINTS[code] ? `; ${HINTS[code]}.` : "";
       console.warn(`[webcall] POST ${url} → ${response.status} ${code}: ${answer.message || response.statusText}${hint}`);
-      const key = CODES[code] || (response.status < 500 ? "not-available" : "unavailable");
+      let key = CODES[code] || (response.status < 500 ? "not-available" : "unavailable");
+      if (/^ticket_/.test(code)) key = "ticket"; // a refused call ticket: a reload gives the page a new one
       throw fail(code, "text-" + key, +response.headers.get("Retry-After"));
     }
 
