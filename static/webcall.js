@@ -1,12 +1,26 @@
 /*! <dialnexa-webcall>: a DialNexa voice call on any page. MIT licence. See the README for attributes, events
- * (webcall:*), methods start() end() mute(), --webcall-* properties and parts; every visible string is in T. */
+ * (webcall:*), methods start() end() mute(), --webcall-* properties and parts; every visible string is in TEXTS. */
+
+// How this file is laid out (one script, no dependencies; the plugin serves it minified):
+//   1. Constants and small helpers: the visible texts (TEXTS), error codes, icons, element() and icon(), CallError,
+//      and the checks of what the page allows.
+//   2. WebCall, the <dialnexa-webcall> element: attributes, rendering, the states the visitor sees, the texts and the
+//      call-back form. For each call it creates a MediaConnection, a Microphone and a CallEventStream and drives them.
+//   3. MediaConnection: the WebRTC side of one call and its media resource on the plugin (offer, answer, ICE restart,
+//      hang-up, recovery from a network blip). It reports through callbacks and never touches the page.
+//   4. Microphone: the visitor's microphone during one call (permission, a headset plugged in or out, mute, level).
+//   5. CallEventStream: the call's lifecycle events from the plugin (server-sent events).
+//   6. ScreenWakeLock: keeps the screen on during a call.
+//   7. STYLESHEET, adopted by every shadow root (so it passes a strict CSP), and adoptStylesheet().
+//   8. The element's definition, and the zero-markup form: <script data-agent=…> adds a floating widget.
+// The classes are defined before the element is (section 8), which is when the page's widgets are built.
 (() => {
   "use strict";
 
   const TAG = "dialnexa-webcall";
   const SCRIPT = document.currentScript;
   // Served as {prefix}/widget.js: the plugin's routes are its siblings.
-  const BASE = SCRIPT && SCRIPT.src ? new URL(".", SCRIPT.src).href : "/webcall/";
+  const DEFAULT_ENDPOINT = SCRIPT && SCRIPT.src ? new URL(".", SCRIPT.src).href : "/webcall/";
 
   // Visible strings; an attribute of the same name overrides each.
   const TEXTS = {
@@ -59,44 +73,54 @@
     "text-consent-required": "Please tick the box to agree to the call.",
   };
 
-  // Error code → message key (else "not-available" for 4xx, "unavailable" for 5xx).
-  const CODES = {
-    call_expired: "expired",
-    rate_limited: "rate-limited",
-    http_429: "rate-limited",
-    capacity_reached: "busy",
-    unauthorized: "forbidden",
-    forbidden: "forbidden",
-    bot_check_failed: "forbidden",
-    invalid_phone_number: "invalid-phone",
-    consent_required: "consent-required",
+  // The message for an error code of the plugin; see errorTextKey() for the others.
+  const ERROR_TEXT_KEYS = {
+    call_expired: "text-expired",
+    rate_limited: "text-rate-limited",
+    http_429: "text-rate-limited",
+    capacity_reached: "text-busy",
+    unauthorized: "text-forbidden",
+    forbidden: "text-forbidden",
+    bot_check_failed: "text-forbidden",
+    invalid_phone_number: "text-invalid-phone",
+    consent_required: "text-consent-required",
   };
-  const HINTS = {
+  // The message for a refused request: by its code; a refused call ticket (ticket_required, ticket_expired, …) asks
+  // for a reload, which gives the page a new ticket; anything else by its status.
+  const errorTextKey = (code, status) => {
+    if (ERROR_TEXT_KEYS[code]) return ERROR_TEXT_KEYS[code];
+    if (/^ticket_/.test(code)) return "text-ticket";
+    return status < 500 ? "text-not-available" : "text-unavailable";
+  };
+  // What the site owner reads in the console after a refusal they can fix.
+  const ERROR_ADVICE = {
     origin_not_allowed: `add ${location.origin} to the plugin's allowed origins`,
     unknown_agent: "set agent to an alias configured on the server",
   };
-  const LIVE = ["listening", "thinking", "speaking"];
-  // Server end reasons with their own message.
-  const ENDED = { network_failure: "text-lost", max_duration_reached: "text-max" };
-  const BUSY = ["microphone", "connecting", ...LIVE];
-  const busy = (state) => BUSY.includes(state);
-  const noop = () => {};
+  // Server end reasons with a message of their own.
+  const END_REASON_TEXT_KEYS = { network_failure: "text-lost", max_duration_reached: "text-max" };
+  // The start button's label after a call.
+  const START_LABEL_KEYS = { error: "label-retry", ended: "label-restart" };
 
-  const MIC = "M12 3a3 3 0 0 0-3 3v6a3 3 0 0 0 6 0V6a3 3 0 0 0-3-3zM5 11a7 7 0 0 0 14 0M12 18v3";
-  const MIC_OFF = MIC + "M4 4l16 16";
-  const CLOSE = "M6 6l12 12M18 6 6 18";
-  const VOLUME = "M4 9v6h4l5 4V5L8 9zm12.5-.5a5 5 0 0 1 0 7";
-  const PHONE =
+  const LIVE_STATES = ["listening", "thinking", "speaking"];
+  const CALL_STATES = ["microphone", "connecting", ...LIVE_STATES];
+  const isLive = (state) => LIVE_STATES.includes(state);
+  const isInCall = (state) => CALL_STATES.includes(state);
+  const ignore = () => {};
+
+  // Icons: SVG path data on a 24 × 24 grid.
+  const MICROPHONE_ICON = "M12 3a3 3 0 0 0-3 3v6a3 3 0 0 0 6 0V6a3 3 0 0 0-3-3zM5 11a7 7 0 0 0 14 0M12 18v3";
+  const MICROPHONE_OFF_ICON = MICROPHONE_ICON + "M4 4l16 16";
+  const CLOSE_ICON = "M6 6l12 12M18 6 6 18";
+  const VOLUME_ICON = "M4 9v6h4l5 4V5L8 9zm12.5-.5a5 5 0 0 1 0 7";
+  const PHONE_ICON =
     "M6.6 3.2 4 4.5C3 5 2.6 6 3 7c2.4 6.4 7.6 11.6 14 14 1 .4 2 0 2.5-1l1.3-2.6c.3-.6 0-1.3-.6-1.6l-3.4-1.7" +
     "c-.5-.3-1.2-.1-1.5.4l-.9 1.3c-2.7-1.2-4.9-3.4-6.1-6.1l1.3-.9c.5-.3.7-1 .4-1.5L8.2 3.8c-.3-.6-1-.9-1.6-.6z";
 
-  // element("tag.class@part", attributes, ...children); buttons default to type=button.
-  const element = (spec, attributes = {}, ...children) => {
-    const [, tag, className, part] = spec.match(/(\w+)\.?([\w ]*)@?([\w-]*)/);
-    const created = document.createElement(tag);
-    if (className) created.className = className;
-    if (part) created.setAttribute("part", part);
-    if (tag === "button") created.type = "button";
+  // A new element with these attributes and children; a button is type=button unless its attributes say otherwise.
+  const element = (tagName, attributes = {}, ...children) => {
+    const created = document.createElement(tagName);
+    if (tagName === "button") created.type = "button";
     for (const name in attributes) created.setAttribute(name, attributes[name]);
     created.append(...children);
     return created;
@@ -104,20 +128,50 @@
   const SVG_NAMESPACE = "http://www.w3.org/2000/svg";
   // An icon that keeps its size and line style without the stylesheet (width, height and presentation attributes):
   // an unstyled widget must not draw a page-wide black disc. `filled` icons are solid shapes.
-  const svg = (pathData, { filled = false } = {}) => {
-    const icon = document.createElementNS(SVG_NAMESPACE, "svg");
+  const icon = (pathData, { filled = false } = {}) => {
+    const svg = document.createElementNS(SVG_NAMESPACE, "svg");
     const path = document.createElementNS(SVG_NAMESPACE, "path");
-    const iconAttributes = { viewBox: "0 0 24 24", width: 20, height: 20, "aria-hidden": "true", fill: "none",
+    const svgAttributes = { viewBox: "0 0 24 24", width: 20, height: 20, "aria-hidden": "true", fill: "none",
       stroke: "currentColor", "stroke-width": 2, "stroke-linecap": "round", "stroke-linejoin": "round" };
-    for (const name in iconAttributes) icon.setAttribute(name, iconAttributes[name]);
+    for (const name in svgAttributes) svg.setAttribute(name, svgAttributes[name]);
     path.setAttribute("d", pathData);
     if (filled) {
       path.setAttribute("fill", "currentColor");
       path.setAttribute("stroke", "none");
     }
-    icon.append(path);
-    return icon;
+    svg.append(path);
+    return svg;
   };
+  // Draws another icon in the button (the launcher's microphone becomes a cross, the mute button's is struck out).
+  const setIcon = (button, pathData) => button.querySelector("path").setAttribute("d", pathData);
+  // Write only changes, so live regions don't re-announce.
+  const setText = (target, text) => {
+    if (target.textContent !== text) target.textContent = text;
+  };
+  // The JSON object in `text`, or null when `text` is not one.
+  const parseObject = (text) => {
+    try {
+      const value = JSON.parse(text);
+      return value && typeof value === "object" && !Array.isArray(value) ? value : null;
+    } catch (error) {
+      return null;
+    }
+  };
+  const stopTracks = (stream) => {
+    if (stream) stream.getTracks().forEach((track) => track.stop());
+  };
+
+  // A failure the visitor is told about: a machine code (for the webcall:error event), the key of its message in
+  // TEXTS, and for a rate limit the seconds to wait.
+  class CallError extends Error {
+    constructor(code, textKey, { retryAfterSeconds = 0 } = {}) {
+      super(code);
+      this.code = code;
+      this.textKey = textKey;
+      this.retryAfterSeconds = retryAfterSeconds;
+    }
+  }
+
   const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
   // Whether the page's permissions policy lets it use the microphone. Inside an <iframe> that the embedding page did
@@ -129,13 +183,17 @@
 
   // Why this page cannot place a call (a message key), or "" when it can. The widget asks before the first click, so
   // a visitor who can't call is offered a call back instead of a start button that cannot work.
-  const callBlocker = () => {
+  const findCallBlocker = () => {
     if (!window.isSecureContext) return "text-insecure";
-    const media = navigator.mediaDevices;
-    if (!media || typeof media.getUserMedia !== "function" || !window.RTCPeerConnection) return "text-unsupported";
+    const mediaDevices = navigator.mediaDevices;
+    if (!mediaDevices || typeof mediaDevices.getUserMedia !== "function" || !window.RTCPeerConnection) {
+      return "text-unsupported";
+    }
     if (!frameAllowsMicrophone()) return "text-frame-blocked";
     return "";
   };
+  // The code of the webcall:error event for each reason (else "unsupported").
+  const BLOCKER_ERROR_CODES = { "text-insecure": "insecure_context", "text-frame-blocked": "microphone_blocked" };
   // What the site owner reads in the console about each reason, once per page.
   const BLOCKER_ADVICE = {
     "text-insecure": "calls need a secure page: serve it over https (localhost works too).",
@@ -153,125 +211,1040 @@
     console.warn("[webcall] " + BLOCKER_ADVICE[blocker]);
   };
 
-  // Write only changes, so live regions don't re-announce.
-  const setText = (target, text) => {
-    if (target.textContent !== text) target.textContent = text;
-  };
-  const stop = (stream) => stream && stream.getTracks().forEach((track) => track.stop());
-  // A failure the widget shows: a machine code, the message key, and (for rate limits) the seconds to wait.
-  const fail = (code, key, retryAfter) => Object.assign(new Error(code), { code, key, retryAfter });
-  // Await ICE gathering (no trickle), at most `limitMs`; with `quick` (host candidates only), until a 25 ms lull.
-  const gathered = (connection, limitMs, { quick = false } = {}) =>
-    new Promise((done) => {
-      let timer = setTimeout(done, limitMs);
-      connection.onicecandidate = (event) => {
-        if (!event.candidate) done();
-        else if (quick) {
-          clearTimeout(timer);
-          timer = setTimeout(done, 25);
+  // The <dialnexa-webcall> element. Its state (the `state` attribute and webcall:state) goes idle → microphone →
+  // connecting → listening / thinking / speaking → ended, or error from any of them. It renders everything from its
+  // fields in #render(); texts come from TEXTS unless an attribute of the same name overrides them. The public API is
+  // start(), end(), mute(on?) and the `state` property; everything else is private.
+  class WebCall extends HTMLElement {
+    static MAX_TRANSCRIPT_LINES = 200;
+    static SUMMARY_WAIT_MS = 30000;
+
+    // The shadow DOM's elements by name (see #createParts).
+    #parts;
+    #state = "idle";
+    #statusText = "";
+    #panelOpen = false;
+    #formShown = false;
+    // A note under the header: "text-no-mic" or "text-callback-sent" (a key of TEXTS), or "".
+    #noteKey = "";
+    #summary = "";
+    #muted = false;
+    // Why this page can't place a call (a message key), or "".
+    #blocker = "";
+    // The plugin's answer to the start request: the call's token, routes and limits.
+    #session = null;
+    #microphone = null;
+    #connection = null;
+    #eventStream = null;
+    #reconnecting = false;
+    #startController = null;
+    #callbackController = null;
+    #clockTimer = 0;
+    #maxDurationTimer = 0;
+    // Each role's transcript line that is not final yet.
+    #transcriptLines = {};
+    #screenWakeLock = new ScreenWakeLock();
+    #onPageHide = () => this.#endCall({ reason: "pagehide", unloading: true });
+
+    static get observedAttributes() {
+      return ["floating", "consent", "callback", ...Object.keys(TEXTS)];
+    }
+
+    constructor() {
+      super();
+      const root = this.attachShadow({ mode: "open" });
+      adoptStylesheet(root);
+      this.#parts = this.#createParts(root);
+      this.#listen();
+    }
+
+    get state() {
+      return this.#state;
+    }
+
+    connectedCallback() {
+      this.#blocker = findCallBlocker();
+      if (this.#blocker) adviseSiteOwner(this.#blocker);
+      this.setAttribute("state", this.#state);
+      this.#statusText = this.#statusText || this.#phrase("text-idle");
+      this.#render();
+    }
+
+    disconnectedCallback() {
+      this.#endCall({ reason: "removed" });
+      this.#teardown();
+      this.#closeEventStream();
+      if (this.#callbackController) this.#callbackController.abort();
+    }
+
+    attributeChangedCallback() {
+      if (this.isConnected) this.#render();
+    }
+
+    // Call from a user gesture (a click), so the browser lets audio play.
+    async start() {
+      if (isInCall(this.#state)) return;
+      const request = { agent: this.getAttribute("agent") || "", variables: this.#visitorVariables() };
+      if (!this.#emit("before-start", request, { cancelable: true })) return;
+      this.#teardown();
+      this.#closeEventStream();
+      this.#panelOpen = true;
+      this.#formShown = false;
+      this.#noteKey = "";
+      this.#summary = "";
+      this.#session = null;
+      this.#transcriptLines = {};
+      this.#parts.transcript.replaceChildren();
+      this.#blocker = findCallBlocker();
+      if (this.#blocker) {
+        adviseSiteOwner(this.#blocker);
+        this.#fail(new CallError(BLOCKER_ERROR_CODES[this.#blocker] || "unsupported", this.#blocker));
+        return;
+      }
+      this.#startController = new AbortController();
+      const signal = this.#startController.signal;
+      // The peer connection comes first: its offer travels with the start request while the visitor answers the
+      // microphone prompt, and the microphone joins the call (replaceTrack) when it is allowed.
+      const connection = (this.#connection = this.#createConnection());
+      const microphone = (this.#microphone = new Microphone({
+        replaceTrack: (track) => connection.replaceMicrophoneTrack(track),
+        onSwitched: (track) => this.#emit("microphone", { label: track.label }),
+      }));
+      const microphoneAllowed = microphone.open().catch((error) => {
+        if (!signal.aborted) this.#continueWithoutMicrophone(error);
+        return null;
+      });
+      // Playing inside the click unlocks audio (Safari); the agent's stream replaces this empty one.
+      this.#parts.audio.srcObject = new MediaStream();
+      this.#parts.audio.play().catch(ignore);
+      addEventListener("pagehide", this.#onPageHide);
+      this.#setState("microphone");
+      try {
+        const offer = await connection.createOffer();
+        if (signal.aborted) return;
+        // One request: the plugin starts the call at DialNexa and answers with DialNexa's SDP answer.
+        const starting = this.#post("sessions", { ...request, offer }, signal);
+        starting.catch(ignore); // awaited below
+        const track = await microphoneAllowed;
+        if (signal.aborted) return;
+        if (track) {
+          await connection.replaceMicrophoneTrack(track);
+          microphone.followDefaultDevice();
+        }
+        this.#setState("connecting");
+        const session = (this.#session = await starting);
+        if (session.events_url && session.token) this.#openEventStream(session);
+        const mediaUrl = session.media_url ? this.#resolve(session.media_url) : "";
+        connection.useMediaResource({ url: mediaUrl, token: session.token });
+        if (typeof session.answer !== "string") throw new CallError("invalid_response", "text-unavailable");
+        await connection.applyAnswer(session.answer);
+      } catch (error) {
+        if (!signal.aborted) this.#fail(error);
+      }
+    }
+
+    end() {
+      this.#endCall({ reason: "hangup" });
+    }
+
+    mute(wanted = !this.#muted) {
+      const track = this.#microphoneTrack;
+      const muted = Boolean(track) && Boolean(wanted);
+      if (track) this.#microphone.muted = muted;
+      if (muted !== this.#muted) {
+        this.#muted = muted;
+        this.#render();
+        this.#emit("mute", { muted });
+      }
+      return muted;
+    }
+
+    // -- the page: building, rendering, texts -------------------------------------------------------------------
+
+    // The shadow DOM, built once. An element with data-text shows that text of TEXTS; one with data-label is named
+    // (aria-label, and title on buttons) by it; #render() fills both in.
+    #createParts(root) {
+      const launcher = element(
+        "button",
+        { class: "launcher", part: "launcher", "data-label": "label-open", "aria-controls": "panel" },
+        icon(MICROPHONE_ICON)
+      );
+      const status = element("span", { part: "status", role: "status", "aria-live": "polite" });
+      const timer = element("span", { class: "timer", part: "timer" });
+      const closeButton = element(
+        "button",
+        { class: "close-button", part: "close", "data-label": "label-close" },
+        icon(CLOSE_ICON)
+      );
+      const title = element("strong", { class: "title", part: "title", id: "title", "data-text": "text-title" });
+      const header = element(
+        "div",
+        { class: "header", part: "header" },
+        element("span", { class: "orb", part: "orb" }, icon(MICROPHONE_ICON)),
+        element("div", { class: "heading" }, title, element("p", { class: "status-line" }, status, timer)),
+        closeButton
+      );
+      const intro = element("p", { part: "intro", "data-text": "text-intro" });
+      const note = element("p", { class: "note", part: "note" });
+      const transcript = element("div", {
+        class: "transcript",
+        part: "transcript",
+        role: "log",
+        "aria-live": "polite",
+        tabindex: 0,
+        "data-label": "label-transcript",
+      });
+      const summaryText = element("span");
+      const summary = element(
+        "p",
+        { class: "summary", part: "summary" },
+        element("strong", { "data-text": "label-summary" }),
+        summaryText
+      );
+
+      const phoneInput = element("input", {
+        id: "phone",
+        type: "tel",
+        autocomplete: "tel",
+        "aria-describedby": "phone-hint form-error",
+      });
+      const consentCheckbox = element("input", { type: "checkbox" });
+      const formError = element("p", { class: "form-error", id: "form-error", role: "alert" });
+      const sendButton = element("button", { class: "primary-button", type: "submit", "data-text": "label-send" });
+      const backButton = element("button", { class: "link-button", "data-text": "label-back" });
+      const callbackForm = element(
+        "form",
+        { part: "callback", novalidate: "" },
+        element("p", { "data-text": "text-callback" }),
+        element("div", {}, element("label", { for: "phone", "data-text": "label-phone" }), phoneInput),
+        element("p", { class: "fine-print", id: "phone-hint", "data-text": "text-phone-hint" }),
+        element(
+          "label",
+          { class: "checkbox" },
+          consentCheckbox,
+          element("span", { "data-text": "text-callback-consent" })
+        ),
+        formError,
+        sendButton,
+        backButton
+      );
+
+      const muteButton = element(
+        "button",
+        { class: "icon-button", part: "mute", "data-label": "label-mute" },
+        icon(MICROPHONE_ICON)
+      );
+      const meter = element("span", { class: "meter", part: "meter", "aria-hidden": "true" }, element("i"));
+      const volumeSlider = element("input", { type: "range", min: 0, max: 1, step: 0.05, value: 1 });
+      const hangUpButton = element(
+        "button",
+        { class: "icon-button hang-up", part: "hangup", "data-label": "label-end" },
+        icon(PHONE_ICON, { filled: true })
+      );
+      const controls = element(
+        "div",
+        { class: "controls", part: "controls" },
+        muteButton,
+        meter,
+        element(
+          "label",
+          { class: "volume", part: "volume" },
+          icon(VOLUME_ICON),
+          element("span", { class: "visually-hidden", "data-text": "label-volume" }),
+          volumeSlider
+        ),
+        hangUpButton
+      );
+      const startButtonText = element("span");
+      const startButton = element(
+        "button",
+        { class: "primary-button", part: "button" },
+        icon(PHONE_ICON, { filled: true }),
+        startButtonText
+      );
+      const consentLine = element("p", { class: "fine-print", part: "consent" });
+      const callbackLink = element("button", {
+        class: "link-button",
+        part: "callback-link",
+        "data-text": "label-callback",
+      });
+
+      const panel = element(
+        "section",
+        { class: "panel", part: "panel", id: "panel", "aria-labelledby": "title" },
+        header,
+        intro,
+        note,
+        transcript,
+        summary,
+        callbackForm,
+        controls,
+        startButton,
+        consentLine,
+        callbackLink
+      );
+      const audio = element("audio", { autoplay: "" });
+      root.append(launcher, panel, audio);
+      return {
+        launcher, panel, status, timer, closeButton, intro, note, transcript, summary, summaryText,
+        callbackForm, phoneInput, consentCheckbox, formError, sendButton, backButton,
+        controls, muteButton, meter, volumeSlider, hangUpButton, startButton, startButtonText, consentLine,
+        callbackLink, audio,
+      };
+    }
+
+    #listen() {
+      const parts = this.#parts;
+      parts.launcher.addEventListener("click", () => {
+        if (this.#panelOpen) this.#closePanel();
+        else this.#openPanel();
+      });
+      parts.closeButton.addEventListener("click", () => this.#closePanel());
+      parts.startButton.addEventListener("click", () => this.start());
+      parts.hangUpButton.addEventListener("click", () => this.end());
+      parts.muteButton.addEventListener("click", () => this.mute());
+      parts.volumeSlider.addEventListener("input", () => {
+        parts.audio.volume = Number(parts.volumeSlider.value);
+      });
+      parts.callbackLink.addEventListener("click", () => this.#showCallbackForm());
+      parts.backButton.addEventListener("click", () => this.#hideCallbackForm());
+      parts.callbackForm.addEventListener("submit", (event) => this.#requestCallback(event));
+      parts.panel.addEventListener("keydown", (event) => {
+        if (event.key !== "Escape") return;
+        if (isInCall(this.#state)) this.end();
+        else if (this.#formShown) this.#hideCallbackForm();
+        else if (this.#floating) this.#closePanel();
+      });
+    }
+
+    get #microphoneTrack() {
+      return this.#microphone ? this.#microphone.track : null;
+    }
+
+    get #floating() {
+      return this.getAttribute("floating") === "true";
+    }
+
+    #phrase(key) {
+      const value = this.getAttribute(key);
+      return value === null ? TEXTS[key] : value;
+    }
+
+    #render() {
+      const parts = this.#parts;
+      const state = this.#state;
+      const formShown = this.#formShown;
+      const blocker = this.#blocker;
+      const inCall = isInCall(state);
+      const live = isLive(state);
+      const track = this.#microphoneTrack;
+      const consent = this.getAttribute("consent") || "";
+      const withoutMicrophone = this.#noteKey === "text-no-mic";
+      parts.launcher.dataset.label = this.#panelOpen ? "label-close" : "label-open";
+      setIcon(parts.launcher, this.#panelOpen ? CLOSE_ICON : MICROPHONE_ICON);
+      parts.launcher.setAttribute("aria-expanded", this.#panelOpen);
+      parts.startButtonText.dataset.text = START_LABEL_KEYS[state] || "label-start";
+      parts.muteButton.title = this.#phrase(this.#muted ? "label-unmute" : "label-mute");
+      setIcon(parts.muteButton, this.#muted || !track ? MICROPHONE_OFF_ICON : MICROPHONE_ICON);
+      parts.muteButton.setAttribute("aria-pressed", this.#muted);
+      parts.muteButton.disabled = !track;
+      for (const node of this.shadowRoot.querySelectorAll("[data-text]")) {
+        setText(node, this.#phrase(node.dataset.text));
+      }
+      for (const node of this.shadowRoot.querySelectorAll("[data-label]")) {
+        const label = this.#phrase(node.dataset.label);
+        node.setAttribute("aria-label", label);
+        if (node.localName === "button" && node !== parts.muteButton) node.title = label;
+      }
+      setText(parts.status, state === "idle" && blocker ? this.#phrase(blocker) : this.#statusText);
+      setText(parts.note, this.#noteKey && this.#phrase(this.#noteKey));
+      setText(parts.summaryText, this.#summary);
+      setText(parts.consentLine, consent);
+      const offerCallback = inCall
+        ? live && withoutMicrophone
+        : this.getAttribute("callback") === "true" || withoutMicrophone || Boolean(blocker);
+      // Which parts show now.
+      const visible = {
+        launcher: this.#floating,
+        closeButton: this.#floating,
+        panel: !this.#floating || this.#panelOpen,
+        timer: live,
+        // The intro invites a call in the browser: not where the browser can't make one.
+        intro: state === "idle" && !formShown && !blocker && parts.intro.textContent,
+        note: this.#noteKey && !formShown && state !== "error",
+        transcript: !formShown,
+        summary: state === "ended" && this.#summary && !formShown,
+        callbackForm: formShown,
+        controls: inCall && !formShown,
+        startButton: !inCall && !formShown && !blocker,
+        consentLine: consent && !inCall && !formShown,
+        callbackLink: !formShown && offerCallback,
+      };
+      for (const name in visible) parts[name].hidden = !visible[name];
+      // Without a way to call here, "call me back" is the main action.
+      parts.callbackLink.className = blocker ? "primary-button" : "link-button";
+    }
+
+    #setState(state, { statusText = "" } = {}) {
+      const previous = this.#state;
+      const focused = document.activeElement;
+      const focusIsOurs = focused === this || !focused || focused === document.body;
+      this.#state = state;
+      this.#statusText = statusText || this.#phrase("text-" + state);
+      this.setAttribute("state", state);
+      this.#render();
+      if (state === previous) return;
+      this.#emit("state", { state });
+      // Focus hang-up during a call, start after it.
+      if (focusIsOurs && isInCall(state) !== isInCall(previous)) {
+        (isInCall(state) ? this.#parts.hangUpButton : this.#parts.startButton).focus();
+      }
+    }
+
+    #emit(type, detail, { cancelable = false } = {}) {
+      const event = new CustomEvent("webcall:" + type, { detail, bubbles: true, composed: true, cancelable });
+      return this.dispatchEvent(event);
+    }
+
+    // The main action: start a call, or, where this page can't place one, ask for a call back.
+    #mainAction() {
+      return this.#blocker ? this.#parts.callbackLink : this.#parts.startButton;
+    }
+
+    #openPanel() {
+      this.#panelOpen = true;
+      this.#render();
+      if (isInCall(this.#state)) this.#parts.hangUpButton.focus();
+      else if (this.#formShown) this.#parts.phoneInput.focus();
+      else this.#mainAction().focus();
+    }
+
+    #closePanel() {
+      this.#panelOpen = false;
+      this.#render();
+      this.#parts.launcher.focus();
+    }
+
+    #showLevel(level) {
+      this.#parts.meter.style.setProperty("--level", level.toFixed(2));
+    }
+
+    #showTranscript({ role, text, final }) {
+      const transcript = this.#parts.transcript;
+      const followingTheEnd = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 40;
+      let line = this.#transcriptLines[role];
+      if (!line) {
+        const speaker = this.#phrase(role === "user" ? "label-you" : "label-agent") + ": ";
+        line = element(
+          "p",
+          { class: role === "user" ? "user-turn" : "agent-turn", dir: "auto" },
+          element("span", { class: "visually-hidden" }, speaker),
+          ""
+        );
+        this.#transcriptLines[role] = line;
+        transcript.append(line);
+        if (transcript.childElementCount > WebCall.MAX_TRANSCRIPT_LINES) transcript.firstChild.remove();
+      }
+      line.lastChild.data = text;
+      line.classList.toggle("partial", !final);
+      if (final) this.#transcriptLines[role] = null;
+      if (followingTheEnd) transcript.scrollTop = transcript.scrollHeight;
+      this.#emit("transcript", { role, text, final });
+    }
+
+    // -- the call -------------------------------------------------------------------------------------------------
+
+    #createConnection() {
+      const audio = this.#parts.audio;
+      return new MediaConnection({
+        // The agent's audio plays in an <audio> element, not through WebAudio, so echo cancellation hears it.
+        onAudio: (stream) => {
+          audio.srcObject = stream;
+          audio.play().catch(ignore);
+        },
+        onMessage: (message) => this.#onAgentMessage(message),
+        onChannelClosed: () => {
+          if (isLive(this.#state)) this.#finish({ reason: "remote_hangup" });
+        },
+        onConnected: () => {
+          if (this.#state === "connecting") this.#goLive();
+        },
+        onReconnecting: () => {
+          this.#reconnecting = true;
+          this.#setState(this.#state, { statusText: this.#phrase("text-reconnecting") });
+        },
+        onReconnected: () => {
+          this.#reconnecting = false;
+          this.#setState(this.#state);
+        },
+        onLost: () => this.#finish({ reason: "connection_lost", textKey: "text-lost" }),
+        onFailed: (code) => this.#fail(new CallError(code, "text-failed")),
+      });
+    }
+
+    // Go on receive-only, and offer a call back.
+    #continueWithoutMicrophone(error) {
+      this.#noteKey = "text-no-mic";
+      console.warn(`[webcall] no microphone (${error.name}), so the call is receive-only; allow it to talk.`);
+      this.#emit("error", { code: "microphone_unavailable", message: this.#phrase(this.#noteKey), fatal: false });
+    }
+
+    #goLive() {
+      const startedAt = Date.now();
+      const showDuration = () => {
+        const seconds = Math.floor((Date.now() - startedAt) / 1000);
+        setText(this.#parts.timer, `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`);
+      };
+      showDuration();
+      this.#clockTimer = setInterval(showDuration, 1000);
+      const maxSeconds = this.#session.max_call_seconds;
+      if (maxSeconds > 0) {
+        const timeUp = () => this.#endCall({ reason: "max_duration", textKey: "text-max" });
+        this.#maxDurationTimer = setTimeout(timeUp, maxSeconds * 1000);
+      }
+      this.#setState("listening");
+      this.#screenWakeLock.acquire();
+      // The level meter shows the visitor's own microphone.
+      this.#microphone.measureLevel((level) => this.#showLevel(level));
+    }
+
+    #onAgentMessage(message) {
+      if (message.type === "agent_state") {
+        if (isLive(message.state) && isLive(this.#state) && !this.#reconnecting) this.#setState(message.state);
+      } else if (message.type === "transcript" && typeof message.text === "string") {
+        const role = message.role === "user" ? "user" : "agent";
+        this.#showTranscript({ role, text: message.text, final: message.final !== false });
+      } else if (message.type === "call_ended") {
+        this.#finish({ reason: message.reason || "agent_hangup", textKey: END_REASON_TEXT_KEYS[message.reason] });
+      }
+    }
+
+    #openEventStream(session) {
+      this.#eventStream = new CallEventStream({
+        url: this.#resolve(session.events_url),
+        token: session.token,
+        onEvent: (event) => this.#onLifecycleEvent(event),
+      });
+    }
+
+    // A lifecycle event is re-emitted as webcall:<type>; call.ended brings the summary and ends what is left.
+    #onLifecycleEvent(event) {
+      this.#emit(event.type, event);
+      if (event.type !== "call.ended") return;
+      const call = event.call || {};
+      if (typeof call.summary === "string") this.#summary = call.summary;
+      this.#closeEventStream();
+      if (isLive(this.#state)) {
+        this.#finish({ reason: call.end_reason || "ended", textKey: END_REASON_TEXT_KEYS[call.end_reason] });
+      } else if (isInCall(this.#state)) {
+        // Ended before it connected (e.g. the media token expired).
+        const textKey = call.end_reason === "token_expired" ? "text-expired" : "text-failed";
+        this.#fail(new CallError(call.end_reason || "ended", textKey));
+      } else {
+        this.#render();
+      }
+    }
+
+    #closeEventStream() {
+      if (this.#eventStream) this.#eventStream.close();
+      this.#eventStream = null;
+    }
+
+    // The visitor (or the page going away) ends the call: hang up, then show it ended.
+    #endCall({ reason, textKey, unloading = false }) {
+      if (!isInCall(this.#state)) return;
+      this.#hangUp({ keepalive: unloading });
+      this.#finish({ reason, textKey });
+    }
+
+    // Two hang-ups, whichever reaches DialNexa first: at the media resource and at the plugin's end route.
+    #hangUp({ keepalive = false } = {}) {
+      if (this.#connection) this.#connection.hangUp({ keepalive });
+      const session = this.#session;
+      if (session && session.end_url) {
+        const headers = { Authorization: "Bearer " + session.token };
+        fetch(this.#resolve(session.end_url), { method: "POST", headers, keepalive }).catch(ignore);
+      }
+    }
+
+    // The call is over (no hang-up is sent from here).
+    #finish({ reason, textKey = "text-ended" }) {
+      if (!isInCall(this.#state)) return;
+      this.#teardown();
+      this.#setState("ended", { statusText: this.#phrase(textKey) });
+      this.#emit("ended", this.#summary ? { reason, summary: this.#summary } : { reason });
+      if (this.#eventStream) this.#eventStream.closeAfter(WebCall.SUMMARY_WAIT_MS);
+    }
+
+    #fail(error) {
+      let failure = error;
+      if (!(error instanceof CallError)) {
+        console.warn("[webcall] the call failed:", error);
+        failure = new CallError("connect_failed", "text-failed");
+      }
+      if (this.#session) this.#hangUp(); // free the call on the server
+      this.#teardown();
+      this.#closeEventStream();
+      const message = this.#phrase(failure.textKey).replace("{s}", failure.retryAfterSeconds || 60);
+      this.#setState("error", { statusText: message });
+      this.#emit("error", { code: failure.code, message, fatal: true });
+    }
+
+    // Closes everything a call opened but the event stream (see #finish).
+    #teardown() {
+      if (this.#startController) this.#startController.abort();
+      this.#startController = null;
+      clearInterval(this.#clockTimer);
+      clearTimeout(this.#maxDurationTimer);
+      if (this.#connection) this.#connection.close();
+      this.#connection = null;
+      if (this.#microphone) this.#microphone.close();
+      this.#microphone = null;
+      this.#reconnecting = false;
+      this.#muted = false;
+      this.#parts.audio.pause();
+      this.#parts.audio.srcObject = null;
+      removeEventListener("pagehide", this.#onPageHide);
+      this.#screenWakeLock.release();
+      this.#showLevel(0);
+    }
+
+    // -- requests and the call-back form ------------------------------------------------------------------------
+
+    // A route name or a URL from the plugin, resolved against the endpoint (the plugin's prefix).
+    #resolve(url) {
+      const endpoint = new URL(this.getAttribute("endpoint") || DEFAULT_ENDPOINT, location.href).href;
+      return new URL(url, endpoint.replace(/\/*$/, "/")).href;
+    }
+
+    #visitorVariables() {
+      const variables = parseObject(this.getAttribute("variables") || "{}");
+      if (variables) return variables;
+      console.warn('[webcall] the "variables" attribute must be a JSON object like {"name":"Ada"}; sending none.');
+      return {};
+    }
+
+    // POSTs JSON to the plugin with the page's call ticket, if it set one: the ticket attribute is read now, so the
+    // page may replace it at any time. Resolves to the answer; rejects with a CallError.
+    async #post(route, body, signal) {
+      const url = this.#resolve(route);
+      const ticket = this.getAttribute("ticket");
+      const payload = ticket ? { ...body, ticket } : body;
+      let response;
+      try {
+        response = await fetch(url, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          credentials: "same-origin",
+          body: JSON.stringify(payload),
+          signal,
+        });
+      } catch (error) {
+        if (signal.aborted) throw error;
+        const advice = "check the endpoint attribute and the network";
+        console.warn(`[webcall] could not reach ${url} (${error.message}): ${advice}.`);
+        throw new CallError("network_error", "text-unavailable");
+      }
+      const answer = await response.json().catch(() => ({}));
+      if (response.ok) return answer;
+      const code = answer.code || "http_" + response.status;
+      const advice = ERROR_ADVICE[code] ? `; ${ERROR_ADVICE[code]}.` : "";
+      const explanation = answer.message || response.statusText;
+      console.warn(`[webcall] POST ${url} → ${response.status} ${code}: ${explanation}${advice}`);
+      const retryAfterSeconds = Number(response.headers.get("Retry-After"));
+      throw new CallError(code, errorTextKey(code, response.status), { retryAfterSeconds });
+    }
+
+    #showCallbackForm() {
+      this.#endCall({ reason: "callback" });
+      this.#formShown = true;
+      setText(this.#parts.formError, "");
+      this.#render();
+      this.#parts.phoneInput.focus();
+    }
+
+    #hideCallbackForm() {
+      this.#formShown = false;
+      setText(this.#parts.formError, "");
+      this.#render();
+      this.#mainAction().focus();
+    }
+
+    async #requestCallback(event) {
+      event.preventDefault();
+      const parts = this.#parts;
+      const phoneNumber = parts.phoneInput.value.replace(/[\s().-]/g, "");
+      const phoneNumberInvalid = !/^\+[1-9]\d{6,14}$/.test(phoneNumber);
+      let problem = "";
+      if (phoneNumberInvalid) problem = "text-invalid-phone";
+      else if (!parts.consentCheckbox.checked) problem = "text-consent-required";
+      parts.phoneInput.setAttribute("aria-invalid", phoneNumberInvalid);
+      setText(parts.formError, problem && this.#phrase(problem));
+      if (problem) {
+        (phoneNumberInvalid ? parts.phoneInput : parts.consentCheckbox).focus();
+        return;
+      }
+      const agent = this.getAttribute("agent") || "";
+      const request = { agent, phone_number: phoneNumber, consent: true, variables: this.#visitorVariables() };
+      if (!this.#emit("before-callback", request, { cancelable: true })) return;
+      const controller = (this.#callbackController = new AbortController());
+      parts.sendButton.disabled = true;
+      try {
+        const route = (this.#session && this.#session.callbacks_url) || "callbacks";
+        const answer = await this.#post(route, request, controller.signal);
+        parts.callbackForm.reset();
+        this.#formShown = false;
+        this.#noteKey = "text-callback-sent";
+        this.#setState("idle");
+        this.#emit("callback", answer);
+        parts.startButton.focus();
+      } catch (error) {
+        if (controller.signal.aborted) return;
+        const message = this.#phrase(error.textKey || "text-unavailable");
+        setText(parts.formError, message.replace("{s}", error.retryAfterSeconds || 60));
+        if (error.code === "invalid_phone_number") parts.phoneInput.focus();
+      }
+      parts.sendButton.disabled = false;
+    }
+  }
+
+  // The WebRTC side of one call: an RTCPeerConnection with one send-and-receive audio transceiver (the microphone
+  // joins later with replaceTrack, so the offer need not wait for the permission prompt) and the "events" data
+  // channel; and the call's media resource on the plugin, which relays to DialNexa with WHIP semantics (RFC 9725):
+  // PATCH for an ICE restart, DELETE to hang up. When the network drops, it tries an ICE restart and gives the call a
+  // few seconds to recover. It reports to its owner through the handlers it is given and never touches the page:
+  //   onAudio(stream)     the agent's audio arrived
+  //   onMessage(message)  a message on the data channel (agent_state, transcript, call_ended), parsed
+  //   onChannelClosed()   the data channel closed (the other side hung up)
+  //   onConnected()       connected for the first time
+  //   onReconnecting()    the connection dropped; recovering
+  //   onReconnected()     recovered
+  //   onLost()            not recovered within the grace period
+  //   onFailed(code)      could not connect: "connect_failed" or "connect_timeout"
+  class MediaConnection {
+    static CONNECT_TIMEOUT_MS = 15000;
+    static GRACE_PERIOD_MS = 5000;
+
+    #peer;
+    #channel;
+    #microphoneSender;
+    #handlers;
+    #mediaUrl = "";
+    #authorization = {};
+    #iceRestartUnsupported = false;
+    #everConnected = false;
+    #closed = false;
+    #connectTimer = 0;
+    #graceTimer = 0; // set while the connection recovers
+
+    constructor(handlers) {
+      this.#handlers = handlers;
+      const peer = (this.#peer = new RTCPeerConnection());
+      this.#microphoneSender = peer.addTransceiver("audio", { direction: "sendrecv" }).sender;
+      const channel = (this.#channel = peer.createDataChannel("events"));
+      channel.onmessage = (event) => {
+        const message = parseObject(event.data);
+        if (message) handlers.onMessage(message);
+      };
+      channel.onclose = () => handlers.onChannelClosed();
+      peer.ontrack = (event) => handlers.onAudio(event.streams[0] || new MediaStream([event.track]));
+      peer.onconnectionstatechange = () => this.#onConnectionStateChange();
+    }
+
+    // The SDP offer with its ICE candidates (no trickle ICE: the offer travels in the start request).
+    async createOffer() {
+      await this.#peer.setLocalDescription(await this.#peer.createOffer());
+      await this.#gatherCandidates({ withinMs: 1500, quietMs: 25 });
+      return this.#peer.localDescription.sdp;
+    }
+
+    // Sends this microphone track (or another, when a headset is plugged in) without renegotiating.
+    replaceMicrophoneTrack(track) {
+      return this.#microphoneSender.replaceTrack(track);
+    }
+
+    // Where the call's media resource is (its URL and the call's token), for ICE restarts and the hang-up.
+    useMediaResource({ url, token }) {
+      this.#mediaUrl = url;
+      this.#authorization = { Authorization: "Bearer " + token };
+    }
+
+    // Applies the SDP answer; the call must then connect within CONNECT_TIMEOUT_MS.
+    async applyAnswer(answer) {
+      await this.#peer.setRemoteDescription({ type: "answer", sdp: answer });
+      const timedOut = () => this.#handlers.onFailed("connect_timeout");
+      this.#connectTimer = setTimeout(timedOut, MediaConnection.CONNECT_TIMEOUT_MS);
+    }
+
+    // Hangs up at the media resource; with `keepalive` the request outlives a page that is closing.
+    hangUp({ keepalive = false } = {}) {
+      if (!this.#mediaUrl) return;
+      fetch(this.#mediaUrl, { method: "DELETE", headers: this.#authorization, keepalive }).catch(ignore);
+    }
+
+    // Closes the connection without a word to the handlers.
+    close() {
+      this.#closed = true;
+      clearTimeout(this.#connectTimer);
+      clearTimeout(this.#graceTimer);
+      this.#channel.onclose = null;
+      this.#channel.onmessage = null;
+      this.#peer.close();
+    }
+
+    #onConnectionStateChange() {
+      const state = this.#peer.connectionState;
+      if (state === "connected") {
+        clearTimeout(this.#connectTimer);
+        if (!this.#everConnected) {
+          this.#everConnected = true;
+          this.#handlers.onConnected();
+        } else if (this.#graceTimer) {
+          clearTimeout(this.#graceTimer);
+          this.#graceTimer = 0;
+          this.#handlers.onReconnected();
+        }
+      } else if (state === "failed" && !this.#everConnected) {
+        this.#handlers.onFailed("connect_failed");
+      } else if ((state === "failed" || state === "disconnected") && this.#everConnected && !this.#graceTimer) {
+        // A grace period for the network, and an ICE restart. When it passes, no hang-up is sent: the network is
+        // gone, and DialNexa records the call as a network failure.
+        this.#handlers.onReconnecting();
+        this.#graceTimer = setTimeout(() => this.#handlers.onLost(), MediaConnection.GRACE_PERIOD_MS);
+        this.#restartIce();
+      }
+    }
+
+    // Waits until ICE gathering completes, at most `withinMs`; with `quietMs`, only until that long has passed
+    // without a new candidate (the host candidates come at once; nothing else is worth the wait).
+    #gatherCandidates({ withinMs, quietMs = 0 }) {
+      const peer = this.#peer;
+      return new Promise((resolve) => {
+        let timer = setTimeout(resolve, withinMs);
+        peer.onicecandidate = (event) => {
+          if (!event.candidate) {
+            resolve();
+          } else if (quietMs) {
+            clearTimeout(timer);
+            timer = setTimeout(resolve, quietMs);
+          }
+        };
+        if (peer.iceGatheringState === "complete") resolve();
+      });
+    }
+
+    // An ICE restart through the media resource (RFC 9725 §4.3): PATCH with the new offer's ICE credentials and
+    // candidates as a trickle-ICE fragment; the answer fragment carries the other side's. A resource that answers
+    // 405 or 501 cannot restart and is not asked again; on any other failure the offer is rolled back and the grace
+    // period decides.
+    async #restartIce() {
+      const peer = this.#peer;
+      if (!this.#mediaUrl || this.#iceRestartUnsupported) return;
+      try {
+        await peer.setLocalDescription(await peer.createOffer({ iceRestart: true }));
+        await this.#gatherCandidates({ withinMs: 1000 });
+        const fragmentLine = /^(a=ice-(ufrag|pwd|options)|m=|a=mid|a=candidate).*\r\n/gm;
+        const fragmentLines = peer.localDescription.sdp.match(fragmentLine);
+        const response = await fetch(this.#mediaUrl, {
+          method: "PATCH",
+          headers: { ...this.#authorization, "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*" },
+          body: fragmentLines.join(""),
+        });
+        this.#iceRestartUnsupported = response.status === 405 || response.status === 501;
+        const answerFragment = response.status === 200 ? await response.text() : "";
+        const iceAttribute = (name) => (answerFragment.match(new RegExp(`a=ice-${name}:\\S+`)) || [])[0];
+        const usernameFragment = iceAttribute("ufrag");
+        const password = iceAttribute("pwd");
+        if (!usernameFragment || !password || this.#closed) {
+          this.#rollBackOffer();
+          return;
+        }
+        const remoteSdp = peer.remoteDescription.sdp
+          .replace(/a=ice-ufrag:\S+/g, usernameFragment)
+          .replace(/a=ice-pwd:\S+/g, password);
+        await peer.setRemoteDescription({ type: "answer", sdp: remoteSdp });
+        for (const candidate of answerFragment.match(/^a=candidate:.*/gm) || []) {
+          peer.addIceCandidate({ candidate: candidate.slice(2), sdpMLineIndex: 0 }).catch(ignore);
+        }
+      } catch (error) {
+        this.#rollBackOffer();
+      }
+    }
+
+    #rollBackOffer() {
+      if (this.#peer.signalingState === "have-local-offer") {
+        this.#peer.setLocalDescription({ type: "rollback" }).catch(ignore);
+      }
+    }
+  }
+
+  // The visitor's microphone during one call. open() asks for it; once it is in the call, followDefaultDevice()
+  // keeps up with a headset plugged in or out: the new track goes into the call through `replaceTrack` (awaited, so
+  // the old one is stopped only after), then `onSwitched` is told. It applies mute, and measures the level for the
+  // meter with an AudioContext, which is why it must be created inside the visitor's click.
+  class Microphone {
+    #stream = null;
+    #muted = false;
+    #closed = false;
+    #switching = false;
+    #replaceTrack;
+    #onSwitched;
+    #audioContext = null;
+    #analyser = null;
+    #meterSource = null;
+    #animationFrame = 0;
+    #onDeviceChange = () => this.#switchDevice();
+
+    constructor({ replaceTrack, onSwitched }) {
+      this.#replaceTrack = replaceTrack;
+      this.#onSwitched = onSwitched;
+      try {
+        this.#audioContext = new AudioContext();
+        this.#audioContext.resume().catch(ignore);
+      } catch (error) {
+        // No Web Audio: the call works all the same, without a level meter.
+      }
+    }
+
+    get track() {
+      return this.#stream ? this.#stream.getAudioTracks()[0] || null : null;
+    }
+
+    set muted(muted) {
+      this.#muted = muted;
+      if (this.track) this.track.enabled = !muted;
+    }
+
+    // Resolves to the microphone's track (null when the call ended meanwhile); rejects when the visitor or the
+    // browser refuses.
+    async open() {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS });
+      if (this.#closed) {
+        stopTracks(stream);
+        return null;
+      }
+      this.#stream = stream;
+      return this.track;
+    }
+
+    // A headset plugged in or out: the browser fires "devicechange", and a microphone that went away ends its track.
+    // Either way, the default input is asked for again and swapped into the call.
+    followDefaultDevice() {
+      if (!this.#stream) return;
+      navigator.mediaDevices.addEventListener("devicechange", this.#onDeviceChange);
+      this.track.addEventListener("ended", this.#onDeviceChange);
+    }
+
+    // Calls `onLevel` with the level (0 to 1, 0 while muted) once a frame until the microphone is closed.
+    measureLevel(onLevel) {
+      const audioContext = this.#audioContext;
+      if (!audioContext || !this.#stream) return;
+      const analyser = (this.#analyser = audioContext.createAnalyser());
+      analyser.fftSize = 512;
+      const samples = new Float32Array(analyser.fftSize);
+      this.#meterSource = audioContext.createMediaStreamSource(this.#stream);
+      this.#meterSource.connect(analyser);
+      let level = 0;
+      const measure = () => {
+        analyser.getFloatTimeDomainData(samples);
+        let sumOfSquares = 0;
+        for (const sample of samples) sumOfSquares += sample * sample;
+        const loudness = Math.min(1, Math.sqrt(sumOfSquares / samples.length) * 5);
+        level = this.#muted ? 0 : Math.max(loudness, level * 0.9); // rises at once, falls slowly
+        onLevel(level);
+        this.#animationFrame = requestAnimationFrame(measure);
+      };
+      measure();
+    }
+
+    close() {
+      this.#closed = true;
+      cancelAnimationFrame(this.#animationFrame);
+      if (navigator.mediaDevices) navigator.mediaDevices.removeEventListener("devicechange", this.#onDeviceChange);
+      if (this.track) this.track.removeEventListener("ended", this.#onDeviceChange);
+      stopTracks(this.#stream);
+      this.#stream = null;
+      if (this.#audioContext) this.#audioContext.close().catch(ignore);
+    }
+
+    // The mute state carries over to the new track.
+    async #switchDevice() {
+      if (this.#switching || !this.#stream) return;
+      this.#switching = true;
+      try {
+        const oldStream = this.#stream;
+        const oldTrack = this.track;
+        const newStream = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS });
+        const newTrack = newStream.getAudioTracks()[0];
+        const oldTrackWorks = oldTrack && oldTrack.readyState === "live";
+        const sameDevice = oldTrackWorks && newTrack.getSettings().deviceId === oldTrack.getSettings().deviceId;
+        if (sameDevice || this.#stream !== oldStream) {
+          stopTracks(newStream); // nothing changed for this call, or the call ended meanwhile
+          return;
+        }
+        newTrack.enabled = !this.#muted;
+        await this.#replaceTrack(newTrack);
+        if (this.#closed) {
+          stopTracks(newStream);
+          return;
+        }
+        if (oldTrack) oldTrack.removeEventListener("ended", this.#onDeviceChange);
+        newTrack.addEventListener("ended", this.#onDeviceChange);
+        this.#stream = newStream;
+        stopTracks(oldStream);
+        if (this.#meterSource) {
+          this.#meterSource.disconnect();
+          this.#meterSource = this.#audioContext.createMediaStreamSource(newStream);
+          this.#meterSource.connect(this.#analyser);
+        }
+        this.#onSwitched(newTrack);
+      } catch (error) {
+        console.warn(`[webcall] could not switch to the new microphone (${error.name}); the call keeps the old one.`);
+      } finally {
+        this.#switching = false;
+      }
+    }
+  }
+
+  // The call's lifecycle events from the plugin as server-sent events, with the call's token in the URL (EventSource
+  // cannot send headers). After a drop, EventSource reconnects by itself and sends Last-Event-ID, so the plugin
+  // replays what was missed; an event that comes twice is passed on once. `onEvent` gets each event's parsed data.
+  class CallEventStream {
+    #source;
+    #seenIds = new Set();
+
+    constructor({ url, token, onEvent }) {
+      const separator = url.includes("?") ? "&" : "?";
+      const source = (this.#source = new EventSource(`${url}${separator}token=${encodeURIComponent(token)}`));
+      // Every event is unnamed: its type is in its data.
+      source.onmessage = (event) => {
+        const payload = this.#parse(event.data);
+        if (payload) onEvent(payload);
+      };
+      source.onerror = () => {
+        if (source.readyState === EventSource.CLOSED) {
+          console.warn("[webcall] lifecycle events stopped; the call goes on.");
         }
       };
-      if (connection.iceGatheringState === "complete") done();
-    });
-
-  const DARK =
-    "--b:var(--webcall-bg,#1c1f29);--f:var(--webcall-fg,#eceef4);--m:var(--webcall-muted,#a6adbd);" +
-    "--d:var(--webcall-danger,#f0443a);--fr:color-mix(in srgb,var(--a),#fff 45%)";
-  const CSS = `
-:host{--a:var(--webcall-accent,#4f46e5);--af:var(--webcall-accent-fg,#fff);--b:var(--webcall-bg,#fff);
---f:var(--webcall-fg,#171a21);--m:var(--webcall-muted,#596070);--d:var(--webcall-danger,#d92d20);--fr:var(--a);
---s:color-mix(in srgb,var(--f) 8%,transparent);--ln:color-mix(in srgb,var(--f) 14%,transparent);
---r:var(--webcall-radius,16px);--sh:var(--webcall-shadow,0 12px 32px #0003,0 2px 8px #0002);
-display:block;max-width:420px;color:var(--f);text-align:start;accent-color:var(--a);
-font:14px/1.45 var(--webcall-font,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif)}
-@media (prefers-color-scheme:dark){:host(:not([theme=light])){${DARK}}}
-:host([theme=dark]){${DARK}}
-:host([floating=true]){position:fixed;bottom:var(--webcall-offset,20px);
-inset-inline-end:var(--webcall-offset,20px);z-index:var(--webcall-z,2147483000);max-width:none}
-*{box-sizing:border-box}
-[hidden]{display:none!important}
-p{margin:0}
-button,input{font:inherit;color:inherit;margin:0}
-button{cursor:pointer}
-button:disabled{cursor:default;opacity:.45}
-:focus-visible{outline:2px solid var(--fr);outline-offset:2px}
-svg{width:20px;height:20px;flex:none}
-.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
-.launch,.orb,.ic{display:grid;place-items:center;flex:none;border-radius:50%;border:0;padding:0;
-background:var(--a);color:var(--af)}
-.launch{width:56px;height:56px;box-shadow:var(--sh);transition:transform .15s}
-@media (hover:hover){.launch:hover{transform:scale(1.06)}}
-.launch svg{width:26px;height:26px}
-.panel{display:flex;flex-direction:column;gap:14px;padding:16px;background:var(--b);border:1px solid var(--ln);
-border-radius:var(--r);box-shadow:var(--sh)}
-:host([floating=true]) .panel{position:absolute;bottom:calc(100% + 12px);inset-inline-end:0;
-width:min(var(--webcall-width,360px),calc(100vw - 2 * var(--webcall-offset,20px)));
-max-height:calc(100vh - 120px);max-height:calc(100dvh - 120px);overflow:auto;animation:in .18s ease-out}
-@keyframes in{from{opacity:0;transform:translateY(8px)}}
-.hd{display:flex;align-items:center;gap:12px}
-.orb{width:40px;height:40px}
-.hx{flex:1;min-width:0}
-.ti{display:block;font-size:15px;font-weight:600}
-.st{display:flex;gap:8px;color:var(--m);font-size:13px}
-.tm{margin-inline-start:auto;font-variant-numeric:tabular-nums}
-:host([state=error]) [role=status]{color:var(--d)}
-.x{align-self:flex-start;display:grid;place-items:center;width:44px;height:44px;margin-block-start:-8px;margin-inline-end:-8px;padding:0;border:0;border-radius:8px;background:none;color:var(--m)}
-.x:hover{background:var(--s)}
-.fine{color:var(--m);font-size:12px}
-.note,.sum{padding:8px 12px;border-radius:10px;border:1px solid var(--ln)}
-.sum strong{display:block;font-size:12px;color:var(--m)}
-.btn{display:flex;align-items:center;justify-content:center;gap:8px;width:100%;min-height:44px;padding:10px 16px;border:0;
-border-radius:calc(var(--r) * .75);background:var(--a);color:var(--af);font-weight:600}
-.btn:hover:not(:disabled),.end:hover{filter:brightness(1.1)}
-.link{align-self:center;min-height:44px;padding:0 8px;border:0;background:none;font-size:13px;text-decoration:underline;
-text-underline-offset:3px}
-.ctl{display:flex;align-items:center;gap:10px}
-.ic{width:44px;height:44px;background:var(--s);color:inherit;border:1px solid var(--ln)}
-.ic:hover:not(:disabled){border-color:var(--m)}
-.ic[aria-pressed=true]{background:var(--f);color:var(--b)}
-.end{background:var(--d);border-color:transparent;color:#fff}
-.end svg{transform:rotate(135deg)}
-.meter{flex:1;min-width:24px;height:6px;border-radius:3px;background:var(--s);overflow:hidden}
-.meter i{display:block;height:100%;width:calc(var(--l,0) * 100%);background:var(--a);
-transition:width .08s}
-.vol{display:flex;align-items:center;gap:4px;color:var(--m)}
-.vol input{width:72px}
-.log{display:flex;flex-direction:column;gap:6px;max-height:240px;overflow-y:auto;overscroll-behavior:contain}
-.log:empty,.err:empty{display:none}
-.log p{align-self:flex-start;max-width:85%;padding:7px 11px;border-radius:14px;background:var(--s);
-overflow-wrap:anywhere}
-.log .u{align-self:flex-end;background:var(--a);color:var(--af)}
-.log .p{opacity:.7}
-form{display:flex;flex-direction:column;gap:10px}
-label{font-weight:500}
-[type=tel]{display:block;width:100%;margin-top:4px;padding:9px 11px;border:1px solid var(--m);
-border-radius:10px;background:var(--b)}
-[aria-invalid=true]{border-color:var(--d)}
-.chk{display:flex;align-items:flex-start;gap:8px;font-weight:400;font-size:13px}
-.chk input{margin-top:3px}
-.err{color:var(--d);font-size:13px}
-:host([state=speaking]) :is(.orb,.launch){animation:pulse 1.3s ease-in-out infinite}
-:host([state=thinking]) .orb{animation:breathe 1.2s ease-in-out infinite}
-@keyframes pulse{50%{box-shadow:0 0 0 8px color-mix(in srgb,var(--a) 30%,transparent)}}
-@keyframes breathe{50%{opacity:.55}}
-@media (prefers-reduced-motion:reduce){*{animation:none!important;transition:none!important}}`;
-
-  // One constructable stylesheet for all instances (CSP-safe, unlike style elements). Browsers without constructable
-  // stylesheets (Safari before 16.4, WPE) show the widget unstyled: native buttons and text, icons at their own size.
-  let sheet = null;
-  let warnedUnstyled = false;
-  const adoptStyles = (root) => {
-    if ("adoptedStyleSheets" in ShadowRoot.prototype && "replaceSync" in CSSStyleSheet.prototype) {
-      if (!sheet) {
-        sheet = new CSSStyleSheet();
-        sheet.replaceSync(CSS);
-      }
-      root.adoptedStyleSheets = [sheet];
-    } else if (!warnedUnstyled) {
-      warnedUnstyled = true;
-      console.warn("[webcall] this browser lacks constructable stylesheets, so the widget is unstyled.");
     }
-  };
+
+    close() {
+      this.#source.close();
+    }
+
+    // Keeps the stream open a little longer: a call that just ended still sends its summary.
+    closeAfter(delayMs) {
+      setTimeout(() => this.close(), delayMs);
+    }
+
+    // The event's data, or null when it is unreadable or was seen before.
+    #parse(data) {
+      const payload = parseObject(data);
+      if (!payload || typeof payload.type !== "string" || this.#seenIds.has(payload.id)) return null;
+      if (payload.id) this.#seenIds.add(payload.id);
+      return payload;
+    }
+  }
 
   // Keeps the screen on during a call, where the Screen Wake Lock API exists. The browser releases the lock whenever
   // the page is hidden (tab switched, phone locked), so it is requested again each time the page is visible again.
@@ -295,7 +1268,7 @@ border-radius:10px;background:var(--b)}
       document.removeEventListener("visibilitychange", this.#onVisibilityChange);
       const sentinel = this.#sentinel;
       this.#sentinel = null;
-      if (sentinel && !sentinel.released) sentinel.release().catch(noop);
+      if (sentinel && !sentinel.released) sentinel.release().catch(ignore);
     }
 
     async #request() {
@@ -303,671 +1276,136 @@ border-radius:10px;background:var(--b)}
       try {
         const sentinel = await navigator.wakeLock.request("screen");
         if (this.#wanted) this.#sentinel = sentinel;
-        else sentinel.release().catch(noop); // the call ended while the browser was deciding
+        else sentinel.release().catch(ignore); // the call ended while the browser was deciding
       } catch (error) {
         // Refused (battery saver, a permissions policy, the page hidden again): the call goes on without it.
       }
     }
   }
 
-  class WebCall extends HTMLElement {
-    // Why this page can't place a call (a message key), or "".
-    #blocker = "";
-    #screenWakeLock = new ScreenWakeLock();
-    // The sender of the microphone track, which a headset plugged in or out mid-call swaps (see #followInputDevices).
-    #microphoneSender = null;
-    #switchingMicrophone = false;
-    #onInputDevicesChanged = () => this.#switchMicrophone();
-    // The level meter's source node, rewired when the microphone changes.
-    #meterAnalyser = null;
-    #meterSource = null;
-
-    static get observedAttributes() {
-      return ["floating", "consent", "callback", ...Object.keys(TEXTS)];
-    }
-
-    constructor() {
-      super();
-      Object.assign(this, { currentState: "idle", msg: "", open: false, muted: false, view: false, note: "", summary: "" });
-      this.timers = {}; // named timers
-      this.lines = {}; // each role's non-final transcript line
-      this.seen = new Set(); // lifecycle event ids
-      this.onHide = () => this.end("pagehide", undefined, true);
-      const root = this.attachShadow({ mode: "open" });
-      adoptStyles(root);
-      // render() fills data-t (text) and data-l (accessible name) from T.
-      const $ = (this.$ = {});
-      const text = (spec, key, attrs) => element(spec, { ...attrs, "data-t": key });
-      const listen = (target, type, handler) => target.addEventListener(type, handler);
-
-      $.launch = element("button.launch@launcher", { "data-l": "label-open", "aria-controls": "p" }, svg(MIC));
-      $.status = element("span@status", { role: "status", "aria-live": "polite" });
-      $.timer = element("span.tm@timer");
-      $.close = element("button.x@close", { "data-l": "label-close" }, svg(CLOSE));
-      $.intro = text("p@intro", "text-intro");
-      $.note = element("p.note@note");
-      const logAttrs = { role: "log", "aria-live": "polite", tabindex: 0, "data-l": "label-transcript" };
-      $.log = element("div.log@transcript", logAttrs);
-      $.sum = element("p.sum@summary", {}, text("strong", "label-summary"), ($.sumText = element("span")));
-
-      $.phone = element("input", { id: "ph", type: "tel", autocomplete: "tel", "aria-describedby": "hi er" });
-      $.agree = element("input", { type: "checkbox" });
-      $.err = element("p.err", { id: "er", role: "alert" });
-      $.back = text("button.link", "label-back");
-      $.form = element(
-        "form@callback",
-        { novalidate: "" },
-        text("p", "text-callback"),
-        element("div", {}, text("label", "label-phone", { for: "ph" }), $.phone),
-        text("p.fine", "text-phone-hint", { id: "hi" }),
-        element("label.chk", {}, $.agree, text("span", "text-callback-consent")),
-        $.err,
-        ($.send = text("button.btn", "label-send", { type: "submit" })),
-        $.back
-      );
-
-      $.mute = element("button.ic@mute", { "data-l": "label-mute" }, svg(MIC));
-      $.meter = element("span.meter@meter", { "aria-hidden": "true" }, element("i"));
-      $.vol = element("input", { type: "range", min: 0, max: 1, step: 0.05, value: 1 });
-      $.hang = element("button.ic end@hangup", { "data-l": "label-end" }, svg(PHONE, { filled: true }));
-      $.go = element("button.btn@button", {}, svg(PHONE, { filled: true }), ($.goText = element("span")));
-      $.consent = element("p.fine@consent");
-      $.cbLink = text("button.link@callback-link", "label-callback");
-      $.ctl = element(
-        "div.ctl@controls",
-        {},
-        $.mute,
-        $.meter,
-        element("label.vol@volume", {}, svg(VOLUME), text("span.sr", "label-volume"), $.vol),
-        $.hang
-      );
-      const title = text("strong.ti@title", "text-title", { id: "t" });
-      const header = element(
-        "div.hd@header",
-        {},
-        element("span.orb@orb", {}, svg(MIC)),
-        element("div.hx", {}, title, element("p.st", {}, $.status, $.timer)),
-        $.close
-      );
-      const body = [$.intro, $.note, $.log, $.sum, $.form, $.ctl, $.go, $.consent, $.cbLink];
-      $.panel = element("section.panel@panel", { id: "p", "aria-labelledby": "t" }, header, ...body);
-      $.audio = element("audio", { autoplay: "" });
-      root.append($.launch, $.panel, $.audio);
-
-      listen($.launch, "click", () => this.toggle(!this.open));
-      listen($.close, "click", () => this.toggle(false));
-      listen($.go, "click", () => this.start());
-      listen($.hang, "click", () => this.end());
-      listen($.mute, "click", () => this.mute());
-      listen($.vol, "input", () => ($.audio.volume = +$.vol.value));
-      listen($.cbLink, "click", () => this.showForm(true));
-      listen($.back, "click", () => this.showForm(false));
-      listen($.form, "submit", (e) => this.callback(e));
-      listen($.panel, "keydown", (e) => {
-        if (e.key !== "Escape") return;
-        if (busy(this.currentState)) this.end();
-        else if (this.view) this.showForm(false);
-        else if (this.floating) this.toggle(false);
-      });
-    }
-
-    get state() {
-      return this.currentState;
-    }
-    get floating() {
-      return this.getAttribute("floating") === "true";
-    }
-
-    connectedCallback() {
-      this.#blocker = callBlocker();
-      if (this.#blocker) adviseSiteOwner(this.#blocker);
-      this.setAttribute("state", this.currentState);
-      this.msg = this.msg || this.phrase("text-idle");
-      this.render();
-    }
-    disconnectedCallback() {
-      this.end("removed");
-      this.teardown();
-      this.closeEvents();
-      if (this.callbackController) this.callbackController.abort();
-    }
-    attributeChangedCallback() {
-      if (this.isConnected) this.render();
-    }
-
-    phrase(key) {
-      const value = this.getAttribute(key);
-      return value === null ? TEXTS[key] : value;
-    }
-
-    vars() {
-      const raw = this.getAttribute("variables");
-      try {
-        const parsed = JSON.parse(raw || "{}");
-        if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) return parsed;
-      } catch (e) {
-        /* warned below */
+  // One constructable stylesheet for all instances (CSP-safe, unlike style elements). Browsers without constructable
+  // stylesheets (Safari before 16.4, WPE) show the widget unstyled: native buttons and text, icons at their own size.
+  let sharedStylesheet = null;
+  let warnedUnstyled = false;
+  const adoptStylesheet = (root) => {
+    if ("adoptedStyleSheets" in ShadowRoot.prototype && "replaceSync" in CSSStyleSheet.prototype) {
+      if (!sharedStylesheet) {
+        sharedStylesheet = new CSSStyleSheet();
+        sharedStylesheet.replaceSync(STYLESHEET);
       }
-      console.warn('[webcall] the "variables" attribute must be a JSON object like {"name":"Ada"}; sending none.');
-      return {};
+      root.adoptedStyleSheets = [sharedStylesheet];
+    } else if (!warnedUnstyled) {
+      warnedUnstyled = true;
+      console.warn("[webcall] this browser lacks constructable stylesheets, so the widget is unstyled.");
     }
+  };
 
-    // Resolve a route name or server URL against the endpoint.
-    href(url) {
-      return new URL(url, new URL(this.getAttribute("endpoint") || BASE, location.href).href.replace(/\/*$/, "/")).href;
-    }
+  // The widget's colours as the system or the theme attribute asks: dark.
+  const DARK_COLOURS =
+    "--background:var(--webcall-bg,#1c1f29);--foreground:var(--webcall-fg,#eceef4);" +
+    "--muted:var(--webcall-muted,#a6adbd);--danger:var(--webcall-danger,#f0443a);" +
+    "--focus-ring:color-mix(in srgb,var(--accent),#fff 45%)";
+  // Custom properties inside the shadow root: --accent, --accent-foreground, --background, --foreground, --muted,
+  // --danger (each from its --webcall-* property), --focus-ring, --subtle (a faint fill), --line (borders), --radius,
+  // --shadow; --level (0 to 1) is set on the meter.
+  const STYLESHEET = `
+:host{--accent:var(--webcall-accent,#4f46e5);--accent-foreground:var(--webcall-accent-fg,#fff);
+--background:var(--webcall-bg,#fff);--foreground:var(--webcall-fg,#171a21);--muted:var(--webcall-muted,#596070);
+--danger:var(--webcall-danger,#d92d20);--focus-ring:var(--accent);
+--subtle:color-mix(in srgb,var(--foreground) 8%,transparent);
+--line:color-mix(in srgb,var(--foreground) 14%,transparent);
+--radius:var(--webcall-radius,16px);--shadow:var(--webcall-shadow,0 12px 32px #0003,0 2px 8px #0002);
+display:block;max-width:420px;color:var(--foreground);text-align:start;accent-color:var(--accent);
+font:14px/1.45 var(--webcall-font,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif)}
+@media (prefers-color-scheme:dark){:host(:not([theme=light])){${DARK_COLOURS}}}
+:host([theme=dark]){${DARK_COLOURS}}
+:host([floating=true]){position:fixed;bottom:var(--webcall-offset,20px);
+inset-inline-end:var(--webcall-offset,20px);z-index:var(--webcall-z,2147483000);max-width:none}
+*{box-sizing:border-box}
+[hidden]{display:none!important}
+p{margin:0}
+button,input{font:inherit;color:inherit;margin:0}
+button{cursor:pointer}
+button:disabled{cursor:default;opacity:.45}
+:focus-visible{outline:2px solid var(--focus-ring);outline-offset:2px}
+svg{width:20px;height:20px;flex:none}
+.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
+.launcher,.orb,.icon-button{display:grid;place-items:center;flex:none;border-radius:50%;border:0;padding:0;
+background:var(--accent);color:var(--accent-foreground)}
+.launcher{width:56px;height:56px;box-shadow:var(--shadow);transition:transform .15s}
+@media (hover:hover){.launcher:hover{transform:scale(1.06)}}
+.launcher svg{width:26px;height:26px}
+.panel{display:flex;flex-direction:column;gap:14px;padding:16px;background:var(--background);
+border:1px solid var(--line);border-radius:var(--radius);box-shadow:var(--shadow)}
+:host([floating=true]) .panel{position:absolute;bottom:calc(100% + 12px);inset-inline-end:0;
+width:min(var(--webcall-width,360px),calc(100vw - 2 * var(--webcall-offset,20px)));
+max-height:calc(100vh - 120px);max-height:calc(100dvh - 120px);overflow:auto;animation:panel-in .18s ease-out}
+@keyframes panel-in{from{opacity:0;transform:translateY(8px)}}
+.header{display:flex;align-items:center;gap:12px}
+.orb{width:40px;height:40px}
+.heading{flex:1;min-width:0}
+.title{display:block;font-size:15px;font-weight:600}
+.status-line{display:flex;gap:8px;color:var(--muted);font-size:13px}
+.timer{margin-inline-start:auto;font-variant-numeric:tabular-nums}
+:host([state=error]) [role=status]{color:var(--danger)}
+.close-button{align-self:flex-start;display:grid;place-items:center;width:44px;height:44px;margin-block-start:-8px;
+margin-inline-end:-8px;padding:0;border:0;border-radius:8px;background:none;color:var(--muted)}
+.close-button:hover{background:var(--subtle)}
+.fine-print{color:var(--muted);font-size:12px}
+.note,.summary{padding:8px 12px;border-radius:10px;border:1px solid var(--line)}
+.summary strong{display:block;font-size:12px;color:var(--muted)}
+.primary-button{display:flex;align-items:center;justify-content:center;gap:8px;width:100%;min-height:44px;
+padding:10px 16px;border:0;border-radius:calc(var(--radius) * .75);background:var(--accent);
+color:var(--accent-foreground);font-weight:600}
+.primary-button:hover:not(:disabled),.hang-up:hover{filter:brightness(1.1)}
+.link-button{align-self:center;min-height:44px;padding:0 8px;border:0;background:none;font-size:13px;
+text-decoration:underline;text-underline-offset:3px}
+.controls{display:flex;align-items:center;gap:10px}
+.icon-button{width:44px;height:44px;background:var(--subtle);color:inherit;border:1px solid var(--line)}
+.icon-button:hover:not(:disabled){border-color:var(--muted)}
+.icon-button[aria-pressed=true]{background:var(--foreground);color:var(--background)}
+.hang-up{background:var(--danger);border-color:transparent;color:#fff}
+.hang-up svg{transform:rotate(135deg)}
+.meter{flex:1;min-width:24px;height:6px;border-radius:3px;background:var(--subtle);overflow:hidden}
+.meter i{display:block;height:100%;width:calc(var(--level,0) * 100%);background:var(--accent);
+transition:width .08s}
+.volume{display:flex;align-items:center;gap:4px;color:var(--muted)}
+.volume input{width:72px}
+.transcript{display:flex;flex-direction:column;gap:6px;max-height:240px;overflow-y:auto;overscroll-behavior:contain}
+.transcript:empty,.form-error:empty{display:none}
+.transcript p{align-self:flex-start;max-width:85%;padding:7px 11px;border-radius:14px;background:var(--subtle);
+overflow-wrap:anywhere}
+.transcript .user-turn{align-self:flex-end;background:var(--accent);color:var(--accent-foreground)}
+.transcript .partial{opacity:.7}
+form{display:flex;flex-direction:column;gap:10px}
+label{font-weight:500}
+[type=tel]{display:block;width:100%;margin-top:4px;padding:9px 11px;border:1px solid var(--muted);
+border-radius:10px;background:var(--background)}
+[aria-invalid=true]{border-color:var(--danger)}
+.checkbox{display:flex;align-items:flex-start;gap:8px;font-weight:400;font-size:13px}
+.checkbox input{margin-top:3px}
+.form-error{color:var(--danger);font-size:13px}
+:host([state=speaking]) :is(.orb,.launcher){animation:pulse 1.3s ease-in-out infinite}
+:host([state=thinking]) .orb{animation:breathe 1.2s ease-in-out infinite}
+@keyframes pulse{50%{box-shadow:0 0 0 8px color-mix(in srgb,var(--accent) 30%,transparent)}}
+@keyframes breathe{50%{opacity:.55}}
+@media (prefers-reduced-motion:reduce){*{animation:none!important;transition:none!important}}`;
 
-    emit(type, detail, cancelable = false) {
-      return this.dispatchEvent(
-        new CustomEvent("webcall:" + type, { detail, bubbles: true, composed: true, cancelable })
-      );
-    }
+  if (!customElements.get(TAG)) customElements.define(TAG, WebCall);
 
-    timer(name, callback, delayMs, repeat) {
-      this.clear(name);
-      this.timers[name] = (repeat ? setInterval : setTimeout)(callback, delayMs);
-    }
-    clear(name) {
-      clearTimeout(this.timers[name]); // intervals too
-      delete this.timers[name];
-    }
-
-    set(state, msg) {
-      const was = this.currentState;
-      const focused = document.activeElement;
-      const ours = focused === this || !focused || focused === document.body;
-      this.currentState = state;
-      this.msg = msg || this.phrase("text-" + state);
-      this.setAttribute("state", state);
-      this.render();
-      if (state === was) return;
-      this.emit("state", { state });
-      // Focus hang-up during a call, start after it.
-      if (ours && busy(state) !== busy(was)) (busy(state) ? this.$.hang : this.$.go).focus();
-    }
-
-    render() {
-      const { $, currentState: state, view } = this;
-      const root = this.shadowRoot;
-      const inCall = busy(state);
-      const live = LIVE.includes(state);
-      const track = this.track();
-      const consent = this.getAttribute("consent") || "";
-      const mic = this.note === "text-no-mic";
-      $.launch.dataset.l = this.open ? "label-close" : "label-open";
-      $.launch.firstChild.firstChild.setAttribute("d", this.open ? CLOSE : MIC);
-      $.launch.setAttribute("aria-expanded", this.open);
-      $.goText.dataset.t = state === "error" ? "label-retry" : state === "ended" ? "label-restart" : "label-start";
-      $.mute.title = this.phrase(this.muted ? "label-unmute" : "label-mute");
-      $.mute.firstChild.firstChild.setAttribute("d", this.muted || !track ? MIC_OFF : MIC);
-      $.mute.setAttribute("aria-pressed", this.muted);
-      $.mute.disabled = !track;
-      for (const node of root.querySelectorAll("[data-t]")) setText(node, this.phrase(node.dataset.t));
-      for (const node of root.querySelectorAll("[data-l]")) {
-        node.setAttribute("aria-label", this.phrase(node.dataset.l));
-        if (node.localName === "button" && node !== $.mute) node.title = this.phrase(node.dataset.l);
-      }
-      const blocker = this.#blocker;
-      setText($.status, state === "idle" && blocker ? this.phrase(blocker) : this.msg);
-      setText($.note, this.note && this.phrase(this.note));
-      setText($.sumText, this.summary);
-      setText($.consent, consent);
-      const shown = [
-        [$.launch, this.floating],
-        [$.close, this.floating],
-        [$.panel, !this.floating || this.open],
-        [$.timer, live],
-        // The intro invites a call in the browser: not where the browser can't make one.
-        [$.intro, state === "idle" && !view && !blocker && $.intro.textContent],
-        [$.note, this.note && !view && state !== "error"],
-        [$.log, !view],
-        [$.sum, state === "ended" && this.summary && !view],
-        [$.form, view],
-        [$.ctl, inCall && !view],
-        [$.go, !inCall && !view && !blocker],
-        [$.consent, consent && !inCall && !view],
-        [$.cbLink, !view && (inCall ? live && mic : this.getAttribute("callback") === "true" || mic || !!blocker)],
-      ];
-      for (const [part, show] of shown) part.hidden = !show;
-      // Without a way to call here, "call me back" is the main action.
-      $.cbLink.className = blocker ? "btn" : "link";
-    }
-
-    toggle(open) {
-      this.open = open;
-      this.render();
-      const $ = this.$;
-      const main = this.#blocker ? $.cbLink : $.go;
-      (open ? (busy(this.currentState) ? $.hang : this.view ? $.phone : main) : $.launch).focus();
-    }
-
-    track() {
-      return this.mic ? this.mic.getAudioTracks()[0] : null;
-    }
-
-    mute(wanted = !this.muted) {
-      const track = this.track();
-      const muted = !!track && !!wanted;
-      if (track) track.enabled = !muted;
-      if (muted !== this.muted) {
-        this.muted = muted;
-        this.render();
-        this.emit("mute", { muted });
-      }
-      return muted;
-    }
-
-    // Call from a user gesture, so the browser lets audio play.
-    async start() {
-      if (busy(this.currentState)) return;
-      const detail = { agent: this.getAttribute("agent") || "", variables: this.vars() };
-      if (!this.emit("before-start", detail, true)) return;
-      this.teardown();
-      this.closeEvents();
-      Object.assign(this, { open: true, view: false, note: "", summary: "", mint: null, lines: {} });
-      this.seen.clear();
-      this.$.log.replaceChildren();
-      this.#blocker = callBlocker();
-      if (this.#blocker) {
-        adviseSiteOwner(this.#blocker);
-        const codes = { "text-insecure": "insecure_context", "text-frame-blocked": "microphone_blocked" };
-        return this.failed(fail(codes[this.#blocker] || "unsupported", this.#blocker));
-      }
-      const controller = (this.startController = new AbortController());
-      const signal = controller.signal;
-      // The peer connection comes first: its offer travels with the start request while the visitor answers the
-      // microphone prompt, and the microphone joins the call (replaceTrack) when it is allowed.
-      const connection = this.#openPeerConnection();
-      const microphoneRequest = navigator.mediaDevices
-        .getUserMedia({ audio: AUDIO_CONSTRAINTS })
-        .catch((e) => {
-          if (signal.aborted) return null;
-          // Go on receive-only, and offer a call back.
-          this.note = "text-no-mic";
-          console.warn(`[webcall] no microphone (${e.name}), so the call is receive-only; allow it to talk.`);
-          this.emit("error", { code: "microphone_unavailable", message: this.phrase(this.note), fatal: false });
-          return null;
-        });
-      try {
-        (this.ctx = new AudioContext()).resume().catch(noop);
-      } catch (e) {
-        this.ctx = null;
-      }
-      this.$.audio.srcObject = new MediaStream();
-      this.$.audio.play().catch(noop);
-      addEventListener("pagehide", this.onHide);
-      this.set("microphone");
-      try {
-        await connection.setLocalDescription(await connection.createOffer());
-        await gathered(connection, 1500, { quick: true });
-        if (signal.aborted) return;
-        // One request: the plugin starts the call at DialNexa and answers with DialNexa's SDP answer.
-        const starting = this.post("sessions", { ...detail, offer: connection.localDescription.sdp }, signal);
-        starting.catch(noop); // awaited below
-        const mic = await microphoneRequest;
-        if (signal.aborted) return stop(mic);
-        this.mic = mic;
-        const track = this.track();
-        if (track) {
-          await this.#microphoneSender.replaceTrack(track);
-          this.#followInputDevices(track);
-        }
-        this.set("connecting");
-        const started = (this.mint = await starting);
-        if (started.events_url && started.token) this.events(started);
-        this.mediaUrl = started.media_url ? this.href(started.media_url) : "";
-        this.auth = { Authorization: "Bearer " + started.token };
-        if (typeof started.answer !== "string") throw fail("invalid_response", "text-unavailable");
-        await connection.setRemoteDescription({ type: "answer", sdp: started.answer });
-        this.timer("connect", () => this.failed(fail("connect_timeout", "text-failed")), 15000);
-      } catch (e) {
-        if (!signal.aborted) this.failed(e);
-      }
-    }
-
-    // A send-and-receive audio transceiver (the microphone is attached later) and the "events" data channel.
-    #openPeerConnection() {
-      const connection = (this.connection = new RTCPeerConnection());
-      this.#microphoneSender = connection.addTransceiver("audio", { direction: "sendrecv" }).sender;
-      const channel = (this.channel = connection.createDataChannel("events"));
-      channel.onmessage = (e) => this.onData(e.data);
-      channel.onclose = () => LIVE.includes(this.currentState) && this.finish("remote_hangup");
-      // Agent audio via <audio>, not WebAudio, so echo cancellation hears it.
-      connection.ontrack = (e) => {
-        this.$.audio.srcObject = e.streams[0] || new MediaStream([e.track]);
-        this.$.audio.play().catch(noop);
-      };
-      connection.onconnectionstatechange = () => this.onConnection();
-      return connection;
-    }
-
-    // The page's call ticket, if it set one, goes with the request; read now, so the page may replace it any time.
-    async post(path, body, signal) {
-      const url = this.href(path);
-      const ticket = this.getAttribute("ticket");
-      const payload = ticket ? { ...body, ticket } : body;
-      const init = { method: "POST", headers: { "Content-Type": "application/json" }, credentials: "same-origin" };
-      const response = await fetch(url, { ...init, body: JSON.stringify(payload), signal }).catch((e) => {
-        if (signal.aborted) throw e;
-        console.warn(`[webcall] could not reach ${url} (${e.message}): check the endpoint attribute and the network.`);
-        throw fail("network_error", "text-unavailable");
-      });
-      const answer = await response.json().catch(() => ({}));
-      if (response.ok) return answer;
-      const code = answer.code || "http_" + response.status;
-      const hint = HINTS[code] ? `; ${HINTS[code]}.` : "";
-      console.warn(`[webcall] POST ${url} → ${response.status} ${code}: ${answer.message || response.statusText}${hint}`);
-      let key = CODES[code] || (response.status < 500 ? "not-available" : "unavailable");
-      if (/^ticket_/.test(code)) key = "ticket"; // a refused call ticket: a reload gives the page a new one
-      throw fail(code, "text-" + key, +response.headers.get("Retry-After"));
-    }
-
-    onConnection() {
-      const connectionState = this.connection ? this.connection.connectionState : "closed";
-      const state = this.currentState;
-      if (connectionState === "connected") {
-        this.clear("connect");
-        if (state === "connecting") this.live();
-        else if (this.timers.grace) {
-          this.clear("grace");
-          this.set(state);
-        }
-      } else if (connectionState === "failed" && state === "connecting") {
-        this.failed(fail("connect_failed", "text-failed"));
-      } else if (/failed|disconnected/.test(connectionState) && LIVE.includes(state) && !this.timers.grace) {
-        // Grace period for the network; try an ICE restart.
-        this.set(state, this.phrase("text-reconnecting"));
-        // No hang-up request: the network is gone, and DialNexa records the call as a network failure.
-        this.timer("grace", () => this.finish("connection_lost", "text-lost"), 5000);
-        this.restartIce();
-      }
-    }
-
-    // RFC 9725 §4.3 ICE restart through the plugin's media resource; 405 = unsupported.
-    async restartIce() {
-      const connection = this.connection;
-      if (!this.mediaUrl || this.noPatch) return;
-      try {
-        await connection.setLocalDescription(await connection.createOffer({ iceRestart: true }));
-        await gathered(connection, 1000);
-        const fragment = connection.localDescription.sdp.match(/^(a=ice-(ufrag|pwd|options)|m=|a=mid|a=candidate).*\r\n/gm);
-        const response = await fetch(this.mediaUrl, {
-          method: "PATCH",
-          headers: { ...this.auth, "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*" },
-          body: fragment.join(""),
-        });
-        this.noPatch = response.status === 405 || response.status === 501;
-        const iceAnswer = response.status === 200 ? await response.text() : "";
-        const ice = (name) => (iceAnswer.match(new RegExp(`a=ice-${name}:\\S+`)) || [])[0];
-        if (!ice("ufrag") || !ice("pwd") || this.connection !== connection) throw new Error("no ICE restart answer");
-        const sdp = connection.remoteDescription.sdp.replace(/a=ice-ufrag:\S+/g, ice("ufrag"));
-        await connection.setRemoteDescription({ type: "answer", sdp: sdp.replace(/a=ice-pwd:\S+/g, ice("pwd")) });
-        for (const candidate of iceAnswer.match(/^a=candidate:.*/gm) || [])
-          connection.addIceCandidate({ candidate: candidate.slice(2), sdpMLineIndex: 0 }).catch(noop);
-      } catch (e) {
-        if (connection.signalingState === "have-local-offer") connection.setLocalDescription({ type: "rollback" }).catch(noop);
-      }
-    }
-
-    live() {
-      const startedAt = Date.now();
-      const { $, mint, ctx, mic } = this;
-      const tick = () => {
-        const seconds = Math.floor((Date.now() - startedAt) / 1000);
-        setText($.timer, `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`);
-      };
-      tick();
-      this.timer("clock", tick, 1000, true);
-      const max = mint.max_call_seconds;
-      if (max > 0) this.timer("max", () => this.end("max_duration", "text-max"), max * 1000);
-      this.set("listening");
-      this.#screenWakeLock.acquire();
-      // Level meter of the local microphone only.
-      if (!ctx || !mic) return;
-      const analyser = (this.#meterAnalyser = ctx.createAnalyser());
-      const samples = new Float32Array((analyser.fftSize = 512));
-      let level = 0;
-      this.#meterSource = ctx.createMediaStreamSource(mic);
-      this.#meterSource.connect(analyser);
-      const loop = () => {
-        analyser.getFloatTimeDomainData(samples);
-        let sum = 0;
-        for (const sample of samples) sum += sample * sample;
-        level = this.muted ? 0 : Math.max(Math.min(1, Math.sqrt(sum / samples.length) * 5), level * 0.9);
-        this.level(level);
-        this.raf = requestAnimationFrame(loop);
-      };
-      loop();
-    }
-
-    level(value) {
-      this.$.meter.style.setProperty("--l", value.toFixed(2));
-    }
-
-    onData(raw) {
-      let message;
-      try {
-        message = JSON.parse(raw) || {};
-      } catch (e) {
-        return;
-      }
-      if (message.type === "agent_state") {
-        if (LIVE.includes(message.state) && LIVE.includes(this.currentState) && !this.timers.grace) this.set(message.state);
-      } else if (message.type === "transcript" && typeof message.text === "string") {
-        this.line(message.role === "user" ? "user" : "agent", message.text, message.final !== false);
-      } else if (message.type === "call_ended") {
-        this.finish(message.reason || "agent_hangup", ENDED[message.reason]);
-      }
-    }
-
-    line(role, text, final) {
-      const log = this.$.log;
-      const stick = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-      let line = this.lines[role];
-      if (!line) {
-        const who = element("span.sr", {}, this.phrase(role === "user" ? "label-you" : "label-agent") + ": ");
-        line = this.lines[role] = element(role === "user" ? "p.u" : "p.a", { dir: "auto" }, who, "");
-        log.append(line);
-        if (log.childElementCount > 200) log.firstChild.remove();
-      }
-      line.lastChild.data = text;
-      line.classList.toggle("p", !final);
-      if (final) this.lines[role] = null;
-      if (stick) log.scrollTop = log.scrollHeight;
-      this.emit("transcript", { role, text, final });
-    }
-
-    // SSE lifecycle events (EventSource cannot send headers).
-    events(started) {
-      const url = this.href(started.events_url);
-      const source = (this.eventSource = new EventSource(`${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(started.token)}`));
-      const onEvent = (e) => {
-        let payload;
-        try {
-          payload = JSON.parse(e.data) || {};
-        } catch (error) {
-          return;
-        }
-        if (typeof payload.type !== "string" || this.seen.has(payload.id)) return;
-        if (payload.id) this.seen.add(payload.id);
-        this.emit(payload.type, payload);
-        if (payload.type !== "call.ended") return;
-        const call = payload.call || {};
-        if (typeof call.summary === "string") this.summary = call.summary;
-        this.closeEvents();
-        if (LIVE.includes(this.currentState)) this.finish(call.end_reason || "ended", ENDED[call.end_reason]);
-        else if (busy(this.currentState)) {
-          // Ended before it connected (e.g. the media token expired).
-          this.failed(fail(call.end_reason || "ended", call.end_reason === "token_expired" ? "text-expired" : "text-failed"));
-        } else this.render();
-      };
-      source.onmessage = onEvent; // every event is unnamed; its type is in the data
-      source.onerror = () => source.readyState === 2 && console.warn("[webcall] lifecycle events stopped; the call goes on.");
-    }
-
-    closeEvents() {
-      if (this.eventSource) this.eventSource.close();
-      this.eventSource = null;
-      this.clear("events");
-    }
-
-    end(reason = "hangup", key, unloading) {
-      if (!busy(this.currentState)) return;
-      this.hangup(unloading);
-      this.finish(reason, key);
-    }
-
-    hangup(keepalive) {
-      const { mediaUrl, auth, mint } = this;
-      if (mediaUrl) fetch(mediaUrl, { method: "DELETE", headers: auth, keepalive }).catch(noop);
-      const headers = { Authorization: "Bearer " + (mint && mint.token) };
-      if (mint && mint.end_url) fetch(this.href(mint.end_url), { method: "POST", headers, keepalive }).catch(noop);
-    }
-
-    finish(reason, key = "text-ended") {
-      if (!busy(this.currentState)) return;
-      this.teardown();
-      this.set("ended", this.phrase(key));
-      this.emit("ended", this.summary ? { reason, summary: this.summary } : { reason });
-      // Wait a little for the summary.
-      if (this.eventSource) this.timer("events", () => this.closeEvents(), 30000);
-    }
-
-    failed(e) {
-      if (!e.key) {
-        console.warn("[webcall] the call failed:", e);
-        e = fail("connect_failed", "text-failed");
-      }
-      if (this.mint) this.hangup(); // free the call on the server
-      this.teardown();
-      this.closeEvents();
-      const message = this.phrase(e.key).replace("{s}", e.retryAfter || 60);
-      this.set("error", message);
-      this.emit("error", { code: e.code, message, fatal: true });
-    }
-
-    // Close all a call opened, but the event stream.
-    teardown() {
-      if (this.startController) this.startController.abort();
-      for (const name in this.timers) if (name !== "events") this.clear(name);
-      cancelAnimationFrame(this.raf);
-      if (this.channel) this.channel.onclose = this.channel.onmessage = null;
-      if (this.connection) this.connection.close();
-      stop(this.mic);
-      if (this.ctx) this.ctx.close().catch(noop);
-      this.$.audio.pause();
-      this.$.audio.srcObject = null;
-      removeEventListener("pagehide", this.onHide);
-      this.#screenWakeLock.release();
-      this.#stopFollowingInputDevices();
-      this.#meterAnalyser = this.#meterSource = null;
-      Object.assign(this, { startController: null, channel: null, connection: null, mic: null, ctx: null, mediaUrl: "", muted: false });
-      this.level(0);
-    }
-
-    // A headset plugged in or out mid-call: the browser fires "devicechange", and a microphone that went away ends its
-    // track. Either way, ask again for the default input and swap the new track into the call.
-    #followInputDevices(track) {
-      navigator.mediaDevices.addEventListener("devicechange", this.#onInputDevicesChanged);
-      track.addEventListener("ended", this.#onInputDevicesChanged);
-    }
-
-    #stopFollowingInputDevices() {
-      if (navigator.mediaDevices) {
-        navigator.mediaDevices.removeEventListener("devicechange", this.#onInputDevicesChanged);
-      }
-      const track = this.track();
-      if (track) track.removeEventListener("ended", this.#onInputDevicesChanged);
-      this.#microphoneSender = null;
-    }
-
-    // RTCRtpSender.replaceTrack changes the microphone without renegotiating; the mute state carries over.
-    async #switchMicrophone() {
-      const sender = this.#microphoneSender;
-      if (!sender || this.#switchingMicrophone) return;
-      this.#switchingMicrophone = true;
-      try {
-        const oldStream = this.mic;
-        const oldTrack = this.track();
-        const newStream = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS });
-        const newTrack = newStream.getAudioTracks()[0];
-        const oldTrackWorks = oldTrack && oldTrack.readyState === "live";
-        const sameDevice = oldTrackWorks && newTrack.getSettings().deviceId === oldTrack.getSettings().deviceId;
-        if (sameDevice || sender !== this.#microphoneSender || this.mic !== oldStream) {
-          stop(newStream); // nothing changed for this call, or the call ended meanwhile
-          return;
-        }
-        newTrack.enabled = !this.muted;
-        await sender.replaceTrack(newTrack);
-        if (oldTrack) oldTrack.removeEventListener("ended", this.#onInputDevicesChanged);
-        newTrack.addEventListener("ended", this.#onInputDevicesChanged);
-        this.mic = newStream;
-        stop(oldStream);
-        if (this.#meterSource && this.ctx) {
-          this.#meterSource.disconnect();
-          this.#meterSource = this.ctx.createMediaStreamSource(newStream);
-          this.#meterSource.connect(this.#meterAnalyser);
-        }
-        this.emit("microphone", { label: newTrack.label });
-      } catch (error) {
-        console.warn(`[webcall] could not switch to the new microphone (${error.name}); the call keeps the old one.`);
-      } finally {
-        this.#switchingMicrophone = false;
-      }
-    }
-
-    showForm(visible) {
-      if (visible) this.end("callback");
-      this.view = visible;
-      setText(this.$.err, "");
-      this.render();
-      (visible ? this.$.phone : this.#blocker ? this.$.cbLink : this.$.go).focus();
-    }
-
-    async callback(e) {
-      e.preventDefault();
-      const $ = this.$;
-      const phone = $.phone.value.replace(/[\s().-]/g, "");
-      const badPhone = !/^\+[1-9]\d{6,14}$/.test(phone);
-      const bad = badPhone ? "text-invalid-phone" : $.agree.checked ? "" : "text-consent-required";
-      $.phone.setAttribute("aria-invalid", badPhone);
-      setText($.err, bad && this.phrase(bad));
-      if (bad) return (badPhone ? $.phone : $.agree).focus();
-      const agent = this.getAttribute("agent") || "";
-      const detail = { agent, phone_number: phone, consent: true, variables: this.vars() };
-      if (!this.emit("before-callback", detail, true)) return;
-      const controller = (this.callbackController = new AbortController());
-      $.send.disabled = true;
-      try {
-        const answer = await this.post((this.mint && this.mint.callbacks_url) || "callbacks", detail, controller.signal);
-        $.form.reset();
-        this.view = false;
-        this.note = "text-callback-sent";
-        this.set("idle");
-        this.emit("callback", answer);
-        $.go.focus();
-      } catch (error) {
-        if (controller.signal.aborted) return;
-        setText($.err, this.phrase(error.key || "text-unavailable").replace("{s}", error.retryAfter || 60));
-        if (error.code === "invalid_phone_number") $.phone.focus();
-      }
-      $.send.disabled = false;
-    }
-  }
-
-  customElements.get(TAG) || customElements.define(TAG, WebCall);
-
-  // Zero-markup: <script data-agent=…> adds a floating widget.
+  // Zero-markup: <script data-agent=…> adds a floating widget; the script's other data-* attributes become its
+  // attributes (but no event handlers or style).
   if (SCRIPT && SCRIPT.hasAttribute("data-agent")) {
-    const add = () => {
+    const addFloatingWidget = () => {
       const widget = document.createElement(TAG);
       widget.setAttribute("floating", "true");
-      widget.setAttribute("endpoint", BASE);
-      for (const { name, value } of SCRIPT.attributes)
-        if (/^data-(?!on|style$)/.test(name)) widget.setAttribute(name.slice(5), value);
+      widget.setAttribute("endpoint", DEFAULT_ENDPOINT);
+      for (const { name, value } of SCRIPT.attributes) {
+        if (/^data-(?!on|style$)/.test(name)) widget.setAttribute(name.slice("data-".length), value);
+      }
       document.body.append(widget);
     };
-    if (document.body) add();
-    else addEventListener("DOMContentLoaded", add);
+    if (document.body) addFloatingWidget();
+    else addEventListener("DOMContentLoaded", addFloatingWidget);
   }
 })();

@@ -90,8 +90,51 @@ def test_widget_requests_no_outside_url() -> None:
 def test_widget_is_strict_and_self_contained() -> None:
     source = widget_source()
     assert '"use strict";' in source
-    assert "adoptedStyleSheets" in source and "customElements.get(TAG) || customElements.define" in source
+    assert "adoptedStyleSheets" in source
+    assert "if (!customElements.get(TAG)) customElements.define(TAG, WebCall);" in source, "defined once per page"
     assert not re.search(r"^\s*(import|export)\b|\brequire\(", source, re.M), "no modules or dependencies"
+
+
+# Where the source declares a name: variables, functions, classes, parameters (arrow, function, method, catch) and
+# #private members. Strings and comments are removed first; a classic for loop's index is left alone.
+_COMMENTS_AND_STRINGS = re.compile(r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|`(?:\\.|[^`\\])*`", re.S)
+_LOOP_INDEX = re.compile(r"\bfor\s*\(\s*let\s+[\w$]+\s*=")
+_NAME = re.compile(r"[A-Za-z_$][\w$]*")
+_DECLARED = [
+    re.compile(r"\b(?:const|let|var|function|class)\s+([\w$]+)"),
+    re.compile(r"#([\w$]+)"),
+    re.compile(r"(?<![\w$.])([\w$]+)\s*=>"),
+]
+_DESTRUCTURED = re.compile(r"\b(?:const|let|var)\s*[{\[]([^}\]]*)[}\]]")
+_PARAMETERS = [
+    re.compile(r"\(([^()]*)\)\s*=>"),
+    re.compile(r"(?<![\w$.])(?!(?:if|for|while|switch|return)\b)#?[\w$]+\s*\(([^()]*)\)\s*\{"),
+]
+_DEFAULT_VALUE = re.compile(r"=[^,{}\[\]]*")
+
+
+def declared_names(source: str) -> set[str]:
+    code = _LOOP_INDEX.sub("for (", _COMMENTS_AND_STRINGS.sub('""', source))
+    names = {name for pattern in _DECLARED for name in pattern.findall(code)}
+    for pattern in _PARAMETERS:
+        for parameters in pattern.findall(code):
+            names.update(_NAME.findall(_DEFAULT_VALUE.sub("", parameters)))
+    for destructured in _DESTRUCTURED.findall(code):
+        names.update(_NAME.findall(_DEFAULT_VALUE.sub("", destructured)))
+    return names
+
+
+def test_widget_declares_no_one_or_two_letter_names() -> None:
+    """The source is written to be read: a name says what it holds (the minifier and compression do the rest)."""
+    short = sorted(name for name in declared_names(widget_source()) if len(name) <= 2)
+    assert not short, f"webcall.js declares names a reader must decode: {short}"
+
+
+def test_the_declared_name_check_finds_short_names() -> None:
+    source = """const $ = {}; let ok = 1; class Ab {} function go(e, { id }) {} const f = (ev) => ev;
+    items.forEach(x => x); #xy = 0; method(a, b = 2) { } catch (er) { } const [, tag] = m; for (let i = 0; ;) {}"""
+    found = {name for name in declared_names(source) if len(name) <= 2}
+    assert found == {"$", "ok", "Ab", "go", "e", "id", "f", "ev", "x", "xy", "a", "b", "er"}
 
 
 @pytest.mark.parametrize("which", ["source", "served"])

@@ -37,7 +37,7 @@ return {
   status: (root.querySelector("[role=status]") || {}).textContent,
   startShown: shown(start),
   callBackShown: shown(callBack),
-  callBackIsMain: !!callBack && callBack.classList.contains("btn"),
+  callBackIsMain: !!callBack && callBack.classList.contains("primary-button"),
   formShown: shown(root.querySelector("form")),
   text: [...root.querySelectorAll("*")].filter((el) => shown(el) && !el.children.length)
     .map((el) => el.textContent.trim()).filter(Boolean),
