@@ -1033,10 +1033,10 @@
       });
     }
 
-    // An ICE restart through the media resource (RFC 9725 §4.3): PATCH with the new offer's ICE credentials and
-    // candidates as a trickle-ICE fragment; the answer fragment carries the other side's. A resource that answers
-    // 405 or 501 cannot restart and is not asked again; on any other failure the offer is rolled back and the grace
-    // period decides.
+    // An ICE restart through the media resource (RFC 9725 §4.3): PATCH with If-Match: * (an ICE restart applies to
+    // whatever version of the session the resource holds) and the new offer's ICE credentials and candidates as a
+    // trickle-ICE fragment; the answer fragment carries the other side's. A resource that answers 405 or 501 cannot
+    // restart and is not asked again; on any other failure the offer is rolled back and the grace period decides.
     async #restartIce() {
       const peer = this.#peer;
       if (!this.#mediaUrl || this.#iceRestartUnsupported) return;
