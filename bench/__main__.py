@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import importlib.util
 import json
 import os
@@ -168,11 +167,11 @@ def bench_widget() -> None:
 
     source = (ROOT / "static" / "webcall.js").read_bytes()
     served = widget_asset().body
-    gz = len(gzip.compress(served, 9))
+    gz = len(widget_asset().gzipped)  # what a browser asking for gzip gets: zopfli's, where installed
     br = len(brotli.compress(served, quality=11))
     row("widget", "source raw", f"{len(source) / 1024:.1f} KiB")
     row("widget", "served (minified by rjsmin)", f"{len(served) / 1024:.1f} KiB")
-    row("widget", "served gzip -9 (peers: 148-191 KiB)", f"{gz / 1024:.1f} KiB", "<= 13 KiB", gz <= 13 * 1024)
+    row("widget", "served gzip (zopfli; peers: 148-191 KiB)", f"{gz / 1024:.1f} KiB", "<= 13 KiB", gz <= 13 * 1024)
     row("widget", "served brotli q11", f"{br / 1024:.1f} KiB", "<= 12 KiB", br <= 12 * 1024)
 
 

@@ -41,10 +41,21 @@ def _brotli(body: bytes) -> bytes | None:
     return compressed
 
 
+def _gzip(body: bytes) -> bytes:
+    """``body`` in gzip format: by zopfli where the ``zopfli`` package is installed (about 4 % smaller, for some
+    tens of milliseconds once per process), else by zlib at its best level. Any gzip reader decodes either."""
+    try:
+        import zopfli.gzip
+    except ImportError:
+        return gzip.compress(body, compresslevel=9, mtime=0)
+    compressed: bytes = zopfli.gzip.compress(body)
+    return compressed
+
+
 @dataclass(frozen=True)
 class Asset:
-    """A static file held in memory with its validators (ETag, SRI hash) and its compressed copies: gzip always,
-    brotli where the ``brotli`` package is installed."""
+    """A static file held in memory with its validators (ETag, SRI hash) and its compressed copies: gzip always
+    (zopfli's where it is installed), brotli where the ``brotli`` package is installed."""
 
     body: bytes
     gzipped: bytes
@@ -83,7 +94,7 @@ class Asset:
         digest = hashlib.sha256(body).hexdigest()
         return cls(
             body=body,
-            gzipped=gzip.compress(body, compresslevel=9, mtime=0),
+            gzipped=_gzip(body),
             etag=f'"{digest[:32]}"',
             version=digest[:12],
             sri="sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode(),
