@@ -69,6 +69,15 @@ def test_serve_takes_its_address_and_prefix_from_flags(tmp_path: Path) -> None:
         assert service.stop() == 0
 
 
+def test_where_calls_need_a_ticket_the_home_page_is_the_snippet(tmp_path: Path) -> None:
+    env = clean_environment(WEBCALL_TICKET_SECRETS=TICKET_SECRET, WEBCALL_REQUIRE_TICKET="true")
+    with running_service(SERVE, tmp_path, env=env) as service:
+        home = httpx.get(f"{service.url}/", follow_redirects=False)
+        assert home.status_code == 302 and home.headers["Location"] == "/webcall/snippet"
+        assert "Calls here need a call ticket" in httpx.get(f"{service.url}/webcall/snippet").text
+        assert service.stop() == 0
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [

@@ -6,8 +6,8 @@
         gunicorn webcall.service:app -k aiohttp.GunicornWebWorker -w 4 -b 0.0.0.0:8080
 
 Everything is configured from the environment (the README's configuration table; ``WEBCALL_PREFIX`` moves the
-routes from ``/webcall``). Besides the plugin's routes the service answers ``/`` (the first agent's call page) and
-``/healthz``, and logs one line per call event.
+routes from ``/webcall``). Besides the plugin's routes the service answers ``/`` (the first agent's call page, or
+the embed snippet where calls need a ticket) and ``/healthz``, and logs one line per call event.
 """
 
 from __future__ import annotations
@@ -53,9 +53,12 @@ def prefix_from_env() -> str:
 
 
 async def home(request: web.Request) -> web.StreamResponse:
-    """The service's own page: the first agent's call page (``{prefix}/snippet`` shows how to embed it)."""
+    """The service's own page: the first agent's call page; where calls need a ticket from the site's backend (which
+    this page cannot have), the snippet page that shows how to embed the widget with one."""
     handle = handle_of(request.app)
     first_agent = handle.agent_aliases[0]  # a configuration without agents does not start
+    if handle.config.require_ticket:
+        raise web.HTTPFound(handle.url("snippet"))
     raise web.HTTPFound(handle.url("call_page", agent=first_agent))
 
 
