@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from webcall.bus import CallbackList, EventBus
+from webcall.errors import StoreUnavailable
 from webcall.events import CallEvent
 from webcall.store import MemoryStore
 
@@ -222,3 +224,70 @@ def test_callback_names_are_unique() -> None:
     callbacks.append(handler)
     names = [n for n, _ in callbacks.for_event(event("c"))]
     assert len(set(names)) == 2 and len(callbacks) == 2
+
+
+class GatedAcks(MemoryStore):
+    """A memory store whose acknowledgements are recorded, and held until ``release`` is set; the first ones fail
+    while ``failures`` lasts."""
+
+    def __init__(self, failures: int = 0) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.batches: list[list[str]] = []
+        self.failures = failures
+
+    async def outbox_ack_all(self, entry_ids: Sequence[str]) -> None:
+        self.batches.append(list(entry_ids))
+        await self.release.wait()
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("Redis is unreachable: ConnectionError")
+        await super().outbox_ack_all(entry_ids)
+
+
+async def test_entries_delivered_while_an_acknowledgement_is_on_its_way_are_acknowledged_together() -> None:
+    store = GatedAcks()
+    seen: list[str] = []
+    all_seen = asyncio.Event()
+
+    def record(e: CallEvent) -> None:
+        seen.append(e.call_id)
+        if len(seen) == 4:
+            all_seen.set()
+
+    callbacks = CallbackList()
+    callbacks.append(record)
+    bus = EventBus(store, callbacks, sleep=no_sleep)
+    for n in range(4):
+        assert await bus.publish(event(f"call_{n}"))
+    bus.start()
+    try:
+        await asyncio.wait_for(all_seen.wait(), 2)
+        await asyncio.sleep(0.01)  # each delivery has gone on to its acknowledgement
+        assert len(store.batches) == 1  # the first acknowledgement is held; the three others wait for it
+        store.release.set()
+        await bus.drain()
+        assert [len(batch) for batch in store.batches] == [1, 3]
+        assert len({entry_id for batch in store.batches for entry_id in batch}) == 4
+    finally:
+        await bus.stop()
+
+
+async def test_entries_whose_acknowledgement_failed_are_delivered_again() -> None:
+    store = GatedAcks(failures=2)
+    store.release.set()
+    seen: list[str] = []
+    callbacks = CallbackList()
+    callbacks.append(lambda e: seen.append(e.call_id))
+    bus = EventBus(store, callbacks, sleep=no_sleep)
+    bus.reclaim_after = 0.05
+    for n in range(3):
+        assert await bus.publish(event(f"call_{n}"))
+    bus.start()
+    try:
+        await asyncio.sleep(0.1)
+        await bus.drain()
+        assert sorted(set(seen)) == ["call_0", "call_1", "call_2"] and len(seen) > 3
+        assert await store.outbox_depth() == 0
+    finally:
+        await bus.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from webcall.store import MemoryStore, Store
+from webcall.store.base import NewCall
 from webcall.store.redis import RedisStore
 
 from .redis_server import RedisServer
@@ -189,3 +190,62 @@ async def test_remember_call(store: Store) -> None:
     await store.remember_call("call_r", {"agent": "sales"}, ttl=10, deadline_at=50.0)
     assert await store.get_context("call_r") == {"agent": "sales"}
     assert await store.deadlines_due(100.0) == ["call_r"]
+
+
+MEDIA = {"resource_url": "https://media.example/r/1", "access_token": "t", "etag": '"1"'}
+
+
+def new_call(call_id: str, deadline_at: float = 50.0) -> NewCall:
+    context = {"agent": "sales", "slot_id": "s1"}
+    return NewCall(call_id=call_id, context=context, ttl=10, deadline_at=deadline_at, media=MEDIA, media_ttl=10)
+
+
+async def publish_new(store: Store, call: NewCall) -> str | None:
+    return await store.publish_new_call(
+        call,
+        {"event": "session.created"},
+        dedupe_key=f"{call.call_id}:session.created",
+        dedupe_ttl=60,
+        browser_event={"type": "session.created"},
+        log_ttl=60,
+    )
+
+
+async def test_publish_new_call_keeps_the_call_and_queues_its_event(store: Store) -> None:
+    subscription = store.subscribe("call_n")
+    await subscription.start()
+    assert await publish_new(store, new_call("call_n")) is not None
+    assert await store.get_context("call_n") == {"agent": "sales", "slot_id": "s1"}
+    assert await store.media_of("call_n") == MEDIA
+    assert await store.deadlines_due(100.0) == ["call_n"]
+    assert [e for _, e in await store.outbox_take("w", 10, block=0.1, reclaim_after=60)] == [
+        {"event": "session.created"}
+    ]
+    assert await store.events_after("call_n", 0) == [(1, {"type": "session.created"})]
+    assert await asyncio.wait_for(subscription.get(), 2) == (1, {"type": "session.created"})
+    await subscription.close()
+
+
+async def test_publish_new_call_keeps_the_call_even_when_its_event_is_a_duplicate(store: Store) -> None:
+    assert await publish_new(store, new_call("call_d", deadline_at=50.0)) is not None
+    assert await publish_new(store, new_call("call_d", deadline_at=70.0)) is None
+    assert await store.outbox_depth() == 1
+    assert await store.events_after("call_d", 0) == [(1, {"type": "session.created"})]
+    assert await store.deadlines_due(60.0) == []  # the second call's deadline replaced the first
+    assert await store.deadlines_due(100.0) == ["call_d"]
+    assert await store.get_context("call_d") is not None and await store.media_of("call_d") is not None
+
+
+async def test_outbox_ack_all_acknowledges_several_entries_at_once(store: Store) -> None:
+    ids = [await store.outbox_add({"n": n}) for n in range(4)]
+    assert None not in ids
+    taken = await store.outbox_take("w", 10, block=0.1, reclaim_after=0.2)
+    assert [i for i, _ in taken] == ids
+    for entry_id, _ in taken:
+        await store.mark_done(entry_id, "callback_a", ttl=60)
+    await store.outbox_ack_all([taken[0][0], taken[2][0], taken[3][0]])
+    await store.outbox_ack_all([])
+    assert await store.outbox_depth() == 1
+    assert [await store.done_parts(i) for i, _ in taken] == [set(), {"callback_a"}, set(), set()]
+    await asyncio.sleep(0.25)  # only the entry left unacknowledged is ever handed out again
+    assert [i for i, _ in await store.outbox_take("w2", 10, block=0.05, reclaim_after=0.2)] == [taken[1][0]]

@@ -22,13 +22,17 @@ from .errors import StoreUnavailable
 from .events import CallEvent, now_iso
 from .metrics import Metrics
 from .store import Store
-from .store.base import RECLAIMED
+from .store.base import RECLAIMED, NewCall
 
 log = logging.getLogger("webcall.events")
 
 Callback = Callable[[CallEvent], Awaitable[None] | None]
 DEDUPE_TTL = 7 * 24 * 3600.0
 EVENT_LOG_TTL = 24 * 3600.0
+DEADLINE_CHECK_SECONDS = 0.5
+"""How often the dispatcher looks for calls past their maximum length; it waits as long for new outbox entries, so an
+idle dispatcher looks as often as a busy one."""
+DEADLINES_PER_CHECK = 50
 
 
 @dataclass(frozen=True)
@@ -110,18 +114,34 @@ class EventBus:
         self._sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
+        self._unacknowledged: dict[str, asyncio.Future[None]] = {}
+        self._acknowledging = False
 
     # -- publishing ------------------------------------------------------------------------------------------------
-    async def publish(self, event: CallEvent) -> bool:
-        """Queue an event for the host's callbacks and the call's browsers; False when it is a duplicate."""
-        entry_id = await self.store.publish_event(
-            {"event": event.to_json()},
-            dedupe_key=f"dedupe:{event.id}",
-            dedupe_ttl=DEDUPE_TTL,
-            call_id=event.call_id,
-            browser_event=event.browser_json(),
-            log_ttl=EVENT_LOG_TTL,
-        )
+    async def publish(self, event: CallEvent, *, new_call: NewCall | None = None) -> bool:
+        """Queue an event for the host's callbacks and the call's browsers; False when it is a duplicate. With
+        ``new_call`` (the event is about a call the plugin has just started), the call's records are written in the
+        same store step (:meth:`Store.publish_new_call`)."""
+        entry = {"event": event.to_json()}
+        dedupe_key = f"dedupe:{event.id}"
+        if new_call is None:
+            entry_id = await self.store.publish_event(
+                entry,
+                dedupe_key=dedupe_key,
+                dedupe_ttl=DEDUPE_TTL,
+                call_id=event.call_id,
+                browser_event=event.browser_json(),
+                log_ttl=EVENT_LOG_TTL,
+            )
+        else:
+            entry_id = await self.store.publish_new_call(
+                new_call,
+                entry,
+                dedupe_key=dedupe_key,
+                dedupe_ttl=DEDUPE_TTL,
+                browser_event=event.browser_json(),
+                log_ttl=EVENT_LOG_TTL,
+            )
         if entry_id is None:
             log.info("call %s: duplicate %s ignored", event.call_id, event.type)
             return False
@@ -151,14 +171,19 @@ class EventBus:
         raise TimeoutError("the outbox did not drain in time")
 
     async def _run(self) -> None:
-        gauges_at = 0.0
+        gauges_at = deadlines_at = 0.0
         while True:
             try:
-                await self._check_deadlines()
+                if time.monotonic() >= deadlines_at:
+                    deadlines_at = time.monotonic() + DEADLINE_CHECK_SECONDS
+                    if await self._check_deadlines() >= DEADLINES_PER_CHECK:
+                        deadlines_at = 0.0  # more may be due: look again at once
                 if self.metrics is not None and self.metrics.enabled and time.monotonic() - gauges_at > 2:
                     gauges_at = time.monotonic()
                     self.metrics.depths(await self.store.outbox_depth(), len(await self.store.dead_list()))
-                entries = await self.store.outbox_take(self.consumer, 16, block=0.5, reclaim_after=self.reclaim_after)
+                entries = await self.store.outbox_take(
+                    self.consumer, 16, block=DEADLINE_CHECK_SECONDS, reclaim_after=self.reclaim_after
+                )
             except StoreUnavailable:
                 log.warning("webcall: the store is unreachable; event delivery pauses")
                 await asyncio.sleep(1.0)
@@ -179,14 +204,17 @@ class EventBus:
         self._tasks.discard(task)
         self._slots.release()
 
-    async def _check_deadlines(self) -> None:
+    async def _check_deadlines(self) -> int:
+        """End the calls past their maximum length; returns how many there were."""
         if self.on_deadline is None:
-            return
-        for call_id in await self.store.deadlines_due(time.time()):
+            return 0
+        due = await self.store.deadlines_due(time.time(), DEADLINES_PER_CHECK)
+        for call_id in due:
             try:
                 await self.on_deadline(call_id)
             except Exception:
                 log.exception("call %s: ending the call at its maximum length failed", call_id)
+        return len(due)
 
     async def _deliver(self, entry_id: str, entry: dict[str, Any]) -> None:
         try:
@@ -205,11 +233,41 @@ class EventBus:
             await asyncio.gather(
                 *(self._run_callback(entry_id, event, name, fn, mark_done=mark_done) for name, fn in targets)
             )
-            await self.store.outbox_ack(entry_id)
+            await self._acknowledge(entry_id)
         except StoreUnavailable:
             log.warning("webcall: store unreachable while delivering %s; it will be retried", entry_id)
         except Exception:
             log.exception("webcall: delivering outbox entry %s failed; it will be retried", entry_id)
+
+    async def _acknowledge(self, entry_id: str) -> None:
+        """Acknowledge a delivered entry. Entries delivered while an acknowledgement is on its way to the store wait
+        for it to return, then go together in one store call: one call per batch instead of one per entry."""
+        acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unacknowledged[entry_id] = acknowledged
+        if not self._acknowledging:
+            self._acknowledging = True
+            try:
+                while self._unacknowledged:
+                    batch, self._unacknowledged = self._unacknowledged, {}
+                    failure: Exception | None = None
+                    try:
+                        await self.store.outbox_ack_all(list(batch))
+                    except Exception as err:
+                        failure = err
+                    except BaseException:
+                        for waiting in batch.values():
+                            waiting.cancel()
+                        raise
+                    for waiting in batch.values():
+                        if waiting.done():
+                            continue
+                        if failure is None:
+                            waiting.set_result(None)
+                        else:
+                            waiting.set_exception(failure)
+            finally:
+                self._acknowledging = False
+        await acknowledged
 
     async def _run_callback(self, entry_id: str, event: CallEvent, name: str, fn: Callback, *, mark_done: bool) -> None:
         error = ""

@@ -31,6 +31,7 @@ from .errors import (
 from .events import CallEvent, from_delivery
 from .metrics import Metrics
 from .store import Store
+from .store.base import NewCall
 from .tokens import AUDIENCE_CALL, TokenIssuer
 
 log = logging.getLogger("webcall")
@@ -163,14 +164,15 @@ class CallDesk:
             )
         context = call_context(session.id, caller, slot_id=slot_id)
         created = plugin_event("session.created", context, {"status": session.status, "type": "web"})
-        media = {"resource_url": answer.resource_url, "access_token": session.access_token, "etag": answer.etag}
-        await asyncio.gather(  # independent writes: one round trip's wait, not three
-            self.store.remember_call(
-                session.id, context, ttl=max_seconds + CONTEXT_GRACE_SECONDS, deadline_at=time.time() + max_seconds
-            ),
-            self.store.remember_media(session.id, media, ttl=max_seconds + TOKEN_GRACE_SECONDS),
-            self.bus.publish(created),
+        new_call = NewCall(
+            call_id=session.id,
+            context=context,
+            ttl=max_seconds + CONTEXT_GRACE_SECONDS,
+            deadline_at=time.time() + max_seconds,
+            media={"resource_url": answer.resource_url, "access_token": session.access_token, "etag": answer.etag},
+            media_ttl=max_seconds + TOKEN_GRACE_SECONDS,
         )
+        await self.bus.publish(created, new_call=new_call)  # the context, deadline, media and event: one store step
         token, claims = self.tokens.issue(session.id, AUDIENCE_CALL, ttl=max_seconds + TOKEN_GRACE_SECONDS)
         self.metrics.minted(caller.alias)
         log.info("call %s: session minted for agent %r from %s", session.id, caller.alias, caller.origin)

@@ -10,12 +10,27 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 Item = tuple[int, dict[str, Any]]
 RECLAIMED = "_reclaimed"
 """Set (True) by ``outbox_take`` on an entry taken over from another consumer. Only such an entry can have parts
 already done (:meth:`Store.mark_done`), so the bus asks for :meth:`Store.done_parts` only when it is set."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewCall:
+    """What a call the plugin has just started keeps in the store besides its ``session.created`` event: the host
+    context (for ``ttl`` seconds), the deadline at which the call is ended, and the media record (for ``media_ttl``
+    seconds; see :meth:`Store.remember_media`)."""
+
+    call_id: str
+    context: dict[str, Any]
+    ttl: float
+    deadline_at: float
+    media: dict[str, Any]
+    media_ttl: float
 
 
 class Mailbox:
@@ -151,6 +166,33 @@ class Store(ABC):
         call's log (published to its subscribers). Returns the outbox id, or None for a duplicate. One step, so a
         failure can never leave an event deduplicated but missing from either place."""
 
+    async def publish_new_call(
+        self,
+        call: NewCall,
+        entry: dict[str, Any],
+        *,
+        dedupe_key: str,
+        dedupe_ttl: float,
+        browser_event: dict[str, Any],
+        log_ttl: float,
+    ) -> str | None:
+        """Everything a newly started call writes: :meth:`remember_call` and :meth:`remember_media` for ``call``, and
+        :meth:`publish_event` for its event (whose result this returns). The call's records are kept even when the
+        event is a duplicate. Stores may do it all in one round trip (Redis: one script)."""
+        _, _, entry_id = await asyncio.gather(
+            self.remember_call(call.call_id, call.context, call.ttl, call.deadline_at),
+            self.remember_media(call.call_id, call.media, call.media_ttl),
+            self.publish_event(
+                entry,
+                dedupe_key=dedupe_key,
+                dedupe_ttl=dedupe_ttl,
+                call_id=call.call_id,
+                browser_event=browser_event,
+                log_ttl=log_ttl,
+            ),
+        )
+        return entry_id
+
     @abstractmethod
     async def outbox_take(
         self, consumer: str, count: int, *, block: float, reclaim_after: float
@@ -161,6 +203,11 @@ class Store(ABC):
     @abstractmethod
     async def outbox_ack(self, entry_id: str) -> None:
         """The entry is fully handled; it leaves the outbox."""
+
+    async def outbox_ack_all(self, entry_ids: Sequence[str]) -> None:
+        """:meth:`outbox_ack` for several entries (stores may do it in one round trip)."""
+        for entry_id in entry_ids:
+            await self.outbox_ack(entry_id)
 
     @abstractmethod
     async def outbox_depth(self) -> int:

@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
-from .base import RECLAIMED, Item, Mailbox, Store, Subscription
+from .base import RECLAIMED, Item, Mailbox, NewCall, Store, Subscription
 
 log = logging.getLogger("webcall.store")
 
@@ -103,10 +103,20 @@ _REMEMBER_CALL = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 """
+# A new call: its context, deadline and media record, then _PUBLISH (keys and arguments 1-5 and 1-4) for its event.
+_PUBLISH_NEW_CALL = (
+    """
+redis.call('SET', KEYS[6], ARGV[5], 'PX', ARGV[6])
+redis.call('ZADD', KEYS[7], ARGV[7], ARGV[8])
+redis.call('SET', KEYS[8], ARGV[9], 'PX', ARGV[10])
+"""
+    + _PUBLISH
+)
 _OUTBOX_ACK = """
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('DEL', KEYS[2])
+local ids = {unpack(ARGV, 2)}
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+redis.call('XDEL', KEYS[1], unpack(ids))
+redis.call('DEL', unpack(KEYS, 2))
 """
 _MARK_DONE = """
 redis.call('SADD', KEYS[1], ARGV[1])
@@ -137,6 +147,13 @@ def _unavailable(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Corouti
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def _entry_id(reply: Any) -> str | None:
+    """An outbox entry id as a script returns it; None for the script's false (a duplicate)."""
+    if reply is None:
+        return None
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 class _Hub:
@@ -260,6 +277,7 @@ class RedisStore(Store):
         self._outbox_add = self._client.register_script(_OUTBOX_ADD)
         self._publish = self._client.register_script(_PUBLISH)
         self._remember_call = self._client.register_script(_REMEMBER_CALL)
+        self._publish_new_call = self._client.register_script(_PUBLISH_NEW_CALL)
         self._outbox_ack = self._client.register_script(_OUTBOX_ACK)
         self._mark_done = self._client.register_script(_MARK_DONE)
         self._dead_take = self._client.register_script(_DEAD_TAKE)
@@ -269,6 +287,9 @@ class RedisStore(Store):
 
     def _k(self, name: str) -> str:
         return self._p + name
+
+    def _context_key(self, call_id: str) -> str:
+        return self._k(f"ctx:{call_id}")
 
     @_unavailable
     async def ping(self) -> None:
@@ -294,7 +315,7 @@ class RedisStore(Store):
 
     @_unavailable
     async def remember_call(self, call_id: str, context: dict[str, Any], ttl: float, deadline_at: float) -> None:
-        keys = [self._k(f"ctx:{call_id}"), self._k("deadlines")]
+        keys = [self._context_key(call_id), self._k("deadlines")]
         await self._remember_call(keys=keys, args=[json.dumps(context), _ms(ttl), repr(deadline_at), call_id])
 
     @_unavailable
@@ -311,11 +332,11 @@ class RedisStore(Store):
 
     @_unavailable
     async def put_context(self, call_id: str, context: dict[str, Any], ttl: float) -> None:
-        await self._client.set(self._k(f"ctx:{call_id}"), json.dumps(context), px=_ms(ttl))
+        await self._client.set(self._context_key(call_id), json.dumps(context), px=_ms(ttl))
 
     @_unavailable
     async def get_context(self, call_id: str) -> dict[str, Any] | None:
-        raw = await self._client.get(self._k(f"ctx:{call_id}"))
+        raw = await self._client.get(self._context_key(call_id))
         return json.loads(raw) if raw else None
 
     @_unavailable
@@ -342,9 +363,20 @@ class RedisStore(Store):
         entry_id = await self._outbox_add(
             keys=[self._k("outbox"), dedupe], args=[json.dumps(entry), dedupe_key or "", _ms(dedupe_ttl or 1)]
         )
-        if entry_id is None:
-            return None
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return _entry_id(entry_id)
+
+    def _publication(
+        self, entry: dict[str, Any], dedupe_key: str, dedupe_ttl: float, call_id: str, event: dict[str, Any], ttl: float
+    ) -> tuple[list[str], list[str | int]]:
+        """_PUBLISH's keys and arguments."""
+        keys = [
+            self._k("outbox"),
+            self._k(f"once:{dedupe_key}"),
+            self._k(f"seq:{call_id}"),
+            self._k(f"log:{call_id}"),
+            self._hub.channel(call_id),
+        ]
+        return keys, [json.dumps(entry), _ms(dedupe_ttl), json.dumps(event), _ms(ttl)]
 
     @_unavailable
     async def publish_event(
@@ -358,18 +390,26 @@ class RedisStore(Store):
         log_ttl: float,
     ) -> str | None:
         await self._ensure_group()
-        keys = [
-            self._k("outbox"),
-            self._k(f"once:{dedupe_key}"),
-            self._k(f"seq:{call_id}"),
-            self._k(f"log:{call_id}"),
-            self._hub.channel(call_id),
-        ]
-        args: list[str | int] = [json.dumps(entry), _ms(dedupe_ttl), json.dumps(browser_event), _ms(log_ttl)]
-        entry_id = await self._publish(keys=keys, args=args)
-        if entry_id is None:
-            return None
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        keys, args = self._publication(entry, dedupe_key, dedupe_ttl, call_id, browser_event, log_ttl)
+        return _entry_id(await self._publish(keys=keys, args=args))
+
+    @_unavailable
+    async def publish_new_call(
+        self,
+        call: NewCall,
+        entry: dict[str, Any],
+        *,
+        dedupe_key: str,
+        dedupe_ttl: float,
+        browser_event: dict[str, Any],
+        log_ttl: float,
+    ) -> str | None:
+        await self._ensure_group()
+        keys, args = self._publication(entry, dedupe_key, dedupe_ttl, call.call_id, browser_event, log_ttl)
+        keys += [self._context_key(call.call_id), self._k("deadlines"), self._context_key(f"media:{call.call_id}")]
+        args += [json.dumps(call.context), _ms(call.ttl), repr(call.deadline_at), call.call_id]
+        args += [json.dumps(call.media), _ms(call.media_ttl)]
+        return _entry_id(await self._publish_new_call(keys=keys, args=args))
 
     @_unavailable
     async def outbox_take(
@@ -419,7 +459,13 @@ class RedisStore(Store):
 
     @_unavailable
     async def outbox_ack(self, entry_id: str) -> None:
-        await self._outbox_ack(keys=[self._k("outbox"), self._k(f"done:{entry_id}")], args=[GROUP, entry_id])
+        await self.outbox_ack_all([entry_id])
+
+    @_unavailable
+    async def outbox_ack_all(self, entry_ids: Sequence[str]) -> None:
+        if entry_ids:
+            keys = [self._k("outbox"), *(self._k(f"done:{entry_id}") for entry_id in entry_ids)]
+            await self._outbox_ack(keys=keys, args=[GROUP, *entry_ids])
 
     @_unavailable
     async def outbox_depth(self) -> int:
