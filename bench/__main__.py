@@ -258,6 +258,7 @@ async def bench_minting(quick: bool, upstream_ms: float, *, isolate: bool = True
         if importlib.util.find_spec("hiredis") is not None:  # redis-py parses replies with it when installed
             servers["redis, no hiredis"] = start_server("plugin", emulator, redis.url, "--redis-parser", "python")
         cpus = split_cpus() if isolate else None
+        rounds = 3 if quick else MINT_ROUNDS
         notes = []
         if cpus is not None:
             # The server under test gets a CPU of its own: its latency is then its own work's, not time lost to the
@@ -273,7 +274,7 @@ async def bench_minting(quick: bool, upstream_ms: float, *, isolate: bool = True
                 f"share CPU {rest}, alike for every server (--shared-cpus: no pinning)."
             )
         notes.append(
-            f"At each concurrency c, every server is warmed up with 2 x c mints, then runs {MINT_ROUNDS} rounds of "
+            f"At each concurrency c, every server is warmed up with 2 x c mints, then runs {rounds} rounds of "
             f"{2 if quick else MINTS_PER_WORKER} mints per worker, the servers in turn. p50 and p99 leave out the "
             "burst that opens each round (its first c requests); req/s and CPU per mint count every mint."
         )
@@ -283,14 +284,14 @@ async def bench_minting(quick: bool, upstream_ms: float, *, isolate: bool = True
             for concurrency in (1, 50, 200):
                 await asyncio.to_thread(reset_emulator, emulator, upstream_ms)
                 per_round = max(concurrency * (2 if quick else MINTS_PER_WORKER), 20 if quick else 60)
-                total = per_round * MINT_ROUNDS
+                total = per_round * rounds
                 for server in servers.values():  # warm up: connection pools filled at this concurrency
                     await load(server.url, concurrency, max(2 * concurrency, 50))
                 latencies: dict[str, list[float]] = {name: [] for name in servers}
                 elapsed: dict[str, float] = dict.fromkeys(servers, 0.0)
                 cpu_used: dict[str, float] = dict.fromkeys(servers, 0.0)
                 names = list(servers)
-                for round_number in range(MINT_ROUNDS):
+                for round_number in range(rounds):
                     shift = round_number % len(names)
                     for name in names[shift:] + names[:shift]:
                         used = servers[name].cpu_seconds()
