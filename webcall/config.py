@@ -19,8 +19,8 @@ from aiohttp import web
 from .errors import ConfigError
 
 DEFAULT_BASE_URL = "https://api.dialnexa.com/v1"
-_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+VARIABLE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 DEFAULT_WEBHOOK_EVENTS = ("call.completed", "call.failed", "call.no_answer")
@@ -51,12 +51,12 @@ class Agent:
             raise ConfigError(f"Agent {self.id}: version must be a positive integer or None (latest published).")
         object.__setattr__(self, "visitor_variables", frozenset(self.visitor_variables))
         for name in self.visitor_variables:
-            if not _VARIABLE.match(name):
+            if not VARIABLE_PATTERN.match(name):
                 raise ConfigError(f"Agent {self.id}: visitor variable {name!r} is not a valid variable name.")
         if not isinstance(self.defaults, Mapping):
             raise ConfigError(f"Agent {self.id}: defaults must be a mapping of variable names to strings.")
         for name, value in self.defaults.items():
-            if not isinstance(name, str) or not _VARIABLE.match(name):
+            if not isinstance(name, str) or not VARIABLE_PATTERN.match(name):
                 raise ConfigError(f"Agent {self.id}: default {name!r} is not a valid variable name.")
             if not isinstance(value, str):
                 raise ConfigError(f"Agent {self.id}: the default for {name!r} must be a string.")
@@ -141,7 +141,7 @@ class WebCallConfig:
 
     def _check(self) -> None:
         for alias, agent in self.agents.items():
-            if not _ALIAS.match(alias):
+            if not ALIAS_PATTERN.match(alias):
                 raise ConfigError(f"Agent alias {alias!r}: use 1-64 letters, digits, '-' or '_'.")
             if not isinstance(agent, Agent):
                 raise ConfigError(f"agents[{alias!r}] must be webcall.Agent(id=...), not {type(agent).__name__}.")

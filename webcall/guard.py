@@ -14,8 +14,15 @@ from .config import WebCallConfig
 from .errors import HTTPProblem
 from .store import Store
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line/paragraph separators
-_TEMPLATE = re.compile(r"\{\{|\}\}|\{%|%\}")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line/paragraph separators
+TEMPLATE_MARKERS = re.compile(r"\{\{|\}\}|\{%|%\}")
+
+
+def unsafe_value(value: str) -> bool:
+    """Whether a ``{{variable}}`` value holds control characters or template markers (never sent to an agent)."""
+    return bool(CONTROL_CHARACTERS.search(value) or TEMPLATE_MARKERS.search(value))
+
+
 PREFLIGHT_MAX_AGE = "600"
 
 
@@ -156,7 +163,7 @@ def visitor_variables(
             raise HTTPProblem(400, "invalid_variables", f"The variable {key!r} must be a string.")
         if len(value) > max_length:
             raise HTTPProblem(400, "invalid_variables", f"The variable {key!r} is longer than {max_length} characters.")
-        if _CONTROL.search(value) or _TEMPLATE.search(value):
+        if unsafe_value(value):
             raise HTTPProblem(
                 400, "invalid_variables", f"The variable {key!r} contains characters that are not allowed."
             )

@@ -12,7 +12,6 @@ the embed snippet where calls need a ticket) and ``/healthz``, and logs one line
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -21,6 +20,7 @@ from aiohttp import web
 from .app import handle_of, setup
 from .config import WebCallConfig
 from .events import CallEvent
+from .views import health_response
 
 log = logging.getLogger("webcall.service")
 
@@ -56,20 +56,15 @@ async def home(request: web.Request) -> web.StreamResponse:
     """The service's own page: the first agent's call page; where calls need a ticket from the site's backend (which
     this page cannot have), the snippet page that shows how to embed the widget with one."""
     handle = handle_of(request.app)
-    first_agent = handle.agent_aliases[0]  # a configuration without agents does not start
     if handle.config.require_ticket:
         raise web.HTTPFound(handle.url("snippet"))
+    first_agent = handle.agent_aliases[0]  # a configuration without agents does not start
     raise web.HTTPFound(handle.url("call_page", agent=first_agent))
 
 
 async def healthz(request: web.Request) -> web.Response:
-    report = await handle_of(request.app).health()
-    status = 200 if report["status"] == "ok" else 503
-    return web.json_response(report, status=status, headers={"Cache-Control": "no-store"}, dumps=compact_json)
-
-
-def compact_json(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    """The plugin's readiness, at the service's root as load balancers expect it."""
+    return health_response(await handle_of(request.app).health())
 
 
 def log_call_event(event: CallEvent) -> None:

@@ -23,7 +23,6 @@ Verification raises :class:`~webcall.errors.HTTPProblem` (401/403/409, codes ``t
 from __future__ import annotations
 
 import math
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,7 +31,9 @@ from typing import Any
 
 import jwt
 
+from .config import ALIAS_PATTERN, VARIABLE_PATTERN
 from .errors import HTTPProblem
+from .guard import CONTROL_CHARACTERS, unsafe_value
 
 ALGORITHM = "HS256"
 DEFAULT_AUDIENCE = "webcall"
@@ -44,11 +45,6 @@ MAX_TICKET_BYTES = 4096
 MAX_TICKET_VARIABLES = 32
 MAX_TICKET_VALUE_LENGTH = 1000
 MIN_SECRET_BYTES = 32
-
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_TEMPLATE = re.compile(r"\{\{|\}\}|\{%|%\}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,7 +171,7 @@ def _number(value: Any, claim: str) -> float:
 
 
 def _text(value: Any, claim: str, *, limit: int) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > limit or _CONTROL.search(value):
+    if not isinstance(value, str) or not value.strip() or len(value) > limit or CONTROL_CHARACTERS.search(value):
         raise invalid(f"'{claim}' must be a non-empty string of at most {limit} characters.")
     return value
 
@@ -186,7 +182,7 @@ def _agents(value: Any) -> frozenset[str]:
         not isinstance(aliases, list)
         or not aliases
         or len(aliases) > 64
-        or not all(isinstance(alias, str) and _IDENTIFIER.match(alias) for alias in aliases)
+        or not all(isinstance(alias, str) and ALIAS_PATTERN.match(alias) for alias in aliases)
     ):
         raise invalid("'agent' must be an agent alias or a non-empty list of aliases.")
     return frozenset(aliases)
@@ -200,12 +196,12 @@ def _variables(value: Any) -> dict[str, str]:
     if len(value) > MAX_TICKET_VARIABLES:
         raise invalid(f"'vars' holds more than {MAX_TICKET_VARIABLES} variables.")
     for name, text in value.items():
-        if not _VARIABLE.match(name):
+        if not VARIABLE_PATTERN.match(name):
             raise invalid(f"'vars' names {name[:64]!r}, which is not a variable name.")
         if not isinstance(text, str):
             raise invalid(f"the variable {name!r} in 'vars' must be a string.")
         if len(text) > MAX_TICKET_VALUE_LENGTH:
             raise invalid(f"the variable {name!r} in 'vars' is longer than {MAX_TICKET_VALUE_LENGTH} characters.")
-        if _CONTROL.search(text) or _TEMPLATE.search(text):
+        if unsafe_value(text):
             raise invalid(f"the variable {name!r} in 'vars' contains characters that are not allowed.")
     return dict(value)

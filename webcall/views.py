@@ -199,7 +199,11 @@ async def snippet_page(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    report = await request.app[RUNTIME].health()
+    return health_response(await request.app[RUNTIME].health())
+
+
+def health_response(report: dict[str, Any]) -> web.Response:
+    """``/healthz``'s answer for a :meth:`Runtime.health` report: 200, or 503 with ``Retry-After`` when not ready."""
     if report["status"] != "ok":
         return _json(report, status=503, headers={"Retry-After": "2"})
     return _json(report)

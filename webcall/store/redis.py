@@ -406,7 +406,8 @@ class RedisStore(Store):
     ) -> str | None:
         await self._ensure_group()
         keys, args = self._publication(entry, dedupe_key, dedupe_ttl, call.call_id, browser_event, log_ttl)
-        keys += [self._context_key(call.call_id), self._k("deadlines"), self._context_key(f"media:{call.call_id}")]
+        media_key = self._context_key(f"media:{call.call_id}")  # where remember_media keeps it (put_context)
+        keys += [self._context_key(call.call_id), self._k("deadlines"), media_key]
         args += [json.dumps(call.context), _ms(call.ttl), repr(call.deadline_at), call.call_id]
         args += [json.dumps(call.media), _ms(call.media_ttl)]
         return _entry_id(await self._publish_new_call(keys=keys, args=args))
