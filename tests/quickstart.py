@@ -8,11 +8,8 @@ dependency versions ``pyproject.toml`` allows).
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .net import free_port
+from .service import clean_environment, running_service
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,37 +44,26 @@ def serve_quickstart(
 
     The app sees no ``DIALNEXA_*`` or ``WEBCALL_*`` variables, so it runs on the embedded emulator, as the README
     says. ``this_checkout`` puts this repository first on the import path (the test environment's Python may have
-    another checkout installed); a venv's Python keeps the package installed in it. If the app exits before
-    listening, the assertion carries its output.
+    another checkout installed); a venv's Python keeps the package installed in it. Its output goes to a file in
+    ``workdir`` (a pipe nobody reads could fill and block it); if it exits before listening, or does not stop on
+    SIGTERM, the assertion carries that output.
     """
-    port = free_port()
     script = workdir / "app.py"
     script.write_text(block("python"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIALNEXA_", "WEBCALL_", "PYTHONPATH"))}
-    env["PORT"] = str(port)
+    port = free_port()
+    env = clean_environment(PORT=str(port))
     if this_checkout:
         env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen(
-        [str(python), str(script)], env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"quickstart exited: {proc.stdout.read().decode() if proc.stdout else ''}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError(f"quickstart did not start listening within {startup_timeout:g} s")
+    with running_service(
+        [str(python), str(script)],
+        workdir,
+        env=env,
+        port=port,
+        ready_path="/webcall/healthz",
+        startup_timeout=startup_timeout,
+    ) as quickstart:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout:
-            proc.stdout.close()
+        quickstart.stop()  # SIGTERM: the app must shut down gracefully (the assertion carries its output)
 
 
 def health_with_curl(port: int) -> dict[str, Any]:
