@@ -1,4 +1,5 @@
-"""The DialNexa REST client: one ``httpx.AsyncClient`` per app, explicit timeouts, retries by a pure policy.
+"""The DialNexa REST client: one ``httpx.AsyncClient`` per app (on aiohttp's connection pool, see ``transport``),
+explicit timeouts, retries by a pure policy.
 
 httpx exceptions never escape: every failure is a :class:`webcall.errors.DialNexaError`. The one undocumented part
 of DialNexa — creating a browser web call — is :meth:`DialNexaClient.create_web_call`, whose path is configuration.
@@ -37,6 +38,7 @@ from .models import (
     list_items,
 )
 from .retry import Failure, RetryPolicy
+from .transport import AiohttpTransport
 
 log = logging.getLogger("webcall.dialnexa")
 
@@ -109,8 +111,7 @@ class DialNexaClient:
                 "User-Agent": "dialnexa-webcall",
             },
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),  # bursts reuse connections
-            transport=transport,
+            transport=transport or AiohttpTransport(),
             follow_redirects=False,
         )
 

@@ -1,0 +1,241 @@
+"""The DialNexa client's connection pool (aiohttp under httpx), against real sockets: what goes out, what comes back,
+how each way of failing surfaces, and that the pool is bounded and reused."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.net import free_port
+from webcall.dialnexa import DialNexaClient, RetryPolicy
+from webcall.dialnexa.transport import AiohttpTransport
+from webcall.errors import DialNexaConnectError, DialNexaTimeout, DialNexaTransportError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    """Serve one handler for every path; yields a function that starts it and returns its base URL."""
+    servers: list[TestServer] = []
+
+    async def start(handler: Handler) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("/v1"))
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+def client(base_url: str, *, timeout: float = 5.0, transport: AiohttpTransport | None = None) -> DialNexaClient:
+    return DialNexaClient(
+        api_key="kid:secret",
+        base_url=base_url,
+        timeout=timeout,
+        deadline=timeout * 4,
+        policy=RetryPolicy(max_attempts=1),
+        transport=transport,
+    )
+
+
+async def test_a_request_goes_out_as_httpx_built_it_and_the_answer_comes_back(serve: Any) -> None:
+    seen: list[web.Request] = []
+    bodies: list[bytes] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request)
+        bodies.append(await request.read())
+        return web.json_response({"id": "agent_1", "name": "Sales"}, headers={"X-Request-Id": "r1"})
+
+    base = await serve(handler)
+    async with httpx.AsyncClient(
+        base_url=base, transport=AiohttpTransport(), headers={"Authorization": "Bearer k"}
+    ) as http:
+        response = await http.post("/agents", params={"page": "2"}, json={"name": "Sales"})
+    assert response.status_code == 200
+    assert response.json() == {"id": "agent_1", "name": "Sales"}
+    assert response.headers["x-request-id"] == "r1"
+    assert response.http_version == "HTTP/1.1"
+    request = seen[0]
+    assert (request.method, request.path, request.query_string) == ("POST", "/v1/agents", "page=2")
+    assert json.loads(bodies[0]) == {"name": "Sales"}
+    assert request.headers["Authorization"] == "Bearer k"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Content-Length"] == str(len(bodies[0]))
+    assert request.headers["User-Agent"].startswith("python-httpx/")  # httpx's headers, not aiohttp's
+    assert request.headers.getall("Accept-Encoding") == [http.headers["Accept-Encoding"]]
+
+
+async def test_a_compressed_answer_is_decoded_once(serve: Any) -> None:
+    payload = json.dumps({"id": "call_1", "notes": "x" * 2000}).encode()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(
+            body=gzip.compress(payload), headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        )
+
+    base = await serve(handler)
+    async with httpx.AsyncClient(base_url=base, transport=AiohttpTransport()) as http:
+        response = await http.get("/calls/call_1")
+    assert response.content == payload
+
+
+async def test_a_redirect_is_answered_not_followed_and_no_cookie_is_kept(serve: Any) -> None:
+    requests: list[web.Request] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        requests.append(request)
+        raise web.HTTPFound("/elsewhere", headers={"Set-Cookie": "session=1; Path=/"})
+
+    base = (await serve(handler)).replace("127.0.0.1", "localhost")  # a jar would keep a cookie for a name
+    transport = AiohttpTransport()
+    try:
+        for _ in range(2):
+            response = await transport.handle_async_request(httpx.Request("GET", f"{base}/calls"))
+            assert response.status_code == 302
+            assert response.headers["location"] == "/elsewhere"
+    finally:
+        await transport.aclose()
+    assert [request.path for request in requests] == ["/v1/calls", "/v1/calls"]
+    assert "Cookie" not in requests[1].headers
+
+
+async def test_connections_are_reused_and_bounded(serve: Any) -> None:
+    in_flight = 0
+    most_in_flight = 0
+    peers: set[Any] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal in_flight, most_in_flight
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return web.json_response({"data": []})
+
+    base = await serve(handler)
+    async with client(base, transport=AiohttpTransport(max_connections=3)) as dialnexa:
+        await asyncio.gather(*(dialnexa.list_webhooks() for _ in range(12)))
+        assert most_in_flight == 3
+        assert len(peers) == 3
+        for _ in range(5):
+            await dialnexa.list_webhooks()
+    assert len(peers) == 3  # sequential requests took the open connections
+
+
+async def test_a_refused_connection_is_a_connect_error() -> None:
+    async with client(f"http://127.0.0.1:{free_port()}/v1") as dialnexa:
+        with pytest.raises(DialNexaConnectError):
+            await dialnexa.list_webhooks()
+
+
+async def test_an_answer_that_never_comes_is_a_timeout(serve: Any) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.json_response({})
+
+    base = await serve(handler)
+    async with client(base, timeout=0.3) as dialnexa:
+        with pytest.raises(DialNexaTimeout):
+            await dialnexa.list_webhooks()
+
+
+async def test_waiting_too_long_for_a_pooled_connection_means_the_request_never_left(serve: Any) -> None:
+    arrived = 0
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal arrived
+        arrived += 1
+        await release.wait()
+        return web.json_response({"data": []})
+
+    base = await serve(handler)
+    timeout = httpx.Timeout(5.0, pool=0.2, connect=0.2)
+    async with httpx.AsyncClient(base_url=base, timeout=timeout, transport=AiohttpTransport(max_connections=1)) as http:
+        first = asyncio.ensure_future(http.get("/calls"))
+        await asyncio.sleep(0.1)
+        with pytest.raises(httpx.ConnectTimeout):  # the client's "never left": safe to send again
+            await http.get("/calls")
+        release.set()
+        assert (await first).status_code == 200
+    assert arrived == 1
+
+
+async def test_a_connection_that_breaks_mid_answer_may_have_landed_so_a_billable_call_is_not_sent_again() -> None:
+    port = free_port()
+    arrived = 0
+
+    async def half_an_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal arrived
+        await reader.readuntil(b"\r\n\r\n")
+        arrived += 1
+        writer.write(b'HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"id":')
+        await writer.drain()
+        writer.transport.abort()
+
+    server = await asyncio.start_server(half_an_answer, "127.0.0.1", port, family=socket.AF_INET)
+    try:
+        async with DialNexaClient(api_key="kid:secret", base_url=f"http://127.0.0.1:{port}/v1") as dialnexa:
+            with pytest.raises(DialNexaTransportError) as raised:
+                await dialnexa.create_web_call(agent_id="agent_1", metadata={})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert not isinstance(raised.value, (DialNexaConnectError, DialNexaTimeout))
+    assert arrived == 1
+
+
+async def test_a_kept_alive_connection_that_breaks_is_not_retried_behind_the_retry_policy() -> None:
+    port = free_port()
+    arrived = 0
+
+    async def answer_once_then_break(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal arrived
+        await reader.readuntil(b"\r\n\r\n")
+        arrived += 1
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"data":[]}')
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the next request, on the same connection
+        arrived += 1
+        writer.transport.abort()
+
+    server = await asyncio.start_server(answer_once_then_break, "127.0.0.1", port, family=socket.AF_INET)
+    try:
+        async with client(f"http://127.0.0.1:{port}/v1") as dialnexa:  # one attempt allowed
+            assert await dialnexa.list_webhooks() == []
+            with pytest.raises(DialNexaTransportError):
+                await dialnexa.list_webhooks()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert arrived == 2  # aiohttp's own retry would have sent it once more, on a new connection, and succeeded
+
+
+async def test_closing_the_client_closes_the_pool(serve: Any) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"data": []})
+
+    base = await serve(handler)
+    transport = AiohttpTransport()
+    dialnexa = client(base, transport=transport)
+    await dialnexa.list_webhooks()
+    session = transport._session
+    assert session is not None and not session.closed
+    await dialnexa.aclose()
+    assert session.closed
