@@ -244,6 +244,10 @@ def reset_emulator(emulator: Proc, upstream_ms: float) -> None:
     ).raise_for_status()
 
 
+BARE = "bare handler"
+"""The minting baseline: an aiohttp handler making the same upstream calls on aiohttp's client, nothing else."""
+
+
 async def bench_minting(quick: bool, upstream_ms: float, *, isolate: bool = True) -> None:
     emulator = start_emulator()
     redis = RedisServer(Path(tempfile.mkdtemp(prefix="bench-redis-")))
@@ -251,12 +255,15 @@ async def bench_minting(quick: bool, upstream_ms: float, *, isolate: bool = True
     own_cpus = os.sched_getaffinity(0)
     try:
         servers = {
-            "bare": start_server("bare", emulator),
-            "memory": start_server("plugin", emulator),
-            "redis": start_server("plugin", emulator, redis.url),
+            BARE: start_server("bare", emulator),
+            "bare handler, httpx client": start_server("bare", emulator, "memory", "--client", "httpx"),
+            "plugin (memory)": start_server("plugin", emulator),
+            "plugin (redis)": start_server("plugin", emulator, redis.url),
         }
         if importlib.util.find_spec("hiredis") is not None:  # redis-py parses replies with it when installed
-            servers["redis, no hiredis"] = start_server("plugin", emulator, redis.url, "--redis-parser", "python")
+            servers["plugin (redis, no hiredis)"] = start_server(
+                "plugin", emulator, redis.url, "--redis-parser", "python"
+            )
         cpus = split_cpus() if isolate else None
         rounds = 3 if quick else MINT_ROUNDS
         notes = []
@@ -276,7 +283,9 @@ async def bench_minting(quick: bool, upstream_ms: float, *, isolate: bool = True
         notes.append(
             f"At each concurrency c, every server is warmed up with 2 x c mints, then runs {rounds} rounds of "
             f"{2 if quick else MINTS_PER_WORKER} mints per worker, the servers in turn. p50 and p99 leave out the "
-            "burst that opens each round (its first c requests); req/s and CPU per mint count every mint."
+            "burst that opens each round (its first c requests); req/s and CPU per mint count every mint. The budget "
+            "is against the bare handler on aiohttp's client, the connection pool the plugin uses; the bare handler "
+            "on httpx's own pool is shown for comparison."
         )
         for line in textwrap.wrap(" ".join(notes), 110):
             note("minting", line)
@@ -303,30 +312,27 @@ async def bench_minting(quick: bool, upstream_ms: float, *, isolate: bool = True
                         elapsed[name] += round_time
                 results = {name: (latencies[name], elapsed[name]) for name in servers}
                 cpu = {name: cpu_used[name] / total for name in servers}
-                bare_lat, bare_time = results["bare"]
+                bare_lat, bare_time = results[BARE]
                 bare_rps = total / bare_time
-                row(
-                    "minting",
-                    f"c={concurrency:<3} bare handler p50 / p99 / req/s / CPU per mint",
-                    f"{pct(bare_lat, 50) * 1e3:.1f} / {pct(bare_lat, 99) * 1e3:.1f} ms / {bare_rps:.0f} / "
-                    f"{cpu['bare'] * 1e3:.2f} ms",
-                )
-                for name in [n for n in servers if n != "bare"]:
+                for name in servers:
                     lat, seconds = results[name]
                     rps = total / seconds
-                    ratio = pct(lat, 50) / pct(bare_lat, 50)
                     row(
                         "minting",
-                        f"c={concurrency:<3} plugin ({name}) p50 / p99 / req/s / CPU per mint",
+                        f"c={concurrency:<3} {name} p50 / p99 / req/s / CPU per mint",
                         f"{pct(lat, 50) * 1e3:.1f} / {pct(lat, 99) * 1e3:.1f} ms / {rps:.0f} / "
                         f"{cpu[name] * 1e3:.2f} ms",
                     )
+                    if name == BARE:
+                        continue
+                    ratio = pct(lat, 50) / pct(bare_lat, 50)
+                    budgeted = name.startswith("plugin")
                     row(
                         "minting",
-                        f"c={concurrency:<3} plugin ({name}) vs bare: p50 / req/s / CPU per mint",
-                        f"{ratio:.2f}x / {bare_rps / rps:.2f}x / {cpu[name] / cpu['bare']:.2f}x",
-                        "<= 1.15x",
-                        ratio <= 1.15,
+                        f"c={concurrency:<3} {name} vs bare: p50 / req/s / CPU per mint",
+                        f"{ratio:.2f}x / {bare_rps / rps:.2f}x / {cpu[name] / cpu[BARE]:.2f}x",
+                        "<= 1.15x" if budgeted else "",
+                        ratio <= 1.15 if budgeted else None,
                     )
         finally:
             for server in servers.values():

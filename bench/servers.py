@@ -3,7 +3,7 @@
 
 python -m bench.servers plugin --port 8801 --base-url http://127.0.0.1:8700/v1 --api-key K [--store redis://…]
     [--redis-parser python]    (redis-py's own reply parser, as if hiredis were not installed)
-python -m bench.servers bare   --port 8802 --base-url http://127.0.0.1:8700/v1 --api-key K
+python -m bench.servers bare   --port 8802 --base-url http://127.0.0.1:8700/v1 --api-key K [--client httpx]
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import argparse
 import json
 import resource
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+import aiohttp
 import httpx
 from aiohttp import web
 
@@ -22,7 +24,6 @@ import webcall
 ORIGIN = "https://bench.example"
 SESSION_SECRET = "bench-session-secret-0123456789-abcdef"
 WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
-BARE_CLIENT: web.AppKey[httpx.AsyncClient] = web.AppKey("bench.client")
 
 
 def plugin_app(args: argparse.Namespace) -> web.Application:
@@ -52,36 +53,76 @@ def plugin_app(args: argparse.Namespace) -> web.Application:
 
 
 def bare_app(args: argparse.Namespace) -> web.Application:
-    """The floor: parse the JSON body, make the same upstream call, answer JSON."""
+    """The floor: parse the JSON body, make the same two upstream calls, answer JSON; with aiohttp's client (the
+    plugin's connection pool) or httpx's own (what a handler written with httpx gets)."""
     app = web.Application()
+    app.cleanup_ctx.append(httpx_client_lifetime(args) if args.client == "httpx" else aiohttp_client_lifetime(args))
 
+    async def sessions(request: web.Request) -> web.Response:
+        body = await request.json()
+        call_id, answer = await request.app[BARE_UPSTREAM](body)
+        return web.json_response({"call_id": call_id, "answer": answer}, status=201)
+
+    app.router.add_post("/webcall/sessions", sessions)
+    return app
+
+
+Upstream = Callable[[dict[str, Any]], Awaitable[tuple[str, str]]]
+"""Create the web call for a mint request's body, hand DialNexa its offer; (call id, SDP answer)."""
+BARE_UPSTREAM: web.AppKey[Upstream] = web.AppKey("bench.upstream")
+
+
+def httpx_client_lifetime(args: argparse.Namespace) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        app[BARE_CLIENT] = httpx.AsyncClient(
+        async with httpx.AsyncClient(
             base_url=args.base_url,
             headers={"Authorization": f"Bearer {args.api_key}"},
             timeout=30,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
-        )
-        yield
-        await app[BARE_CLIENT].aclose()
+        ) as http:
 
-    async def sessions(request: web.Request) -> web.Response:
-        body = await request.json()
-        http = request.app[BARE_CLIENT]
-        upstream = await http.post(
-            "/web-calls", json={"agent_id": "agent_sales", "metadata": body.get("variables") or {}}
-        )
-        call = json.loads(upstream.content)
-        whip = await http.post(
-            call["media"]["whip_url"],
-            content=body["offer"].encode(),
-            headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {call['access_token']}"},
-        )
-        return web.json_response({"call_id": call["id"], "answer": whip.text}, status=201)
+            async def upstream(body: dict[str, Any]) -> tuple[str, str]:
+                created = await http.post("/web-calls", json=web_call_request(body))
+                call = json.loads(created.content)
+                whip = await http.post(
+                    call["media"]["whip_url"], content=body["offer"].encode(), headers=whip_headers(call)
+                )
+                return call["id"], whip.text
 
-    app.cleanup_ctx.append(lifetime)
-    app.router.add_post("/webcall/sessions", sessions)
-    return app
+            app[BARE_UPSTREAM] = upstream
+            yield
+
+    return lifetime
+
+
+def aiohttp_client_lifetime(args: argparse.Namespace) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {args.api_key}"},
+            timeout=aiohttp.ClientTimeout(total=30),
+            connector=aiohttp.TCPConnector(limit=200),
+        ) as http:
+
+            async def upstream(body: dict[str, Any]) -> tuple[str, str]:
+                async with http.post(f"{args.base_url}/web-calls", json=web_call_request(body)) as created:
+                    call = json.loads(await created.read())
+                async with http.post(
+                    call["media"]["whip_url"], data=body["offer"].encode(), headers=whip_headers(call)
+                ) as whip:
+                    return call["id"], await whip.text()
+
+            app[BARE_UPSTREAM] = upstream
+            yield
+
+    return lifetime
+
+
+def web_call_request(body: dict[str, Any]) -> dict[str, Any]:
+    return {"agent_id": "agent_sales", "metadata": body.get("variables") or {}}
+
+
+def whip_headers(call: dict[str, Any]) -> dict[str, str]:
+    return {"Content-Type": "application/sdp", "Authorization": f"Bearer {call['access_token']}"}
 
 
 def main() -> None:
@@ -92,6 +133,7 @@ def main() -> None:
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--store", default="memory")
     parser.add_argument("--redis-parser", choices=["default", "python"], default="default")
+    parser.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp", help="bare: the upstream client")
     args = parser.parse_args()
     if args.redis_parser == "python":  # before redis-py is first imported: it picks its parser then
         sys.modules["hiredis"] = None  # type: ignore[assignment]
