@@ -131,7 +131,7 @@ def start_emulator() -> Proc:
             "--max-media-sessions",
             "100000",
             "--media-connect-timeout",
-            "3",
+            "1",
         ],
         port,
         "/_control/stats",
@@ -231,6 +231,18 @@ def split_cpus() -> tuple[set[int], set[int]] | None:
     return ({cpus[-1]}, set(cpus[:-1])) if len(cpus) > 1 else None
 
 
+def settle(procs: list[Proc], *, busy: float = 0.05, window: float = 0.25, limit: float = 20.0) -> None:
+    """Wait until none of ``procs`` uses more than ``busy`` of a CPU over ``window`` seconds (at most ``limit``), so
+    that a round starts once the work left by the one before is done: the emulator ending the calls it minted (their
+    media never connects), a plugin's dispatcher delivering their events."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = [proc.cpu_seconds() for proc in procs]
+        time.sleep(window)
+        if all(proc.cpu_seconds() - used <= busy * window for proc, used in zip(procs, before, strict=True)):
+            return
+
+
 def note(section: str, text: str) -> None:
     print(f"  {section:<10} note: {text}", flush=True)
 
@@ -283,7 +295,8 @@ async def bench_minting(quick: bool, upstream_ms: float, *, isolate: bool = True
         notes.append(
             f"At each concurrency c, every server is warmed up with 2 x c mints, then runs {rounds} rounds of "
             f"{2 if quick else MINTS_PER_WORKER} mints per worker, the servers in turn. p50 and p99 leave out the "
-            "burst that opens each round (its first c requests); req/s and CPU per mint count every mint. The budget "
+            "burst that opens each round (its first c requests); req/s and CPU per mint count every mint. Each round "
+            "starts once the emulator and every server are idle again. The budget "
             "is against the bare handler on aiohttp's client, the connection pool the plugin uses; the bare handler "
             "on httpx's own pool is shown for comparison."
         )
@@ -303,6 +316,7 @@ async def bench_minting(quick: bool, upstream_ms: float, *, isolate: bool = True
                 for round_number in range(rounds):
                     shift = round_number % len(names)
                     for name in names[shift:] + names[:shift]:
+                        await asyncio.to_thread(settle, [emulator, *servers.values()])
                         used = servers[name].cpu_seconds()
                         round_latencies, round_time = await load(
                             servers[name].url, concurrency, per_round, untimed=concurrency
