@@ -4,6 +4,7 @@ how each way of failing surfaces, and that the pool is bounded and reused."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import socket
@@ -39,6 +40,38 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
     yield start
     for server in servers:
         await server.close()
+
+
+class HandWrittenServer:
+    """An HTTP server written by hand, to break a connection exactly where a test wants. ``converse(next_request,
+    writer)`` runs for each connection, which is aborted when it returns; ``next_request()`` waits for the next
+    request's headers on it. ``requests`` counts the requests that arrived."""
+
+    def __init__(self, converse: Callable[[Callable[[], Awaitable[None]], asyncio.StreamWriter], Awaitable[None]]):
+        self.converse = converse
+        self.requests = 0
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[str]:
+        """Serve; yields the base URL."""
+        port = free_port()
+        server = await asyncio.start_server(self._connection, "127.0.0.1", port, family=socket.AF_INET)
+        try:
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def next_request() -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+
+        try:
+            await self.converse(next_request, writer)
+            await writer.drain()
+        finally:
+            writer.transport.abort()
 
 
 def client(base_url: str, *, timeout: float = 5.0, transport: AiohttpTransport | None = None) -> DialNexaClient:
@@ -178,53 +211,30 @@ async def test_waiting_too_long_for_a_pooled_connection_means_the_request_never_
 
 
 async def test_a_connection_that_breaks_mid_answer_may_have_landed_so_a_billable_call_is_not_sent_again() -> None:
-    port = free_port()
-    arrived = 0
-
-    async def half_an_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal arrived
-        await reader.readuntil(b"\r\n\r\n")
-        arrived += 1
+    async def half_an_answer(next_request: Callable[[], Awaitable[None]], writer: asyncio.StreamWriter) -> None:
+        await next_request()
         writer.write(b'HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"id":')
-        await writer.drain()
-        writer.transport.abort()
 
-    server = await asyncio.start_server(half_an_answer, "127.0.0.1", port, family=socket.AF_INET)
-    try:
-        async with DialNexaClient(api_key="kid:secret", base_url=f"http://127.0.0.1:{port}/v1") as dialnexa:
-            with pytest.raises(DialNexaTransportError) as raised:
-                await dialnexa.create_web_call(agent_id="agent_1", metadata={})
-    finally:
-        server.close()
-        await server.wait_closed()
+    server = HandWrittenServer(half_an_answer)
+    async with server.running() as base, DialNexaClient(api_key="kid:secret", base_url=base) as dialnexa:
+        with pytest.raises(DialNexaTransportError) as raised:
+            await dialnexa.create_web_call(agent_id="agent_1", metadata={})
     assert not isinstance(raised.value, (DialNexaConnectError, DialNexaTimeout))
-    assert arrived == 1
+    assert server.requests == 1
 
 
 async def test_a_kept_alive_connection_that_breaks_is_not_retried_behind_the_retry_policy() -> None:
-    port = free_port()
-    arrived = 0
-
-    async def answer_once_then_break(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal arrived
-        await reader.readuntil(b"\r\n\r\n")
-        arrived += 1
+    async def answer_once_then_break(next_request: Callable[[], Awaitable[None]], writer: asyncio.StreamWriter) -> None:
+        await next_request()
         writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"data":[]}')
-        await writer.drain()
-        await reader.readuntil(b"\r\n\r\n")  # the next request, on the same connection
-        arrived += 1
-        writer.transport.abort()
+        await next_request()  # the next one, on the same connection, is not answered
 
-    server = await asyncio.start_server(answer_once_then_break, "127.0.0.1", port, family=socket.AF_INET)
-    try:
-        async with client(f"http://127.0.0.1:{port}/v1") as dialnexa:  # one attempt allowed
-            assert await dialnexa.list_webhooks() == []
-            with pytest.raises(DialNexaTransportError):
-                await dialnexa.list_webhooks()
-    finally:
-        server.close()
-        await server.wait_closed()
-    assert arrived == 2  # aiohttp's own retry would have sent it once more, on a new connection, and succeeded
+    server = HandWrittenServer(answer_once_then_break)
+    async with server.running() as base, client(base) as dialnexa:  # one attempt allowed
+        assert await dialnexa.list_webhooks() == []
+        with pytest.raises(DialNexaTransportError):
+            await dialnexa.list_webhooks()
+    assert server.requests == 2  # aiohttp's own retry would have sent it once more, on a new connection, and succeeded
 
 
 async def test_closing_the_client_closes_the_pool(serve: Any) -> None:
