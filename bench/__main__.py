@@ -566,7 +566,7 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (about five minutes)")
     parser.add_argument("--only", nargs="*", choices=["widget", *SECTIONS], help="run only these sections")
     parser.add_argument(
         "--shared-cpus", action="store_true", help="minting: let the servers share every CPU with the emulator"
