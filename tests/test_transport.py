@@ -171,6 +171,30 @@ async def test_connections_are_reused_and_bounded(serve: Any) -> None:
     assert len(peers) == 3  # sequential requests took the open connections
 
 
+async def test_a_proxy_named_by_the_environment_is_used_unless_no_proxy_names_the_host(
+    serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forwarded: list[str] = []
+
+    async def forward_proxy(request: web.Request) -> web.Response:  # an HTTP proxy gets the absolute URL
+        forwarded.append(str(request.url))
+        return web.json_response({"data": []})
+
+    proxy = (await serve(forward_proxy)).removesuffix("/v1")
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    async with client("http://api.dialnexa.invalid/v1") as dialnexa:
+        assert await dialnexa.list_webhooks() == []
+    assert forwarded == ["http://api.dialnexa.invalid/v1/user-webhooks?page=1&limit=100"]
+
+    monkeypatch.setenv("NO_PROXY", "api.dialnexa.invalid")
+    async with client("http://api.dialnexa.invalid/v1") as dialnexa:
+        with pytest.raises(DialNexaConnectError):  # straight to a name that does not resolve
+            await dialnexa.list_webhooks()
+    assert len(forwarded) == 1
+
+
 async def test_a_refused_connection_is_a_connect_error() -> None:
     async with client(f"http://127.0.0.1:{free_port()}/v1") as dialnexa:
         with pytest.raises(DialNexaConnectError):

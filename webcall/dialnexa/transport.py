@@ -25,7 +25,8 @@ _HEADERS_AIOHTTP_SETS = frozenset({"host", "connection", "content-length", "tran
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over aiohttp's connection pool. The session opens with the first request (on the event
     loop that sends it) and closes with :meth:`aclose`. Redirects are not followed and cookies are not kept: the
-    httpx client above decides both. Bodies arrive still encoded; httpx decodes them as usual."""
+    httpx client above decides both. Bodies arrive still encoded; httpx decodes them as usual. An HTTP(S) proxy
+    named by the environment is used (``ALL_PROXY`` and SOCKS proxies are not)."""
 
     def __init__(self, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self._max_connections = max_connections
@@ -39,6 +40,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                trust_env=True,  # HTTP_PROXY, HTTPS_PROXY and NO_PROXY, as httpx's own pool would honour them
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
