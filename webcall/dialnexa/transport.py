@@ -18,6 +18,10 @@ import httpx
 DEFAULT_MAX_CONNECTIONS = 200
 """Open connections to DialNexa at most; a burst beyond it waits for one (within the connect timeout)."""
 
+KEEPALIVE_SECONDS = 5.0
+"""An idle connection is closed after this long (httpx's default too): shorter than most servers keep one open, so a
+request is rarely sent on a connection the server is closing at that moment."""
+
 # aiohttp computes these from the body and the URL itself; httpx's values would only disagree with them.
 _HEADERS_AIOHTTP_SETS = frozenset({"host", "connection", "content-length", "transfer-encoding"})
 
@@ -36,6 +40,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
+                keepalive_timeout=KEEPALIVE_SECONDS,
                 ssl=httpx.create_ssl_context(),  # the same certificate authorities httpx would trust
             )
             self._session = aiohttp.ClientSession(
