@@ -22,7 +22,8 @@ KEEPALIVE_SECONDS = 5.0
 """An idle connection is closed after this long (httpx's default too): shorter than most servers keep one open, so a
 request is rarely sent on a connection the server is closing at that moment."""
 
-# aiohttp computes these from the body and the URL itself; httpx's values would only disagree with them.
+# aiohttp computes these from the body and the URL itself; httpx's values would only disagree with them. (Names as
+# httpx's ``multi_items()`` gives them: lower case.)
 _HEADERS_AIOHTTP_SETS = frozenset({"host", "connection", "content-length", "transfer-encoding"})
 
 
@@ -58,11 +59,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._open_session()
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in request.headers.raw
-            if name.decode("latin-1").lower() not in _HEADERS_AIOHTTP_SETS
-        ]
+        headers = [(name, value) for name, value in request.headers.multi_items() if name not in _HEADERS_AIOHTTP_SETS]
         body = await request.aread()
         try:
             async with session.request(
