@@ -123,25 +123,16 @@ class EventBus:
         ``new_call`` (the event is about a call the plugin has just started), the call's records are written in the
         same store step (:meth:`Store.publish_new_call`)."""
         entry = {"event": event.to_json()}
-        dedupe_key = f"dedupe:{event.id}"
+        publication: dict[str, Any] = {
+            "dedupe_key": f"dedupe:{event.id}",
+            "dedupe_ttl": DEDUPE_TTL,
+            "browser_event": event.browser_json(),
+            "log_ttl": EVENT_LOG_TTL,
+        }
         if new_call is None:
-            entry_id = await self.store.publish_event(
-                entry,
-                dedupe_key=dedupe_key,
-                dedupe_ttl=DEDUPE_TTL,
-                call_id=event.call_id,
-                browser_event=event.browser_json(),
-                log_ttl=EVENT_LOG_TTL,
-            )
+            entry_id = await self.store.publish_event(entry, call_id=event.call_id, **publication)
         else:
-            entry_id = await self.store.publish_new_call(
-                new_call,
-                entry,
-                dedupe_key=dedupe_key,
-                dedupe_ttl=DEDUPE_TTL,
-                browser_event=event.browser_json(),
-                log_ttl=EVENT_LOG_TTL,
-            )
+            entry_id = await self.store.publish_new_call(new_call, entry, **publication)
         if entry_id is None:
             log.info("call %s: duplicate %s ignored", event.call_id, event.type)
             return False
