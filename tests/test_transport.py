@@ -4,6 +4,7 @@ how each way of failing surfaces, and that the pool is bounded and reused."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gzip
 import json
@@ -19,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from tests.net import free_port
 from webcall.dialnexa import DialNexaClient, RetryPolicy
 from webcall.dialnexa.transport import AiohttpTransport
-from webcall.errors import DialNexaConnectError, DialNexaTimeout, DialNexaTransportError
+from webcall.errors import DialNexaConnectError, DialNexaError, DialNexaTimeout, DialNexaTransportError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -175,9 +176,11 @@ async def test_a_proxy_named_by_the_environment_is_used_unless_no_proxy_names_th
     serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     forwarded: list[str] = []
+    proxy_credentials: list[str | None] = []
 
     async def forward_proxy(request: web.Request) -> web.Response:  # an HTTP proxy gets the absolute URL
         forwarded.append(str(request.url))
+        proxy_credentials.append(request.headers.get("Proxy-Authorization"))
         return web.json_response({"data": []})
 
     proxy = (await serve(forward_proxy)).removesuffix("/v1")
@@ -186,13 +189,52 @@ async def test_a_proxy_named_by_the_environment_is_used_unless_no_proxy_names_th
     monkeypatch.setenv("HTTP_PROXY", proxy)
     async with client("http://api.dialnexa.invalid/v1") as dialnexa:
         assert await dialnexa.list_webhooks() == []
-    assert forwarded == ["http://api.dialnexa.invalid/v1/user-webhooks?page=1&limit=100"]
+        monkeypatch.setenv("NO_PROXY", "*")  # the environment is read when the client is made, as httpx reads it
+        assert await dialnexa.list_webhooks() == []
+    assert forwarded == ["http://api.dialnexa.invalid/v1/user-webhooks?page=1&limit=100"] * 2
+    assert proxy_credentials == [None, None]
+    monkeypatch.delenv("NO_PROXY")
+
+    monkeypatch.setenv("HTTP_PROXY", proxy.replace("http://", "http://relay:s%40cret@"))
+    async with client("http://api.dialnexa.invalid/v1") as dialnexa:
+        assert await dialnexa.list_webhooks() == []
+    assert proxy_credentials[-1] == "Basic " + base64.b64encode(b"relay:s@cret").decode()
+    del forwarded[1:]
 
     monkeypatch.setenv("NO_PROXY", "api.dialnexa.invalid")
     async with client("http://api.dialnexa.invalid/v1") as dialnexa:
         with pytest.raises(DialNexaConnectError):  # straight to a name that does not resolve
             await dialnexa.list_webhooks()
     assert len(forwarded) == 1
+
+
+async def test_an_https_origin_is_tunnelled_through_the_proxy_with_its_credentials_on_the_connect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    heads: list[bytes] = []
+
+    async def refusing_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(refusing_proxy, "127.0.0.1", port, family=socket.AF_INET)
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://relay:secret@127.0.0.1:{port}")
+    try:
+        async with client("https://api.dialnexa.invalid/v1") as dialnexa:
+            with pytest.raises(DialNexaError):  # the proxy refuses the tunnel
+                await dialnexa.list_webhooks()
+    finally:
+        server.close()
+        await server.wait_closed()
+    request_line, *header_lines = heads[0].decode().strip().split("\r\n")
+    assert request_line == "CONNECT api.dialnexa.invalid:443 HTTP/1.1"
+    assert "Proxy-Authorization: Basic " + base64.b64encode(b"relay:secret").decode() in header_lines
+    assert not any(line.lower().startswith("authorization") for line in header_lines)  # the API key stays inside
 
 
 async def test_a_refused_connection_is_a_connect_error() -> None:

@@ -12,8 +12,15 @@ and broken connections.
 
 from __future__ import annotations
 
+import base64
+import logging
+import urllib.request
+from dataclasses import dataclass
+
 import aiohttp
 import httpx
+
+log = logging.getLogger("webcall.dialnexa")
 
 DEFAULT_MAX_CONNECTIONS = 200
 """Open connections to DialNexa at most; a burst beyond it waits for one (within the connect timeout)."""
@@ -24,7 +31,65 @@ request is rarely sent on a connection the server is closing at that moment."""
 
 # aiohttp computes these from the body and the URL itself; httpx's values would only disagree with them. (Names as
 # httpx's ``multi_items()`` gives them: lower case.)
+MAX_REMEMBERED_ORIGINS = 64
+"""Origins whose proxy decision is kept (DialNexa's API and its media hosts)."""
+
 _HEADERS_AIOHTTP_SETS = frozenset({"host", "connection", "content-length", "transfer-encoding"})
+
+
+@dataclass(frozen=True)
+class ProxyRoute:
+    """How requests to one origin go through a forward proxy."""
+
+    url: str
+    connect_headers: dict[str, str] | None = None
+    """For the ``CONNECT`` that tunnels an ``https://`` origin through the proxy (its credentials)."""
+    request_headers: tuple[tuple[str, str], ...] = ()
+    """Added to each plain ``http://`` request, which the proxy forwards itself (its credentials)."""
+
+
+class EnvironmentProxies:
+    """The forward proxy ``HTTP_PROXY``/``HTTPS_PROXY`` name for a URL, unless ``NO_PROXY`` names its host: read from
+    the environment once, when the client is made (as httpx does), and decided once per origin.
+
+    aiohttp's own ``trust_env`` would read the environment again, and look for a ``.netrc`` file, on every request,
+    in a thread each: more CPU than the rest of the request. Credentials in a proxy's URL are sent to the proxy as
+    ``Proxy-Authorization``. An ``https://`` proxy is not supported by aiohttp and is ignored (with a warning)."""
+
+    def __init__(self) -> None:
+        self._environment = urllib.request.getproxies_environment()
+        self._routes: dict[tuple[str, str], ProxyRoute | None] = {}
+
+    def route(self, url: httpx.URL) -> ProxyRoute | None:
+        """The proxy for ``url``'s origin, or None to connect directly."""
+        if url.scheme not in self._environment:
+            return None
+        origin = (url.scheme, url.netloc.decode("ascii"))
+        if origin not in self._routes:
+            if len(self._routes) >= MAX_REMEMBERED_ORIGINS:  # media hosts may differ per call: forget, start over
+                self._routes.clear()
+            self._routes[origin] = self._choose(url)
+        return self._routes[origin]
+
+    def _choose(self, url: httpx.URL) -> ProxyRoute | None:
+        proxy = self._environment.get(url.scheme)
+        # proxy_bypass_environment: urllib's NO_PROXY matching, on the values read above (typeshed omits it).
+        if not proxy or urllib.request.proxy_bypass_environment(url.host, self._environment):  # type: ignore[attr-defined]
+            return None
+        proxy_url = httpx.URL(proxy if "://" in proxy else f"http://{proxy}")
+        address = str(proxy_url.copy_with(username=None, password=None))
+        if proxy_url.scheme != "http":
+            log.warning(
+                "the %s proxy %s is not supported; connecting to %s directly", proxy_url.scheme, address, url.host
+            )
+            return None
+        if not proxy_url.username:
+            return ProxyRoute(address)
+        credentials = base64.b64encode(f"{proxy_url.username}:{proxy_url.password}".encode()).decode("ascii")
+        authorization = ("Proxy-Authorization", f"Basic {credentials}")
+        if url.scheme == "https":
+            return ProxyRoute(address, connect_headers=dict([authorization]))
+        return ProxyRoute(address, request_headers=(authorization,))
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -35,6 +100,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self._max_connections = max_connections
+        self._proxies = EnvironmentProxies()
         self._session: aiohttp.ClientSession | None = None
 
     def _open_session(self) -> aiohttp.ClientSession:
@@ -46,7 +112,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                trust_env=True,  # HTTP_PROXY, HTTPS_PROXY and NO_PROXY, as httpx's own pool would honour them
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
@@ -61,6 +126,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._open_session()
         headers = [(name, value) for name, value in request.headers.multi_items() if name not in _HEADERS_AIOHTTP_SETS]
         body = await request.aread()
+        proxy = self._proxies.route(request.url)
+        if proxy is not None:
+            headers.extend(proxy.request_headers)
         try:
             async with session.request(
                 request.method,
@@ -69,6 +137,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=body or None,
                 allow_redirects=False,
                 timeout=_client_timeout(request),
+                proxy=proxy.url if proxy else None,
+                proxy_headers=proxy.connect_headers if proxy else None,
             ) as response:
                 content = await response.read()
                 status, raw_headers = response.status, response.raw_headers
