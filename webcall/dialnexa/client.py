@@ -1,5 +1,5 @@
-"""The DialNexa REST client: one ``httpx.AsyncClient`` per app (on aiohttp's connection pool, see ``transport``),
-explicit timeouts, retries by a pure policy.
+"""The DialNexa REST client: httpx requests and responses, sent through one transport per app (aiohttp's connection
+pool, see ``transport``), explicit timeouts, retries by a pure policy.
 
 httpx exceptions never escape: every failure is a :class:`webcall.errors.DialNexaError`. The one undocumented part
 of DialNexa — creating a browser web call — is :meth:`DialNexaClient.create_web_call`, whose path is configuration.
@@ -103,24 +103,21 @@ class DialNexaClient:
         self._sleep = sleep
         self._jitter = jitter
         self._clock = clock
-        self._http = httpx.AsyncClient(
-            base_url=self._base,
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Accept": "application/json",
-                "User-Agent": "dialnexa-webcall",
-            },
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            transport=transport or AiohttpTransport(),
-            follow_redirects=False,
-        )
+        self._transport = transport or AiohttpTransport()
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "User-Agent": "dialnexa-webcall",
+        }
+        self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 5.0)).as_dict()
 
     @property
     def base_url(self) -> str:
         return self._base
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> DialNexaClient:
         return self
@@ -129,6 +126,34 @@ class DialNexaClient:
         await self.aclose()
 
     # -- transport ---------------------------------------------------------------------------------------------
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request, straight to the transport: an ``httpx.AsyncClient`` would add cookie handling, redirects
+        and auth flows the client has no use for, at a cost per request larger than the transport's own."""
+        request = httpx.Request(
+            method,
+            url,
+            params=params,
+            headers={**self._headers, **headers} if headers else self._headers,
+            json=json,
+            content=content,
+            extensions={"timeout": self._timeouts},
+        )
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
     async def _request(
         self,
         method: str,
@@ -150,7 +175,7 @@ class DialNexaClient:
             retry_after: float | None = None
             sent = self._clock()
             try:
-                response = await self._http.request(method, path, json=json, params=params)
+                response = await self._send(method, self._base + path, json=json, params=params)
             except _NEVER_LEFT as err:
                 failure, error = (
                     Failure.CONNECT,
@@ -353,7 +378,7 @@ class DialNexaClient:
         if content_type:
             request_headers["Content-Type"] = content_type
         try:
-            response = await self._http.request(
+            response = await self._send(
                 method, url, content=body.encode() if body is not None else None, headers=request_headers
             )
         except _NEVER_LEFT as err:
