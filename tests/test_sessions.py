@@ -180,6 +180,31 @@ async def test_rate_limited_per_ip_with_retry_after(make_host: MakeHost, emulato
     assert len(emulator.state.calls) == 3
 
 
+async def test_a_start_refused_after_its_slot_was_claimed_gives_the_slot_back(
+    make_host: MakeHost, emulator: EmulatorServer
+) -> None:
+    client, handle = await make_host(max_concurrent_calls=1)
+    store = runtime(handle).store
+    refusals: list[tuple[Any, int, str]] = [
+        ("{not json", 400, "invalid_json"),
+        ({"agent": "sales", "offer": "not sdp"}, 400, "offer_required"),
+        ({"agent": "nobody"}, 404, "unknown_agent"),
+        ({"agent": "sales", "variables": {"name": 7}}, 400, "invalid_variables"),
+    ]
+    for body, status, code in refusals:
+        await problem(await mint(client, body), status, code)
+        assert await store.active_slots() == 0, code
+    assert (await mint(client)).status == 201, "the only line is still free"
+    assert await store.active_slots() == 1
+
+
+async def test_at_capacity_a_bad_request_is_still_told_what_is_wrong(make_host: MakeHost) -> None:
+    client, _ = await make_host(max_concurrent_calls=1)
+    assert (await mint(client)).status == 201
+    await problem(await mint(client, {"agent": "nobody"}), 404, "unknown_agent")
+    await problem(await mint(client), 503, "capacity_reached")
+
+
 async def test_trusted_proxy_hop_is_used(make_host: MakeHost) -> None:
     client, _ = await make_host(rate_limit=1, trusted_proxies=1)
     assert (await mint(client, headers={**ORIGIN_HEADERS, "X-Forwarded-For": "203.0.113.1"})).status == 201

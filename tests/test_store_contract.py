@@ -186,6 +186,23 @@ async def test_hit_all_counts_every_limit_or_none(store: Store) -> None:
     assert refused is not None and refused[0] == 1
 
 
+async def test_hit_all_and_acquire_counts_the_visit_then_claims_a_slot_unless_a_limit_refuses(store: Store) -> None:
+    limits = [("ip", 3), ("global", 10)]
+    assert await store.hit_all_and_acquire(limits, 10, "s1", 2, 0.3) == (None, True)
+    assert await store.hit_all_and_acquire(limits, 10, "s2", 2, 10) == (None, True)
+    assert await store.hit_all_and_acquire(limits, 10, "s3", 2, 10) == (None, False)  # counted; both lines busy
+    assert await store.active_slots() == 2
+    refused, taken = await store.hit_all_and_acquire(limits, 10, "s4", 2, 10)  # the fourth visit from "ip"
+    assert refused is not None and refused[0] == 0 and 0 < refused[1] <= 10 and not taken
+    assert await store.hit_all([("other", 3), ("global", 10)], 10) is None
+    refused, _ = await store.hit_all_and_acquire([("other", 3), ("global", 4)], 10, "s5", 2, 10)
+    assert refused is not None and refused[0] == 1, "four visits counted site-wide: the refused one was not"
+    await asyncio.sleep(0.35)  # "s1" expires, as a lease does
+    assert await store.hit_all_and_acquire([("late", 1)], 10, "s6", 2, 10) == (None, True)
+    assert await store.release_slot("s6") and await store.release_slot("s2")
+    assert await store.active_slots() == 0
+
+
 async def test_remember_call(store: Store) -> None:
     await store.remember_call("call_r", {"agent": "sales"}, ttl=10, deadline_at=50.0)
     assert await store.get_context("call_r") == {"agent": "sales"}

@@ -168,6 +168,21 @@ async def test_a_refused_start_does_not_spend_the_ticket(make_host: MakeHost, em
     assert (await start(client, ticket)).status == 201, "the ticket was still unspent"
 
 
+async def test_a_start_refused_because_every_line_is_busy_does_not_spend_the_ticket(
+    make_host: MakeHost, emulator: EmulatorServer
+) -> None:
+    client, handle = await make_host(ticket_secrets=(TICKET_SECRET,), require_ticket=True, max_concurrent_calls=1)
+    first = await start(client, signed())
+    assert first.status == 201, await first.text()
+    ticket = signed()
+    await problem(await start(client, ticket), 503, "capacity_reached")
+    call = await first.json()
+    ended = await client.post(call["end_url"], headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {call['token']}"})
+    assert ended.status == 200, await ended.text()
+    assert (await start(client, ticket)).status == 201, "the ticket was still unspent"
+    assert await runtime(handle).store.active_slots() == 1
+
+
 async def test_a_ticket_may_name_several_agents(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client = await ticketed_host(make_host)
     assert (await mint(client, {"agent": "support", "ticket": signed(agent=["sales", "support"])})).status == 201

@@ -1,6 +1,7 @@
 """Who may start a call, with which agent and variables: the checks before any billable work, in order.
 
-Origin allowlist, per-IP and site-wide rate limits, the JSON body, the host's ``authorize`` hook and call ticket
+Origin allowlist, per-IP and site-wide rate limits (with a start request's concurrent-call slot, claimed in the same
+store step and given back if a later check refuses), the JSON body, the host's ``authorize`` hook and call ticket
 with the per-identity limit, the ``bot_check`` hook, the agent alias (one the ticket names), then the
 ``{{variables}}``: visitor values the host allows, overridden by the ticket's, overridden by the host hook's. A
 call-back also needs a valid phone number, consent, and its number's limit. A ticket is spent last, when every other
@@ -12,6 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from . import guard
-from .calls import Caller
+from .calls import Caller, Slot, lines_busy
 from .config import Agent
 from .errors import HTTPProblem
 from .runtime import Runtime
@@ -37,20 +39,27 @@ class Admitted:
     body: dict[str, Any]
     identity: str | None
     ticket: CallTicket | None = None
+    slot: Slot | None = None
+    """The concurrent-call slot claimed for a start request (``claim_slot``); the caller gives it to the call, or
+    back if it refuses the request."""
 
 
-async def admit(request: web.Request, runtime: Runtime) -> Admitted:
+async def admit(request: web.Request, runtime: Runtime, *, claim_slot: bool = False) -> Admitted:
     config = runtime.config
     origin = guard.check_origin(request, config)
-    await _count_visit(request, runtime)
-    body = await guard.read_json(request, config.max_body_bytes)
-    identity = await _authorize(request, runtime, body)
-    ticket = _read_ticket(runtime, body)
-    if ticket is not None:
-        if ticket.subject != identity:
-            await _limit_identity(runtime, ticket.subject)
-        identity = identity or ticket.subject
-    return Admitted(origin=origin, body=body, identity=identity, ticket=ticket)
+    slot = await _count_visit(request, runtime, claim_slot=claim_slot)
+    try:
+        body = await guard.read_json(request, config.max_body_bytes)
+        identity = await _authorize(request, runtime, body)
+        ticket = _read_ticket(runtime, body)
+        if ticket is not None:
+            if ticket.subject != identity:
+                await _limit_identity(runtime, ticket.subject)
+            identity = identity or ticket.subject
+    except BaseException:
+        await runtime.desk.give_back(slot)
+        raise
+    return Admitted(origin=origin, body=body, identity=identity, ticket=ticket, slot=slot)
 
 
 def choose_agent(runtime: Runtime, body: dict[str, Any]) -> tuple[str, Agent]:
@@ -76,6 +85,8 @@ async def caller(request: web.Request, runtime: Runtime, admitted: Admitted, ali
     visitor_values = guard.visitor_variables(
         admitted.body.get("variables"), agent.visitor_variables, signed_values, runtime.config.max_visitor_value_length
     )
+    if admitted.slot is not None and not admitted.slot.taken:  # refused before the ticket is spent
+        raise lines_busy()
     if ticket is not None:
         await _spend(runtime, ticket)
     return Caller(
@@ -128,15 +139,26 @@ async def limit_ring_backs(runtime: Runtime, phone: str) -> None:
     )
 
 
-async def _count_visit(request: web.Request, runtime: Runtime) -> None:
-    """Per visitor IP and for the whole site (a flood from many addresses), counted together in one step."""
+async def _count_visit(request: web.Request, runtime: Runtime, *, claim_slot: bool) -> Slot | None:
+    """Per visitor IP and for the whole site (a flood from many addresses), counted together in one step; with
+    ``claim_slot``, a concurrent-call slot is claimed in that step too (unless a limit refuses the visit)."""
     config = runtime.config
     ip = guard.client_ip(request, config.trusted_proxies)
     limits = [(f"rl:ip:{ip}", config.rate_limit), ("rl:global", config.global_rate_limit)]
-    refused = await runtime.store.hit_all(limits, config.rate_limit_window)
+    slot = None
+    if claim_slot:
+        desk = runtime.desk
+        slot_id = secrets.token_urlsafe(12)
+        refused, taken = await runtime.store.hit_all_and_acquire(
+            limits, config.rate_limit_window, slot_id, desk.max_concurrent_calls, desk.slot_lease_seconds
+        )
+        slot = Slot(slot_id, taken)
+    else:
+        refused = await runtime.store.hit_all(limits, config.rate_limit_window)
     if refused is not None:
         which, wait = refused
         raise guard.rate_limited(("this address", "everyone right now")[which], wait)
+    return slot
 
 
 async def _authorize(request: web.Request, runtime: Runtime, body: dict[str, Any]) -> str | None:

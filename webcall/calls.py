@@ -56,6 +56,15 @@ class Caller:
     identity: str | None
 
 
+@dataclass(frozen=True)
+class Slot:
+    """One of the concurrent-call slots, claimed for a start request when its visit is counted (one store step);
+    ``taken`` is False when every line was busy, which refuses the request once its other checks have passed."""
+
+    id: str
+    taken: bool
+
+
 @dataclass(frozen=True, kw_only=True)
 class StartedCall:
     """A web call created at DialNexa and connected to the browser's offer: the SDP answer for the browser, the
@@ -71,6 +80,11 @@ class StartedCall:
 
 # What DialNexa's refusal of a browser's offer means for the visitor (other failures are the service's).
 OFFER_REFUSALS = {400: "the offer could not be answered", 413: "the offer is too large", 415: "the offer is not SDP"}
+
+
+def lines_busy() -> HTTPProblem:
+    """Every concurrent-call slot is taken."""
+    return HTTPProblem(503, "capacity_reached", "All lines are busy right now; try again in a minute.", retry_after=30)
 
 
 def call_context(call_id: str, caller: Caller, **more: Any) -> dict[str, Any]:
@@ -124,15 +138,24 @@ class CallDesk:
         self.max_call_seconds = max_call_seconds
 
     # -- web calls -------------------------------------------------------------------------------------------------
-    async def start(self, caller: Caller, offer: str) -> StartedCall:
-        """Take a concurrent-call slot, create the web call at DialNexa, hand it the browser's SDP ``offer`` (WHIP,
-        with the call's access token, which never leaves the server), remember its context, announce it."""
+    @property
+    def slot_lease_seconds(self) -> float:
+        """How long a slot is leased at most: the site's longest call and a grace (a call's end gives it back)."""
+        return self.max_call_seconds + SLOT_GRACE_SECONDS
+
+    async def give_back(self, slot: Slot | None) -> None:
+        """Return a slot no call will use (the request was refused after its slot was claimed)."""
+        if slot is not None and slot.taken:
+            await self.store.release_slot(slot.id)
+
+    async def start(self, caller: Caller, offer: str, slot: Slot) -> StartedCall:
+        """With the request's ``slot``, create the web call at DialNexa, hand it the browser's SDP ``offer`` (WHIP,
+        with the call's access token, which never leaves the server), remember its context, announce it. From here
+        the call owns the slot: a failure gives it back."""
+        if not slot.taken:
+            raise lines_busy()
         max_seconds = self.catalog.max_call_seconds(caller.alias, self.max_call_seconds)
-        slot_id = secrets.token_urlsafe(12)
-        if not await self.store.acquire_slot(slot_id, self.max_concurrent_calls, max_seconds + SLOT_GRACE_SECONDS):
-            raise HTTPProblem(
-                503, "capacity_reached", "All lines are busy right now; try again in a minute.", retry_after=30
-            )
+        slot_id = slot.id
         try:
             session = await self.client.create_web_call(
                 agent_id=caller.agent.id, agent_version_number=caller.agent.version, metadata=caller.variables

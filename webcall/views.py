@@ -233,11 +233,16 @@ def _offer(body: dict[str, Any]) -> str:
 
 async def create_session(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    admitted = await admission.admit(request, runtime)
-    offer = _offer(admitted.body)
-    alias, agent = admission.choose_agent(runtime, admitted.body)
-    caller = await admission.caller(request, runtime, admitted, alias, agent)
-    started = await runtime.desk.start(caller, offer)
+    admitted = await admission.admit(request, runtime, claim_slot=True)
+    try:
+        offer = _offer(admitted.body)
+        alias, agent = admission.choose_agent(runtime, admitted.body)
+        caller = await admission.caller(request, runtime, admitted, alias, agent)
+    except BaseException:
+        await runtime.desk.give_back(admitted.slot)
+        raise
+    assert admitted.slot is not None  # claimed above
+    started = await runtime.desk.start(caller, offer, admitted.slot)
     await _learn_public_url(request, runtime)
     call_id = started.session.id
     media_url = _url(request, "session_media", call_id=call_id)

@@ -105,6 +105,17 @@ class Store(ABC):
 
         Returns None when all allow it, otherwise ``(index of a refusing limit, seconds to wait)``."""
 
+    async def hit_all_and_acquire(
+        self, limits: Sequence[tuple[str, int]], window: float, slot_id: str, cap: int, ttl: float
+    ) -> tuple[tuple[int, float] | None, bool]:
+        """:meth:`hit_all`, then, when every limit allowed the request, :meth:`acquire_slot`: (what :meth:`hit_all`
+        returned, whether the slot was taken). A refused request takes no slot. Stores may do both in one round trip
+        (Redis: one script)."""
+        refused = await self.hit_all(limits, window)
+        if refused is not None:
+            return refused, False
+        return None, await self.acquire_slot(slot_id, cap, ttl)
+
     @abstractmethod
     async def acquire_slot(self, slot_id: str, cap: int, ttl: float) -> bool:
         """Take one of ``cap`` concurrent-call slots for ``ttl`` seconds (a lease); False when all are taken."""

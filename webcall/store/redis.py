@@ -44,30 +44,41 @@ cur = redis.call('INCR', KEYS[1])
 if cur == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return -1
 """
-_HIT_ALL = """
-for i, key in ipairs(KEYS) do
-  local cur = tonumber(redis.call('GET', key) or '0')
+# The visit counters: every limit allows it (each is then counted) or the first refusing one answers {index, ms}.
+# KEYS[1..n] are the counters, ARGV[1] the window in ms, ARGV[i + 1] the limit of KEYS[i].
+_COUNT_VISIT = """
+for i = 1, n do
+  local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
   if cur >= tonumber(ARGV[i + 1]) then
-    local ttl = redis.call('PTTL', key)
+    local ttl = redis.call('PTTL', KEYS[i])
     if ttl < 0 then ttl = tonumber(ARGV[1]) end
     return {i - 1, ttl}
   end
 end
-for _, key in ipairs(KEYS) do
-  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+for i = 1, n do
+  if redis.call('INCR', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 end
-return false
 """
-_ACQUIRE = """
+# A slot lease, timed by Redis' clock: 1 when taken (or already held), 0 when all ``cap`` are.
+_TAKE_SLOT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+if not redis.call('ZSCORE', slots, slot_id) and redis.call('ZCARD', slots) >= cap then
   return 0
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('ZADD', slots, now + lease_ms, slot_id)
 return 1
 """
+_HIT_ALL = "local n = #KEYS\n" + _COUNT_VISIT + "return false"
+_ACQUIRE = "local slots, slot_id, cap, lease_ms = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n" + _TAKE_SLOT
+# Both in one step: the counters as _HIT_ALL, then (when every limit allowed the visit) the slot, whose key is last.
+_HIT_ALL_ACQUIRE = (
+    "local n = #KEYS - 1\n"
+    + _COUNT_VISIT
+    + "local slots, slot_id, cap, lease_ms = KEYS[n + 1], ARGV[n + 2], tonumber(ARGV[n + 3]), tonumber(ARGV[n + 4])\n"
+    + _TAKE_SLOT
+)
 _RELEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -272,6 +283,7 @@ class RedisStore(Store):
         self._hit = self._client.register_script(_HIT)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._hit_all = self._client.register_script(_HIT_ALL)
+        self._hit_all_acquire = self._client.register_script(_HIT_ALL_ACQUIRE)
         self._release = self._client.register_script(_RELEASE)
         self._active = self._client.register_script(_ACTIVE)
         self._outbox_add = self._client.register_script(_OUTBOX_ADD)
@@ -312,6 +324,17 @@ class RedisStore(Store):
         if not refused:
             return None
         return int(refused[0]), max(int(refused[1]) / 1000, 0.001)
+
+    @_unavailable
+    async def hit_all_and_acquire(
+        self, limits: Sequence[tuple[str, int]], window: float, slot_id: str, cap: int, ttl: float
+    ) -> tuple[tuple[int, float] | None, bool]:
+        keys = [*(self._k(key) for key, _ in limits), self._k("slots")]
+        args: list[int | str] = [_ms(window), *(limit for _, limit in limits), slot_id, cap, _ms(ttl)]
+        outcome = await self._hit_all_acquire(keys=keys, args=args)
+        if isinstance(outcome, list):
+            return (int(outcome[0]), max(int(outcome[1]) / 1000, 0.001)), False
+        return None, bool(outcome)
 
     @_unavailable
     async def remember_call(self, call_id: str, context: dict[str, Any], ttl: float, deadline_at: float) -> None:
