@@ -208,10 +208,11 @@ async def load(url: str, concurrency: int, total: int, *, untimed: int = 0) -> t
         return latencies, time.perf_counter() - began
 
 
-MINT_ROUNDS = 5
+MINT_ROUNDS = 10
 """Each server's mints at one concurrency are spread over this many rounds, the servers taking turns in a rotating
 order, so that whatever else the machine does (the emulator expiring earlier calls, a noisy neighbour) falls on every
-server alike instead of on whichever ran last."""
+server alike instead of on whichever ran last. With five rounds, the c=50 ratio of the same code ranged over
+0.96-1.19 between full runs, because the machine's own speed drifts by more than the difference measured."""
 MINTS_PER_WORKER = 4
 """Mints by each of the ``c`` workers in a round. A round opens with a burst (all ``c`` requests at once), which is not
 timed: how a burst drains depends on how finely a server interleaves its requests, not on how much work they are, and
