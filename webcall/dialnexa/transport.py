@@ -29,11 +29,11 @@ KEEPALIVE_SECONDS = 5.0
 """An idle connection is closed after this long (httpx's default too): shorter than most servers keep one open, so a
 request is rarely sent on a connection the server is closing at that moment."""
 
-# aiohttp computes these from the body and the URL itself; httpx's values would only disagree with them. (Names as
-# httpx's ``multi_items()`` gives them: lower case.)
 MAX_REMEMBERED_ORIGINS = 64
 """Origins whose proxy decision is kept (DialNexa's API and its media hosts)."""
 
+# aiohttp computes these from the body and the URL itself; httpx's values would only disagree with them. (Names as
+# httpx's ``multi_items()`` gives them: lower case.)
 _HEADERS_AIOHTTP_SETS = frozenset({"host", "connection", "content-length", "transfer-encoding"})
 
 
