@@ -160,6 +160,11 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+def _refusal(reply: Any) -> tuple[int, float]:
+    """_COUNT_VISIT's ``{index, ms}`` as (index of the refusing limit, seconds to wait)."""
+    return int(reply[0]), max(int(reply[1]) / 1000, 0.001)
+
+
 def _entry_id(reply: Any) -> str | None:
     """An outbox entry id as a script returns it; None for the script's false (a duplicate)."""
     if reply is None:
@@ -321,9 +326,7 @@ class RedisStore(Store):
         keys = [self._k(key) for key, _ in limits]
         args: list[int] = [_ms(window), *(limit for _, limit in limits)]
         refused = await self._hit_all(keys=keys, args=args)
-        if not refused:
-            return None
-        return int(refused[0]), max(int(refused[1]) / 1000, 0.001)
+        return _refusal(refused) if refused else None
 
     @_unavailable
     async def hit_all_and_acquire(
@@ -332,8 +335,8 @@ class RedisStore(Store):
         keys = [*(self._k(key) for key, _ in limits), self._k("slots")]
         args: list[int | str] = [_ms(window), *(limit for _, limit in limits), slot_id, cap, _ms(ttl)]
         outcome = await self._hit_all_acquire(keys=keys, args=args)
-        if isinstance(outcome, list):
-            return (int(outcome[0]), max(int(outcome[1]) / 1000, 0.001)), False
+        if isinstance(outcome, list):  # a limit refused the visit: no slot was taken
+            return _refusal(outcome), False
         return None, bool(outcome)
 
     @_unavailable
