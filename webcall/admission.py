@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from . import guard
-from .calls import Caller, Slot, lines_busy
+from .calls import Caller, Slot
 from .config import Agent
 from .errors import HTTPProblem
 from .runtime import Runtime
@@ -86,7 +86,9 @@ async def caller(request: web.Request, runtime: Runtime, admitted: Admitted, ali
         admitted.body.get("variables"), agent.visitor_variables, signed_values, runtime.config.max_visitor_value_length
     )
     if admitted.slot is not None and not admitted.slot.taken:  # refused before the ticket is spent
-        raise lines_busy()
+        raise HTTPProblem(
+            503, "capacity_reached", "All lines are busy right now; try again in a minute.", retry_after=30
+        )
     if ticket is not None:
         await _spend(runtime, ticket)
     return Caller(

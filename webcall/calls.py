@@ -82,11 +82,6 @@ class StartedCall:
 OFFER_REFUSALS = {400: "the offer could not be answered", 413: "the offer is too large", 415: "the offer is not SDP"}
 
 
-def lines_busy() -> HTTPProblem:
-    """Every concurrent-call slot is taken."""
-    return HTTPProblem(503, "capacity_reached", "All lines are busy right now; try again in a minute.", retry_after=30)
-
-
 def call_context(call_id: str, caller: Caller, **more: Any) -> dict[str, Any]:
     """The host context stored with a call at creation; every later event about the call carries it."""
     return {
@@ -148,14 +143,11 @@ class CallDesk:
         if slot is not None and slot.taken:
             await self.store.release_slot(slot.id)
 
-    async def start(self, caller: Caller, offer: str, slot: Slot) -> StartedCall:
-        """With the request's ``slot``, create the web call at DialNexa, hand it the browser's SDP ``offer`` (WHIP,
-        with the call's access token, which never leaves the server), remember its context, announce it. From here
-        the call owns the slot: a failure gives it back."""
-        if not slot.taken:
-            raise lines_busy()
+    async def start(self, caller: Caller, offer: str, slot_id: str) -> StartedCall:
+        """In the slot the request took (``slot_id``), create the web call at DialNexa, hand it the browser's SDP
+        ``offer`` (WHIP, with the call's access token, which never leaves the server), remember its context,
+        announce it. From here the call owns the slot: a failure gives it back."""
         max_seconds = self.catalog.max_call_seconds(caller.alias, self.max_call_seconds)
-        slot_id = slot.id
         try:
             session = await self.client.create_web_call(
                 agent_id=caller.agent.id, agent_version_number=caller.agent.version, metadata=caller.variables

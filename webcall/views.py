@@ -241,8 +241,8 @@ async def create_session(request: web.Request) -> web.Response:
     except BaseException:
         await runtime.desk.give_back(admitted.slot)
         raise
-    assert admitted.slot is not None  # claimed above
-    started = await runtime.desk.start(caller, offer, admitted.slot)
+    assert admitted.slot is not None  # claimed above; admission.caller refused the request if it was not taken
+    started = await runtime.desk.start(caller, offer, admitted.slot.id)
     await _learn_public_url(request, runtime)
     call_id = started.session.id
     media_url = _url(request, "session_media", call_id=call_id)
