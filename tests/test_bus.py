@@ -291,3 +291,46 @@ async def test_entries_whose_acknowledgement_failed_are_delivered_again() -> Non
         assert await store.outbox_depth() == 0
     finally:
         await bus.stop()
+
+
+class CountedTakes(MemoryStore):
+    """Records how many entries each non-empty take of the outbox returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.takes: list[int] = []
+
+    async def outbox_take(
+        self, consumer: str, count: int, *, block: float, reclaim_after: float
+    ) -> list[tuple[str, dict[str, object]]]:
+        taken = await super().outbox_take(consumer, count, block=block, reclaim_after=reclaim_after)
+        if taken:
+            self.takes.append(len(taken))
+        return taken
+
+
+async def test_an_idle_dispatcher_delivers_at_once_and_a_busy_one_takes_what_arrived_meanwhile_together() -> None:
+    store = CountedTakes()
+    delivered: list[str] = []
+    first = asyncio.Event()
+
+    def record(e: CallEvent) -> None:
+        delivered.append(e.call_id)
+        first.set()
+
+    callbacks = CallbackList()
+    callbacks.append(record)
+    bus = EventBus(store, callbacks, sleep=no_sleep, gather_seconds=2.0)
+    bus.start()
+    try:
+        await asyncio.sleep(0.05)  # the dispatcher waits on an empty outbox
+        assert await bus.publish(event("call_0"))
+        await asyncio.wait_for(first.wait(), 1.0)  # well before the gathering pause would have ended
+        for n in range(1, 6):  # one at a time, each while the dispatcher gathers
+            assert await bus.publish(event(f"call_{n}"))
+            await asyncio.sleep(0.01)
+        await bus.drain()
+        assert delivered == [f"call_{n}" for n in range(6)]
+        assert store.takes == [1, 5]
+    finally:
+        await bus.stop()

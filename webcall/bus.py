@@ -33,6 +33,12 @@ DEADLINE_CHECK_SECONDS = 0.5
 """How often the dispatcher looks for calls past their maximum length; it waits as long for new outbox entries, so an
 idle dispatcher looks as often as a busy one."""
 DEADLINES_PER_CHECK = 50
+TAKE_COUNT = 16
+"""Outbox entries taken at most per store call."""
+GATHER_SECONDS = 0.02
+"""After taking a partial batch, the dispatcher waits this long before it takes again, so that under load entries
+arrive at the host in batches (one store call per batch, not one per event) at the cost of this much delay. An idle
+dispatcher blocks on the store instead: the first event after a quiet spell is delivered at once."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class EventBus:
         attempts: int = 5,
         backoff: float = 0.5,
         concurrency: int = 32,
+        gather_seconds: float = GATHER_SECONDS,
         on_deadline: Callable[[str], Awaitable[None]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: Metrics | None = None,
@@ -109,6 +116,7 @@ class EventBus:
         # An entry held longer than one full round of retries belongs to a worker that died.
         self.reclaim_after = attempts * (callback_timeout + backoff * 2**attempts) + 5
         self._slots = asyncio.Semaphore(concurrency)
+        self.gather_seconds = gather_seconds
         self.on_deadline = on_deadline
         """Called with the id of a call that reached its maximum length."""
         self._sleep = sleep
@@ -173,7 +181,7 @@ class EventBus:
                     gauges_at = time.monotonic()
                     self.metrics.depths(await self.store.outbox_depth(), len(await self.store.dead_list()))
                 entries = await self.store.outbox_take(
-                    self.consumer, 16, block=DEADLINE_CHECK_SECONDS, reclaim_after=self.reclaim_after
+                    self.consumer, TAKE_COUNT, block=DEADLINE_CHECK_SECONDS, reclaim_after=self.reclaim_after
                 )
             except StoreUnavailable:
                 log.warning("webcall: the store is unreachable; event delivery pauses")
@@ -190,6 +198,8 @@ class EventBus:
                 task = asyncio.create_task(self._deliver(entry_id, entry))
                 self._tasks.add(task)
                 task.add_done_callback(self._finished)
+            if 0 < len(entries) < TAKE_COUNT:
+                await asyncio.sleep(self.gather_seconds)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
