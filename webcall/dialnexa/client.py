@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 
@@ -348,7 +349,7 @@ class DialNexaClient:
         if not location or not response.text:
             raise DialNexaError("DialNexa's WHIP answer lacks its Location or SDP", method="POST", path="WHIP")
         return WhipAnswer(
-            sdp=response.text, resource_url=str(httpx.URL(whip_url).join(location)), etag=response.headers.get("ETag")
+            sdp=response.text, resource_url=urljoin(whip_url, location), etag=response.headers.get("ETag")
         )
 
     async def update_media(
