@@ -114,6 +114,34 @@ async def test_a_request_goes_out_as_httpx_built_it_and_the_answer_comes_back(se
     assert request.headers.getall("Accept-Encoding") == [http.headers["Accept-Encoding"]]
 
 
+async def test_the_clients_own_requests_are_sent_as_httpx_would_build_them(serve: Any) -> None:
+    """The DialNexa client sends through the pool without building httpx requests: the same bytes must go out."""
+    seen: list[tuple[web.Request, bytes]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((request, await request.read()))
+        if request.method == "GET":
+            return web.json_response({"data": [{"id": "call_1", "status": "ended"}]})
+        return web.json_response({"statusCode": 400, "message": "refused", "error": "Bad Request"}, status=400)
+
+    base = await serve(handler)
+    async with client(base) as dialnexa:
+        with pytest.raises(DialNexaError):
+            await dialnexa.create_web_call(agent_id="agent_1", metadata={"name": "Zoë", "visits": 2})
+        calls = await dialnexa.list_calls(page=2, limit=5, status="ended")
+    assert [call.id for call in calls] == ["call_1"]
+    (post, body), (get, _) = seen
+    expected = httpx.Request("POST", base, json={"agent_id": "agent_1", "metadata": {"name": "Zoë", "visits": 2}})
+    assert body == expected.content  # compact UTF-8 JSON, as httpx encodes it
+    assert post.headers["Content-Type"] == "application/json"
+    assert post.headers["Content-Length"] == str(len(body))
+    assert post.headers["Authorization"] == "Bearer kid:secret"
+    assert (post.headers["Accept"], post.headers["User-Agent"]) == ("application/json", "dialnexa-webcall")
+    assert post.headers.getall("Accept-Encoding") == ["gzip, deflate"]
+    assert (get.method, get.path, get.query_string) == ("GET", "/v1/calls", "page=2&limit=5&status=ended")
+    assert "Content-Type" not in get.headers
+
+
 async def test_a_compressed_answer_is_decoded_once(serve: Any) -> None:
     payload = json.dumps({"id": "call_1", "notes": "x" * 2000}).encode()
 

@@ -1,5 +1,5 @@
-"""The DialNexa REST client: httpx requests and responses, sent through one transport per app (aiohttp's connection
-pool, see ``transport``), explicit timeouts, retries by a pure policy.
+"""The DialNexa REST client: requests sent through one transport per app (aiohttp's connection pool, see
+``transport``; or any httpx transport), answers read as httpx responses, explicit timeouts, retries by a pure policy.
 
 httpx exceptions never escape: every failure is a :class:`webcall.errors.DialNexaError`. The one undocumented part
 of DialNexa — creating a browser web call — is :meth:`DialNexaClient.create_web_call`, whose path is configuration.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json as json_codec
 import logging
 import math
 import random
@@ -39,7 +40,7 @@ from .models import (
     list_items,
 )
 from .retry import Failure, RetryPolicy
-from .transport import AiohttpTransport
+from .transport import AiohttpTransport, client_timeout
 
 log = logging.getLogger("webcall.dialnexa")
 
@@ -112,6 +113,7 @@ class DialNexaClient:
             "User-Agent": "dialnexa-webcall",
         }
         self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 5.0)).as_dict()
+        self._pool_timeout = client_timeout(self._timeouts)
 
     @property
     def base_url(self) -> str:
@@ -138,12 +140,24 @@ class DialNexaClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """One request, straight to the transport: an ``httpx.AsyncClient`` would add cookie handling, redirects
-        and auth flows the client has no use for, at a cost per request larger than the transport's own."""
+        and auth flows the client has no use for, at a cost per request larger than the transport's own. On the
+        plugin's own pool (:class:`AiohttpTransport`) not even an ``httpx.Request`` is built; any other httpx
+        transport (a test's ``MockTransport``, say) gets one."""
+        all_headers = {**self._headers, **headers} if headers else self._headers
+        if isinstance(self._transport, AiohttpTransport):
+            if params:
+                url = f"{url}?{httpx.QueryParams(params)}"
+            if json is not None:
+                content = json_codec.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+                all_headers = {**all_headers, "Content-Type": "application/json"}
+            return await self._transport.send(
+                method, url, headers=list(all_headers.items()), body=content or b"", limits=self._pool_timeout
+            )
         request = httpx.Request(
             method,
             url,
             params=params,
-            headers={**self._headers, **headers} if headers else self._headers,
+            headers=all_headers,
             json=json,
             content=content,
             extensions={"timeout": self._timeouts},

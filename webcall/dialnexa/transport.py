@@ -1,6 +1,6 @@
-"""The connection pool under the DialNexa client: httpx requests sent through one ``aiohttp.ClientSession``.
+"""The connection pool under the DialNexa client: requests sent through one ``aiohttp.ClientSession``.
 
-httpx stays the client's interface (its request building, response decoding and test transports), but its default
+httpx stays the client's interface (its responses, exceptions and test transports), but its default
 pool (httpcore) re-scans every open connection, and for each idle one every connection again, whenever a request
 starts or ends. With the hundreds of connections a burst of visitors opens, that bookkeeping costs milliseconds of
 CPU per request, more than the rest of minting a session. aiohttp, which the plugin runs on anyway, keeps idle
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -60,34 +62,33 @@ class EnvironmentProxies:
         self._environment = urllib.request.getproxies_environment()
         self._routes: dict[tuple[str, str], ProxyRoute | None] = {}
 
-    def route(self, url: httpx.URL) -> ProxyRoute | None:
+    def route(self, url: str) -> ProxyRoute | None:
         """The proxy for ``url``'s origin, or None to connect directly."""
-        if url.scheme not in self._environment:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in self._environment:
             return None
-        origin = (url.scheme, url.netloc.decode("ascii"))
+        origin = (parts.scheme, parts.netloc)
         if origin not in self._routes:
             if len(self._routes) >= MAX_REMEMBERED_ORIGINS:  # media hosts may differ per call: forget, start over
                 self._routes.clear()
-            self._routes[origin] = self._choose(url)
+            self._routes[origin] = self._choose(parts.scheme, parts.hostname or "")
         return self._routes[origin]
 
-    def _choose(self, url: httpx.URL) -> ProxyRoute | None:
-        proxy = self._environment.get(url.scheme)
+    def _choose(self, scheme: str, host: str) -> ProxyRoute | None:
+        proxy = self._environment.get(scheme)
         # proxy_bypass_environment: urllib's NO_PROXY matching, on the values read above (typeshed omits it).
-        if not proxy or urllib.request.proxy_bypass_environment(url.host, self._environment):  # type: ignore[attr-defined]
+        if not proxy or urllib.request.proxy_bypass_environment(host, self._environment):  # type: ignore[attr-defined]
             return None
         proxy_url = httpx.URL(proxy if "://" in proxy else f"http://{proxy}")
         address = str(proxy_url.copy_with(username=None, password=None))
         if proxy_url.scheme != "http":
-            log.warning(
-                "the %s proxy %s is not supported; connecting to %s directly", proxy_url.scheme, address, url.host
-            )
+            log.warning("the %s proxy %s is not supported; connecting to %s directly", proxy_url.scheme, address, host)
             return None
         if not proxy_url.username:
             return ProxyRoute(address)
         credentials = base64.b64encode(f"{proxy_url.username}:{proxy_url.password}".encode()).decode("ascii")
         authorization = ("Proxy-Authorization", f"Basic {credentials}")
-        if url.scheme == "https":
+        if scheme == "https":
             return ProxyRoute(address, connect_headers=dict([authorization]))
         return ProxyRoute(address, request_headers=(authorization,))
 
@@ -123,20 +124,40 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._open_session()
+        """httpx's transport interface: an ``httpx.AsyncClient`` can send through this pool too."""
         headers = [(name, value) for name, value in request.headers.multi_items() if name not in _HEADERS_AIOHTTP_SETS]
         body = await request.aread()
-        proxy = self._proxies.route(request.url)
+        limits = client_timeout(request.extensions.get("timeout", {}))
+        return await self.send(
+            request.method, str(request.url), headers=headers, body=body, limits=limits, request=request
+        )
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        limits: aiohttp.ClientTimeout,
+        request: httpx.Request | None = None,
+    ) -> httpx.Response:
+        """Send one request as given. The DialNexa client calls this directly: building an ``httpx.Request`` (which
+        parses the URL into httpx's model) would cost more than the rest of preparing the request. ``request`` is
+        the httpx request this one came from, if any, for the response and the exceptions to refer to; ``limits`` its
+        timeouts (:func:`client_timeout`)."""
+        session = self._open_session()
+        proxy = self._proxies.route(url)
         if proxy is not None:
-            headers.extend(proxy.request_headers)
+            headers = [*headers, *proxy.request_headers]
         try:
             async with session.request(
-                request.method,
-                str(request.url),
+                method,
+                url,
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,
-                timeout=_client_timeout(request),
+                timeout=limits,
                 proxy=proxy.url if proxy else None,
                 proxy_headers=proxy.connect_headers if proxy else None,
             ) as response:
@@ -166,10 +187,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
-def _client_timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
-    """httpx's per-request timeouts in aiohttp's terms: waiting for a pooled connection and connecting share
-    aiohttp's ``connect`` budget; ``read`` bounds each wait for bytes, as in httpx."""
-    timeouts = request.extensions.get("timeout", {})
+def client_timeout(timeouts: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+    """httpx's per-request timeouts (``httpx.Timeout.as_dict()``) in aiohttp's terms: waiting for a pooled
+    connection and connecting share aiohttp's ``connect`` budget; ``read`` bounds each wait for bytes, as in httpx."""
     pool, connect, read = timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read")
     waiting = None if pool is None or connect is None else pool + connect
     return aiohttp.ClientTimeout(total=None, connect=waiting, sock_connect=connect, sock_read=read)
