@@ -140,27 +140,22 @@ class DialNexaClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """One request, straight to the transport: an ``httpx.AsyncClient`` would add cookie handling, redirects
-        and auth flows the client has no use for, at a cost per request larger than the transport's own. On the
-        plugin's own pool (:class:`AiohttpTransport`) not even an ``httpx.Request`` is built; any other httpx
-        transport (a test's ``MockTransport``, say) gets one."""
+        and auth flows the client has no use for, at a cost per request larger than the transport's own. The URL,
+        headers and body are made here, once, as httpx would make them; the plugin's own pool
+        (:class:`AiohttpTransport`) takes them as they are, any other httpx transport (a test's ``MockTransport``,
+        say) as an ``httpx.Request``."""
         all_headers = {**self._headers, **headers} if headers else self._headers
+        if params:
+            url = f"{url}?{httpx.QueryParams(params)}"
+        if json is not None:
+            content = json_codec.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            all_headers = {**all_headers, "Content-Type": "application/json"}
         if isinstance(self._transport, AiohttpTransport):
-            if params:
-                url = f"{url}?{httpx.QueryParams(params)}"
-            if json is not None:
-                content = json_codec.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-                all_headers = {**all_headers, "Content-Type": "application/json"}
             return await self._transport.send(
                 method, url, headers=list(all_headers.items()), body=content or b"", limits=self._pool_timeout
             )
         request = httpx.Request(
-            method,
-            url,
-            params=params,
-            headers=all_headers,
-            json=json,
-            content=content,
-            extensions={"timeout": self._timeouts},
+            method, url, headers=all_headers, content=content, extensions={"timeout": self._timeouts}
         )
         response = await self._transport.handle_async_request(request)
         try:

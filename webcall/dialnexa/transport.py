@@ -64,6 +64,8 @@ class EnvironmentProxies:
 
     def route(self, url: str) -> ProxyRoute | None:
         """The proxy for ``url``'s origin, or None to connect directly."""
+        if not self._environment:  # no proxy configured: nothing to parse
+            return None
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in self._environment:
             return None
