@@ -334,3 +334,31 @@ async def test_an_idle_dispatcher_delivers_at_once_and_a_busy_one_takes_what_arr
         assert store.takes == [1, 5]
     finally:
         await bus.stop()
+
+
+class SwallowsCancellation(MemoryStore):
+    """A store client that, like redis-py reconnecting to a Redis that is down, swallows a cancellation once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.swallowed = 0
+
+    async def outbox_take(
+        self, consumer: str, count: int, *, block: float, reclaim_after: float
+    ) -> list[tuple[str, dict[str, object]]]:
+        try:
+            return await super().outbox_take(consumer, count, block=block, reclaim_after=reclaim_after)
+        except asyncio.CancelledError:
+            if self.swallowed:
+                raise
+            self.swallowed += 1
+            raise StoreUnavailable("Redis is unreachable: ConnectionError") from None
+
+
+async def test_the_dispatcher_stops_even_when_the_store_swallows_its_cancellation() -> None:
+    store = SwallowsCancellation()
+    bus = EventBus(store, CallbackList(), sleep=no_sleep)
+    bus.start()
+    await asyncio.sleep(0.05)  # the dispatcher waits on the empty outbox
+    await asyncio.wait_for(bus.stop(), 3.0)
+    assert store.swallowed == 1

@@ -124,6 +124,7 @@ class EventBus:
         self._runner: asyncio.Task[None] | None = None
         self._unacknowledged: dict[str, asyncio.Future[None]] = {}
         self._acknowledging = False
+        self._stopping = False
 
     # -- publishing ------------------------------------------------------------------------------------------------
     async def publish(self, event: CallEvent, *, new_call: NewCall | None = None) -> bool:
@@ -149,9 +150,13 @@ class EventBus:
 
     # -- dispatching -----------------------------------------------------------------------------------------------
     def start(self) -> None:
+        self._stopping = False
         self._runner = asyncio.create_task(self._run(), name="webcall-dispatcher")
 
     async def stop(self) -> None:
+        # The flag as well as the cancellation: a store client may swallow a cancellation that arrives while it
+        # reconnects (redis-py can, with Redis down), and the dispatcher must still end, at its next turn.
+        self._stopping = True
         if self._runner is not None:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
@@ -171,7 +176,7 @@ class EventBus:
 
     async def _run(self) -> None:
         gauges_at = deadlines_at = 0.0
-        while True:
+        while not self._stopping:
             try:
                 if time.monotonic() >= deadlines_at:
                     deadlines_at = time.monotonic() + DEADLINE_CHECK_SECONDS
