@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections import deque
 from pathlib import Path
@@ -45,6 +46,10 @@ THEME_PROPERTIES = {
         "--webcall-fg": "#431407",
     },
 }
+
+CALLBACK_COUNTRIES = "US,CA,GB"
+"""Where the demo's "call me back" may ring, unless ``WEBCALL_CALLBACK_COUNTRIES`` says otherwise (call-backs are off
+until a site names its countries)."""
 
 CONSOLE: web.AppKey[Console] = web.AppKey("demo.console")
 TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("demo.templates")
@@ -219,7 +224,8 @@ def create_demo_app(config: webcall.WebCallConfig | None = None) -> web.Applicat
     """The demo site with webcall mounted at /webcall (on the embedded emulator unless DIALNEXA_API_KEY is set)."""
     app = web.Application(middlewares=[security_headers])
     console = Console()
-    config = config or webcall.WebCallConfig.from_env(variables=persona_variables, rate_limit=30)
+    environ = {"WEBCALL_CALLBACK_COUNTRIES": CALLBACK_COUNTRIES, **os.environ}
+    config = config or webcall.WebCallConfig.from_env(environ, variables=persona_variables, rate_limit=30)
     handle = webcall.setup(app, config)
     handle.on_call_event.append(console.record)
     app[CONSOLE] = console

@@ -70,6 +70,7 @@
     "text-callback-consent": "I agree to receive a call at this number.",
     "text-callback-sent": "Thanks! We'll call you shortly.",
     "text-invalid-phone": "Enter your number in international format, e.g. +14155550123.",
+    "text-number-refused": "Sorry, we can't call this number.",
     "text-consent-required": "Please tick the box to agree to the call.",
   };
 
@@ -83,6 +84,7 @@
     forbidden: "text-forbidden",
     bot_check_failed: "text-forbidden",
     invalid_phone_number: "text-invalid-phone",
+    callback_not_allowed: "text-number-refused",
     consent_required: "text-consent-required",
   };
   // The message for a refused request: by its code; a refused call ticket (ticket_required, ticket_expired, …) asks
@@ -239,6 +241,9 @@
     #reconnecting = false;
     #startController = null;
     #callbackController = null;
+    // Whether the plugin rings phones back: asked when a call back would first be offered (#askAboutCallbacks).
+    #callbacksAsked = false;
+    #callbacksOn = false;
     #clockTimer = 0;
     #maxDurationTimer = 0;
     // Each role's transcript line that is not final yet.
@@ -560,14 +565,17 @@
       setText(parts.note, this.#noteKey && this.#phrase(this.#noteKey));
       setText(parts.summaryText, this.#summary);
       setText(parts.consentLine, consent);
-      const offerCallback = inCall
+      const callbackWanted = inCall
         ? live && withoutMicrophone
         : this.getAttribute("callback") === "true" || withoutMicrophone || Boolean(blocker);
+      const panelShown = !this.#floating || this.#panelOpen;
+      if (callbackWanted && panelShown && !this.#callbacksAsked) this.#askAboutCallbacks();
+      const offerCallback = callbackWanted && this.#callbacksOn;
       // Which parts show now.
       const visible = {
         launcher: this.#floating,
         closeButton: this.#floating,
-        panel: !this.#floating || this.#panelOpen,
+        panel: panelShown,
         timer: live,
         // The intro invites a call in the browser: not where the browser can't make one.
         intro: state === "idle" && !formShown && !blocker && parts.intro.textContent,
@@ -855,6 +863,25 @@
       throw new CallError(code, errorTextKey(code, response.status), { retryAfterSeconds });
     }
 
+    // Asks the plugin once whether it rings phones back (GET callbacks: the countries it may ring; none while
+    // call-backs are off), so that no visitor is offered a form that can only fail. Unreachable: asked again later.
+    async #askAboutCallbacks() {
+      this.#callbacksAsked = true;
+      let countries;
+      try {
+        const response = await fetch(this.#resolve("callbacks"), { credentials: "same-origin" });
+        countries = (await response.json()).countries;
+      } catch {
+        this.#callbacksAsked = false;
+        return;
+      }
+      this.#callbacksOn = Array.isArray(countries) && countries.length > 0;
+      if (!this.#callbacksOn && this.getAttribute("callback") === "true") {
+        console.warn("[webcall] call-backs are off: set WEBCALL_CALLBACK_COUNTRIES to the countries they may ring.");
+      }
+      this.#render();
+    }
+
     #showCallbackForm() {
       this.#endCall({ reason: "callback" });
       this.#formShown = true;
@@ -902,7 +929,7 @@
         if (controller.signal.aborted) return;
         const message = this.#phrase(error.textKey || "text-unavailable");
         setText(parts.formError, message.replace("{s}", error.retryAfterSeconds || 60));
-        if (error.code === "invalid_phone_number") parts.phoneInput.focus();
+        if (["invalid_phone_number", "callback_not_allowed"].includes(error.code)) parts.phoneInput.focus();
       }
       parts.sendButton.disabled = false;
     }

@@ -180,6 +180,44 @@ async def test_a_flood_from_many_addresses_hits_the_global_limit(make_host: Make
     assert await upstream_count(emulator, MINT) == 8
 
 
+async def test_ipv6_visitors_are_counted_per_64(make_host: MakeHost, emulator: EmulatorServer) -> None:
+    """One subscriber holds a whole /64: its 2^64 addresses are one visitor; IPv4-mapped addresses are IPv4."""
+    client, _ = await make_host(rate_limit=2, global_rate_limit=1000, trusted_proxies=1)
+
+    async def status_from(address: str) -> int:
+        return (await mint(client, headers={**ORIGIN_HEADERS, "X-Forwarded-For": address})).status
+
+    same_network = [f"2001:db8:1:2:{n}::{n}" for n in range(1, 5)]
+    assert [await status_from(address) for address in same_network] == [201, 201, 429, 429]
+    assert await status_from("2001:db8:1:3::1") == 201  # the next /64 is someone else
+    assert [await status_from(a) for a in ("198.51.100.7", "::ffff:198.51.100.7", "198.51.100.7")] == [201, 201, 429]
+    assert await upstream_count(emulator, MINT) == 5
+
+
+async def test_refusals_by_the_host_hooks_leave_the_site_wide_limit_to_real_visitors(
+    make_host: MakeHost, emulator: EmulatorServer
+) -> None:
+    """A failed bot check or a refused visitor is counted for its address, not against everyone."""
+
+    def authorize(request: web.Request) -> bool:
+        return request.headers.get("X-Signed-In") == "yes"
+
+    def bot_check(request: web.Request, token: str | None) -> bool:
+        return token == "human"
+
+    client, _ = await make_host(
+        authorize=authorize, bot_check=bot_check, global_rate_limit=3, rate_limit=100, trusted_proxies=1
+    )
+    for n in range(1, 11):
+        signed_in = {"X-Signed-In": "yes"} if n % 2 else {}
+        headers = {**ORIGIN_HEADERS, **signed_in, "X-Forwarded-For": f"203.0.113.{n}"}
+        refused = await mint(client, {"agent": "sales", "bot_token": "robot"}, headers=headers)
+        assert refused.status == 403
+    visitor = {**ORIGIN_HEADERS, "X-Signed-In": "yes", "X-Forwarded-For": "198.51.100.1"}
+    assert (await mint(client, {"agent": "sales", "bot_token": "human"}, headers=visitor)).status == 201
+    assert await upstream_count(emulator, MINT) == 1
+
+
 @pytest.mark.parametrize("trusted_proxies", [0, 1])
 async def test_forged_forwarded_for_does_not_escape_the_limit(
     make_host: MakeHost, emulator: EmulatorServer, trusted_proxies: int
@@ -498,7 +536,7 @@ async def test_the_longest_allowed_value_and_unicode_pass_unchanged(
 
 
 async def test_phone_numbers_with_non_ascii_digits_are_refused(make_host: MakeHost, emulator: EmulatorServer) -> None:
-    client, _ = await make_host()
+    client, _ = await make_host(callback_countries=("US",))
     response = await client.post(
         "/webcall/callbacks",
         json={
@@ -547,7 +585,7 @@ def bot_check(request: web.Request, token: str | None) -> bool:
 async def test_bot_check_refuses_without_a_valid_token(
     make_host: MakeHost, emulator: EmulatorServer, body: dict[str, Any]
 ) -> None:
-    client, _ = await make_host(bot_check=bot_check)
+    client, _ = await make_host(bot_check=bot_check, callback_countries=("US",))
     await problem(await mint(client, body), 403, "bot_check_failed")
     callback = await client.post(
         "/webcall/callbacks", json={**body, "phone_number": "+14155550123", "consent": True}, headers=ORIGIN_HEADERS

@@ -328,7 +328,7 @@ async def test_a_failed_mint_is_a_clear_answer_without_the_upstream_body(
 
 # -- call-backs: an ambiguous failure is looked up, never retried blindly -------------------------------------------
 async def test_a_slow_callback_is_found_not_placed_twice(make_host: MakeHost, emulator: EmulatorServer) -> None:
-    client, _ = await make_host(upstream_timeout=TIMEOUT)
+    client, _ = await make_host(upstream_timeout=TIMEOUT, callback_countries=("US",))
     await add_fault(emulator, route=PHONE, kind="latency", delay=TIMEOUT * 2, count=1)
     response = await client.post(
         "/webcall/callbacks",
@@ -345,7 +345,7 @@ async def test_a_slow_callback_is_found_not_placed_twice(make_host: MakeHost, em
 async def test_a_callback_that_never_arrived_is_a_timeout_not_a_second_call(
     make_host: MakeHost, emulator: EmulatorServer
 ) -> None:
-    client, _ = await make_host(upstream_timeout=TIMEOUT)
+    client, _ = await make_host(upstream_timeout=TIMEOUT, callback_countries=("US",))
     await add_fault(emulator, route=PHONE, kind="timeout", delay=3.0, count=1)
     response = await client.post(
         "/webcall/callbacks",

@@ -132,6 +132,9 @@ class LiveHost:
                 global_rate_limit=10**7,
                 max_concurrent_calls=10**7,
                 callback_rate_limit=10**7,
+                callback_countries=("US", "CA"),
+                callback_country_hourly_limit=10**7,
+                callback_hourly_limit=10**7,
                 upstream_timeout=5.0,
                 metrics=True,
             ),
@@ -474,7 +477,8 @@ def test_every_operation_from_the_spec(live: tuple[LiveHost, Records, Calls]) ->
         tally = Tally()
         # (operation, generation mode, how many cases, how the case is adjusted before it is sent)
         plan: list[tuple[tuple[str, str], GenerationMode, int, Mutator]] = []
-        parameterless = {("GET", "/widget.js"), ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/openapi.json")}
+        without_parameters = ("/widget.js", "/healthz", "/metrics", "/openapi.json", "/callbacks")
+        parameterless = {("GET", path) for path in without_parameters}
         for key in operations:
             plan.append((key, GenerationMode.POSITIVE, 60, _plain))
             if key not in parameterless:

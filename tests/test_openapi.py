@@ -25,7 +25,7 @@ def check(spec: dict[str, Any], path: str, method: str, status: int, body: Any) 
 
 
 async def test_real_responses_match_the_spec(make_host: MakeHost) -> None:
-    client, _ = await make_host(webhook_secrets=(SECRET,), rate_limit=20)
+    client, _ = await make_host(webhook_secrets=(SECRET,), rate_limit=20, callback_countries=("US",))
     response = await client.get("/webcall/openapi.json")
     assert response.status == 200
     spec = await response.json()
@@ -63,6 +63,14 @@ async def test_real_responses_match_the_spec(make_host: MakeHost) -> None:
             "/webcall/callbacks", json={"agent": "sales", "phone_number": "555", "consent": True}, headers=h
         ),
     )
+    await expect(
+        "/callbacks",
+        "post",
+        await client.post(
+            "/webcall/callbacks", json={"agent": "sales", "phone_number": "+881632000000", "consent": True}, headers=h
+        ),
+    )
+    assert await expect("/callbacks", "get", await client.get("/webcall/callbacks", headers=h)) == {"countries": ["US"]}
     body = json.dumps({"event_type": "call_ended", "payload": {"call": {"id": session["call_id"]}}}).encode()
     await expect(
         "/webhooks",
@@ -78,7 +86,7 @@ async def test_real_responses_match_the_spec(make_host: MakeHost) -> None:
     )
     await expect("/sessions/{call_id}/events", "get", await client.get(session["events_url"]))
     await expect("/healthz", "get", await client.get("/webcall/healthz"))
-    assert seen == 12
+    assert seen == 14
 
 
 async def test_every_route_is_documented(make_host: MakeHost) -> None:

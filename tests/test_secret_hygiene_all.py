@@ -84,6 +84,7 @@ async def test_no_secret_on_any_path(
         upstream_timeout=0.3,
         callback_attempts=1,
         callback_timeout=1,
+        callback_countries=("US",),
     )
     seen = Seen()
     calls_seen: list[CallEvent] = []

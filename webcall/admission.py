@@ -1,18 +1,20 @@
-"""Who may start a call, with which agent and variables: the checks before any billable work, in order.
+"""Who may start a call, with which agent and variables: the checks before any billable work, in two steps.
 
-Origin allowlist, per-IP and site-wide rate limits (with a start request's concurrent-call slot, claimed in the same
-store step and given back if a later check refuses), the JSON body, the host's ``authorize`` hook and call ticket
-with the per-identity limit, the ``bot_check`` hook, the agent alias (one the ticket names), then the
-``{{variables}}``: visitor values the host allows, overridden by the ticket's, overridden by the host hook's. A
-call-back also needs a valid phone number, consent, and its number's limit. A ticket is spent last, when every other
-check has passed, so a refusal never costs the visitor their ticket.
+:func:`receive` costs nothing and counts nowhere: the origin allowlist, the JSON body and the call ticket's
+signature. The views then check what the request asks for (the SDP offer, the agent alias, a call-back's number),
+still without counting. Only a request that passed all of that is counted by :func:`admit`: per visitor address
+(IPv6 per /64) and for the whole site, in one store step with a start request's concurrent-call slot (given back if a
+later check refuses), then the host's ``authorize`` hook with the per-identity limit and the ``bot_check`` hook.
+Garbage therefore never uses up the site-wide limit that protects every visitor. :func:`caller` settles the
+``{{variables}}`` (visitor values the host allows, overridden by the ticket's, overridden by the host hook's) and
+reserves the ticket last, so a refusal never costs the visitor their ticket; a start that fails before DialNexa has
+a call gives it back with :func:`release_ticket`.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -32,6 +34,16 @@ log = logging.getLogger("webcall")
 
 
 @dataclass(frozen=True)
+class Received:
+    """A request from an allowed origin with a JSON body and, if it carries one, a valid call ticket: what
+    :func:`receive` checked without counting it anywhere."""
+
+    origin: str
+    body: dict[str, Any]
+    ticket: CallTicket | None
+
+
+@dataclass(frozen=True)
 class Admitted:
     """A request that passed the checks every billable route shares."""
 
@@ -44,40 +56,58 @@ class Admitted:
     back if it refuses the request."""
 
 
-async def admit(request: web.Request, runtime: Runtime, *, claim_slot: bool = False) -> Admitted:
+async def receive(request: web.Request, runtime: Runtime) -> Received:
+    """The checks that cost nothing: the origin, the JSON body, the call ticket's signature and expiry."""
     config = runtime.config
     origin = guard.check_origin(request, config)
+    body = await guard.read_json(request, config.max_body_bytes)
+    return Received(origin=origin, body=body, ticket=_read_ticket(runtime, body))
+
+
+async def admit(request: web.Request, runtime: Runtime, received: Received, *, claim_slot: bool = False) -> Admitted:
+    """Count a well-formed request (per address, site-wide, and with ``claim_slot`` a concurrent-call slot), then
+    run the host's hooks and the per-identity limit."""
     slot = await _count_visit(request, runtime, claim_slot=claim_slot)
+    ticket = received.ticket
     try:
-        body = await guard.read_json(request, config.max_body_bytes)
-        identity = await _authorize(request, runtime, body)
-        ticket = _read_ticket(runtime, body)
+        identity = await _authorize(request, runtime, received.body)
         if ticket is not None:
             if ticket.subject != identity:
                 await _limit_identity(runtime, ticket.subject)
             identity = identity or ticket.subject
     except BaseException:
-        await runtime.desk.give_back(slot)
+        await _withdraw(runtime, slot)
         raise
-    return Admitted(origin=origin, body=body, identity=identity, ticket=ticket, slot=slot)
+    return Admitted(origin=received.origin, body=received.body, identity=identity, ticket=ticket, slot=slot)
 
 
-def choose_agent(runtime: Runtime, body: dict[str, Any]) -> tuple[str, Agent]:
-    """The alias the body names, and its agent."""
-    alias = body.get("agent")
+async def withdraw(runtime: Runtime, admitted: Admitted) -> None:
+    """A counted request refused before anything billable (a hook, its variables, every line busy): its slot back,
+    and its share of the site-wide limit (its address keeps the count)."""
+    await _withdraw(runtime, admitted.slot)
+
+
+async def _withdraw(runtime: Runtime, slot: Slot | None) -> None:
+    await runtime.desk.give_back(slot)
+    await runtime.store.uncount(GLOBAL_LIMIT_KEY)
+
+
+def choose_agent(runtime: Runtime, received: Received) -> tuple[str, Agent]:
+    """The alias the body names, and its agent; one the call ticket allows, if there is a ticket."""
+    alias = received.body.get("agent")
     if not isinstance(alias, str) or not alias:
         raise HTTPProblem(400, "invalid_request", 'Name the agent to call: {"agent": "sales"}.')
     agent = runtime.catalog.get(alias)
     if agent is None:
         raise HTTPProblem(404, "unknown_agent", "There is no agent with that name.")
+    if received.ticket is not None and alias not in received.ticket.agents:
+        raise HTTPProblem(403, "ticket_agent", "The call ticket does not allow calling this agent.")
     return alias, agent
 
 
 async def caller(request: web.Request, runtime: Runtime, admitted: Admitted, alias: str, agent: Agent) -> Caller:
-    """Who calls which agent, with the call's ``{{variables}}``; the last check, so it spends the call ticket."""
+    """Who calls which agent, with the call's ``{{variables}}``; the last check, so it reserves the call ticket."""
     ticket = admitted.ticket
-    if ticket is not None and alias not in ticket.agents:
-        raise HTTPProblem(403, "ticket_agent", "The call ticket does not allow calling this agent.")
     host_values: dict[str, Any] = {}
     if runtime.config.variables is not None:
         host_values = dict(await run_hook("variables", runtime.config.variables, request, alias, agent) or {})
@@ -85,12 +115,12 @@ async def caller(request: web.Request, runtime: Runtime, admitted: Admitted, ali
     visitor_values = guard.visitor_variables(
         admitted.body.get("variables"), agent.visitor_variables, signed_values, runtime.config.max_visitor_value_length
     )
-    if admitted.slot is not None and not admitted.slot.taken:  # refused before the ticket is spent
+    if admitted.slot is not None and not admitted.slot.taken:  # refused before the ticket is reserved
         raise HTTPProblem(
             503, "capacity_reached", "All lines are busy right now; try again in a minute.", retry_after=30
         )
     if ticket is not None:
-        await _spend(runtime, ticket)
+        await _reserve(runtime, ticket)
     return Caller(
         alias=alias,
         agent=agent,
@@ -112,41 +142,35 @@ def _read_ticket(runtime: Runtime, body: dict[str, Any]) -> CallTicket | None:
     return runtime.tickets.verify(raw)
 
 
-async def _spend(runtime: Runtime, ticket: CallTicket) -> None:
-    """A ticket admits one start or call-back: its id is remembered until well after it expires."""
+def _ticket_key(ticket: CallTicket) -> str:
+    return f"ticket:{ticket.ticket_id}"
+
+
+async def _reserve(runtime: Runtime, ticket: CallTicket) -> None:
+    """A ticket admits one call: its id is reserved for this request until well after the ticket expires. The
+    reservation stands once DialNexa has a call for it, and is given back (:func:`release_ticket`) if the start
+    fails before that; concurrent requests with one ticket find it reserved."""
     remember_for = max(ticket.expires_at - time.time(), 0) + 2 * LEEWAY_SECONDS
-    if not await runtime.store.use_once(f"ticket:{ticket.ticket_id}", ttl=remember_for):
+    if not await runtime.store.use_once(_ticket_key(ticket), ttl=remember_for):
         raise HTTPProblem(409, "ticket_used", "This call ticket was already used; reload the page for a new one.")
 
 
-E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+async def release_ticket(runtime: Runtime, ticket: CallTicket | None) -> None:
+    """Give back a ticket reserved by a start that failed before DialNexa created a call, so "Try again" works."""
+    if ticket is not None:
+        await runtime.store.forget_once(_ticket_key(ticket))
 
 
-def phone_number(body: dict[str, Any]) -> str:
-    """The visitor's number in E.164 form (spaces, dots, dashes and brackets removed), with their consent."""
-    phone = body.get("phone_number")
-    phone = re.sub(r"[\s().-]", "", phone) if isinstance(phone, str) else None
-    if not phone or not E164.fullmatch(phone):
-        raise HTTPProblem(400, "invalid_phone_number", "Enter the number in international form, e.g. +14155550123.")
-    if body.get("consent") is not True:
-        raise HTTPProblem(400, "consent_required", "Please agree to be called before we ring you.")
-    return phone
-
-
-async def limit_ring_backs(runtime: Runtime, phone: str) -> None:
-    """A number is rung back only a few times an hour, whoever asks."""
-    config = runtime.config
-    await guard.rate_limit(
-        runtime.store, f"rl:phone:{phone}", config.callback_rate_limit, config.callback_rate_window, who="this number"
-    )
+GLOBAL_LIMIT_KEY = "rl:global"
+"""The site-wide counter: well-formed requests from every address together (a flood from many addresses)."""
 
 
 async def _count_visit(request: web.Request, runtime: Runtime, *, claim_slot: bool) -> Slot | None:
     """Per visitor IP and for the whole site (a flood from many addresses), counted together in one step; with
     ``claim_slot``, a concurrent-call slot is claimed in that step too (unless a limit refuses the visit)."""
     config = runtime.config
-    ip = guard.client_ip(request, config.trusted_proxies)
-    limits = [(f"rl:ip:{ip}", config.rate_limit), ("rl:global", config.global_rate_limit)]
+    address = guard.address_key(guard.client_ip(request, config.trusted_proxies))
+    limits = [(f"rl:ip:{address}", config.rate_limit), (GLOBAL_LIMIT_KEY, config.global_rate_limit)]
     slot = None
     if claim_slot:
         desk = runtime.desk

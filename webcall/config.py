@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from phonenumbers import SUPPORTED_REGIONS
 
 from .errors import ConfigError
 
@@ -106,6 +107,8 @@ class WebCallConfig:
     max_concurrent_calls: int = 20
     max_call_seconds: int = 600
     trusted_proxies: int = 0
+    max_connections_per_address: int = 64
+    max_event_streams: int | None = None
     store: str = "memory"
     strict_agents: bool = False
     upstream_timeout: float = 10.0
@@ -119,6 +122,9 @@ class WebCallConfig:
     metrics: bool = False
     callback_rate_limit: int = 3
     callback_rate_window: float = 3600.0
+    callback_countries: tuple[str, ...] = ()
+    callback_country_hourly_limit: int = 30
+    callback_hourly_limit: int = 100
     variables: VariablesHook | None = field(default=None, repr=False)
     authorize: AuthorizeHook | None = field(default=None, repr=False)
     bot_check: BotCheckHook | None = field(default=None, repr=False)
@@ -130,6 +136,7 @@ class WebCallConfig:
         set_(self, "webhook_secrets", _secret_list(self.webhook_secrets))
         set_(self, "ticket_secrets", _secret_list(self.ticket_secrets))
         set_(self, "webhook_events", _secret_list(self.webhook_events))
+        set_(self, "callback_countries", _country_codes(self.callback_countries))
         set_(self, "agents", dict(self.agents))
         if self.api_key is not None and not self.api_key.strip():
             set_(self, "api_key", None)
@@ -197,6 +204,8 @@ class WebCallConfig:
             "callback_attempts": self.callback_attempts,
             "callback_rate_limit": self.callback_rate_limit,
             "callback_rate_window": self.callback_rate_window,
+            "callback_country_hourly_limit": self.callback_country_hourly_limit,
+            "callback_hourly_limit": self.callback_hourly_limit,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -205,6 +214,16 @@ class WebCallConfig:
             raise ConfigError("outbox_reclaim_seconds must be greater than 0.")
         if self.trusted_proxies < 0:
             raise ConfigError("trusted_proxies is a count of proxy hops and cannot be negative.")
+        if self.max_connections_per_address < 1:
+            raise ConfigError(
+                "max_connections_per_address (WEBCALL_MAX_CONNECTIONS_PER_ADDRESS) must be at least 1 "
+                f"(got {self.max_connections_per_address})."
+            )
+        if self.max_event_streams is not None and self.max_event_streams < 1:
+            raise ConfigError(
+                "max_event_streams (WEBCALL_MAX_EVENT_STREAMS) must be at least 1, or unset to size it from the "
+                f"open-files limit (got {self.max_event_streams})."
+            )
         if not (self.store == "memory" or self.store.startswith(("redis://", "rediss://", "unix://"))):
             raise ConfigError("store must be 'memory' or a Redis URL such as 'redis://localhost:6379/0'.")
         if self.store != "memory" and not self.session_secrets:
@@ -257,11 +276,14 @@ class WebCallConfig:
         text("WEBCALL_TICKET_AUDIENCE", "ticket_audience")
         text("WEBCALL_PUBLIC_URL", "public_url")
         text("WEBCALL_STORE", "store")
+        text("WEBCALL_CALLBACK_COUNTRIES", "callback_countries")
         number("WEBCALL_IDENTITY_RATE_LIMIT", "identity_rate_limit", int)
         number("WEBCALL_GLOBAL_RATE_LIMIT", "global_rate_limit", int)
         number("WEBCALL_MAX_CONCURRENT_CALLS", "max_concurrent_calls", int)
         number("WEBCALL_MAX_CALL_SECONDS", "max_call_seconds", int)
         number("WEBCALL_TRUSTED_PROXIES", "trusted_proxies", int)
+        number("WEBCALL_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address", int)
+        number("WEBCALL_MAX_EVENT_STREAMS", "max_event_streams", int)
         number("WEBCALL_UPSTREAM_TIMEOUT", "upstream_timeout", float)
         number("WEBCALL_UPSTREAM_DEADLINE", "upstream_deadline", float)
         number("WEBCALL_MAX_BODY_BYTES", "max_body_bytes", int)
@@ -269,6 +291,8 @@ class WebCallConfig:
         number("WEBCALL_EMULATOR_PORT", "emulator_port", int)
         number("WEBCALL_CALLBACK_TIMEOUT", "callback_timeout", float)
         number("WEBCALL_CALLBACK_ATTEMPTS", "callback_attempts", int)
+        number("WEBCALL_CALLBACK_COUNTRY_LIMIT", "callback_country_hourly_limit", int)
+        number("WEBCALL_CALLBACK_HOURLY_LIMIT", "callback_hourly_limit", int)
         number("WEBCALL_OUTBOX_RECLAIM_SECONDS", "outbox_reclaim_seconds", float)
         if env.get("WEBCALL_METRICS", "").strip():
             values["metrics"] = _boolean("WEBCALL_METRICS", env["WEBCALL_METRICS"])
@@ -350,6 +374,24 @@ def _rate(name: str, raw: str, *, default_window: float = 60) -> tuple[int, floa
         return int(count), float(window or default_window)
     except ValueError:
         raise ConfigError(f"{name} must look like '10/60' (requests per seconds), got {raw!r}.") from None
+
+
+def _country_codes(value: str | tuple[str, ...] | list[str] | frozenset[str] | None) -> tuple[str, ...]:
+    """``callback_countries`` as sorted, upper-case ISO 3166 alpha-2 codes (``"us, ca"`` or a collection of codes);
+    a code no phone numbering plan is known for is refused."""
+    if isinstance(value, str) or value is None:
+        value = _secret_list(value)
+    if any(not isinstance(code, str) for code in value):
+        raise ConfigError("callback_countries must be ISO 3166 alpha-2 codes such as 'US', 'CA', 'GB'.")
+    codes = sorted({code.strip().upper() for code in value if code.strip()})
+    for code in codes:
+        if code not in SUPPORTED_REGIONS:
+            hint = " (the United Kingdom is GB)" if code == "UK" else ""
+            raise ConfigError(
+                f"callback_countries (WEBCALL_CALLBACK_COUNTRIES): {code!r} is not an ISO 3166 alpha-2 country code"
+                f"{hint}; list the countries call-backs may ring, e.g. 'US,CA,GB'."
+            )
+    return tuple(codes)
 
 
 def _normalise_origin(origin: str) -> str:

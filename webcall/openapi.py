@@ -90,7 +90,10 @@ SCHEMAS: dict[str, Any] = {
         "required": ["agent", "phone_number", "consent"],
         "properties": {
             "agent": {"type": "string", "minLength": 1, "maxLength": 64},
-            "phone_number": {"type": "string", "description": "E.164, e.g. +14155550123."},
+            "phone_number": {
+                "type": "string",
+                "description": "International form, e.g. +14155550123 (spaces, dots, dashes and brackets allowed).",
+            },
             "consent": {"const": True},
             "variables": _ref("Variables"),
             "bot_token": {"type": "string", "maxLength": 4096},
@@ -99,6 +102,18 @@ SCHEMAS: dict[str, Any] = {
                 "maxLength": 4096,
                 "description": "A call ticket signed by the site's backend (HS256 JWT; see the README).",
             },
+        },
+    },
+    "CallbackCountries": {
+        "type": "object",
+        "required": ["countries"],
+        "additionalProperties": False,
+        "properties": {
+            "countries": {
+                "type": "array",
+                "items": {"type": "string", "pattern": "^[A-Z]{2}$"},
+                "description": "ISO 3166 alpha-2 codes of the countries call-backs may ring (empty: they are off).",
+            }
         },
     },
     "CallbackAccepted": {
@@ -235,13 +250,26 @@ def spec(prefix: str) -> dict[str, Any]:
                 "post": {
                     "operationId": "requestCallback",
                     "summary": "Ask the agent to call a phone number",
+                    "description": (
+                        "Refused with `403 callback_not_allowed` (before anything is counted or asked of DialNexa) "
+                        "while no country is configured, and for numbers the site never rings: satellite and other "
+                        "non-geographic ranges, premium-rate, shared-cost and other costly kinds, NANP 900/976, and "
+                        "countries not configured. `400 invalid_phone_number` when it is not a phone number; "
+                        "`429 rate_limited` with `Retry-After` when the number's, its country's or the site's "
+                        "hourly call-back budget is spent."
+                    ),
                     "parameters": [_ORIGIN_HEADER],
                     "requestBody": {"required": True, **_json(_ref("CallbackRequest"), "Number and consent.")},
                     "responses": {
                         "202": _json(_ref("CallbackAccepted"), "The call is being placed."),
                         **_errors(400, 401, 403, 404, 413, 415, 429, 500, 502, 503, 504),
                     },
-                }
+                },
+                "get": {
+                    "operationId": "callbackCountries",
+                    "summary": "The countries call-backs may ring (none: call-backs are off)",
+                    "responses": {"200": _json(_ref("CallbackCountries"), "The configured countries.")},
+                },
             },
             "/webhooks": {
                 "post": {

@@ -15,7 +15,7 @@ import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import admission, guard, openapi, webhooks
+from . import admission, guard, openapi, ringback, webhooks
 from .dialnexa.models import iso
 from .errors import (
     HTTPProblem,
@@ -29,7 +29,9 @@ from .keys import RUNTIME
 from .metrics import route_label
 from .resources import Asset, page_css, templates_dir, widget_asset
 from .runtime import Runtime
+from .sdp import InvalidOffer, sanitize_offer
 from .sse import EventStream
+from .store.base import Subscription
 from .tokens import AUDIENCE_CALL
 
 log = logging.getLogger("webcall")
@@ -183,16 +185,18 @@ async def snippet_page(request: web.Request) -> web.Response:
     if alias not in catalog:
         raise HTTPProblem(404, "unknown_agent", "There is no agent with that name.")
     config = request.app[RUNTIME].config
-    origin = guard.own_origin(request, config)
+    origin = guard.public_origin(request, config)  # never the request's Host: this page may be cached and shared
     return _page(
         request,
         "snippet.html",
         agent=alias,
         widget_url=_widget_url(request),
-        embed_url=origin + _widget_url(request),
+        embed_url=origin + _widget_url(request) if origin else None,
         widget_sri=widget_asset().sri,
         embed_csp=(
             f"default-src 'self'; script-src 'self' {origin}; connect-src 'self' {origin}; img-src 'self' data:"
+            if origin
+            else None
         ),
         tickets="required" if config.require_ticket else "accepted" if config.ticket_secrets else None,
     )
@@ -215,34 +219,52 @@ async def preflight_post(request: web.Request) -> web.Response:
 
 
 async def _learn_public_url(request: web.Request, runtime: Runtime) -> None:
-    await runtime.learn_public_url(guard.own_origin(request, runtime.config) + _url(request, "webhooks"))
+    """On an upstream that learns the site's address from its first call (the embedded emulator), the webhook URL
+    is the configured public URL or the address this server is bound to: never the request's ``Host``."""
+    origin = guard.public_origin(request, runtime.config)
+    if origin is not None:
+        await runtime.learn_public_url(origin + _url(request, "webhooks"))
 
 
 SDP_FRAGMENT = "application/trickle-ice-sdpfrag"
 
 
-def _offer(body: dict[str, Any]) -> str:
-    """The browser's SDP offer, sent with the start request."""
+def _offer(body: dict[str, Any], *, local_upstream: bool) -> str:
+    """The browser's SDP offer, sent with the start request, checked and its candidates trimmed (:mod:`webcall.sdp`)
+    before anything billable happens. ``local_upstream``: the media server runs on this machine (the emulator), so
+    the browser's loopback and private addresses are worth passing on."""
     offer = body.get("offer")
     if not isinstance(offer, str) or not offer.startswith("v=0"):
         raise HTTPProblem(
             400, "offer_required", "Send the SDP offer of the call's peer connection in 'offer' (it starts with v=0)."
         )
-    return offer
+    try:
+        checked = sanitize_offer(offer, local_upstream=local_upstream)
+    except InvalidOffer as err:
+        raise HTTPProblem(400, "invalid_offer", str(err)) from None
+    if checked.dropped:
+        log.debug("webcall: candidates left out of an offer: %s", dict(checked.dropped))
+    return checked.sdp
 
 
 async def create_session(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    admitted = await admission.admit(request, runtime, claim_slot=True)
+    received = await admission.receive(request, runtime)
+    offer = _offer(received.body, local_upstream=runtime.upstream.is_local)
+    alias, agent = admission.choose_agent(runtime, received)
+    admitted = await admission.admit(request, runtime, received, claim_slot=True)  # counted from here
     try:
-        offer = _offer(admitted.body)
-        alias, agent = admission.choose_agent(runtime, admitted.body)
         caller = await admission.caller(request, runtime, admitted, alias, agent)
     except BaseException:
-        await runtime.desk.give_back(admitted.slot)
+        await admission.withdraw(runtime, admitted)
         raise
     assert admitted.slot is not None  # claimed above; admission.caller refused the request if it was not taken
-    started = await runtime.desk.start(caller, offer, admitted.slot.id)
+    try:
+        session = await runtime.desk.create_call(caller, admitted.slot.id)
+    except BaseException:
+        await admission.release_ticket(runtime, admitted.ticket)  # no call was made: "Try again" may use it
+        raise
+    started = await runtime.desk.connect(caller, session, offer, admitted.slot.id)
     await _learn_public_url(request, runtime)
     call_id = started.session.id
     media_url = _url(request, "session_media", call_id=call_id)
@@ -351,14 +373,22 @@ async def session_events(request: web.Request) -> web.StreamResponse:
         runtime.tokens.verify(request.query.get("token") or _bearer(request), AUDIENCE_CALL, call_id=call_id)
     except TokenError:
         raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
+    # 503 + Retry-After beyond the caps (per call, per process), before the stream or a subscription is opened.
+    async with runtime.streams.open(call_id, runtime.store.subscribe) as subscription:
+        return await _relay_events(request, runtime, call_id, subscription)
+
+
+async def _relay_events(
+    request: web.Request, runtime: Runtime, call_id: str, subscription: Subscription
+) -> web.StreamResponse:
+    """Send the events the browser does not have yet (after ``Last-Event-ID``), then each as it comes, until the
+    call ends, the browser goes away or the server shuts down."""
     sent = _last_event_id(request)
-    subscription = runtime.store.subscribe(call_id)
     stream = EventStream(request, guard.cors_headers(request, runtime.config))
     try:
         await subscription.start()  # before reading the backlog, so nothing falls between the two
         backlog = await runtime.store.events_after(call_id, sent)
         await stream.open()
-        runtime.streams.add(subscription)
 
         async def send(seq: int, event: dict[str, Any]) -> bool:
             """Send one event the browser does not have yet; True once the call has ended."""
@@ -384,22 +414,41 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:  # the browser went away (closed tab, lost network): not an error
         log.debug("call %s: event stream closed by the browser", call_id)
         return stream.response
-    finally:
-        runtime.streams.discard(subscription)
-        await subscription.close()
 
 
 # -- "call me back" --------------------------------------------------------------------------------------------
 async def request_callback(request: web.Request) -> web.Response:
+    """Ring the visitor's phone. The number is judged before anything is counted or asked of DialNexa (toll fraud:
+    see :mod:`webcall.ringback`); then the visit, then the call-back budgets."""
     runtime = request.app[RUNTIME]
-    admitted = await admission.admit(request, runtime)
-    phone = admission.phone_number(admitted.body)
-    alias, agent = admission.choose_agent(runtime, admitted.body)
-    await admission.limit_ring_backs(runtime, phone)
-    caller = await admission.caller(request, runtime, admitted, alias, agent)
-    call_id = await runtime.desk.ring_back(caller, phone)
+    config = runtime.config
+    received = await admission.receive(request, runtime)
+    ringback.require_enabled(config)
+    to = ringback.destination(received.body, config.callback_countries)
+    ringback.require_consent(received.body)
+    alias, agent = admission.choose_agent(runtime, received)
+    admitted = await admission.admit(request, runtime, received)  # counted from here
+    try:
+        spent = await ringback.spend_budgets(runtime, to, ringback.requester(request, config, admitted.identity))
+    except BaseException:
+        await admission.withdraw(runtime, admitted)
+        raise
+    try:
+        caller = await admission.caller(request, runtime, admitted, alias, agent)
+    except BaseException:
+        await ringback.refund(runtime, spent)
+        await admission.withdraw(runtime, admitted)
+        raise
+    call_id = await runtime.desk.ring_back(caller, to.e164)
     await _learn_public_url(request, runtime)
     return _json({"callback_id": call_id, "status": "requested"}, status=202)
+
+
+async def callback_countries(request: web.Request) -> web.Response:
+    """The countries call-backs may ring (none: call-backs are off), so the widget offers no form that can only
+    fail."""
+    countries = request.app[RUNTIME].config.callback_countries
+    return _json({"countries": list(countries)}, headers={"Cache-Control": "public, max-age=60"})
 
 
 # -- operations -------------------------------------------------------------------------------------------------
@@ -437,6 +486,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/sessions/{call_id}/events", session_events, name="session_events")
     app.router.add_post("/webhooks", receive_webhook, name="webhooks")
     app.router.add_post("/callbacks", request_callback, name="callbacks")
+    app.router.add_get("/callbacks", callback_countries)
     app.router.add_route("OPTIONS", "/callbacks", preflight_post)
     app.router.add_get("/call/{agent}", call_page, name="call_page")
     app.router.add_get("/call.css", call_css, name="call_css")

@@ -430,6 +430,7 @@ async def make_site(make_emulator: MakeEmulator) -> AsyncIterator[MakeSite]:
             "variables": host_variables,
             "upstream_timeout": 2.0,
             "upstream_deadline": 4.0,
+            "callback_countries": ("US", "CA", "GB"),  # call-backs are off until a site names where they may ring
         }
         if emulator is not None:
             settings.update(api_key=emulator.api_key, base_url=emulator.base_url)

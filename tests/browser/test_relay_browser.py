@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 import pytest
 
@@ -100,6 +101,24 @@ async def test_call_me_back_sends_the_number_and_dialnexa_rings_it(
     assert ended.context is not None and ended.context["phone_number"] == PHONE
     await tab.shot("callback-sent")
     await tab.assert_clean()
+
+
+async def test_with_call_backs_off_the_widget_offers_no_call_back_form(
+    make_site: MakeSite, emu: EmulatorServer, new_tab: NewTab
+) -> None:
+    site = await make_site(emu, widget={"callback": "true"}, callback_countries=())
+    tab = await new_tab(site)
+    asked = await tab.wait_response(lambda r: (r["method"], r["url"]) == ("GET", f"{site.origin}/webcall/callbacks"))
+    assert asked["status"] == 200
+    advice = "[webcall] call-backs are off: set WEBCALL_CALLBACK_COUNTRIES"
+
+    async def advised() -> bool:  # the widget has read the answer once it advises the site owner
+        return any(kind == "warning" and text.startswith(advice) for kind, text in tab.console)
+
+    await eventually(advised, what="the site owner advised in the console")
+    await tab.button("Start call").wait_visible()
+    await tab.button("Call me back instead").wait_hidden()
+    await tab.assert_clean(warnings=[re.escape(advice)])
 
 
 async def test_visitor_leaving_mid_call_ends_it_without_server_errors(

@@ -112,11 +112,24 @@ async def widget(webkit: WebKit) -> dict[str, Any]:
     return found
 
 
+async def call_back_offered(webkit: WebKit) -> dict[str, Any]:
+    """The widget's state once it offers "call me back" (after the plugin said it rings phones back)."""
+    found: dict[str, Any] = {}
+
+    async def offered() -> bool:
+        nonlocal found
+        found = await widget(webkit)
+        return bool(found.get("callBackShown"))
+
+    await eventually(offered, 10, what="the widget offered a call back in WebKit")
+    return found
+
+
 async def test_webkit_is_told_it_cannot_call_and_is_offered_a_call_back(webkit: WebKit, site: Site) -> None:
     assert await webkit.run("return typeof RTCPeerConnection") == "undefined", "this WebKit can make calls now"
     await webkit.resize(1280, 800)
     await webkit.goto(site.origin + "/")
-    seen = await widget(webkit)
+    seen = await call_back_offered(webkit)
     assert seen["status"] == UNSUPPORTED, seen
     assert not seen["startShown"], "a start button that cannot work is hidden"
     assert seen["callBackShown"] and seen["callBackIsMain"], seen
@@ -128,7 +141,7 @@ async def test_webkit_places_a_call_back(webkit: WebKit, site: Site, tmp_path: P
     assert site.emulator is not None
     await webkit.resize(1280, 800)
     await webkit.goto(site.origin + "/")
-    await widget(webkit)
+    await call_back_offered(webkit)
     assert await webkit.run(CLICK, TAG, "Call me back instead")
     form = await widget(webkit)
     assert form["formShown"], form
