@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from webcall.runtime import Runtime
 
 from .offers import OFFER
 from .redis_server import RedisServer
+from .service import Service, clean_environment, running_service
 
 ORIGIN = "https://shop.example"
 ORIGIN_HEADERS = {"Origin": ORIGIN}
@@ -130,3 +132,17 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
 def log_records(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG, logger="webcall")
     return caplog
+
+
+EMULATOR_API_KEY = "emu_key:emu_secret"
+
+
+@pytest.fixture
+def emulator_process(tmp_path: Path) -> Iterator[Service]:
+    """The emulator as its own process: every worker talks to the same DialNexa (key ``EMULATOR_API_KEY``)."""
+    command = [
+        sys.executable, "-m", "webcall.emulator", "--port", "{port}", "--api-key", EMULATOR_API_KEY,
+        "--max-media-sessions", "200", "--media-connect-timeout", "5", "--log-level", "WARNING",
+    ]  # fmt: skip
+    with running_service(command, tmp_path, env=clean_environment(), ready_path="/_control/requests") as emulator:
+        yield emulator

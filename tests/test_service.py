@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -96,17 +95,6 @@ def test_serve_refuses_a_wrong_configuration_with_a_sentence(settings: dict[str,
     )
     assert done.returncode == 1 and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
-
-
-@pytest.fixture
-def emulator_process(tmp_path: Path) -> Iterator[Service]:
-    """The emulator as its own process: every worker talks to the same DialNexa."""
-    command = [
-        sys.executable, "-m", "webcall.emulator", "--port", "{port}", "--api-key", "emu_key:emu_secret",
-        "--max-media-sessions", "200", "--media-connect-timeout", "5", "--log-level", "WARNING",
-    ]  # fmt: skip
-    with running_service(command, tmp_path, env=clean_environment(), ready_path="/_control/requests") as emulator:
-        yield emulator
 
 
 def worker_processes(master: int) -> list[int]:

@@ -59,6 +59,21 @@ async def test_context_and_once(store: Store) -> None:
     assert await store.get_context("call_1") == {"agent": "sales", "n": [1, 2]}
     assert await store.get_context("call_2") is None
     assert await store.use_once("jti", 10) and not await store.use_once("jti", 10)
+    await store.forget_once("jti")  # a reservation given back
+    assert await store.use_once("jti", 10) and not await store.use_once("jti", 10)
+    await store.forget_once("never-used")
+
+
+async def test_uncount_takes_back_one_request_and_never_goes_below_zero(store: Store) -> None:
+    assert await store.hit("k", 2, 10) is None and await store.hit("k", 2, 10) is None
+    assert await store.hit("k", 2, 10) is not None
+    await store.uncount("k")
+    assert await store.hit("k", 2, 10) is None
+    assert await store.hit("k", 2, 10) is not None
+    await store.uncount("nothing-counted")
+    await store.uncount("nothing-counted")
+    assert await store.hit("nothing-counted", 1, 10) is None
+    assert await store.hit("nothing-counted", 1, 10) is not None
 
 
 async def test_outbox_dedupe_take_ack(store: Store) -> None:

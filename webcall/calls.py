@@ -143,18 +143,21 @@ class CallDesk:
         if slot is not None and slot.taken:
             await self.store.release_slot(slot.id)
 
-    async def start(self, caller: Caller, offer: str, slot_id: str) -> StartedCall:
-        """In the slot the request took (``slot_id``), create the web call at DialNexa, hand it the browser's SDP
-        ``offer`` (WHIP, with the call's access token, which never leaves the server), remember its context,
-        announce it. From here the call owns the slot: a failure gives it back."""
-        max_seconds = self.catalog.max_call_seconds(caller.alias, self.max_call_seconds)
+    async def create_call(self, caller: Caller, slot_id: str) -> WebCallSession:
+        """In the slot the request took (``slot_id``), create the web call at DialNexa: the first billable step.
+        From here the call owns the slot; a failure to create it gives the slot back."""
         try:
-            session = await self.client.create_web_call(
+            return await self.client.create_web_call(
                 agent_id=caller.agent.id, agent_version_number=caller.agent.version, metadata=caller.variables
             )
         except DialNexaError as err:
             await self.store.release_slot(slot_id)
             raise upstream_problem(err, doing="starting the call") from err
+
+    async def connect(self, caller: Caller, session: WebCallSession, offer: str, slot_id: str) -> StartedCall:
+        """Hand the created call the browser's SDP ``offer`` (WHIP, with the call's access token, which never leaves
+        the server), remember its context, announce it. A failure hangs the call up and gives its slot back."""
+        max_seconds = self.catalog.max_call_seconds(caller.alias, self.max_call_seconds)
         try:
             answer = await self.client.send_offer(session.media.whip_url, session.access_token, offer)
         except DialNexaError as err:

@@ -33,12 +33,39 @@ def request_origin(request: web.Request) -> str | None:
     return origin.strip().lower().rstrip("/")
 
 
+def configured_origin(config: WebCallConfig) -> str | None:
+    """The origin of ``public_url``, when one is configured."""
+    if not config.public_url:
+        return None
+    scheme, _, rest = config.public_url.rstrip("/").partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}".lower()
+
+
 def own_origin(request: web.Request, config: WebCallConfig) -> str:
-    if config.public_url:
-        base = config.public_url.rstrip("/")
-        scheme, _, rest = base.partition("://")
-        return f"{scheme}://{rest.split('/', 1)[0]}".lower()
-    return f"{request.scheme}://{request.host}".lower()
+    """The origin a same-origin page has: the configured public URL's, else the one this request was sent to.
+
+    Only for decisions about this one request (is its ``Origin`` our own?): ``Host`` is whatever the sender wrote,
+    so nothing that outlives the request may be derived from it (see :func:`public_origin`)."""
+    return configured_origin(config) or f"{request.scheme}://{request.host}".lower()
+
+
+def bound_origin(request: web.Request) -> str | None:
+    """The origin of the socket this request arrived on (the address the server is bound to), never ``Host``;
+    None where the socket has no IP address (a Unix socket)."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if not isinstance(sockname, tuple) or len(sockname) < 2:
+        return None
+    host, port = str(sockname[0]), int(sockname[1])
+    if ipaddress.ip_address(host).version == 6:
+        host = f"[{host}]"
+    return f"{request.scheme}://{host}:{port}"
+
+
+def public_origin(request: web.Request, config: WebCallConfig) -> str | None:
+    """Where this site can be reached, for what outlives a request (a webhook URL, an absolute link in a page): the
+    configured public URL's origin, else the bound address. None when neither is known."""
+    return configured_origin(config) or bound_origin(request)
 
 
 def origin_allowed(request: web.Request, config: WebCallConfig) -> bool:
@@ -129,6 +156,25 @@ def client_ip(request: web.Request, trusted_proxies: int) -> str:
         return str(ipaddress.ip_address(candidate))
     except ValueError:
         return peer
+
+
+IPV6_GROUP_PREFIX = 64
+"""IPv6 visitors are counted per /64: one subscriber or host usually holds a whole /64 (RFC 6177), so counting its
+2^64 addresses one by one would give a single visitor endless limits."""
+
+
+def address_key(ip: str) -> str:
+    """The key a visitor's address is counted under: an IPv4 address as it is (an IPv4-mapped IPv6 address too), an
+    IPv6 address by its /64 network; anything unreadable as it is."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_GROUP_PREFIX), strict=False))
+    return str(address)
 
 
 async def rate_limit(store: Store, key: str, limit: int, window: float, *, who: str) -> None:

@@ -117,6 +117,11 @@ class Store(ABC):
         return None, await self.acquire_slot(slot_id, cap, ttl)
 
     @abstractmethod
+    async def uncount(self, key: str) -> None:
+        """Take back one request counted against ``key`` in its current window (one that turned out to be refused
+        for a reason of its own, which must not use up a limit that protects everyone)."""
+
+    @abstractmethod
     async def acquire_slot(self, slot_id: str, cap: int, ttl: float) -> bool:
         """Take one of ``cap`` concurrent-call slots for ``ttl`` seconds (a lease); False when all are taken."""
 
@@ -153,6 +158,10 @@ class Store(ABC):
     @abstractmethod
     async def use_once(self, key: str, ttl: float) -> bool:
         """True the first time ``key`` is used within ``ttl`` seconds, False on every later use (single-use ids)."""
+
+    @abstractmethod
+    async def forget_once(self, key: str) -> None:
+        """Make ``key`` usable again (:meth:`use_once` answers True once more): a reservation given back."""
 
     # -- outbox: events waiting for the host's callbacks (at-least-once, shared by all workers) -------------------
     @abstractmethod

@@ -94,6 +94,12 @@ class MemoryStore(Store):
             self._windows[key] = (ends, count + 1)
         return None
 
+    async def uncount(self, key: str) -> None:
+        now = self._tick()
+        ends, count = self._windows.get(key, (0.0, 0))
+        if ends > now and count > 0:
+            self._windows[key] = (ends, count - 1)
+
     async def acquire_slot(self, slot_id: str, cap: int, ttl: float) -> bool:
         now = self._tick()
         self._expire_slots(now)
@@ -140,6 +146,10 @@ class MemoryStore(Store):
             return False
         self._once[key] = now + ttl
         return True
+
+    async def forget_once(self, key: str) -> None:
+        self._tick()
+        self._once.pop(key, None)
 
     # -- outbox ----------------------------------------------------------------------------------------------------
     async def outbox_add(

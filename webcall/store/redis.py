@@ -44,6 +44,9 @@ cur = redis.call('INCR', KEYS[1])
 if cur == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return -1
 """
+_UNCOUNT = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+"""
 # The visit counters: every limit allows it (each is then counted) or the first refusing one answers {index, ms}.
 # KEYS[1..n] are the counters, ARGV[1] the window in ms, ARGV[i + 1] the limit of KEYS[i].
 _COUNT_VISIT = """
@@ -286,6 +289,7 @@ class RedisStore(Store):
         self._p = prefix
         self._hub = _Hub(self._client, prefix)
         self._hit = self._client.register_script(_HIT)
+        self._uncount = self._client.register_script(_UNCOUNT)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._hit_all = self._client.register_script(_HIT_ALL)
         self._hit_all_acquire = self._client.register_script(_HIT_ALL_ACQUIRE)
@@ -329,6 +333,10 @@ class RedisStore(Store):
         return _refusal(refused) if refused else None
 
     @_unavailable
+    async def uncount(self, key: str) -> None:
+        await self._uncount(keys=[self._k(key)])
+
+    @_unavailable
     async def hit_all_and_acquire(
         self, limits: Sequence[tuple[str, int]], window: float, slot_id: str, cap: int, ttl: float
     ) -> tuple[tuple[int, float] | None, bool]:
@@ -368,6 +376,10 @@ class RedisStore(Store):
     @_unavailable
     async def use_once(self, key: str, ttl: float) -> bool:
         return bool(await self._client.set(self._k(f"once:{key}"), b"1", nx=True, px=_ms(ttl)))
+
+    @_unavailable
+    async def forget_once(self, key: str) -> None:
+        await self._client.delete(self._k(f"once:{key}"))
 
     # -- outbox ----------------------------------------------------------------------------------------------------
     async def _ensure_group(self) -> None:
