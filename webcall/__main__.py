@@ -22,7 +22,7 @@ from aiohttp import web
 
 from . import ConfigError, DialNexaError, WebCallConfig, setup
 from .doctor import FAILED, Check, diagnose, failed
-from .service import create_service, prefix_from_env
+from .service import create_runner, create_service, prefix_from_env, run_service
 
 
 async def register_webhook(config: WebCallConfig, prefix: str) -> str:
@@ -64,13 +64,14 @@ def serve(host: str, port: int, prefix: str) -> None:
     shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     where = "the embedded DialNexa emulator" if config.uses_emulator else "DialNexa"
 
-    def announce(message: str) -> None:
-        if message.startswith("======== Running"):
-            print(f"webcall: serving on http://{shown}:{port}/ with {where} (Ctrl-C stops it)", flush=True)
-            print(f"webcall: the embed snippet is at http://{shown}:{port}{prefix}/snippet", flush=True)
+    def announce() -> None:
+        print(f"webcall: serving on http://{shown}:{port}/ with {where} (Ctrl-C stops it)", flush=True)
+        print(f"webcall: the embed snippet is at http://{shown}:{port}{prefix}/snippet", flush=True)
 
     try:
-        web.run_app(service, host=host, port=port, print=announce, shutdown_timeout=5)
+        asyncio.run(run_service(create_runner(service, config), host, port, ready=announce))
+    except KeyboardInterrupt:  # where signals cannot be handled by the loop (Windows)
+        pass
     except OSError as err:
         sys.exit(f"webcall: cannot listen on {host}:{port} ({err.strerror}); choose another --port")
     except (ConfigError, DialNexaError) as err:  # raised while starting: the emulator, agents, webhook binding

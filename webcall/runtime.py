@@ -15,9 +15,9 @@ from .catalog import AgentCatalog
 from .config import WebCallConfig
 from .dialnexa import DialNexaClient
 from .errors import ConfigError, DialNexaError, WebCallError
+from .limits import EventStreams, event_streams_for, raise_open_files_limit
 from .metrics import Metrics
 from .store import MemoryStore, Store
-from .store.base import Subscription
 from .subscription import WebhookSubscription
 from .tickets import TicketVerifier
 from .tokens import TokenIssuer
@@ -77,8 +77,8 @@ class Runtime:
             TicketVerifier(config.ticket_secrets, audience=config.ticket_audience) if config.ticket_secrets else None
         )
         self.callbacks = CallbackList()
-        self.streams: set[Subscription] = set()
-        """Open SSE streams, closed at shutdown so that no browser holds the server open."""
+        self.streams = EventStreams(total=config.max_event_streams or event_streams_for(None))
+        """Every open SSE stream: the caps per call and in total (sized at startup), closed at shutdown."""
         self.metrics = Metrics(lambda: len(self.streams))
         self._started: Started | None = None
 
@@ -119,6 +119,7 @@ class Runtime:
     async def running(self, *, webhook_path: str) -> AsyncIterator[None]:
         """Open everything for the application's lifetime; ``webhook_path`` is where the plugin receives webhooks."""
         config = self.config
+        self._size_streams()
         async with contextlib.AsyncExitStack() as stack:
             upstream = await stack.enter_async_context(open_upstream(config))
             store = make_store(config.store)
@@ -174,6 +175,30 @@ class Runtime:
                     catalog.check_bindings(subscription_id, strict=config.strict_agents)
             yield
 
+    def _size_streams(self) -> None:
+        """Raise the open-files limit to its hard limit and size the event-stream cap from it (unless configured);
+        one log line says what this process can hold."""
+        before, after = raise_open_files_limit()
+        room = event_streams_for(after)
+        configured = self.config.max_event_streams
+        self.streams.total = configured or room
+        limit = "unknown" if after is None else str(after) if before == after else f"{before} -> {after}"
+        log.info(
+            "webcall: open-files limit %s; up to %d event streams (%d per call)%s",
+            limit,
+            self.streams.total,
+            self.streams.per_call,
+            " as WEBCALL_MAX_EVENT_STREAMS says" if configured else "",
+        )
+        if configured and after is not None and configured > room:
+            log.warning(
+                "webcall: WEBCALL_MAX_EVENT_STREAMS=%d is more than the open-files limit of %d leaves room for "
+                "(%d): event streams could take the descriptors that starts and other visitors need",
+                configured,
+                after,
+                room,
+            )
+
     def _forget(self) -> None:
         self._started = None
 
@@ -203,5 +228,4 @@ class Runtime:
 
     async def close_streams(self) -> None:
         """End every open SSE stream (at shutdown, before the server waits for handlers)."""
-        for subscription in list(self.streams):
-            await subscription.close()
+        await self.streams.close_all()

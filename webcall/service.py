@@ -8,23 +8,37 @@
 Everything is configured from the environment (the README's configuration table; ``WEBCALL_PREFIX`` moves the
 routes from ``/webcall``). Besides the plugin's routes the service answers ``/`` (the first agent's call page, or
 the embed snippet where calls need a ticket) and ``/healthz``, and logs one line per call event.
+
+The runner (:func:`create_runner`, also what ``app`` returns to gunicorn's aiohttp worker) caps the connections one
+peer address holds (``WEBCALL_MAX_CONNECTIONS_PER_ADDRESS``, IPv6 per /64; not behind trusted proxies, where every
+connection comes from the proxy), and ``accept()`` failing for want of file descriptors is logged once per 10 s.
+It sets its own keep-alive (75 s) and graceful-shutdown time (5 s); gunicorn's ``--keep-alive`` and access-log
+options do not reach it (access lines go to the ``aiohttp.access`` logger).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import signal
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
 from .app import handle_of, setup
 from .config import WebCallConfig
 from .events import CallEvent
+from .limits import AcceptErrorThrottle, PeerLimitedRunner
 from .views import health_response
 
 log = logging.getLogger("webcall.service")
 
 DEFAULT_PREFIX = "/webcall"
+KEEPALIVE_SECONDS = 75.0
+SHUTDOWN_SECONDS = 5.0
 
 
 def create_service(config: WebCallConfig | None = None, *, prefix: str = DEFAULT_PREFIX) -> web.Application:
@@ -34,18 +48,52 @@ def create_service(config: WebCallConfig | None = None, *, prefix: str = DEFAULT
     handle.on_call_event.append(log_call_event)
     service.router.add_get("/", home)
     service.router.add_get("/healthz", healthz)
+    service.on_startup.append(throttle_accept_errors)
     return service
 
 
-async def app() -> web.Application:
-    """The service from the environment: what gunicorn's aiohttp worker loads as ``webcall.service:app``."""
+def create_runner(service: web.Application, config: WebCallConfig, **settings: Any) -> web.AppRunner:
+    """The runner that serves ``service``: at most ``max_connections_per_address`` connections per peer address,
+    unless the service is behind trusted proxies (then every connection comes from a proxy, which is the place for
+    that limit). ``settings`` go to :class:`aiohttp.web.AppRunner`."""
+    per_address = None if config.trusted_proxies > 0 else config.max_connections_per_address
+    settings = {"keepalive_timeout": KEEPALIVE_SECONDS, "shutdown_timeout": SHUTDOWN_SECONDS, **settings}
+    return PeerLimitedRunner(service, connections_per_address=per_address, **settings)
+
+
+async def app() -> web.AppRunner:
+    """The service from the environment, in its runner: what gunicorn's aiohttp worker loads as
+    ``webcall.service:app`` (the worker serves a runner it is given as it is)."""
     config = WebCallConfig.from_env()
     if config.uses_emulator:
         log.warning(
             "webcall: DIALNEXA_API_KEY is not set, so this worker runs its own emulator; several workers need one "
             "DialNexa: set DIALNEXA_API_KEY, or DIALNEXA_BASE_URL to one `python -m webcall.emulator`"
         )
-    return create_service(config, prefix=prefix_from_env())
+    return create_runner(create_service(config, prefix=prefix_from_env()), config)
+
+
+async def run_service(runner: web.AppRunner, host: str, port: int, *, ready: Callable[[], None]) -> None:
+    """Serve ``runner`` on ``host:port`` (``ready()`` once listening) until SIGINT or SIGTERM, then shut down
+    gracefully: open calls' streams are closed and the store flushed on the way out."""
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still interrupts
+            loop.add_signal_handler(signum, stopped.set)
+    try:
+        await runner.setup()  # a failure here still cleans up what had started
+        await web.TCPSite(runner, host or None, port).start()
+        ready()
+        await stopped.wait()
+    finally:
+        await runner.cleanup()
+
+
+async def throttle_accept_errors(service: web.Application) -> None:
+    """From start-up on, the loop logs ``accept()`` failing for want of file descriptors once per interval with a
+    count (asyncio reports each attempt, thousands a second once the descriptor table is full)."""
+    AcceptErrorThrottle().install(asyncio.get_running_loop())
 
 
 def prefix_from_env() -> str:
