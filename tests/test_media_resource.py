@@ -14,7 +14,6 @@ from webcall import ConfigError
 from webcall.emulator.server import EmulatorServer
 
 from .conftest import ORIGIN_HEADERS, MakeHost, add_fault, mint, problem, runtime, upstream_count
-from .offers import OFFER
 
 FRAGMENT = "a=ice-ufrag:NEW1\r\na=ice-pwd:newpasswordnewpassword1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
 
@@ -48,8 +47,9 @@ async def test_an_offer_dialnexa_cannot_answer_ends_the_call_and_frees_its_slot(
     make_host: MakeHost, emulator: EmulatorServer
 ) -> None:
     client, handle = await make_host(max_concurrent_calls=1)
-    without_audio = OFFER.split("m=audio")[0] + "m=application" + OFFER.split("m=application")[1]
-    body = await problem(await mint(client, {"agent": "sales", "offer": without_audio}), 400, "invalid_offer")
+    # The plugin passes the offer on (it is well formed); DialNexa's WHIP endpoint refuses it.
+    await add_fault(emulator, route="POST /v1/web-calls/{call_id}/whip", kind="status", status=400, count=1)
+    body = await problem(await mint(client), 400, "invalid_offer")
     assert "refused" in body["message"]
     (call,) = emulator.state.calls.values()
     assert call.ended and call.end_reason == "network_failure", "the call created for the refused offer is hung up"

@@ -45,8 +45,10 @@ SCHEMAS: dict[str, Any] = {
             "offer": {
                 "type": "string",
                 "pattern": "^v=0",
-                "description": "The SDP offer of the browser's peer connection (an audio section, the events "
-                "data channel); the plugin hands it to DialNexa's WHIP endpoint.",
+                "description": "The SDP offer of the browser's peer connection (one audio section, at most the "
+                "events data channel; ICE credentials, a SHA-256 DTLS fingerprint and a=setup; at most 16 KiB), "
+                "checked before anything is created (400 invalid_offer); the plugin hands it to DialNexa's WHIP "
+                "endpoint with at most 16 usable ICE candidates.",
             },
             "variables": _ref("Variables"),
             "bot_token": {"type": "string", "maxLength": 4096},

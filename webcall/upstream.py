@@ -8,6 +8,7 @@ which the ``emulator`` extra provides. That lazy import is the one place the cor
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -32,6 +33,19 @@ class Upstream:
     agents: Mapping[str, Agent] = field(default_factory=dict)
     webhook_secret: str | None = field(default=None, repr=False)
     learns_public_url: bool = False
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the upstream runs on this machine: its base URL's host is loopback (the embedded emulator, or
+        ``python -m webcall.emulator`` reached through ``DIALNEXA_BASE_URL=http://127.0.0.1:...``). Its media server
+        can then reach the browser's loopback and private addresses, which a DialNexa on the Internet cannot."""
+        host = (urlsplit(self.base_url).hostname or "").rstrip(".")
+        if host == "localhost" or host.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     @property
     def content_security_policy(self) -> str:
