@@ -93,34 +93,37 @@ STREAM_RETRY_SECONDS = 5
 
 
 class EventStreams:
-    """Every browser event stream of this process: how many each call holds, the caps, and the subscriptions.
+    """Every browser event stream of this process: the streams each call holds, the caps, and the subscriptions.
+
+    A call holds at most ``per_call`` streams: a new one beyond that ends the call's oldest. A browser whose network
+    dropped reconnects before the service can notice that its old stream is gone (at the next keep-alive ping), and
+    it must never be refused because of its own dead stream; a stranger with the token still holds no more than
+    ``per_call``. Beyond ``total`` streams in the process, a new one is refused (503) before anything is opened.
 
     The count is per process: a call's streams reach the worker that answers them, so with several workers each
-    enforces its own caps. A stream beyond a cap is refused before anything is opened for it.
+    enforces its own caps.
     """
 
     def __init__(self, *, total: int, per_call: int = STREAMS_PER_CALL) -> None:
         self.total = total
         self.per_call = per_call
-        self._per_call_open: dict[str, int] = {}
-        self._subscriptions: set[Subscription] = set()
+        self._by_call: dict[str, list[Subscription]] = {}
         self._open = 0
 
     def __len__(self) -> int:
-        """Streams held now (open, or opening)."""
+        """Streams held now."""
         return self._open
 
     def held_by(self, call_id: str) -> int:
-        return self._per_call_open.get(call_id, 0)
+        return len(self._by_call.get(call_id, ()))
 
-    def _admit(self, call_id: str) -> None:
-        if self.held_by(call_id) >= self.per_call:
-            raise HTTPProblem(
-                503,
-                "too_many_streams",
-                f"This call already has {self.per_call} event streams open; close one and try again.",
-                retry_after=STREAM_RETRY_SECONDS,
-            )
+    async def _make_room(self, call_id: str) -> None:
+        """End the call's oldest streams while it holds ``per_call``; refuse when the process is full."""
+        held = self._by_call.get(call_id, [])
+        while len(held) >= self.per_call:
+            oldest = held.pop(0)
+            self._open -= 1
+            await oldest.close()  # its relay sees the end of the feed and finishes the response
         if self._open >= self.total:
             raise HTTPProblem(
                 503,
@@ -128,37 +131,34 @@ class EventStreams:
                 "The server holds as many event streams as it can; try again shortly.",
                 retry_after=STREAM_RETRY_SECONDS,
             )
-        self._open += 1
-        self._per_call_open[call_id] = self.held_by(call_id) + 1
 
-    def _release(self, call_id: str) -> None:
-        self._open -= 1
-        left = self.held_by(call_id) - 1
-        if left > 0:
-            self._per_call_open[call_id] = left
-        else:
-            self._per_call_open.pop(call_id, None)
+    def _forget(self, call_id: str, subscription: Subscription) -> None:
+        held = self._by_call.get(call_id, [])
+        if subscription in held:  # not ended to make room for a newer one
+            held.remove(subscription)
+            self._open -= 1
+        if not held:
+            self._by_call.pop(call_id, None)
 
     @contextlib.asynccontextmanager
     async def open(self, call_id: str, subscribe: Callable[[str], Subscription]) -> AsyncIterator[Subscription]:
         """Hold one stream of ``call_id`` with its subscription (from ``subscribe``), released and closed on exit;
-        :class:`HTTPProblem` ``503`` beyond a cap, before ``subscribe`` is called."""
-        self._admit(call_id)
+        :class:`HTTPProblem` ``503`` when the process is full, before ``subscribe`` is called."""
+        await self._make_room(call_id)
+        subscription = subscribe(call_id)
+        self._by_call.setdefault(call_id, []).append(subscription)
+        self._open += 1
         try:
-            subscription = subscribe(call_id)
-            self._subscriptions.add(subscription)
-            try:
-                yield subscription
-            finally:
-                self._subscriptions.discard(subscription)
-                await subscription.close()
+            yield subscription
         finally:
-            self._release(call_id)
+            self._forget(call_id, subscription)
+            await subscription.close()
 
     async def close_all(self) -> None:
         """End every open stream's subscription (at shutdown, before the server waits for handlers)."""
-        for subscription in list(self._subscriptions):
-            await subscription.close()
+        for held in list(self._by_call.values()):
+            for subscription in list(held):
+                await subscription.close()
 
 
 # -- connections per peer address -------------------------------------------------------------------------------
