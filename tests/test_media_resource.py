@@ -12,6 +12,8 @@ import pytest
 
 from webcall import ConfigError
 from webcall.emulator.server import EmulatorServer
+from webcall.sdp import MAX_CANDIDATES, InvalidOffer, sanitize_fragment
+from webcall.views import MEDIA_UPDATES_PER_CALL
 
 from .conftest import ORIGIN_HEADERS, MakeHost, add_fault, mint, problem, runtime, upstream_count
 
@@ -124,3 +126,46 @@ async def test_host_code_gets_the_raw_descriptor_from_python(make_host: MakeHost
     assert emulator.state.calls[session.id].metadata == {"name": "Priya"}
     with pytest.raises(ConfigError, match="nobody"):
         await handle.create_web_call("nobody")
+
+
+# -- fragments are strangers' input too ------------------------------------------------------------------------------
+def fragment_with_candidates(count: int, address: str = "127.0.0.1") -> str:
+    candidates = "".join(
+        f"a=candidate:{n} 1 udp {2122260223 - n} {address} {40000 + n} typ host\r\n" for n in range(count)
+    )
+    return FRAGMENT + candidates
+
+
+def test_a_fragment_passes_at_most_the_offer_cap_of_usable_candidates() -> None:
+    checked = sanitize_fragment(fragment_with_candidates(250), local_upstream=True)
+    assert checked.candidates == MAX_CANDIDATES == checked.sdp.count("a=candidate:")
+    assert checked.dropped["over_cap"] == 250 - MAX_CANDIDATES
+    assert checked.sdp.startswith(FRAGMENT)  # the credentials and the rest pass unchanged
+    remote = sanitize_fragment(fragment_with_candidates(3), local_upstream=False)
+    assert remote.candidates == 0 and remote.dropped["address"] == 3  # loopback is nobody's address at DialNexa
+    multicast = sanitize_fragment(fragment_with_candidates(2, address="224.0.0.1"), local_upstream=True)
+    assert multicast.candidates == 0
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    ["v=0\r\n", "c=IN IP4 198.51.100.1\r\n", "a=mid:0\r\nnot an sdp line\r\n", "a=mid:0\x0ba=candidate:x\r\n"],
+)
+def test_a_fragment_with_lines_that_do_not_belong_is_refused(fragment: str) -> None:
+    with pytest.raises(InvalidOffer):
+        sanitize_fragment(fragment, local_upstream=True)
+
+
+async def test_a_call_cannot_flood_its_media_resource(make_host: MakeHost, emulator: EmulatorServer) -> None:
+    client, _ = await make_host()
+    call = await started(client)
+    url = call["media_url"]
+    headers = authorized(call, **{"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*"})
+    await problem(await client.patch(url, data="v=0\r\n", headers=headers), 400, "invalid_fragment")
+    assert await upstream_count(emulator, "PATCH /v1/web-calls/{call_id}/whip/{session_id}") == 0
+    statuses = [
+        (await client.patch(url, data=fragment_with_candidates(40), headers=headers)).status
+        for _ in range(MEDIA_UPDATES_PER_CALL + 1)
+    ]
+    assert statuses[-1] == 429 and 429 not in statuses[:-1], statuses
+    assert await upstream_count(emulator, "PATCH /v1/web-calls/{call_id}/whip/{session_id}") == MEDIA_UPDATES_PER_CALL

@@ -144,6 +144,52 @@ def sanitize_offer(text: str, *, local_upstream: bool) -> CheckedOffer:
     return CheckedOffer(sdp=ending.join(kept_lines) + ending, candidates=candidates, dropped=dropped)
 
 
+@dataclass(frozen=True)
+class CheckedFragment:
+    """An ICE fragment (RFC 8840) that passed :func:`sanitize_fragment`: the text to relay, and what was left out."""
+
+    sdp: str
+    candidates: int
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+_FRAGMENT_LINES = frozenset({"a", "m"})
+"""What an ``application/trickle-ice-sdpfrag`` body holds (RFC 8840 §9): media lines naming the section, and
+attributes (ICE credentials and options, ``mid``, candidates, ``end-of-candidates``)."""
+
+
+def sanitize_fragment(text: str, *, local_upstream: bool) -> CheckedFragment:
+    """Check a trickle or ICE-restart fragment from the browser and trim its candidates by the rules of an offer's
+    (at most :data:`MAX_CANDIDATES` per fragment): the media server sends checks to each, so a fragment must not make
+    it send them where an offer could not. Raises :class:`InvalidOffer` with the reason."""
+    if len(text.encode("utf-8", errors="surrogatepass")) > MAX_OFFER_BYTES:
+        raise InvalidOffer(f"The ICE fragment is larger than {MAX_OFFER_BYTES // 1024} KiB.")
+    ending = "\r\n" if "\r\n" in text else "\n"
+    kept: list[str] = []
+    dropped: Counter[str] = Counter()
+    passed = 0
+    seen: set[_Candidate] = set()
+    for line in text.split(ending):
+        if not line:
+            continue
+        match = _LINE.fullmatch(line)
+        if match is None or _LINE_BREAKING.search(line) or match.group(1) not in _FRAGMENT_LINES:
+            raise InvalidOffer("The ICE fragment holds a line that is not a media line or an attribute.")
+        if line.startswith(_CANDIDATE):
+            candidate = _parse_candidate(line[len(_CANDIDATE) :])
+            reason = "malformed" if candidate is None else _unusable(candidate, local_upstream=local_upstream)
+            if candidate is not None and reason is None:
+                reason = "duplicate" if candidate in seen else "over_cap" if passed >= MAX_CANDIDATES else None
+            if reason is not None:
+                dropped[reason] += 1
+                continue
+            assert candidate is not None
+            seen.add(candidate)
+            passed += 1
+        kept.append(line)
+    return CheckedFragment(sdp=ending.join(kept) + ending if kept else "", candidates=passed, dropped=dropped)
+
+
 # -- lines and sections ------------------------------------------------------------------------------------------
 def _sections(text: str) -> tuple[_Section, list[_Section]]:
     """The offer's session part and media sections; refuses what is not SDP."""

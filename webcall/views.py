@@ -29,7 +29,7 @@ from .keys import RUNTIME
 from .metrics import route_label
 from .resources import Asset, page_css, templates_dir, widget_asset
 from .runtime import Runtime
-from .sdp import InvalidOffer, sanitize_offer
+from .sdp import InvalidOffer, sanitize_fragment, sanitize_offer
 from .sse import EventStream
 from .store.base import Subscription
 from .tokens import AUDIENCE_CALL
@@ -293,6 +293,20 @@ def _bearer(request: web.Request) -> str | None:
     return header[7:].strip() if header.lower().startswith("bearer ") else None
 
 
+MEDIA_UPDATES_PER_CALL = 20
+"""Trickle and ICE-restart fragments one call may send in its lifetime: a browser trickles a handful of candidates
+and restarts ICE when its network changes; each fragment passes on at most ``sdp.MAX_CANDIDATES`` candidates, so a
+call can never make the media server check more than a bounded number of addresses."""
+
+
+async def _limit_media_updates(runtime: Runtime, call_id: str) -> None:
+    wait = await runtime.store.hit(f"rl:media:{call_id}", MEDIA_UPDATES_PER_CALL, runtime.config.max_call_seconds)
+    if wait is not None:
+        raise HTTPProblem(
+            429, "too_many_updates", "This call has changed its connection too many times.", retry_after=wait
+        )
+
+
 async def update_media(request: web.Request) -> web.Response:
     """``PATCH`` the call's media resource (RFC 9725 ICE restart or trickle), relayed to DialNexa's."""
     runtime = request.app[RUNTIME]
@@ -303,9 +317,14 @@ async def update_media(request: web.Request) -> web.Response:
     if_match = request.headers.get("If-Match")
     if not if_match:
         raise HTTPProblem(428, "precondition_required", "Send If-Match: * for an ICE restart, or the ETag.")
-    fragment = (await guard.read_body(request, runtime.config.max_body_bytes)).decode("utf-8", errors="replace")
+    raw = (await guard.read_body(request, runtime.config.max_body_bytes)).decode("utf-8", errors="replace")
+    try:
+        fragment = sanitize_fragment(raw, local_upstream=runtime.upstream.is_local)
+    except InvalidOffer as err:
+        raise HTTPProblem(400, "invalid_fragment", str(err)) from None
+    await _limit_media_updates(runtime, call_id)
     status, body, kind, headers = await runtime.desk.update_media(
-        call_id, fragment, content_type=SDP_FRAGMENT, if_match=if_match
+        call_id, fragment.sdp, content_type=SDP_FRAGMENT, if_match=if_match
     )
     if status >= 400:
         message = "DialNexa refused the ICE update" + (" (not supported)" if status in (405, 501) else "")
@@ -373,7 +392,7 @@ async def session_events(request: web.Request) -> web.StreamResponse:
         runtime.tokens.verify(request.query.get("token") or _bearer(request), AUDIENCE_CALL, call_id=call_id)
     except TokenError:
         raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
-    # 503 + Retry-After beyond the caps (per call, per process), before the stream or a subscription is opened.
+    # A call's 4th stream ends its oldest; beyond the process's cap, 503 + Retry-After before anything is opened.
     async with runtime.streams.open(call_id, runtime.store.subscribe) as subscription:
         return await _relay_events(request, runtime, call_id, subscription)
 
