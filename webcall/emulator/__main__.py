@@ -1,14 +1,21 @@
-"""``python -m webcall.emulator``: serve a local DialNexa until Ctrl-C."""
+"""``python -m webcall.emulator``: serve a local DialNexa until Ctrl-C.
+
+``--agents FILE`` starts it with the agents a JSON file describes (see :mod:`webcall.emulator.agent_file`) instead of
+the demo's three, e.g. an account with an unpublished agent; ``PATCH /v1/agents/{id}`` changes them while it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
+from pathlib import Path
 
+from webcall.emulator.agent_file import AgentFileError, load_agents
 from webcall.emulator.config import DEFAULT_API_KEY, EmulatorConfig
 from webcall.emulator.server import EmulatorServer
 
@@ -42,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="end a WHIP session whose media has not connected by then (default: 30)",
     )
+    parser.add_argument(
+        "--agents",
+        type=Path,
+        metavar="FILE",
+        help='start with the agents in this JSON file ({"agents": [...]}, as GET /v1/agents answers) instead of the '
+        "demo's sales, support and collections",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -57,6 +71,7 @@ async def _serve(server: EmulatorServer) -> None:
         print(f"DialNexa emulator listening on {server.origin}", flush=True)
         print(f"  base URL: {server.base_url}", flush=True)
         print(f"  API key:  {server.api_key}", flush=True)
+        print(f"  agents:   {', '.join(server.state.agents)}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         await stop.wait()
     finally:
@@ -74,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             max_media_sessions=args.max_media_sessions,
             media_connect_timeout=args.media_connect_timeout,
         )
-    except ValueError as err:
+        if args.agents is not None:
+            config = dataclasses.replace(config, agents=load_agents(args.agents))
+    except (AgentFileError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     server = EmulatorServer(config, host=args.host, port=args.port)

@@ -261,6 +261,84 @@ async def get_agent(request: web.Request) -> web.StreamResponse:
     return web.json_response(state.agent_json(agent))
 
 
+# The fields of DialNexa's updateAgent the emulator models; ``webhook_enabled`` is its assumed name for the dashboard's
+# "Enable Webhook" setting (the emulator's agents report it under that name too).
+_AGENT_EDITS = (
+    "title",
+    "version_title",
+    "welcome_message",
+    "prompt_text",
+    "default_dynamic_variables",
+    "webhook_id",
+    "webhook_enabled",
+)
+_AGENT_UPDATE_FIELDS = ("version_number", *_AGENT_EDITS, "is_published", "update_deployment")
+
+
+@authed
+async def update_agent(request: web.Request) -> web.StreamResponse:
+    """``PATCH /v1/agents/{id}``, DialNexa's updateAgent: ``version_number`` (required) names the version edited —
+    its ``version_title``, ``welcome_message``, ``prompt_text`` and ``default_dynamic_variables``; ``is_published:
+    true`` publishes it — and ``title``, ``webhook_id`` and ``webhook_enabled`` change the agent. As DialNexa documents,
+    a published version cannot be updated except to publish it, unless ``update_deployment`` is true; nothing
+    unpublishes a version. ``webhook_id`` must name one of the account's webhooks (``""`` or ``null`` unbinds the
+    agent, which then sends to every subscription): an assumption, DialNexa does not say."""
+    state = request.app[STATE_KEY]
+    agent = state.agents.get(request.match_info["id"])
+    if agent is None:
+        raise ApiError(404, "Agent not found")
+    body = await read_json_object(request)
+    v = BodyValidator(body, _AGENT_UPDATE_FIELDS)
+    number = v.integer("version_number", required=True, minimum=1)
+    title = v.string("title", max_length=70)
+    version_title = v.string("version_title", max_length=150)
+    welcome_message = v.string("welcome_message")
+    prompt = v.string("prompt_text")
+    defaults = v.obj("default_dynamic_variables")
+    webhook_enabled = v.boolean("webhook_enabled")
+    publish = v.boolean("is_published")
+    update_deployment = v.boolean("update_deployment")
+    if defaults is not None and not all(isinstance(value, str) for value in defaults.values()):
+        v.errors.append("each value in default_dynamic_variables must be a string")
+    webhook_given = "webhook_id" in body
+    webhook_id = body.get("webhook_id")
+    if webhook_given and webhook_id is not None and not isinstance(webhook_id, str):
+        v.errors.append("webhook_id must be a string")
+    elif webhook_id and webhook_id not in state.webhooks:
+        v.errors.append(f"webhook_id {webhook_id} is not a webhook of this organization")
+    v.finish()
+    version = next((each for each in agent.versions if each.version_number == number), None)
+    if version is None:
+        raise ApiError(404, f"Version {number} of agent {agent.id} not found")
+    if version.is_published and publish is False:
+        raise ApiError(400, f"Version {number} is published; a published version cannot be unpublished")
+    edits = [name for name in _AGENT_EDITS if name in body]
+    if version.is_published and edits and not update_deployment:
+        raise ApiError(
+            400,
+            f"Version {number} is published and cannot be updated ({', '.join(edits)}); "
+            "set update_deployment to true to change it",
+        )
+    if title is not None:
+        agent.name = title
+    if webhook_given:
+        agent.webhook_id = webhook_id or None
+    if webhook_enabled is not None:
+        agent.webhook_enabled = webhook_enabled
+    if version_title is not None:
+        version.title = version_title
+    if welcome_message is not None:
+        version.welcome_message = welcome_message
+    if prompt is not None:
+        version.prompt = prompt
+    if defaults is not None:
+        version.default_dynamic_variables = dict(defaults)
+    if publish:
+        version.is_published = True
+    log.info("emulator: agent %s updated (version %d%s)", agent.id, number, ", published" if publish else "")
+    return web.json_response(state.agent_json(agent))
+
+
 # -- user webhooks ------------------------------------------------------------------------------------------------
 _WEBHOOK_FIELDS = ("url", "events", "secret", "is_active")
 
@@ -386,6 +464,7 @@ def add_rest_routes(app: web.Application) -> None:
     router.add_post("/v1/calls/{id}/end", end_call)
     router.add_get("/v1/agents", list_agents)
     router.add_get("/v1/agents/{id}", get_agent)
+    router.add_patch("/v1/agents/{id}", update_agent)
     router.add_post("/v1/user-webhooks", create_webhook)
     router.add_get("/v1/user-webhooks", list_webhooks)
     router.add_get("/v1/user-webhooks/{id}", get_webhook)
