@@ -154,3 +154,70 @@ def test_every_variable_in_the_readme_table_is_read_and_every_one_read_is_in_the
     reader = source[source.index("def from_env") : source.index("def check_base_url")]
     read = set(re.findall(r'"((?:WEBCALL|DIALNEXA)_[A-Z_]+)"', reader))
     assert documented == read, f"only in the README: {documented - read}; only read: {read - documented}"
+
+
+@pytest.mark.parametrize(
+    ("env", "setting", "kind"),
+    [
+        ({"DIALNEXA_API_KEY": "kid:sec\nret"}, "DIALNEXA_API_KEY", "a line break"),
+        ({"DIALNEXA_API_KEY": "kid:sec\r\nret"}, "DIALNEXA_API_KEY", "a line break"),
+        ({"DIALNEXA_API_KEY": "Bearer kid:secret"}, "DIALNEXA_API_KEY", "a space"),
+        ({"DIALNEXA_API_KEY": "kid:se\tcret"}, "DIALNEXA_API_KEY", "whitespace"),
+        ({"DIALNEXA_API_KEY": "kid:se\u200bcret"}, "DIALNEXA_API_KEY", "an invisible or control character"),
+        ({"DIALNEXA_API_KEY": "kid:se\x00cret"}, "DIALNEXA_API_KEY", "an invisible or control character"),
+        ({"DIALNEXA_BASE_URL": "https://api.dialnexa.com\n/v1"}, "DIALNEXA_BASE_URL", "a line break"),
+        ({"WEBCALL_PUBLIC_URL": "https://shop.exa\nmple.com"}, "WEBCALL_PUBLIC_URL", "a line break"),
+        ({"WEBCALL_ALLOWED_ORIGINS": "https://shop.exa\tmple.com"}, "WEBCALL_ALLOWED_ORIGINS", "whitespace"),
+        ({"WEBCALL_STORE": "redis://127.0.0.1:6379/0\r\n"}, None, None),  # the ends are trimmed: accepted
+        ({"WEBCALL_STORE": "redis://127.0.0.1:63\n79/0"}, "WEBCALL_STORE", "a line break"),
+        ({"WEBCALL_WEB_CALL_PATH": "/web calls"}, "WEBCALL_WEB_CALL_PATH", "a space"),
+    ],
+)
+def test_a_key_or_url_with_a_line_break_or_whitespace_is_refused_in_one_sentence(
+    env: dict[str, str], setting: str | None, kind: str | None
+) -> None:
+    """A key pasted with a line break once reached the Authorization header and crashed serve, doctor and
+    register-webhook with ``ValueError: Forbidden control character detected in headers``."""
+    env = {"WEBCALL_AGENTS": "sales=agent_a", "WEBCALL_SESSION_SECRET": SECRET, **env}
+    if setting is None:
+        WebCallConfig.from_env(env)
+        return
+    with pytest.raises(ConfigError) as raised:
+        WebCallConfig.from_env(env)
+    message = str(raised.value)
+    assert setting in message and f"contains {kind} (character " in message, message
+    assert message.count(". ") == 0 and message.endswith("."), "one sentence"
+    assert all(value not in message for value in env.values()), "no value is echoed (a key is a secret)"
+
+
+def test_a_key_with_a_line_break_given_in_code_is_refused_too() -> None:
+    with pytest.raises(ConfigError, match=r"api_key \(DIALNEXA_API_KEY\) contains a line break"):
+        WebCallConfig(api_key="kid:secret\n", agents={"sales": Agent(id="agent_a")})
+
+
+@pytest.mark.parametrize(
+    ("spec", "suggestion"),
+    [
+        ("sales=agent_a;support=agent_b", "sales=agent_a,support=agent_b"),
+        ("sales=agent_a+name;name=there;support=agent_b@2+company", "sales=agent_a+name;name=there,support=agent_b@2"),
+    ],
+)
+def test_a_semicolon_typed_for_a_comma_between_agents_is_refused(spec: str, suggestion: str) -> None:
+    """``;`` starts a default value, so ``sales=agent_a;support=agent_b`` once made ``support`` a variable of sales
+    whose default was ``agent_b``, and the support agent silently did not exist."""
+    with pytest.raises(ConfigError, match="looks like another agent") as raised:
+        parse_agents(spec)
+    assert "separate agents with ','" in str(raised.value) and suggestion in str(raised.value)
+
+
+def test_a_default_that_merely_mentions_an_agent_is_still_a_default() -> None:
+    agents = parse_agents("sales=agent_a;greeting=the agent_b desk;team=agent")
+    assert dict(agents["sales"].defaults) == {"greeting": "the agent_b desk", "team": "agent"}
+
+
+def test_the_default_subscription_is_what_dialnexa_documents() -> None:
+    """DialNexa's OpenAPI shows ``call.completed`` and ``call.failed``; ``call.no_answer`` only an older page does, so
+    it is not subscribed by default (``WEBCALL_WEBHOOK_EVENTS`` can add it)."""
+    assert WebCallConfig().webhook_events == ("call.completed", "call.failed")
+    added = WebCallConfig.from_env({"WEBCALL_WEBHOOK_EVENTS": "call.completed,call.failed,call.no_answer"})
+    assert added.webhook_events == ("call.completed", "call.failed", "call.no_answer")

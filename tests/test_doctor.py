@@ -23,7 +23,7 @@ from webcall.emulator.server import EmulatorServer
 from webcall.emulator.state import AgentVersion
 from webcall.subscription import WebhookSubscription
 
-from .conftest import SESSION_SECRET
+from .conftest import SESSION_SECRET, add_fault
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "docs" / "doctor.md"
@@ -78,6 +78,7 @@ async def test_a_healthy_configuration_passes_every_check(emulator: EmulatorServ
         "agent 'support'": OK,
         "public URL": OK,
         "webhook": OK,
+        "webhook events": OK,
         "agent 'sales' webhook": OK,
         "agent 'support' webhook": OK,
         "store": OK,
@@ -100,7 +101,42 @@ async def test_call_tickets_accepted_but_not_required_is_a_warning(emulator: Emu
 async def test_a_refused_key_stops_at_the_key(emulator: EmulatorServer) -> None:
     checks = await diagnose(config(emulator, api_key="emu_test:wrong"))
     assert outcomes(checks) == {"base URL": OK, "API key": FAILED}
-    assert "DIALNEXA_API_KEY" in find(checks, "API key").fix
+    key = find(checks, "API key")
+    assert key.detail == "DialNexa refused the key (401: API key is missing or invalid)"
+    assert "DIALNEXA_API_KEY" in key.fix
+
+
+async def test_a_key_without_access_is_not_called_refused_and_keeps_dialnexas_words(emulator: EmulatorServer) -> None:
+    await add_fault(emulator, route="GET /v1/user-webhooks", kind="status", status=403, message="KYC is not complete")
+    checks = await diagnose(config(emulator))
+    assert outcomes(checks) == {"base URL": OK, "API key": FAILED}
+    key = find(checks, "API key")
+    assert key.detail == "DialNexa denied the key access (403: KYC is not complete)"
+    assert "refused" not in key.detail and "workspace that owns the agents" in key.fix
+
+
+async def test_an_unreachable_base_url_fails_on_the_base_url_line(emulator: EmulatorServer) -> None:
+    """It once showed "✔ base URL" and then "✖ API key … (ConnectError)": the key was never the problem."""
+    checks = await diagnose(config(emulator, base_url="http://127.0.0.1:9/v1", upstream_deadline=1.0))
+    assert outcomes(checks) == {"base URL": FAILED}
+    (base,) = checks
+    assert base.detail == "http://127.0.0.1:9/v1 cannot be reached: cannot connect to DialNexa (ConnectError)"
+    assert "DIALNEXA_BASE_URL" in base.fix
+
+
+async def test_a_base_url_that_is_not_dialnexas_api(emulator: EmulatorServer) -> None:
+    checks = await diagnose(config(emulator, base_url=emulator.origin + "/api/v1"))
+    (base,) = checks
+    assert base.outcome == FAILED and base.detail.endswith(
+        "answered 404 to GET /user-webhooks (Cannot GET /api/v1/user-webhooks)"
+    )
+    assert base.fix == "set DIALNEXA_BASE_URL to DialNexa's API, https://api.dialnexa.com/v1"
+
+
+async def test_dialnexa_failing_is_named_on_the_base_url_line(emulator: EmulatorServer) -> None:
+    await add_fault(emulator, route="GET /v1/user-webhooks", kind="status", status=500, count=0)
+    (base,) = await diagnose(config(emulator, upstream_deadline=1.0))
+    assert base.outcome == FAILED and base.detail.endswith("failed (500: Internal server error)")
 
 
 async def test_a_missing_agent_and_an_unpublished_version(emulator: EmulatorServer) -> None:
@@ -112,6 +148,30 @@ async def test_a_missing_agent_and_an_unpublished_version(emulator: EmulatorServ
     support = find(checks, "agent 'support'")
     assert support.outcome == FAILED and "no published version" in support.detail and "publish" in support.fix
     assert failed(checks)
+
+
+async def test_an_agent_whose_only_version_is_a_draft_is_told_to_publish_it(emulator: EmulatorServer) -> None:
+    """It once suggested Agent(version=None), which the agent already was."""
+    emulator.state.agents["agent_support"].versions[0].is_published = False
+    support = find(await diagnose(config(emulator)), "agent 'support'")
+    assert support.outcome == FAILED
+    assert support.detail == "agent_support has no published version (its only version, 1, is a draft)"
+    assert support.fix == (
+        'publish one in DialNexa\'s dashboard (or PATCH /v1/agents/agent_support with {"version_number": 1, '
+        '"is_published": true})'
+    )
+    assert "version=None" not in support.fix
+
+
+async def test_an_agent_pinned_to_a_draft_or_a_missing_version(emulator: EmulatorServer) -> None:
+    emulator.state.agents["agent_support"].versions.append(AgentVersion(version_number=2, is_published=False))
+    agents = {"draft": Agent(id="agent_support", version=2), "missing": Agent(id="agent_support", version=7)}
+    checks = await diagnose(config(emulator, agents=agents))
+    draft, missing = find(checks, "agent 'draft'"), find(checks, "agent 'missing'")
+    assert draft.detail == "agent_support version 2 is a draft"
+    assert draft.fix.endswith("or drop @2 (Agent(version=None)) to use the latest published, version 1")
+    assert missing.detail == "agent_support has no version 7 (its versions are 1, 2)"
+    assert missing.fix == "drop @7 (Agent(version=None)) to use the latest published, version 1"
 
 
 async def test_a_placeholder_nobody_fills_is_a_warning(emulator: EmulatorServer) -> None:
@@ -134,12 +194,41 @@ async def test_an_inactive_webhook_with_undocumented_names(emulator: EmulatorSer
     hook_id = await register(emulator)
     emulator.state.webhooks[hook_id].is_active = False
     emulator.state.webhooks[hook_id].events = ["call_ended"]  # as an older plugin registered it
-    webhook = find(await diagnose(config(emulator)), "webhook")
-    assert (
-        webhook.outcome == FAILED
-        and "inactive" in webhook.detail
-        and "undocumented names (call_ended)" in webhook.detail
+    checks = await diagnose(config(emulator))
+    webhook, events = find(checks, "webhook"), find(checks, "webhook events")
+    assert webhook.outcome == FAILED and webhook.detail.endswith(": it is inactive")
+    assert events.outcome == FAILED and "names DialNexa does not document (call_ended)" in events.detail
+
+
+async def test_events_dialnexa_refused_fail_the_doctor(emulator: EmulatorServer) -> None:
+    """WEBCALL_WEBHOOK_EVENTS naming a name DialNexa refuses: registered without it, and the doctor says so (it once
+    passed with exit 0)."""
+    names = ("call.completed", "call.failed", "call.answered")
+    async with DialNexaClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
+        subscription = WebhookSubscription(client, (HOOK_SECRET,), names)
+        await subscription.ensure(PUBLIC_URL + "/webcall/webhooks")
+    assert subscription.refused == ("call.answered",)
+    checks = await diagnose(config(emulator, webhook_events=names))
+    events = find(checks, "webhook events")
+    assert events.outcome == FAILED and failed(checks)
+    assert events.detail == (
+        "call.answered (WEBCALL_WEBHOOK_EVENTS) is not in the subscription: DialNexa refuses names it does not "
+        "document; it has call.completed, call.failed"
     )
+    assert (
+        events.fix
+        == "remove call.answered from WEBCALL_WEBHOOK_EVENTS; DialNexa documents call.completed and call.failed"
+    )
+    assert find(checks, "webhook").outcome == OK
+
+
+async def test_a_documented_name_missing_from_the_subscription(emulator: EmulatorServer) -> None:
+    await register(emulator)
+    events = find(
+        await diagnose(config(emulator, webhook_events=("call.completed", "call.no_answer"))), "webhook events"
+    )
+    assert events.outcome == FAILED and events.detail.startswith("call.no_answer (WEBCALL_WEBHOOK_EVENTS) is not in")
+    assert events.fix.startswith("run python -m webcall register-webhook")
 
 
 @pytest.mark.parametrize("fault", ["elsewhere", "turned_off", "unbound"])
@@ -185,6 +274,26 @@ async def test_a_test_call_only_when_asked(emulator: EmulatorServer) -> None:
     assert calls.outcome == OK and "created and ended" in calls.detail
     (call,) = emulator.state.calls.values()
     assert call.type == "web" and call.ended
+
+
+async def test_the_test_call_goes_to_an_agent_that_passed(emulator: EmulatorServer) -> None:
+    """It once tried the first configured agent even when that agent had just failed its own check."""
+    await register(emulator)
+    agents = {"ghost": Agent(id="agent_ghost"), "support": Agent(id="agent_support")}
+    checks = await diagnose(config(emulator, agents=agents), place_test_call=True)
+    assert find(checks, "agent 'ghost'").outcome == FAILED
+    calls = find(checks, "web calls")
+    assert calls.outcome == OK and "to 'support' created and ended" in calls.detail
+    (call,) = emulator.state.calls.values()
+    assert call.agent_id == "agent_support"
+
+
+async def test_no_test_call_when_no_agent_passed(emulator: EmulatorServer) -> None:
+    await register(emulator)
+    checks = await diagnose(config(emulator, agents={"ghost": Agent(id="agent_ghost")}), place_test_call=True)
+    calls = find(checks, "web calls")
+    assert calls.outcome == FAILED and "no agent passed its check" in calls.detail
+    assert not emulator.state.calls
 
 
 async def run_doctor(*arguments: str, env: dict[str, str]) -> tuple[int, str]:
@@ -236,7 +345,17 @@ def stable(text: str, emulator: EmulatorServer) -> str:
 
 async def documented_reports(emulator: EmulatorServer) -> str:
     sections: list[tuple[str, list[Check]]] = []
+    unreachable = config(emulator, base_url="http://127.0.0.1:9/v1", upstream_deadline=1.0)
+    sections.append(("DialNexa cannot be reached", await diagnose(unreachable)))
     sections.append(("A refused key", await diagnose(config(emulator, api_key="emu_test:wrong"))))
+    await add_fault(
+        emulator,
+        route="GET /v1/user-webhooks",
+        kind="status",
+        status=403,
+        message="You do not have permission to access this resource",
+    )
+    sections.append(("A key without access", await diagnose(config(emulator))))
     sections.append(
         (
             "No webhook registered yet, public URL over plain http",
@@ -254,6 +373,22 @@ async def documented_reports(emulator: EmulatorServer) -> str:
     agents = {**AGENTS, "ghost": Agent(id="agent_ghost")}
     sections.append(("A missing agent and an unpublished one", await diagnose(config(emulator, agents=agents))))
     emulator.state.agents["agent_support"].versions[0].is_published = True
+    agents = {"ghost": Agent(id="agent_ghost"), **AGENTS}
+    sections.append(
+        (
+            "A test call (--place-test-call) when the first agent fails",
+            await diagnose(config(emulator, agents=agents), place_test_call=True),
+        )
+    )
+    names = ("call.completed", "call.failed", "call.answered")
+    async with DialNexaClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
+        await WebhookSubscription(client, (HOOK_SECRET,), names).ensure(PUBLIC_URL + "/webcall/webhooks")
+    sections.append(
+        (
+            "A name DialNexa refuses in WEBCALL_WEBHOOK_EVENTS (registered without it)",
+            await diagnose(config(emulator, webhook_events=names)),
+        )
+    )
     sections.append(
         (
             "A wrong web-call path and Redis down",
@@ -278,3 +413,46 @@ async def test_the_documented_reports_are_current(emulator: EmulatorServer) -> N
     assert REPORTS.read_text(encoding="utf-8") == report, (
         "docs/doctor.md is out of date: run WEBCALL_WRITE_DOCS=1 python -m pytest tests/test_doctor.py"
     )
+
+
+async def run_command(*arguments: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """``python -m webcall ...`` in a subprocess: exit status, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "webcall",
+        *arguments,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_doctor_and_register_webhook_follow_webcall_prefix(emulator: EmulatorServer) -> None:
+    """``serve`` with WEBCALL_PREFIX=/voice registers …/voice/webhooks: the doctor once looked for …/webcall/webhooks
+    and its fix, register-webhook, made a second subscription at a URL that answers 404."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIALNEXA_", "WEBCALL_"))}
+    env.update(
+        DIALNEXA_API_KEY=emulator.api_key,
+        DIALNEXA_BASE_URL=emulator.base_url,
+        WEBCALL_AGENTS="sales=agent_sales+name",
+        WEBCALL_PUBLIC_URL=PUBLIC_URL,
+        WEBCALL_WEBHOOK_SECRETS=HOOK_SECRET,
+        WEBCALL_PREFIX="/voice",
+    )
+    status, stdout, stderr = await run_command("register-webhook", env=env)
+    assert status == 0, stderr
+    (hook,) = emulator.state.webhooks.values()
+    assert hook.url == PUBLIC_URL + "/voice/webhooks"
+    assert stdout.strip() == f"webcall: DialNexa webhook {hook.id} is registered"
+    emulator.state.agents["agent_sales"].webhook_id = hook.id
+    status, stdout, _ = await run_command("doctor", env=env)
+    assert status == 0, stdout
+    assert f"✔ webhook: {hook.id} -> {PUBLIC_URL}/voice/webhooks, active" in stdout.splitlines()
+    status, _, _ = await run_command("register-webhook", env=env)
+    assert status == 0 and len(emulator.state.webhooks) == 1, "no second subscription"
+    status, stdout, _ = await run_command("doctor", "--prefix", "/webcall", env=env)
+    assert status == 1 and f"no DialNexa webhook points at {PUBLIC_URL}/webcall/webhooks" in stdout

@@ -11,11 +11,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 import webcall
+import webcall.startup
 from webcall import Agent, ConfigError, WebCallConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.emulator.state import AgentVersion
 
-from .conftest import ORIGIN, SESSION_SECRET, MakeHost, runtime, without_defaults
+from .conftest import ORIGIN, SESSION_SECRET, MakeHost, add_fault, runtime, without_defaults
 from .offers import OFFER
 
 
@@ -226,3 +227,182 @@ async def test_the_quickstart_agents_need_no_variables(
         assert response.status == 201, await response.text()
     warnings = [r.getMessage() for r in log_records.records if r.levelno >= logging.WARNING]
     assert not [w for w in warnings if "placeholder" in w], warnings
+
+
+async def test_placeholders_with_defaults_are_still_named_at_startup(
+    make_host: MakeHost, log_records: pytest.LogCaptureFixture
+) -> None:
+    """Every placeholder of the emulator's support agent has a default at DialNexa: the start-up line once said its
+    messages used "no variables" although they say {{name}}."""
+    await make_host()
+    lines = [r.getMessage() for r in log_records.records if "agent 'support' is agent_support" in r.getMessage()]
+    assert lines == ["webcall: agent 'support' is agent_support; its messages use {{name}}, each with a default"]
+
+
+async def test_a_placeholder_without_any_default_is_named_as_such(
+    make_host: MakeHost, emulator: EmulatorServer, log_records: pytest.LogCaptureFixture
+) -> None:
+    emulator.state.agents["agent_sales"].versions[0].default_dynamic_variables = {"company": "your team"}
+    await make_host(agents={"sales": Agent(id="agent_sales")})
+    (line,) = [r.getMessage() for r in log_records.records if "agent 'sales' is agent_sales" in r.getMessage()]
+    assert line.endswith(
+        "its messages use {{company}}, {{name}}; without a default: {{name}} (from the variables hook or the visitor)"
+    ), line
+
+
+async def test_an_agent_whose_only_version_is_a_draft_is_named_in_plain_words(emulator: EmulatorServer) -> None:
+    emulator.state.agents["agent_support"].versions[0].is_published = False
+    host = web.Application()
+    webcall.setup(
+        host,
+        WebCallConfig(
+            api_key=emulator.api_key,
+            base_url=emulator.base_url,
+            strict_agents=True,
+            agents={"support": Agent(id="agent_support")},
+            session_secrets=(SESSION_SECRET,),
+        ),
+    )
+    runner = web.AppRunner(host)
+    with pytest.raises(ConfigError) as raised:
+        await runner.setup()
+    await runner.cleanup()
+    assert "agent 'support' (agent_support) has no published version." in str(raised.value), raised.value
+
+
+# -- what cannot work: refused in one sentence when strict, said once otherwise --------------------------------------
+def account_config(emulator: EmulatorServer, **overrides: Any) -> WebCallConfig:
+    settings: dict[str, Any] = {
+        "api_key": emulator.api_key,
+        "base_url": emulator.base_url,
+        "agents": {"sales": Agent(id="agent_sales")},
+        "session_secrets": (SESSION_SECRET,),
+        "upstream_timeout": 2.0,
+    }
+    settings.update(overrides)
+    return WebCallConfig(**settings)
+
+
+async def start_strict(config: WebCallConfig) -> ConfigError:
+    """The error a strict plugin's start-up fails with."""
+    host = web.Application()
+    webcall.setup(host, config)
+    runner = web.AppRunner(host)
+    try:
+        with pytest.raises(ConfigError) as raised:
+            await runner.setup()
+    finally:
+        await runner.cleanup()
+    return raised.value
+
+
+@pytest.fixture
+def quick_startup_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webcall.startup, "STARTUP_RETRY_DELAYS", (0.05, 0.05))
+
+
+async def test_a_key_dialnexa_refuses_fails_a_strict_start_in_dialnexas_words(emulator: EmulatorServer) -> None:
+    error = await start_strict(account_config(emulator, api_key="emu_test:wrong", strict_agents=True))
+    assert str(error) == (
+        "DialNexa refused the key (401: API key is missing or invalid): set DIALNEXA_API_KEY to a key of this "
+        "workspace, as keyID:secret from DialNexa's dashboard."
+    )
+
+
+async def test_a_key_without_access_is_not_called_refused(emulator: EmulatorServer) -> None:
+    await add_fault(emulator, route="GET /v1/user-webhooks", kind="status", status=403, count=0)
+    error = await start_strict(account_config(emulator, strict_agents=True))
+    assert str(error).startswith(
+        "DialNexa denied the key access (403: You do not have permission to access this resource): use a key of the "
+        "workspace that owns the agents"
+    ), error
+
+
+async def test_a_refused_key_is_said_once_when_not_strict(
+    make_host: MakeHost, log_records: pytest.LogCaptureFixture
+) -> None:
+    await make_host(api_key="emu_test:wrong", public_url="https://shop.example", webhook_secrets=("h" * 20,))
+    problems = [r.getMessage() for r in log_records.records if r.levelno >= logging.WARNING]
+    assert problems == [
+        "webcall: DialNexa refused the key (401: API key is missing or invalid): set DIALNEXA_API_KEY to a key of "
+        "this workspace, as keyID:secret from DialNexa's dashboard."
+    ], problems
+
+
+async def test_an_unreachable_dialnexa_fails_a_strict_start_after_three_tries(
+    quick_startup_retries: None, log_records: pytest.LogCaptureFixture
+) -> None:
+    config = WebCallConfig(
+        api_key="kid:secret",
+        base_url="http://127.0.0.1:9/v1",
+        agents={"sales": Agent(id="agent_sales")},
+        strict_agents=True,
+    )
+    error = await start_strict(config)
+    assert str(error).startswith(
+        "DialNexa at http://127.0.0.1:9/v1 could not be reached in 3 tries over about 1 s (cannot connect to DialNexa"
+    ), error
+    assert str(error).endswith("check DIALNEXA_BASE_URL and the network, then start again.")
+    retries = [r.getMessage() for r in log_records.records if "trying again in" in r.getMessage()]
+    assert len(retries) == 2, retries
+
+
+async def test_a_slow_network_at_startup_is_not_a_refusal(
+    emulator: EmulatorServer, quick_startup_retries: None
+) -> None:
+    """DialNexa failing twice (timeouts, 503) and then answering: the strict start goes on."""
+    await add_fault(emulator, route="GET /v1/user-webhooks", kind="status", status=503, count=6)
+    runner = await start(account_config(emulator, strict_agents=True))
+    await runner.cleanup()
+
+
+async def test_a_webhook_dialnexa_will_not_register_fails_a_strict_start(emulator: EmulatorServer) -> None:
+    await add_fault(emulator, route="POST /v1/user-webhooks", kind="status", status=400, message="url is not allowed")
+    config = account_config(
+        emulator, strict_agents=True, public_url="https://shop.example", webhook_secrets=("h" * 20,)
+    )
+    error = await start_strict(config)
+    assert str(error).startswith(
+        "DialNexa did not register the webhook https://shop.example/webcall/webhooks (DialNexa answered 400 "
+        "(POST /user-webhooks): url is not allowed): check WEBCALL_PUBLIC_URL"
+    ), error
+
+
+@pytest.mark.parametrize(
+    ("settings", "missing"),
+    [
+        ({}, "WEBCALL_PUBLIC_URL and WEBCALL_WEBHOOK_SECRETS are not set"),
+        ({"public_url": "https://shop.example"}, "WEBCALL_WEBHOOK_SECRETS is not set"),
+        ({"webhook_secrets": ("h" * 20,)}, "WEBCALL_PUBLIC_URL is not set"),
+    ],
+)
+async def test_running_without_webhooks_is_said_once_with_the_fix(
+    make_host: MakeHost, log_records: pytest.LogCaptureFixture, settings: dict[str, Any], missing: str
+) -> None:
+    """The README's production line once had no WEBCALL_WEBHOOK_SECRETS: no webhook was registered, and nothing said
+    so until DialNexa's deliveries were refused."""
+    await make_host(strict_agents=True, **settings)
+    warnings = [r.getMessage() for r in log_records.records if "no DialNexa webhook is registered" in r.getMessage()]
+    assert len(warnings) == 1 and f"({missing})" in warnings[0], warnings
+    assert "DialNexa sends this site no call events" in warnings[0]
+    for name in missing.removesuffix(" are not set").removesuffix(" is not set").split(" and "):
+        assert f"Set {name} to" in warnings[0] or f"and {name} to" in warnings[0], warnings[0]
+    assert not emulator_webhooks(log_records)
+
+
+def emulator_webhooks(log_records: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in log_records.records if "DialNexa webhook webhook_" in r.getMessage()]
+
+
+async def test_a_refused_subscription_name_is_left_out_at_startup(
+    make_host: MakeHost, emulator: EmulatorServer, log_records: pytest.LogCaptureFixture
+) -> None:
+    await make_host(
+        strict_agents=True,
+        public_url="https://shop.example",
+        webhook_secrets=("h" * 20,),
+        webhook_events=("call.completed", "call.failed", "call.answered"),
+    )
+    (hook,) = emulator.state.webhooks.values()
+    assert hook.events == ["call.completed", "call.failed"]
+    assert any("DialNexa refused the subscription name(s) call.answered" in r.getMessage() for r in log_records.records)

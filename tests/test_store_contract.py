@@ -1,4 +1,5 @@
-"""One contract, two stores: the memory store and the Redis store (against a real redis-server) behave alike."""
+"""One contract, two stores: the memory store and the Redis store behave alike, the Redis store on each shape of Redis
+(real processes): one server, a three-master Redis Cluster, and a primary with a replica watched by Sentinel."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from webcall.store import MemoryStore, Store
 from webcall.store.base import NewCall
 from webcall.store.redis import RedisStore
 
-from .redis_server import RedisServer
+from .redis_server import RedisClusterNodes, RedisSentinelGroup, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -24,13 +25,33 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    cluster = RedisClusterNodes(Path(tmp_path_factory.mktemp("redis-cluster")))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelGroup]:
+    group = RedisSentinelGroup(Path(tmp_path_factory.mktemp("redis-sentinel")))
+    group.start()
+    yield group
+    group.stop()
+
+
+REDIS_SHAPES = {"redis": "redis_server", "redis-cluster": "redis_cluster", "redis-sentinel": "redis_sentinel"}
+"""Each Redis the store runs on, and the fixture that starts it."""
+
+
+@pytest.fixture(params=["memory", *REDIS_SHAPES])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     if request.param == "memory":
         made: Store = MemoryStore()
     else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        made = RedisStore(server.url, prefix=f"t{secrets.token_hex(4)}:")
+        redis = request.getfixturevalue(REDIS_SHAPES[request.param])
+        made = RedisStore(redis.url, prefix=f"t{secrets.token_hex(4)}:")
     yield made
     await made.close()
 

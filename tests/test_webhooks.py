@@ -195,7 +195,7 @@ async def test_ensure_webhook_creates_updates_and_never_duplicates(
     assert await handle.ensure_webhook() == first
     hooks = [h for h in emulator.state.webhooks.values() if h.url == target]
     assert len(hooks) == 1 and hooks[0].is_active and hooks[0].secret == NEW
-    assert set(hooks[0].events) == {"call.completed", "call.failed", "call.no_answer"}
+    assert set(hooks[0].events) == {"call.completed", "call.failed"}
     # Someone deactivated it and made a copy by hand: both are repaired into one active subscription.
     hooks[0].is_active = False
     await runtime(handle).client.create_webhook(url=target, events=["call.completed"], secret="x" * 20, is_active=False)

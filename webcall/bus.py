@@ -21,6 +21,7 @@ from typing import Any
 from .errors import StoreUnavailable
 from .events import CallEvent, now_iso
 from .metrics import Metrics
+from .outage import store_outage
 from .store import Store
 from .store.base import RECLAIMED, NewCall
 
@@ -188,8 +189,9 @@ class EventBus:
                 entries = await self.store.outbox_take(
                     self.consumer, TAKE_COUNT, block=DEADLINE_CHECK_SECONDS, reclaim_after=self.reclaim_after
                 )
-            except StoreUnavailable:
-                log.warning("webcall: the store is unreachable; event delivery pauses")
+                store_outage(self.store).answered()
+            except StoreUnavailable as err:
+                store_outage(self.store).failed(err, by="event delivery")
                 await asyncio.sleep(1.0)
                 continue
             except asyncio.CancelledError:
@@ -240,8 +242,9 @@ class EventBus:
                 *(self._run_callback(entry_id, event, name, fn, mark_done=mark_done) for name, fn in targets)
             )
             await self._acknowledge(entry_id)
-        except StoreUnavailable:
-            log.warning("webcall: store unreachable while delivering %s; it will be retried", entry_id)
+        except StoreUnavailable as err:
+            log.debug("webcall: store unreachable while delivering %s; it will be retried", entry_id)
+            store_outage(self.store).failed(err, by="event delivery")
         except Exception:
             log.exception("webcall: delivering outbox entry %s failed; it will be retried", entry_id)
 

@@ -17,6 +17,18 @@ def placeholders(names: frozenset[str] | set[str]) -> str:
     return ", ".join(f"{{{{{name}}}}}" for name in sorted(names))
 
 
+def describe_placeholders(info: AgentInfo, agent: Agent) -> str:
+    """Which ``{{placeholders}}`` the agent's welcome message and prompt use, and which of them nothing fills unless
+    the call brings a value (neither the agent's version at DialNexa nor ``Agent(defaults=...)`` gives one)."""
+    used = info.placeholders(agent.version)
+    if not used:
+        return "no variables"
+    unfilled = info.required_variables(agent.version) - set(agent.defaults)
+    if not unfilled:
+        return f"{placeholders(used)}, each with a default"
+    return f"{placeholders(used)}; without a default: {placeholders(unfilled)} (from the variables hook or the visitor)"
+
+
 class AgentCatalog:
     """The aliases a visitor may call, with what DialNexa says of each agent (versions, variables, call length)."""
 
@@ -58,7 +70,7 @@ class AgentCatalog:
                 log.warning("webcall: could not check agent %r (%s) at startup: %s", alias, agent.id, err)
                 continue
             if info.versions and info.version(agent.version) is None:
-                which = f"version {agent.version}" if agent.version else "any version"
+                which = f"version {agent.version}" if agent.version else "version"
                 problems.append(f"agent {alias!r} ({agent.id}) has no published {which}")
                 continue
             self._info[alias] = info
@@ -67,7 +79,7 @@ class AgentCatalog:
                 alias,
                 agent.id,
                 f" v{agent.version}" if agent.version else "",
-                placeholders(self.required_variables(alias)) or "no variables",
+                describe_placeholders(info, agent),
             )
         for problem in problems:
             log.error("webcall: %s", problem)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -24,10 +25,13 @@ ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 VARIABLE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
-DEFAULT_WEBHOOK_EVENTS = ("call.completed", "call.failed", "call.no_answer")
-"""What the plugin subscribes to at DialNexa: its documented subscription names for calls (``call.completed`` and
-``call.failed`` in the OpenAPI examples, ``call.no_answer`` in an older reference). Deliveries arrive with their own
-``event_type`` (``call_initiated``, ``call_ended``, ``transfer_completed``); the plugin accepts every one."""
+DEFAULT_WEBHOOK_EVENTS = ("call.completed", "call.failed")
+"""What the plugin subscribes to at DialNexa: the subscription names DialNexa's OpenAPI shows (``call.completed`` and
+``call.failed``). ``webhook_events`` may add others (``call.no_answer`` appears in an older reference); a name DialNexa
+refuses is left out of the registration and reported. Deliveries arrive with their own ``event_type``
+(``call_initiated``, ``call_ended``, ``transfer_completed``); the plugin accepts every one."""
+AGENT_SPEC_PATTERN = re.compile(r"^agent_[A-Za-z0-9]+(@[0-9]+)?(\+[A-Za-z0-9_]+)*$")
+"""An agent in ``WEBCALL_AGENTS`` after its ``alias=``: a DialNexa agent id, ``@version``, ``+variables``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,6 +157,13 @@ class WebCallConfig:
             if not isinstance(agent, Agent):
                 raise ConfigError(f"agents[{alias!r}] must be webcall.Agent(id=...), not {type(agent).__name__}.")
         check_base_url(self.base_url)
+        if self.api_key is not None:
+            refuse_unprintable("api_key (DIALNEXA_API_KEY)", self.api_key)
+        refuse_unprintable("web_call_path (WEBCALL_WEB_CALL_PATH)", self.web_call_path)
+        refuse_unprintable("end_call_path (WEBCALL_END_CALL_PATH)", self.end_call_path)
+        if self.public_url is not None:
+            refuse_unprintable("public_url (WEBCALL_PUBLIC_URL)", self.public_url)
+        refuse_unprintable("store (WEBCALL_STORE)", self.store)
         if not self.web_call_path.startswith("/"):
             raise ConfigError("web_call_path must start with '/', e.g. '/web-calls'.")
         if "{call_id}" not in self.end_call_path:
@@ -316,7 +327,27 @@ class WebCallConfig:
         return cls(**values)
 
 
+def refuse_unprintable(setting: str, value: str) -> None:
+    """Refuse a key or URL holding whitespace or a control or invisible character (a line break pasted with a key):
+    it would reach an HTTP header or a URL as it is, and fail there with a traceback instead of a sentence."""
+    for position, character in enumerate(value, start=1):
+        if character in "\r\n":
+            kind = "a line break"
+        elif character == " ":
+            kind = "a space"
+        elif character.isspace():
+            kind = "whitespace"
+        elif unicodedata.category(character).startswith("C"):
+            kind = "an invisible or control character"
+        else:
+            continue
+        raise ConfigError(
+            f"{setting} contains {kind} (character {position}): set it again as one line with nothing around it."
+        )
+
+
 def check_base_url(base_url: str) -> None:
+    refuse_unprintable("DIALNEXA_BASE_URL", base_url)
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"DIALNEXA_BASE_URL must be an absolute URL such as {DEFAULT_BASE_URL!r}.")
@@ -352,6 +383,11 @@ def parse_agents(spec: str) -> dict[str, Agent]:
             name, equals, value = part.partition("=")
             if not equals or not name.strip():
                 raise ConfigError(f"WEBCALL_AGENTS entry {item!r}: a default must look like ';name=value'.")
+            if AGENT_SPEC_PATTERN.match(value.strip()):
+                raise ConfigError(
+                    f"WEBCALL_AGENTS entry {item!r}: ';{part.strip()}' looks like another agent, not a default value; "
+                    f"separate agents with ',': {item.replace(';' + part, ',' + part, 1)}"
+                )
             defaults[name.strip()] = value.strip()
         agents[alias.strip()] = Agent(
             id=agent_id.strip(), version=number, visitor_variables=frozenset(visitor), defaults=defaults
@@ -395,6 +431,7 @@ def _country_codes(value: str | tuple[str, ...] | list[str] | frozenset[str] | N
 
 
 def _normalise_origin(origin: str) -> str:
+    refuse_unprintable("allowed origin (WEBCALL_ALLOWED_ORIGINS)", origin.strip())
     parts = urlsplit(origin.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
         raise ConfigError(f"Allowed origin {origin!r} must be scheme://host[:port], e.g. 'https://shop.example.com'.")

@@ -15,18 +15,23 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 from .catalog import placeholders
-from .config import WebCallConfig
+from .config import Agent, WebCallConfig
 from .dialnexa import AgentInfo, DialNexaClient, WebhookSubscription
 from .errors import (
     ConfigError,
+    DialNexaAPIError,
     DialNexaAuthError,
     DialNexaBadRequest,
     DialNexaError,
     DialNexaNotFound,
+    DialNexaRateLimited,
+    DialNexaServerError,
+    DialNexaTransportError,
     StoreUnavailable,
 )
 from .runtime import make_client, make_store
-from .subscription import DOCUMENTED_SUBSCRIPTION_EVENTS
+from .startup import key_refused, not_dialnexa
+from .subscription import DOCUMENTED_SUBSCRIPTION_EVENTS, SHOWN_SUBSCRIPTION_EVENTS
 
 OK, WARNING, FAILED = "ok", "warning", "failed"
 MARKS = {OK: "✔", WARNING: "!", FAILED: "✖"}
@@ -67,8 +72,7 @@ class Doctor:
         self.checks.append(Check(name, outcome, detail, fix))
 
     async def run(self, *, place_test_call: bool = False) -> list[Check]:
-        self.add("base URL", OK, f"{self.client.base_url} (versioned /v1 API)")
-        hooks = await self.check_key()
+        hooks = await self.check_account()
         if hooks is None:
             return self.checks
         await self.check_agents()
@@ -80,22 +84,44 @@ class Doctor:
         return self.checks
 
     # -- the account -------------------------------------------------------------------------------------------
-    async def check_key(self) -> list[WebhookSubscription] | None:
+    async def check_account(self) -> list[WebhookSubscription] | None:
+        """The base URL (DialNexa answers there) and the key (DialNexa accepts it), each on its own line, from one
+        request: the account's webhooks, which the subscription check needs too."""
+        base = self.client.base_url
         try:
             hooks = await self.client.list_webhooks()
-        except DialNexaAuthError:
+        except DialNexaAuthError as err:
+            self.add("base URL", OK, f"{base} (versioned /v1 API)")
+            self.add("API key", FAILED, *key_refused(err))
+            return None
+        except DialNexaTransportError as err:
             self.add(
-                "API key",
+                "base URL",
                 FAILED,
-                "DialNexa refused the key",
-                "set DIALNEXA_API_KEY to a key of this workspace, as keyID:secret from DialNexa's dashboard",
+                f"{base} cannot be reached: {err.message}",
+                "check DIALNEXA_BASE_URL, and that this machine reaches it (DNS, proxy, firewall)",
             )
+            return None
+        except (DialNexaServerError, DialNexaRateLimited) as err:
+            self.add(
+                "base URL",
+                FAILED,
+                f"DialNexa at {base} failed ({err.status_code}: {err.message})",
+                "try again in a few minutes; if it persists, ask DialNexa's support",
+            )
+            return None
+        except DialNexaAPIError as err:
+            self.add("base URL", FAILED, *not_dialnexa(err, base))
             return None
         except DialNexaError as err:
             self.add(
-                "API key", FAILED, f"DialNexa could not be asked: {err}", "check DIALNEXA_BASE_URL and the network"
+                "base URL",
+                FAILED,
+                f"{base} does not answer as DialNexa does: {err}",
+                "set DIALNEXA_BASE_URL to DialNexa's API, https://api.dialnexa.com/v1",
             )
             return None
+        self.add("base URL", OK, f"{base} (versioned /v1 API)")
         self.add("API key", OK, "accepted")
         return hooks
 
@@ -107,18 +133,20 @@ class Doctor:
             except DialNexaNotFound:
                 self.add(name, FAILED, f"{agent.id} does not exist", "copy the agent id from DialNexa's dashboard")
                 continue
+            except DialNexaAuthError as err:
+                self.add(
+                    name,
+                    FAILED,
+                    f"DialNexa denied access to {agent.id} ({err.status_code}: {err.message})",
+                    "use an agent of the key's workspace, or a key of the agent's workspace",
+                )
+                continue
             except DialNexaError as err:
                 self.add(name, FAILED, f"could not look {agent.id} up: {err}", "try again; check the network")
                 continue
             version = info.version(agent.version)
-            which = f"v{agent.version}" if agent.version else "latest"
             if info.versions and version is None:
-                self.add(
-                    name,
-                    FAILED,
-                    f"{agent.id} has no published version ({which})",
-                    "publish the version in DialNexa's dashboard, or set Agent(version=None) for the latest",
-                )
+                self.add(name, FAILED, *unpublished(agent, info))
                 continue
             self._agents[alias] = info
             label = f"{agent.id}, {'version ' + str(agent.version) if agent.version else 'latest version'}"
@@ -195,9 +223,6 @@ class Doctor:
         problems = []
         if not hook.is_active:
             problems.append("it is inactive")
-        undocumented = [name for name in hook.events if name not in DOCUMENTED_SUBSCRIPTION_EVENTS]
-        if undocumented:
-            problems.append(f"it subscribes to undocumented names ({', '.join(undocumented)})")
         if len(mine) > 1:
             problems.append(f"{len(mine) - 1} duplicate(s) point there too")
         if problems:
@@ -208,20 +233,56 @@ class Doctor:
                 "run python -m webcall register-webhook: it activates, corrects and deduplicates it",
             )
         else:
-            self.add("webhook", OK, f"{hook.id} -> {url}, active, {', '.join(hook.events)}")
+            self.add("webhook", OK, f"{hook.id} -> {url}, active")
+        self.check_events(hook)
         for alias, info in self._agents.items():
             self.check_binding(alias, info, hook.id)
+
+    def check_events(self, hook: WebhookSubscription) -> None:
+        """The subscription's names against ``webhook_events``: a name DialNexa refused is left out when the plugin
+        registers, so a name asked for and missing is one DialNexa refused (or one added since)."""
+        undocumented = [name for name in hook.events if name not in DOCUMENTED_SUBSCRIPTION_EVENTS]
+        missing = [name for name in self.config.webhook_events if name not in hook.events]
+        shown = " and ".join(SHOWN_SUBSCRIPTION_EVENTS)
+        if undocumented:
+            self.add(
+                "webhook events",
+                FAILED,
+                f"{hook.id} subscribes to names DialNexa does not document ({', '.join(undocumented)})",
+                f"run python -m webcall register-webhook: it subscribes to WEBCALL_WEBHOOK_EVENTS ({shown} by default)",
+            )
+        elif missing:
+            names = ", ".join(missing)
+            verb = "is" if len(missing) == 1 else "are"
+            detail = f"{names} (WEBCALL_WEBHOOK_EVENTS) {verb} not in the subscription"
+            if all(name not in DOCUMENTED_SUBSCRIPTION_EVENTS for name in missing):
+                detail += ": DialNexa refuses names it does not document"
+                fix = f"remove {names} from WEBCALL_WEBHOOK_EVENTS; DialNexa documents {shown}"
+            else:
+                fix = (
+                    "run python -m webcall register-webhook; a name DialNexa refuses is left out again and named: "
+                    "remove it from WEBCALL_WEBHOOK_EVENTS"
+                )
+            self.add("webhook events", FAILED, f"{detail}; it has {', '.join(hook.events) or 'none'}", fix)
+        else:
+            self.add("webhook events", OK, ", ".join(hook.events))
 
     def check_binding(self, alias: str, info: AgentInfo, hook_id: str) -> None:
         name = f"agent {alias!r} webhook"
         dashboard = f"in DialNexa's dashboard, turn on Enable Webhook for {info.id} and choose {hook_id}"
+        version = info.version(self.config.agents[alias].version)
+        number = version.version_number if version else 1
+        by_api = (
+            f'{dashboard} (or PATCH /v1/agents/{info.id} with {{"version_number": {number}, "webhook_id": '
+            f'"{hook_id}", "update_deployment": true}})'
+        )
         binding = info.webhook_binding(hook_id)
         if binding == "off":
             self.add(name, FAILED, "turned off: its calls send no events", dashboard)
         elif binding == "unbound":
-            self.add(name, WARNING, "bound to no webhook: its events may not reach the plugin", dashboard)
+            self.add(name, WARNING, "bound to no webhook: its events may not reach the plugin", by_api)
         elif binding == "elsewhere":
-            self.add(name, FAILED, f"bound to {info.webhook_id}, not the plugin's {hook_id}", dashboard)
+            self.add(name, FAILED, f"bound to {info.webhook_id}, not the plugin's {hook_id}", by_api)
         else:
             self.add(name, OK, f"bound to {hook_id}")
 
@@ -289,7 +350,16 @@ class Doctor:
         if not place_test_call:
             self.add("web calls", OK, f"POST {path} answers (no call placed; --place-test-call makes a real one)")
             return
-        alias, agent = next(iter(self.config.agents.items()))
+        if not self._agents:
+            self.add(
+                "web calls",
+                FAILED,
+                f"POST {path} answers, but no test call was placed: no agent passed its check",
+                "fix the agents above, then run the doctor again with --place-test-call",
+            )
+            return
+        alias = next(iter(self._agents))  # the first agent that passed its check
+        agent = self.config.agents[alias]
         try:
             session = await self.client.create_web_call(
                 agent_id=agent.id, agent_version_number=agent.version, metadata=dict(agent.defaults)
@@ -299,6 +369,37 @@ class Doctor:
             self.add("web calls", FAILED, f"a test call to {alias!r} failed: {err}", "check the agent and the plan")
             return
         self.add("web calls", OK, f"test call {session.id} to {alias!r} created and ended")
+
+
+def unpublished(agent: Agent, info: AgentInfo) -> tuple[str, str]:
+    """Why the agent has no version a call can use, and the fix that applies to this configuration: publish the one
+    it names, or name another."""
+    published = sorted(v.version_number for v in info.versions if v.is_published)
+    drafts = sorted(v.version_number for v in info.versions if not v.is_published)
+
+    def publish(number: int) -> str:
+        return f'PATCH /v1/agents/{agent.id} with {{"version_number": {number}, "is_published": true}}'
+
+    if agent.version is None:
+        which = f"its only version, {drafts[0]}, is" if len(drafts) == 1 else f"versions {_numbers(drafts)} are"
+        return (
+            f"{agent.id} has no published version ({which} a draft)",
+            f"publish one in DialNexa's dashboard (or {publish(drafts[-1])})",
+        )
+    latest = (
+        f"drop @{agent.version} (Agent(version=None)) to use the latest published, version {published[-1]}"
+        if published
+        else ""
+    )
+    if agent.version in drafts:
+        fix = f"publish it in DialNexa's dashboard (or {publish(agent.version)})"
+        return (f"{agent.id} version {agent.version} is a draft", f"{fix}, or {latest}" if latest else fix)
+    known = f"its versions are {_numbers(sorted(published + drafts))}"
+    return (f"{agent.id} has no version {agent.version} ({known})", latest or "publish a version and name it")
+
+
+def _numbers(numbers: Sequence[int]) -> str:
+    return ", ".join(str(n) for n in numbers)
 
 
 def _is_loopback(host: str) -> bool:

@@ -17,6 +17,8 @@ from .dialnexa import DialNexaClient
 from .errors import ConfigError, DialNexaError, WebCallError
 from .limits import EventStreams, event_streams_for, raise_open_files_limit
 from .metrics import Metrics
+from .outage import watch_store
+from .startup import start_with_dialnexa
 from .store import MemoryStore, Store
 from .subscription import WebhookSubscription
 from .tickets import TicketVerifier
@@ -80,6 +82,9 @@ class Runtime:
         self.streams = EventStreams(total=config.max_event_streams or event_streams_for(None))
         """Every open SSE stream: the caps per call and in total (sized at startup), closed at shutdown."""
         self.metrics = Metrics(lambda: len(self.streams))
+        self.refuse_unworkable = config.strict_agents
+        """Whether start-up fails (ConfigError) when DialNexa refuses the key, cannot be reached, or will not register
+        the webhook; otherwise that is logged and the plugin runs on. ``python -m webcall serve`` always refuses."""
         self._started: Started | None = None
 
     def _require(self) -> Started:
@@ -123,6 +128,7 @@ class Runtime:
         async with contextlib.AsyncExitStack() as stack:
             upstream = await stack.enter_async_context(open_upstream(config))
             store = make_store(config.store)
+            watch_store(store, config.store)
             stack.push_async_callback(store.close)
             client = make_client(
                 config, api_key=upstream.api_key, base_url=upstream.base_url, observer=self.metrics.upstream_call
@@ -165,14 +171,15 @@ class Runtime:
                 log.info("webcall: no WEBCALL_SESSION_SECRET set; tokens are signed with a per-process secret")
             bus.start()
             stack.push_async_callback(bus.stop)
-            await catalog.check(client, strict=config.strict_agents)
-            if config.public_url and webhook_secrets and not upstream.learns_public_url:
-                try:
-                    subscription_id = await subscription.ensure(config.public_url.rstrip("/") + webhook_path)
-                except DialNexaError as err:
-                    log.error("webcall: could not register the DialNexa webhook: %s", err)
-                else:
-                    catalog.check_bindings(subscription_id, strict=config.strict_agents)
+            await start_with_dialnexa(
+                config,
+                upstream=upstream,
+                client=client,
+                catalog=catalog,
+                subscription=subscription,
+                webhook_path=webhook_path,
+                refuse=self.refuse_unworkable,
+            )
             yield
 
     def _size_streams(self) -> None:

@@ -1,4 +1,8 @@
-"""The plugin's one webhook subscription at DialNexa: found by URL, created or repaired, never duplicated."""
+"""The plugin's one webhook subscription at DialNexa: found by URL, created or repaired, never duplicated.
+
+DialNexa refuses a whole registration for one subscription name it does not accept. The plugin then registers the
+names it does accept and reports the ones refused (:attr:`WebhookSubscription.refused`), rather than register nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,22 @@ import logging
 from collections.abc import Sequence
 
 from .dialnexa import DialNexaClient
-from .errors import ConfigError
+from .dialnexa import WebhookSubscription as Hook
+from .errors import ConfigError, DialNexaBadRequest
 
 log = logging.getLogger("webcall")
 
+SHOWN_SUBSCRIPTION_EVENTS = ("call.completed", "call.failed")
+"""The subscription names DialNexa's OpenAPI shows in its examples: the ones it is known to accept."""
+
 DOCUMENTED_SUBSCRIPTION_EVENTS = (
-    "call.completed",  # DialNexa's OpenAPI examples
-    "call.failed",
+    *SHOWN_SUBSCRIPTION_EVENTS,
     "call.no_answer",  # an older API reference
     "campaign.completed",
     "campaign.paused",
     "workflow.lead.completed",
 )
-"""The subscription names DialNexa documents (its deliveries carry other names, in ``event_type``)."""
+"""Every subscription name DialNexa has documented somewhere (its deliveries carry other names, in ``event_type``)."""
 
 
 class WebhookSubscription:
@@ -29,28 +36,71 @@ class WebhookSubscription:
         self.client = client
         self.secrets = tuple(secrets)
         self.events = tuple(events)
-        """The subscription names registered (``webhook_events``)."""
+        """The subscription names asked for (``webhook_events``)."""
+        self.refused: tuple[str, ...] = ()
+        """The names DialNexa refused at the last registration: the subscription was registered without them."""
         self.url: str | None = None
         """Where the subscription points, once registered by this process."""
+        self.id: str | None = None
+        """The subscription's id at DialNexa, once registered by this process."""
         self._lock = asyncio.Lock()
 
     async def ensure(self, url: str) -> str:
         """Create the subscription for ``url``, or update the one found (active, events, current secret) and delete
-        duplicates. Returns the subscription id."""
+        duplicates. Returns the subscription id. Names DialNexa refuses are left out and kept in :attr:`refused`."""
         if not self.secrets:
             raise ConfigError("Set webhook_secrets (WEBCALL_WEBHOOK_SECRETS) before registering a webhook.")
         async with self._lock:
             hooks = [hook for hook in await self.client.list_webhooks() if hook.url == url]
-            events, secret = list(self.events), self.secrets[0]
-            if not hooks:
-                hook = await self.client.create_webhook(url=url, events=events, secret=secret)
-                log.info("webcall: registered DialNexa webhook %s -> %s", hook.id, url)
-            else:
-                hook, duplicates = hooks[0], hooks[1:]
-                hook = await self.client.update_webhook(hook.id, url=url, events=events, secret=secret, is_active=True)
-                for duplicate in duplicates:
-                    await self.client.delete_webhook(duplicate.id)
-                removed = f" ({len(duplicates)} duplicate(s) removed)" if duplicates else ""
-                log.info("webcall: DialNexa webhook %s -> %s is up to date%s", hook.id, url, removed)
-            self.url = url
+            duplicates = hooks[1:]
+            hook, refused = await self._register(url, hooks[0] if hooks else None, list(self.events))
+            for duplicate in duplicates:
+                await self.client.delete_webhook(duplicate.id)
+            removed = f" ({len(duplicates)} duplicate(s) removed)" if duplicates else ""
+            done = "registered" if not hooks else "brought up to date"
+            log.info("webcall: DialNexa webhook %s -> %s %s%s", hook.id, url, done, removed)
+            if refused:
+                log.warning(
+                    "webcall: DialNexa refused the subscription name(s) %s, so webhook %s is registered with %s only: "
+                    "remove %s from WEBCALL_WEBHOOK_EVENTS (DialNexa's documented names are %s)",
+                    ", ".join(refused),
+                    hook.id,
+                    ", ".join(hook.events),
+                    "it" if len(refused) == 1 else "them",
+                    " and ".join(SHOWN_SUBSCRIPTION_EVENTS),
+                )
+            self.refused = tuple(refused)
+            self.url, self.id = url, hook.id
             return hook.id
+
+    async def _register(self, url: str, existing: Hook | None, events: list[str]) -> tuple[Hook, list[str]]:
+        """Create or update the subscription with ``events``. When DialNexa refuses the request, try again with the
+        names its OpenAPI shows; if that is accepted, the refusal was about names: add the others back one at a time,
+        keeping those DialNexa accepts. Returns the subscription and the names it refused."""
+        try:
+            return await self._save(url, existing, events), []
+        except DialNexaBadRequest as refusal:
+            known = [name for name in events if name in SHOWN_SUBSCRIPTION_EVENTS]
+            if not known or len(known) == len(events):
+                raise  # nothing left to try without: the refusal is not about the names
+            try:
+                hook = await self._save(url, existing, known)
+            except DialNexaBadRequest:
+                raise refusal from None
+        accepted, refused = list(known), []
+        for name in events:
+            if name in accepted:
+                continue
+            try:
+                hook = await self.client.update_webhook(hook.id, events=[*accepted, name])
+            except DialNexaBadRequest:
+                refused.append(name)
+            else:
+                accepted.append(name)
+        return hook, refused
+
+    async def _save(self, url: str, existing: Hook | None, events: list[str]) -> Hook:
+        secret = self.secrets[0]
+        if existing is None:
+            return await self.client.create_webhook(url=url, events=events, secret=secret)
+        return await self.client.update_webhook(existing.id, url=url, events=events, secret=secret, is_active=True)

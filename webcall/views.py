@@ -27,6 +27,7 @@ from .errors import (
 from .events import EventParseError, parse_delivery
 from .keys import RUNTIME
 from .metrics import route_label
+from .outage import store_outage
 from .resources import Asset, page_css, templates_dir, widget_asset
 from .runtime import Runtime
 from .sdp import InvalidOffer, sanitize_fragment, sanitize_offer
@@ -74,9 +75,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         problem = raised
         response = problem_response(problem)
     except StoreUnavailable as err:
-        log.warning(
-            "webcall: the state store is unreachable (%s %s): %s", request.method, request.path, err.__cause__ or err
-        )
+        store_outage(runtime.store).failed(err, by="requests")
         problem = HTTPProblem(503, "store_unavailable", "The service is briefly unavailable; try again.", retry_after=2)
         response = problem_response(problem)
     except web.HTTPException as exc:
