@@ -235,8 +235,19 @@ class WebCallConfig:
                 "max_event_streams (WEBCALL_MAX_EVENT_STREAMS) must be at least 1, or unset to size it from the "
                 f"open-files limit (got {self.max_event_streams})."
             )
-        if not (self.store == "memory" or self.store.startswith(("redis://", "rediss://", "unix://"))):
-            raise ConfigError("store must be 'memory' or a Redis URL such as 'redis://localhost:6379/0'.")
+        redis_url = self.store.startswith(("redis://", "rediss://", "unix://", "redis+", "rediss+"))
+        if not (self.store == "memory" or redis_url):
+            raise ConfigError(
+                "store must be 'memory' or a Redis URL: redis://host:6379/0 (one server), redis+sentinel://host:26379"
+                "/service_name (Sentinel) or redis+cluster://host:6379,host:6379 (a cluster); rediss for TLS."
+            )
+        if self.store.startswith(("redis+", "rediss+")):
+            try:
+                from .store.redis import parse_store_url
+            except ImportError:  # without redis-py, starting says to install the redis extra
+                pass
+            else:
+                parse_store_url(self.store)
         if self.store != "memory" and not self.session_secrets:
             raise ConfigError(
                 "A Redis store is shared by several workers, so they need one signing secret: set "

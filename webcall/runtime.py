@@ -14,7 +14,7 @@ from .calls import CallDesk
 from .catalog import AgentCatalog
 from .config import WebCallConfig
 from .dialnexa import DialNexaClient
-from .errors import ConfigError, DialNexaError, WebCallError
+from .errors import ConfigError, DialNexaError, StoreUnavailable, WebCallError
 from .limits import EventStreams, event_streams_for, raise_open_files_limit
 from .metrics import Metrics
 from .outage import watch_store
@@ -220,17 +220,27 @@ class Runtime:
             log.warning("webcall: could not register the upstream's webhook: %s", err)
 
     async def health(self) -> dict[str, Any]:
-        """Readiness: ``status`` is ``ok`` when the store answers; which store, upstream and agents, active calls."""
+        """Readiness: ``status`` is ``ok`` when the store answers; which store, upstream and agents, active calls. A
+        store that cannot be reached or used (a Redis Cluster node named as one server) is ``unavailable``, with the
+        ``reason``."""
         try:
             await self.store.ping()
-        except Exception:
-            return {"status": "unavailable", "store": "unreachable"}
+            active_calls = await self.store.active_slots()
+        except StoreUnavailable as err:
+            return {"status": "unavailable", "store": "unavailable", "reason": str(err)}
+        except Exception as err:
+            log.warning("webcall: the store cannot be used: %s", type(err).__name__)
+            return {
+                "status": "unavailable",
+                "store": "unavailable",
+                "reason": f"the store failed ({type(err).__name__})",
+            }
         return {
             "status": "ok",
             "store": "redis" if self.config.store != "memory" else "memory",
             "upstream": self.upstream.name,
             "agents": sorted(self.catalog.aliases()),
-            "active_calls": await self.store.active_slots(),
+            "active_calls": active_calls,
         }
 
     async def close_streams(self) -> None:
