@@ -60,13 +60,13 @@ class Console:
 
     def __init__(self) -> None:
         self.lines: deque[dict[str, Any]] = deque(maxlen=200)
-        self.listeners: set[Mailbox] = set()
+        self.listeners: set[Mailbox[dict[str, Any]]] = set()
 
     async def record(self, event: CallEvent) -> None:
         for line in describe(event):
             self.lines.append(line)
             for box in list(self.listeners):
-                box.put((0, line))
+                box.put(line)
 
     async def close(self) -> None:
         for box in list(self.listeners):
@@ -193,7 +193,7 @@ async def save_persona(request: web.Request) -> web.Response:
 
 async def console_stream(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    box = Mailbox(size=500)
+    box: Mailbox[dict[str, Any]] = Mailbox(size=500)
     console.listeners.add(box)
     stream = EventStream(request)
     try:
@@ -209,7 +209,7 @@ async def console_stream(request: web.Request) -> web.StreamResponse:
                 continue
             if item is None:
                 return stream.response
-            await stream.send(json.dumps(item[1]))
+            await stream.send(json.dumps(item))
     except ConnectionResetError:  # the page was closed
         return stream.response
     finally:

@@ -730,22 +730,27 @@ async def _deliver(client: Any, event_type: str, call_id: str) -> None:
 
 
 async def _replayed_ids(make_host: MakeHost, last: str) -> list[int]:
-    """The ids of the events a browser reconnecting with ``last_event_id=last`` is sent, for a call whose log holds
-    four events (1 session.created, 2 call.started, 3 call.transferred, 4 call.ended, which closes the stream)."""
-    client, _ = await make_host(webhook_secrets=(WEBHOOK_SECRET,))
+    """The sequence numbers of the events a browser reconnecting with ``last_event_id=last`` (where ``{epoch}``
+    stands for the epoch of the call's log) is sent, for a call whose log holds four events (1 session.created,
+    2 call.started, 3 call.transferred, 4 call.ended, which closes the stream)."""
+    client, handle = await make_host(webhook_secrets=(WEBHOOK_SECRET,))
     session = await _stream_session(client)
     for event_type in ("call_initiated", "transfer_completed", "call_ended"):
         await _deliver(client, event_type, session["call_id"])
-    response = await client.get(session["events_url"], params={"token": session["token"], "last_event_id": last})
+    epoch = (await runtime(handle).store.events_after(session["call_id"], None))[0][0].epoch
+    query = {"token": session["token"], "last_event_id": last.replace("{epoch}", epoch)}
+    response = await client.get(session["events_url"], params=query)
     assert response.status == 200 and response.headers["Content-Type"].startswith("text/event-stream")
     text = await asyncio.wait_for(response.text(), 5)  # the stream ends after call.ended
-    return [int(line.removeprefix("id: ")) for line in text.splitlines() if line.startswith("id: ")]
+    ids = [line.removeprefix("id: ").partition("-") for line in text.splitlines() if line.startswith("id: ")]
+    assert {sent_epoch for sent_epoch, _, _ in ids} <= {epoch}
+    return [int(seq) for _, _, seq in ids]
 
 
 @pytest.mark.parametrize(
     ("last", "replayed"),
-    [("0", [1, 2, 3, 4]), ("2", [3, 4]), ("003", [4])]
-    + [(unreadable, [1, 2, 3, 4]) for unreadable in ("\u0663", "-1", "abc", "1.5", " 1")],
+    [("{epoch}-0", [1, 2, 3, 4]), ("{epoch}-2", [3, 4]), ("{epoch}-003", [4]), ("another-2", [1, 2, 3, 4])]
+    + [(unreadable, [1, 2, 3, 4]) for unreadable in ("\u0663", "2", "-1", "abc", "1.5", " 1", "{epoch}-")],
 )
 async def test_last_event_id_is_read_leniently(make_host: MakeHost, last: str, replayed: list[int]) -> None:
     """A readable id replays what came after it; anything else replays the whole log."""
@@ -837,7 +842,7 @@ async def test_a_refused_delivery_leaves_nothing_behind(make_host: MakeHost) -> 
     for _ in range(2):
         response = await client.post("/webcall/webhooks", data=body, headers=headers)
         assert response.status == 400 and (await response.json())["code"] == "invalid_event"
-    assert await runtime(handle).store.events_after("call_retried", 0) == []
+    assert await runtime(handle).store.events_after("call_retried", None) == []
     await _deliver(client, "call_ended", "call_retried")
-    stored = await runtime(handle).store.events_after("call_retried", 0)
+    stored = await runtime(handle).store.events_after("call_retried", None)
     assert [event["type"] for _, event in stored] == ["call.ended"]

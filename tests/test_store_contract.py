@@ -7,11 +7,12 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from webcall.store import MemoryStore, Store
-from webcall.store.base import NewCall
+from webcall.store.base import EventId, Item, NewCall
 from webcall.store.redis import RedisStore
 
 from .redis_server import RedisClusterNodes, RedisSentinelGroup, RedisServer
@@ -147,6 +148,12 @@ async def publish(store: Store, call_id: str, kind: str) -> str | None:
     )
 
 
+def numbered(items: list[Item]) -> list[tuple[int, dict[str, Any]]]:
+    """The events with their sequence numbers, once it is checked that they are of one epoch."""
+    assert len({event_id.epoch for event_id, _ in items}) <= 1, items
+    return [(event_id.seq, event) for event_id, event in items]
+
+
 async def test_event_log_and_subscription(store: Store) -> None:
     await publish(store, "call_1", "x")
     subscription = store.subscribe("call_1")
@@ -154,11 +161,14 @@ async def test_event_log_and_subscription(store: Store) -> None:
     await publish(store, "call_1", "y")
     await publish(store, "call_other", "z")
     iterator = subscription.__aiter__()
-    assert await asyncio.wait_for(iterator.__anext__(), 2) == (2, {"type": "y"})
-    assert await store.events_after("call_1", 0) == [(1, {"type": "x"}), (2, {"type": "y"})]
-    assert await store.events_after("call_1", 1) == [(2, {"type": "y"})]
+    live = await asyncio.wait_for(iterator.__anext__(), 2)
+    logged = await store.events_after("call_1", None)
+    assert numbered(logged) == [(1, {"type": "x"}), (2, {"type": "y"})] and live == logged[1]
+    first = logged[0][0]
+    assert await store.events_after("call_1", first) == [live]
     assert await publish(store, "call_1", "y") is None  # a duplicate is neither logged nor published
-    assert await store.events_after("call_1", 1) == [(2, {"type": "y"})]
+    assert await store.events_after("call_1", first) == [live]
+    assert await store.events_after("call_1", EventId("0", 1)) == logged  # another epoch's id: the whole log
     await subscription.close()
 
 
@@ -206,8 +216,9 @@ async def test_publish_event_is_one_deduplicated_step(store: Store) -> None:
     first, again = await publish(), await publish()
     assert first is not None and again is None
     assert await store.outbox_depth() == 1
-    assert await store.events_after("call_9", 0) == [(1, {"type": "call.ended"})]
-    assert await asyncio.wait_for(subscription.get(), 2) == (1, {"type": "call.ended"})
+    logged = await store.events_after("call_9", None)
+    assert numbered(logged) == [(1, {"type": "call.ended"})]
+    assert await asyncio.wait_for(subscription.get(), 2) == logged[0]
     await subscription.close()
 
 
@@ -274,8 +285,9 @@ async def test_publish_new_call_keeps_the_call_and_queues_its_event(store: Store
     assert [e for _, e in await store.outbox_take("w", 10, block=0.1, reclaim_after=60)] == [
         {"event": "session.created"}
     ]
-    assert await store.events_after("call_n", 0) == [(1, {"type": "session.created"})]
-    assert await asyncio.wait_for(subscription.get(), 2) == (1, {"type": "session.created"})
+    logged = await store.events_after("call_n", None)
+    assert numbered(logged) == [(1, {"type": "session.created"})]
+    assert await asyncio.wait_for(subscription.get(), 2) == logged[0]
     await subscription.close()
 
 
@@ -283,7 +295,7 @@ async def test_publish_new_call_keeps_the_call_even_when_its_event_is_a_duplicat
     assert await publish_new(store, new_call("call_d", deadline_at=50.0)) is not None
     assert await publish_new(store, new_call("call_d", deadline_at=70.0)) is None
     assert await store.outbox_depth() == 1
-    assert await store.events_after("call_d", 0) == [(1, {"type": "session.created"})]
+    assert numbered(await store.events_after("call_d", None)) == [(1, {"type": "session.created"})]
     assert await store.deadlines_due(60.0) == []  # the second call's deadline replaced the first
     assert await store.deadlines_due(100.0) == ["call_d"]
     assert await store.get_context("call_d") is not None and await store.media_of("call_d") is not None
@@ -302,3 +314,50 @@ async def test_outbox_ack_all_acknowledges_several_entries_at_once(store: Store)
     assert [await store.done_parts(i) for i, _ in taken] == [set(), {"callback_a"}, set(), set()]
     await asyncio.sleep(0.25)  # only the entry left unacknowledged is ever handed out again
     assert [i for i, _ in await store.outbox_take("w2", 10, block=0.05, reclaim_after=0.2)] == [taken[1][0]]
+
+
+async def test_a_log_made_again_numbers_its_events_under_a_new_epoch(store: Store) -> None:
+    """A call's log that expired (or that a store lost) starts again at 1, under ids no reader has seen."""
+    await store.publish_event(
+        {}, dedupe_key="e:1", dedupe_ttl=60, call_id="call_e", browser_event={"type": "a"}, log_ttl=0.2
+    )
+    [(old, _)] = await store.events_after("call_e", None)
+    await asyncio.sleep(0.3)
+    await store.publish_event(
+        {}, dedupe_key="e:2", dedupe_ttl=60, call_id="call_e", browser_event={"type": "b"}, log_ttl=60
+    )
+    [(new, event)] = await store.events_after("call_e", old)
+    assert event == {"type": "b"} and new.seq == old.seq == 1 and new.epoch != old.epoch
+    assert new.is_after(old) and str(new) != str(old) and EventId.parse(str(new)) == new
+
+
+async def test_open_calls_are_taken_when_due_earliest_first_and_leased(store: Store) -> None:
+    await store.watch_call("a", 100.0)
+    await store.watch_call("b", 50.0)
+    await store.watch_call("c", 300.0)
+    await store.watch_call("a", 10.0)  # already open: it keeps its schedule
+    assert sorted(await store.open_calls()) == ["a", "b", "c"]
+    assert await store.calls_to_check(200.0, 10, lease_until=500.0) == ["b", "a"]
+    assert await store.calls_to_check(200.0, 10, lease_until=500.0) == []  # leased to the first taker
+    assert await store.calls_to_check(400.0, 10, lease_until=900.0) == ["c"]
+    assert await store.calls_to_check(600.0, 1, lease_until=900.0) == ["a"]  # a lease that ran out; one at most
+    assert await store.calls_to_check(600.0, 10, lease_until=900.0) == ["b"]
+
+
+async def test_open_calls_are_looked_up_again_unless_closed(store: Store) -> None:
+    await store.watch_call("a", 100.0)
+    await store.watch_call("b", 100.0)
+    assert await store.calls_to_check(100.0, 10, lease_until=1000.0) == ["a", "b"]
+    await store.unwatch_call("b")
+    await store.check_again(["a", "b"], 150.0)
+    await store.check_again([], 150.0)
+    assert await store.open_calls() == ["a"]
+    assert await store.calls_to_check(200.0, 10, lease_until=1000.0) == ["a"]
+    await store.unwatch_call("a")
+    await store.unwatch_call("never-open")
+    assert await store.open_calls() == []
+
+
+async def test_the_generation_stays_while_the_store_keeps_its_data(store: Store) -> None:
+    first = await store.generation()
+    assert first and await store.generation() == first

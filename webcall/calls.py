@@ -10,6 +10,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,11 +26,13 @@ from .errors import (
     DialNexaError,
     DialNexaTransportError,
     HTTPProblem,
+    StoreUnavailable,
     TokenError,
     upstream_problem,
 )
 from .events import CallEvent, from_delivery
 from .metrics import Metrics
+from .reconcile import OpenCalls
 from .store import Store
 from .store.base import NewCall
 from .tokens import AUDIENCE_CALL, TokenIssuer
@@ -131,6 +134,9 @@ class CallDesk:
         self.metrics = metrics
         self.max_concurrent_calls = max_concurrent_calls
         self.max_call_seconds = max_call_seconds
+        self.open_calls = OpenCalls(store)
+        """The calls started and not yet seen to end, looked up at DialNexa by :class:`webcall.reconcile.Reconciler`."""
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- web calls -------------------------------------------------------------------------------------------------
     @property
@@ -145,23 +151,38 @@ class CallDesk:
 
     async def create_call(self, caller: Caller, slot_id: str) -> WebCallSession:
         """In the slot the request took (``slot_id``), create the web call at DialNexa: the first billable step.
-        From here the call owns the slot; a failure to create it gives the slot back."""
-        try:
-            return await self.client.create_web_call(
+        From here the call owns the slot; a failure to create it gives the slot back. Should the request be cancelled
+        (the visitor left) while DialNexa creates the call, the call is hung up once it exists."""
+        creating = asyncio.create_task(
+            self.client.create_web_call(
                 agent_id=caller.agent.id, agent_version_number=caller.agent.version, metadata=caller.variables
             )
+        )
+        try:
+            return await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            self._in_background(self._abandon_when_created(creating, slot_id))
+            raise
         except DialNexaError as err:
             await self.store.release_slot(slot_id)
             raise upstream_problem(err, doing="starting the call") from err
 
     async def connect(self, caller: Caller, session: WebCallSession, offer: str, slot_id: str) -> StartedCall:
         """Hand the created call the browser's SDP ``offer`` (WHIP, with the call's access token, which never leaves
-        the server), remember its context, announce it. A failure hangs the call up and gives its slot back."""
+        the server), remember its context, announce it. Whatever fails from here (DialNexa refusing the offer, the
+        store going down, the request cancelled because the visitor left) hangs the call up and gives its slot back."""
+        try:
+            return await self._connect(caller, session, offer, slot_id)
+        except BaseException as failure:
+            left = isinstance(failure, asyncio.CancelledError)
+            await self._abandon(session.id, slot_id, reason="user_disconnected" if left else "network_failure")
+            raise
+
+    async def _connect(self, caller: Caller, session: WebCallSession, offer: str, slot_id: str) -> StartedCall:
         max_seconds = self.catalog.max_call_seconds(caller.alias, self.max_call_seconds)
         try:
             answer = await self.client.send_offer(session.media.whip_url, session.access_token, offer)
         except DialNexaError as err:
-            await self._abandon(session.id, slot_id)
             status = err.status_code if isinstance(err, DialNexaAPIError) else None
             if status == 401:  # the single-use access token expired before the offer reached DialNexa
                 raise HTTPProblem(
@@ -190,7 +211,10 @@ class CallDesk:
             media={"resource_url": answer.resource_url, "access_token": session.access_token, "etag": answer.etag},
             media_ttl=max_seconds + TOKEN_GRACE_SECONDS,
         )
-        await self.bus.publish(created, new_call=new_call)  # the context, deadline, media and event: one store step
+        await asyncio.gather(
+            self.bus.publish(created, new_call=new_call),  # the context, deadline, media and event: one store step
+            self.open_calls.add(session.id, new_call),
+        )
         token, claims = self.tokens.issue(session.id, AUDIENCE_CALL, ttl=max_seconds + TOKEN_GRACE_SECONDS)
         self.metrics.minted(caller.alias)
         log.info("call %s: session minted for agent %r from %s", session.id, caller.alias, caller.origin)
@@ -203,13 +227,44 @@ class CallDesk:
             max_call_seconds=max_seconds,
         )
 
-    async def _abandon(self, call_id: str, slot_id: str) -> None:
-        """A call whose media could not be set up: hang it up at DialNexa (best effort) and free its slot."""
+    async def _abandon(self, call_id: str, slot_id: str, *, reason: str) -> None:
+        """A call whose start failed after DialNexa created it: hang it up (best effort) and free its slot, to the end
+        even when the request is cancelled meanwhile."""
+        await asyncio.shield(self._in_background(self._hang_up(call_id, slot_id, reason=reason)))
+
+    async def _abandon_when_created(self, creating: asyncio.Task[WebCallSession], slot_id: str) -> None:
+        """The start was cancelled while DialNexa was creating the call: hang the call up once it exists, or just free
+        the slot when it was not created."""
         try:
-            await self.client.end_call(call_id, reason="network_failure")
+            session = await creating
+        except DialNexaError:
+            await self._release(slot_id)
+        else:
+            await self._hang_up(session.id, slot_id, reason="user_disconnected")
+
+    async def _hang_up(self, call_id: str, slot_id: str, *, reason: str) -> None:
+        """End the call at DialNexa with ``reason`` (best effort: it may have ended already) and free its slot."""
+        try:
+            await self.client.end_call(call_id, reason=reason)
         except DialNexaError as err:
-            log.info("call %s: could not hang up the call whose media failed: %s", call_id, err)
-        await self.store.release_slot(slot_id)
+            log.info("call %s: could not hang up the call whose start failed: %s", call_id, err)
+        else:
+            log.info("call %s: hung up: its start failed after DialNexa had created it", call_id)
+        await self._release(slot_id)
+
+    async def _release(self, slot_id: str) -> None:
+        """Give a slot back, now or (the store is down) as soon as the store answers again."""
+        try:
+            await self.store.release_slot(slot_id)
+        except StoreUnavailable:
+            self.open_calls.release_later(slot_id)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` to its end whatever happens to the request that asked for it."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     # -- the call's media resource (WHIP) ----------------------------------------------------------------------------
     def verify_call_token(self, call_id: str, token: str | None) -> None:
@@ -298,13 +353,14 @@ class CallDesk:
         await self.store.deadline_clear(call_id)
 
     # -- events from DialNexa --------------------------------------------------------------------------------------
-    async def record_delivery(self, event_type: str, call: dict[str, Any]) -> bool:
-        """Relay a verified webhook delivery to the host and browsers; False when it was a duplicate."""
+    async def record_delivery(self, event_type: str, call: dict[str, Any], *, source: str = "dialnexa") -> bool:
+        """Relay a verified webhook delivery (or what DialNexa's call record says, from reconciliation: ``source``)
+        to the host and browsers; False when it was a duplicate. A call's end frees what it held and closes it."""
         context = await self.store.get_context(str(call["id"]))
-        event = from_delivery(event_type, call, context)
+        event = from_delivery(event_type, call, context, source=source)
         fresh = await self.bus.publish(event)
         if event.type == "call.ended":
-            await self.finished(event.call_id)
+            await asyncio.gather(self.finished(event.call_id), self.open_calls.remove(event.call_id))
         return fresh
 
     # -- "call me back" --------------------------------------------------------------------------------------------
@@ -333,6 +389,7 @@ class CallDesk:
         await self.store.put_context(call_id, context, ttl=CALLBACK_CONTEXT_SECONDS)
         requested = plugin_event("callback.requested", context, {"type": "phone", "to_number": phone_number})
         await self.bus.publish(requested)
+        await self.open_calls.add(call_id)
         self.metrics.callback(caller.alias)
         log.info("call %s: call back requested for agent %r", call_id, caller.alias)
         return call_id

@@ -2,7 +2,9 @@
 
 ``call_initiated`` → ``call.started``, ``call_ended`` → ``call.ended``, ``transfer_completed`` → ``call.transferred``;
 the plugin's own ``session.created`` and ``callback.requested``; anything else passes through as
-``dialnexa.<event_type>``. A :class:`CallEvent` carries the host context stored when the session was minted.
+``dialnexa.<event_type>``. A :class:`CallEvent` carries the host context stored when the session was minted, and
+its ``source``: ``dialnexa`` (a webhook delivery), ``webcall`` (the plugin's own) or ``reconciled`` (made from
+DialNexa's call record when no webhook told the plugin: see :mod:`webcall.reconcile`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 from .dialnexa.models import iso
 
 NAMES = {"call_initiated": "call.started", "call_ended": "call.ended", "transfer_completed": "call.transferred"}
+RECONCILED = "reconciled"
+"""The ``source`` of an event made from DialNexa's call record rather than received as a webhook."""
 _TOKEN = re.compile(r"[^a-z0-9_.]+")
 
 
@@ -118,7 +122,13 @@ def parse_delivery(raw: bytes) -> tuple[str, dict[str, Any]]:
     return event_type, {**call, "id": call_id}
 
 
-def from_delivery(event_type: str, call: dict[str, Any], context: dict[str, Any] | None) -> CallEvent:
+def from_delivery(
+    event_type: str, call: dict[str, Any], context: dict[str, Any] | None, *, source: str = "dialnexa"
+) -> CallEvent:
+    """The event for a delivery of ``event_type`` about ``call``; its id is the same whatever its ``source``, so a
+    webhook and a reconciled event about one thing are one event to the outbox's dedupe (and to the widget)."""
     kind = normalise(event_type)
     call_id = str(call["id"])
-    return CallEvent(id=f"{call_id}:{kind}", type=kind, call_id=call_id, time=now_iso(), call=call, context=context)
+    return CallEvent(
+        id=f"{call_id}:{kind}", type=kind, call_id=call_id, time=now_iso(), call=call, context=context, source=source
+    )

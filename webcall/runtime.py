@@ -18,6 +18,7 @@ from .errors import ConfigError, DialNexaError, StoreUnavailable, WebCallError
 from .limits import EventStreams, event_streams_for, raise_open_files_limit
 from .metrics import Metrics
 from .outage import watch_store
+from .reconcile import Reconciler
 from .startup import start_with_dialnexa
 from .store import MemoryStore, Store
 from .subscription import WebhookSubscription
@@ -171,6 +172,9 @@ class Runtime:
                 log.info("webcall: no WEBCALL_SESSION_SECRET set; tokens are signed with a per-process secret")
             bus.start()
             stack.push_async_callback(bus.stop)
+            reconciler = Reconciler(desk)
+            reconciler.start()
+            stack.push_async_callback(reconciler.stop)
             await start_with_dialnexa(
                 config,
                 upstream=upstream,

@@ -7,7 +7,6 @@ import asyncio
 import functools
 import json
 import logging
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +31,7 @@ from .resources import Asset, page_css, templates_dir, widget_asset
 from .runtime import Runtime
 from .sdp import InvalidOffer, sanitize_fragment, sanitize_offer
 from .sse import EventStream
-from .store.base import Subscription
+from .store.base import EventId, Subscription
 from .tokens import AUDIENCE_CALL
 
 log = logging.getLogger("webcall")
@@ -375,13 +374,11 @@ async def receive_webhook(request: web.Request) -> web.Response:
 
 # -- browser events (SSE) ---------------------------------------------------------------------------------------
 SSE_PING_SECONDS = 15.0
-_SEQUENCE = re.compile(r"[0-9]{1,18}")
 
 
-def _last_event_id(request: web.Request) -> int:
+def _last_event_id(request: web.Request) -> EventId | None:
     """The last event the browser has (``Last-Event-ID`` on a reconnect); anything unreadable replays everything."""
-    last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or "0"
-    return int(last) if _SEQUENCE.fullmatch(last) else 0
+    return EventId.parse(request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or "")
 
 
 async def session_events(request: web.Request) -> web.StreamResponse:
@@ -408,17 +405,17 @@ async def _relay_events(
         backlog = await runtime.store.events_after(call_id, sent)
         await stream.open()
 
-        async def send(seq: int, event: dict[str, Any]) -> bool:
+        async def send(event_id: EventId, event: dict[str, Any]) -> bool:
             """Send one event the browser does not have yet; True once the call has ended."""
             nonlocal sent
-            if seq <= sent:
+            if not event_id.is_after(sent):
                 return False
-            sent = seq
-            await stream.send(json.dumps(event), id=str(seq))
+            sent = event_id
+            await stream.send(json.dumps(event), id=str(event_id))
             return bool(event["type"] == "call.ended")
 
-        for seq, event in backlog:
-            if await send(seq, event):
+        for event_id, event in backlog:
+            if await send(event_id, event):
                 return stream.response
         while True:
             try:

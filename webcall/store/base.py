@@ -7,13 +7,46 @@ respect to the others; times are seconds.
 from __future__ import annotations
 
 import asyncio
+import re
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
-Item = tuple[int, dict[str, Any]]
+_EVENT_ID = re.compile(r"([0-9a-z]{1,16})-([0-9]{1,18})")
+
+
+class EventId(NamedTuple):
+    """Where an event sits in its call's log, sent to browsers as ``<epoch>-<seq>``: ``seq`` counts the log's events
+    from 1; ``epoch`` is made when the log is, so a log made again (the store lost its data: Redis restarted without
+    persistence) numbers its events under a new epoch, and its ids never repeat ones a browser already has."""
+
+    epoch: str
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}-{self.seq}"
+
+    @classmethod
+    def parse(cls, text: str) -> EventId | None:
+        """The id a browser sent back (``Last-Event-ID``); None when it is not one."""
+        found = _EVENT_ID.fullmatch(text)
+        return cls(found.group(1), int(found.group(2))) if found else None
+
+    def is_after(self, seen: EventId | None) -> bool:
+        """Whether a reader that has every event up to ``seen`` lacks this one: ``seen`` is None (it has nothing),
+        from another epoch (a log that no longer exists), or earlier in this one."""
+        return seen is None or seen.epoch != self.epoch or self.seq > seen.seq
+
+
+def new_epoch(now: float) -> str:
+    """An epoch for a call's log made at ``now`` (microseconds, in hex): a log made again later gets another."""
+    return f"{int(now * 1_000_000):x}"
+
+
+Item = tuple[EventId, dict[str, Any]]
+T = TypeVar("T")
 RECLAIMED = "_reclaimed"
 """Set (True) by ``outbox_take`` on an entry taken over from another consumer. Only such an entry can have parts
 already done (:meth:`Store.mark_done`), so the bus asks for :meth:`Store.done_parts` only when it is set."""
@@ -33,7 +66,7 @@ class NewCall:
     media_ttl: float
 
 
-class Mailbox:
+class Mailbox(Generic[T]):
     """A bounded inbox for one reader: ``put`` never blocks (a full box drops its oldest item), ``get`` waits.
 
     Lighter than ``asyncio.Queue``: one of these lives for every open browser event stream.
@@ -42,11 +75,11 @@ class Mailbox:
     __slots__ = ("_items", "_waiter", "closed")
 
     def __init__(self, size: int = 256) -> None:
-        self._items: deque[Item] = deque(maxlen=size)
+        self._items: deque[T] = deque(maxlen=size)
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
 
-    def put(self, item: Item) -> None:
+    def put(self, item: T) -> None:
         if not self.closed:
             self._items.append(item)
             self._wake()
@@ -60,7 +93,7 @@ class Mailbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def get(self) -> Item | None:
+    async def get(self) -> T | None:
         """The next item, or None once closed."""
         while not self.closed and not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
@@ -72,7 +105,7 @@ class Mailbox:
 
 
 class Subscription(ABC):
-    """A live feed of one call's events (sequence number, event); close it when done."""
+    """A live feed of one call's events (event id, event); close it when done."""
 
     async def start(self) -> None:  # noqa: B027 - nothing to do where subscribing is immediate
         """Begin receiving now (events published from here on are delivered); idempotent."""
@@ -256,8 +289,9 @@ class Store(ABC):
 
     # -- per-call event log and fan-out to browsers -------------------------------------------------------------
     @abstractmethod
-    async def events_after(self, call_id: str, seq: int) -> list[tuple[int, dict[str, Any]]]:
-        """Logged events of the call with a sequence number above ``seq`` (for ``Last-Event-ID`` replay)."""
+    async def events_after(self, call_id: str, seen: EventId | None) -> list[Item]:
+        """Logged events of the call that a reader who has every event up to ``seen`` lacks (for ``Last-Event-ID``
+        replay): all of them when ``seen`` is None or of another epoch (:meth:`EventId.is_after`)."""
 
     @abstractmethod
     def subscribe(self, call_id: str) -> Subscription:
@@ -274,6 +308,35 @@ class Store(ABC):
     @abstractmethod
     async def deadlines_due(self, now: float, limit: int = 50) -> list[str]:
         """Take (atomically, once across workers) the calls whose deadline has passed."""
+
+    # -- open calls: the calls the plugin started and has not seen end, looked up at DialNexa by reconciliation ------
+    @abstractmethod
+    async def watch_call(self, call_id: str, check_at: float) -> None:
+        """Count ``call_id`` as open, to be looked up first at wall-clock time ``check_at``; a call already open keeps
+        its schedule."""
+
+    @abstractmethod
+    async def unwatch_call(self, call_id: str) -> None:
+        """The call's end is known: it is no longer open."""
+
+    @abstractmethod
+    async def open_calls(self) -> list[str]:
+        """Every open call."""
+
+    @abstractmethod
+    async def calls_to_check(self, due_by: float, limit: int, lease_until: float) -> list[str]:
+        """Take (atomically, once across workers) up to ``limit`` open calls due to be looked up by ``due_by``,
+        earliest first, and lease them until ``lease_until``: no other taker gets them before then (nor the same one,
+        should it die: then they come back when the lease runs out)."""
+
+    @abstractmethod
+    async def check_again(self, call_ids: Sequence[str], at: float) -> None:
+        """Look the calls up again at ``at``; those no longer open stay closed."""
+
+    @abstractmethod
+    async def generation(self) -> str:
+        """An id of the store's data: the same until the store loses everything it held (Redis restarted without
+        persistence), a new one from then on."""
 
     async def ping(self) -> None:  # noqa: B027 - optional hook, nothing to check in memory
         """Raise :class:`webcall.errors.StoreUnavailable` when the store cannot be reached."""

@@ -6,21 +6,22 @@ import asyncio
 import copy
 import heapq
 import itertools
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import RECLAIMED, Item, Mailbox, Store, Subscription
+from .base import RECLAIMED, EventId, Item, Mailbox, Store, Subscription, new_epoch
 
 _SWEEP_EVERY = 1024
 
 
 class _MemorySubscription(Subscription):
-    def __init__(self, subscribers: dict[str, set[Mailbox]], call_id: str) -> None:
+    def __init__(self, subscribers: dict[str, set[Mailbox[Item]]], call_id: str) -> None:
         self._subscribers = subscribers
         self._call_id = call_id
-        self._box = Mailbox()
+        self._box: Mailbox[Item] = Mailbox()
         subscribers.setdefault(call_id, set()).add(self._box)
 
     async def get(self) -> Item | None:
@@ -51,10 +52,12 @@ class MemoryStore(Store):
         self._wakeup = asyncio.Event()
         self._done: dict[str, set[str]] = {}
         self._dead: dict[str, dict[str, Any]] = {}
-        self._logs: dict[str, tuple[float, list[tuple[int, dict[str, Any]]]]] = {}
-        self._subscribers: dict[str, set[Mailbox]] = {}
+        self._logs: dict[str, tuple[float, str, list[Item]]] = {}  # call id -> (expiry, epoch, events)
+        self._subscribers: dict[str, set[Mailbox[Item]]] = {}
         self._deadlines: dict[str, float] = {}  # call id -> when it must end
         self._deadline_queue: list[tuple[float, str]] = []  # a heap; entries whose deadline changed are skipped
+        self._open: dict[str, float] = {}  # open call id -> when to look it up at DialNexa next
+        self._generation = secrets.token_hex(8)
 
     def _tick(self) -> float:
         now = self._clock()
@@ -241,23 +244,26 @@ class MemoryStore(Store):
         return self._dead.pop(letter_id, None)
 
     # -- event log and fan-out -------------------------------------------------------------------------------------
-    def _log_event(self, call_id: str, event: dict[str, Any], ttl: float) -> int:
-        """Append to the call's log and hand it to the call's subscribers; part of :meth:`publish_event`."""
+    def _log_event(self, call_id: str, event: dict[str, Any], ttl: float) -> EventId:
+        """Append to the call's log (a new log, with a new epoch, when it has none or it expired) and hand it to the
+        call's subscribers; part of :meth:`publish_event`."""
         now = self._tick()
-        _, entries = self._logs.get(call_id, (0.0, []))
-        seq = (entries[-1][0] if entries else 0) + 1
-        entries.append((seq, copy.deepcopy(event)))
-        self._logs[call_id] = (now + ttl, entries)
+        expires, epoch, entries = self._logs.get(call_id, (0.0, "", []))
+        if expires <= now:
+            epoch, entries = new_epoch(time.time()), []
+        event_id = EventId(epoch, len(entries) + 1)
+        entries.append((event_id, copy.deepcopy(event)))
+        self._logs[call_id] = (now + ttl, epoch, entries)
         for box in list(self._subscribers.get(call_id, ())):
-            box.put((seq, copy.deepcopy(event)))  # a stalled reader loses its oldest event; never blocks
-        return seq
+            box.put((event_id, copy.deepcopy(event)))  # a stalled reader loses its oldest event; never blocks
+        return event_id
 
-    async def events_after(self, call_id: str, seq: int) -> list[tuple[int, dict[str, Any]]]:
+    async def events_after(self, call_id: str, seen: EventId | None) -> list[Item]:
         now = self._tick()
-        expires, entries = self._logs.get(call_id, (0.0, []))
+        expires, _, entries = self._logs.get(call_id, (0.0, "", []))
         if expires <= now:
             return []
-        return [(n, copy.deepcopy(e)) for n, e in entries if n > seq]
+        return [(event_id, copy.deepcopy(e)) for event_id, e in entries if event_id.is_after(seen)]
 
     def subscribe(self, call_id: str) -> Subscription:
         return _MemorySubscription(self._subscribers, call_id)
@@ -281,3 +287,27 @@ class MemoryStore(Store):
                 del self._deadlines[call_id]
                 due.append(call_id)
         return due
+
+    # -- open calls ------------------------------------------------------------------------------------------------
+    async def watch_call(self, call_id: str, check_at: float) -> None:
+        self._open.setdefault(call_id, check_at)
+
+    async def unwatch_call(self, call_id: str) -> None:
+        self._open.pop(call_id, None)
+
+    async def open_calls(self) -> list[str]:
+        return list(self._open)
+
+    async def calls_to_check(self, due_by: float, limit: int, lease_until: float) -> list[str]:
+        due = heapq.nsmallest(limit, ((at, call_id) for call_id, at in self._open.items() if at <= due_by))
+        for _, call_id in due:
+            self._open[call_id] = lease_until
+        return [call_id for _, call_id in due]
+
+    async def check_again(self, call_ids: Sequence[str], at: float) -> None:
+        for call_id in call_ids:
+            if call_id in self._open:
+                self._open[call_id] = at
+
+    async def generation(self) -> str:
+        return self._generation

@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ConfigError, StoreUnavailable
-from .base import RECLAIMED, Item, Mailbox, NewCall, Store, Subscription
+from .base import RECLAIMED, EventId, Item, Mailbox, NewCall, Store, Subscription
 
 log = logging.getLogger("webcall.store")
 
@@ -159,12 +160,12 @@ class KeyLayout:
     """Every key's name. On a cluster, keys whose hash tags (the part in braces) are equal share a slot, and only
     keys of one slot can be used by one script:
 
-    - one call's keys share its id: ``{<call id>}:ctx``, ``:media``, ``:seq``, ``:log``, ``:seen:<dedupe key>`` and
-      the pub/sub channel ``:ch``;
+    - one call's keys share its id: ``{<call id>}:ctx``, ``:media``, ``:ids`` (its log's epoch and last sequence
+      number), ``:log``, ``:seen:<dedupe key>`` and the pub/sub channel ``:ch``;
     - ``{admission}``: every rate-limit counter and the concurrent-call slots (a visit's counters and its slot are
       taken in one script);
     - ``{outbox}``: the stream, its dedupe marks ``:once:<dedupe key>`` and the parts of entries already done;
-    - ``{calls}``: the deadlines;
+    - ``{calls}``: the deadlines, the open calls and the store's generation (lost with the open calls);
     - ``{dead}``: dead letters;
     - single-use ids (``once:<key>``) carry no tag and spread over the cluster.
 
@@ -279,14 +280,20 @@ _QUEUE_EVENT = """
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return false end
 return redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
 """
-# {<call id>}: KEYS[1] the event's mark in the call's log, KEYS[2] the call's sequence, KEYS[3] its log; ARGV[1] the
-# browser event, ARGV[2] the mark's ms, ARGV[3] the log's ms, ARGV[4] the call's channel. Logs and publishes the
-# event unless it is marked.
+# {<call id>}: KEYS[1] the event's mark in the call's log, KEYS[2] the log's ids (a hash: its epoch and its last
+# sequence number), KEYS[3] the log; ARGV[1] the browser event, ARGV[2] the mark's ms, ARGV[3] the log's ms, ARGV[4]
+# the call's channel. Logs and publishes the event as ``[<epoch>-<seq>, event]`` unless it is marked.
 _LOG_EVENT = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then return false end
-local seq = redis.call('INCR', KEYS[2])
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+  local t = redis.call('TIME')
+  epoch = string.format('%x', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('HSET', KEYS[2], 'epoch', epoch)
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-local item = cjson.encode({seq, cjson.decode(ARGV[1])})
+local item = cjson.encode({epoch .. '-' .. seq, cjson.decode(ARGV[1])})
 redis.call('RPUSH', KEYS[3], item)
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PUBLISH', ARGV[4], item)
@@ -328,6 +335,18 @@ _DUE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do redis.call('ZREM', KEYS[1], id) end
 return ids
+"""
+# The open calls due to be looked up, leased to the taker: their next look moves to the lease's end.
+_CALLS_TO_CHECK = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], id) end
+return ids
+"""
+_GENERATION = """
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
 """
 
 
@@ -463,7 +482,7 @@ class _Hub:
         """A call's logged events: read when its channel is subscribed again (see :meth:`_subscribed`)."""
         self._confirmed: set[str] = set()
         """The calls whose subscription Redis has confirmed."""
-        self._queues: dict[str, set[Mailbox]] = {}  # call id -> the local subscribers' mailboxes
+        self._queues: dict[str, set[Mailbox[Item]]] = {}  # call id -> the local subscribers' mailboxes
         self._listener: aioredis.Redis | None = None
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -485,7 +504,7 @@ class _Hub:
             with contextlib.suppress(Exception):
                 await listener.aclose()
 
-    async def add(self, call_id: str, queue: Mailbox) -> None:
+    async def add(self, call_id: str, queue: Mailbox[Item]) -> None:
         async with self._lock:
             first = call_id not in self._queues
             self._queues.setdefault(call_id, set()).add(queue)
@@ -500,13 +519,13 @@ class _Hub:
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read(), name="webcall-redis-pubsub")
 
-    async def remove(self, call_id: str, queue: Mailbox) -> None:
+    async def remove(self, call_id: str, queue: Mailbox[Item]) -> None:
         async with self._lock:
             if self._forget(call_id, queue) and self._pubsub is not None:
                 with contextlib.suppress(Exception):
                     await self._pubsub.unsubscribe(self._keys.channel(call_id))
 
-    def _forget(self, call_id: str, queue: Mailbox) -> bool:
+    def _forget(self, call_id: str, queue: Mailbox[Item]) -> bool:
         """Drop a local subscriber; True when it was the call's last."""
         queues = self._queues.get(call_id)
         if queues is None:
@@ -545,9 +564,11 @@ class _Hub:
             elif kind == "unsubscribe":
                 self._confirmed.discard(call_id)
             elif kind == "message":
-                seq, event = json.loads(message["data"])
-                for box in list(self._queues.get(call_id, ())):
-                    box.put((int(seq), event))
+                text, event = json.loads(message["data"])
+                event_id = EventId.parse(str(text))
+                if event_id is not None:
+                    for box in list(self._queues.get(call_id, ())):
+                        box.put((event_id, event))
 
     async def _subscribed(self, call_id: str) -> None:
         """Redis confirmed a subscription. A second confirmation for one call means the connection was made again
@@ -581,7 +602,7 @@ class _RedisSubscription(Subscription):
     def __init__(self, hub: _Hub, call_id: str) -> None:
         self._hub = hub
         self._call_id = call_id
-        self._box = Mailbox()
+        self._box: Mailbox[Item] = Mailbox()
         self._joined = False
 
     async def start(self) -> None:
@@ -635,6 +656,8 @@ class RedisStore(Store):
         self._mark_done = script(_MARK_DONE)
         self._dead_take = script(_DEAD_TAKE)
         self._due = script(_DUE)
+        self._calls_to_check = script(_CALLS_TO_CHECK)
+        self._generation = script(_GENERATION)
         steps = {"clustered": self._clustered}
         queue, log_event = _Part(_QUEUE_EVENT, keys=2, args=2), _Part(_LOG_EVENT, keys=3, args=4)
         keep_context, set_deadline = _Part(_KEEP_CONTEXT, keys=1, args=2), _Part(_SET_DEADLINE, keys=1, args=2)
@@ -672,7 +695,7 @@ class RedisStore(Store):
 
     async def _whole_log(self, call_id: str) -> list[Item]:
         """Every logged event of a call (the hub's catch-up after it subscribed again)."""
-        return await self.events_after(call_id, 0)
+        return await self.events_after(call_id, None)
 
     async def _the_client(self) -> aioredis.Redis:
         """The store's own client (one server, or Sentinel's primary), to listen through."""
@@ -815,7 +838,7 @@ class RedisStore(Store):
         self, call_id: str, dedupe_key: str, dedupe_ttl: float, event: dict[str, Any], ttl: float
     ) -> tuple[list[str], list[Any]]:
         """_LOG_EVENT's keys and arguments for an event in its call's log."""
-        keys = [self._keys.call(call_id, f"seen:{dedupe_key}"), self._keys.call(call_id, "seq")]
+        keys = [self._keys.call(call_id, f"seen:{dedupe_key}"), self._keys.call(call_id, "ids")]
         keys.append(self._keys.call(call_id, "log"))
         return keys, [json.dumps(event), _ms(dedupe_ttl), _ms(ttl), self._keys.channel(call_id)]
 
@@ -949,13 +972,14 @@ class RedisStore(Store):
 
     # -- event log and fan-out -------------------------------------------------------------------------------------
     @_unavailable
-    async def events_after(self, call_id: str, seq: int) -> list[tuple[int, dict[str, Any]]]:
+    async def events_after(self, call_id: str, seen: EventId | None) -> list[Item]:
         items = await self._client.lrange(self._keys.call(call_id, "log"), 0, -1)
         out = []
         for raw in items:
-            number, event = json.loads(raw)
-            if int(number) > seq:
-                out.append((int(number), event))
+            text, event = json.loads(raw)
+            event_id = EventId.parse(str(text))
+            if event_id is not None and event_id.is_after(seen):
+                out.append((event_id, event))
         return out
 
     def subscribe(self, call_id: str) -> Subscription:
@@ -974,3 +998,33 @@ class RedisStore(Store):
     async def deadlines_due(self, now: float, limit: int = 50) -> list[str]:
         ids = await self._due(keys=[self._keys.calls("deadlines")], args=[now, limit])
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    # -- open calls ------------------------------------------------------------------------------------------------
+    @_unavailable
+    async def watch_call(self, call_id: str, check_at: float) -> None:
+        await self._client.zadd(self._keys.calls("open"), {call_id: check_at}, nx=True)
+
+    @_unavailable
+    async def unwatch_call(self, call_id: str) -> None:
+        await self._client.zrem(self._keys.calls("open"), call_id)
+
+    @_unavailable
+    async def open_calls(self) -> list[str]:
+        ids = await self._client.zrange(self._keys.calls("open"), 0, -1)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    @_unavailable
+    async def calls_to_check(self, due_by: float, limit: int, lease_until: float) -> list[str]:
+        keys = [self._keys.calls("open")]
+        ids = await self._calls_to_check(keys=keys, args=[repr(due_by), limit, repr(lease_until)])
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    @_unavailable
+    async def check_again(self, call_ids: Sequence[str], at: float) -> None:
+        if call_ids:
+            await self._client.zadd(self._keys.calls("open"), dict.fromkeys(call_ids, at), xx=True)
+
+    @_unavailable
+    async def generation(self) -> str:
+        current = await self._generation(keys=[self._keys.calls("generation")], args=[secrets.token_hex(8)])
+        return current.decode() if isinstance(current, bytes) else str(current)
