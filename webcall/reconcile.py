@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from .dialnexa.models import CallRecord
 from .errors import DialNexaError, DialNexaNotFound, StoreUnavailable
 from .events import RECONCILED
+from .outage import store_outage
 from .store import Store
 from .store.base import NewCall
 
@@ -229,9 +230,8 @@ class Reconciler:
                 self._everything_due = False
             elif now >= self._next_round:
                 await self._round(now, due_by=now)
-        except StoreUnavailable:
-            if not self._store_down:
-                log.warning("webcall: the store is unreachable; calls are looked up at DialNexa once it is back")
+        except StoreUnavailable as err:  # logged with the outage; the calls are looked up once the store is back
+            store_outage(self.store).failed(err, by="reconciliation")
             self._store_down = True
 
     async def _round(self, now: float, *, due_by: float) -> None:
