@@ -60,6 +60,11 @@ def not_dialnexa(err: DialNexaAPIError, base_url: str) -> tuple[str, str]:
     )
 
 
+class DialNexaUnreachable(ConfigError):
+    """DialNexa did not answer at start-up (the network, its outage, its rate limit): refused where start-up must
+    refuse, otherwise a warning, since the plugin works once DialNexa answers."""
+
+
 async def reach_account(
     client: DialNexaClient,
     *,
@@ -94,7 +99,7 @@ async def reach_account(
             )
             await sleep(delay)
     tried = f"in {tries} tries over about {round(sum(delays[: tries - 1]) + 1)} s" if tries > 1 else "at start-up"
-    raise ConfigError(
+    raise DialNexaUnreachable(
         f"DialNexa at {client.base_url} could not be reached {tried} ({failure.message}): check DIALNEXA_BASE_URL "
         "and the network, then start again."
     )
@@ -135,7 +140,7 @@ async def start_with_dialnexa(
         except ConfigError as err:
             if refuse:
                 raise
-            log.error("webcall: %s", err)
+            log.log(logging.WARNING if isinstance(err, DialNexaUnreachable) else logging.ERROR, "webcall: %s", err)
             return
     await catalog.check(client, strict=config.strict_agents)
     if upstream.learns_public_url:
