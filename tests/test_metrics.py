@@ -38,7 +38,7 @@ async def test_metrics_count_sessions_refusals_upstream_webhooks(make_host: Make
     assert 'webcall_sessions_minted_total{agent="sales"} 1.0' in text
     assert 'webcall_requests_refused_total{code="unknown_agent",route="POST /webcall/sessions"} 1.0' in text
     assert 'webcall_requests_refused_total{code="origin_not_allowed",route="POST /webcall/sessions"} 1.0' in text
-    assert 'webcall_requests_refused_total{code="upstream_error",route="POST /webcall/sessions"} 1.0' in text
+    assert 'webcall_requests_refused_total{code="upstream_busy",route="POST /webcall/sessions"} 1.0' in text
     assert 'webcall_upstream_seconds_count{outcome="201",route="POST /web-calls"} 1.0' in text
     assert 'webcall_upstream_seconds_count{outcome="503",route="POST /web-calls"} 1.0' in text
     assert 'webcall_upstream_seconds_count{outcome="200",route="GET /agents/{id}"} 2.0' in text

@@ -274,7 +274,7 @@ async def test_upstream_4xx(make_host: MakeHost, emulator: EmulatorServer) -> No
 
 async def test_upstream_5xx_is_not_retried_for_the_billable_post(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host()
-    await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=503, count=1)
+    await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=500, count=1)
     await problem(await mint(client), 502, "upstream_error")
     assert await upstream_count(emulator, "POST /v1/web-calls") == 1
     assert emulator.state.calls == {}
@@ -284,12 +284,25 @@ async def test_upstream_5xx_is_not_retried_for_the_billable_post(make_host: Make
 async def test_upstream_5xx_after_retries_on_hang_up(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host()
     session = await (await mint(client)).json()
-    await add_fault(emulator, route="POST /v1/calls/{id}/end", kind="status", status=503, count=0)
+    await add_fault(emulator, route="POST /v1/calls/{id}/end", kind="status", status=502, count=0)
     response = await client.post(
         session["end_url"], headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {session['token']}"}
     )
     await problem(response, 502, "upstream_error")
     assert await upstream_count(emulator, "POST /v1/calls/{id}/end") == 3
+
+
+async def test_a_full_dialnexa_is_busy_not_broken(make_host: MakeHost, emulator: EmulatorServer) -> None:
+    """DialNexa's media side answering 503 (the emulator does at its limit of live calls) is a busy service: 503
+    upstream_busy with its Retry-After, and the call created for the start is hung up."""
+    client, handle = await make_host()
+    await add_fault(emulator, route="POST /v1/web-calls/{call_id}/whip", kind="status", status=503, count=1)
+    response = await mint(client)
+    await problem(response, 503, "upstream_busy")
+    assert int(response.headers["Retry-After"]) >= 1
+    (call,) = emulator.state.calls.values()
+    assert call.ended
+    assert await runtime(handle).store.active_slots() == 0
 
 
 async def test_upstream_429_is_retried(make_host: MakeHost, emulator: EmulatorServer) -> None:

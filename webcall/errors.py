@@ -200,7 +200,8 @@ def upstream_problem(err: DialNexaError, *, doing: str) -> HTTPProblem:
         return HTTPProblem(
             503, "upstream_unavailable", f"The voice service cannot be reached while {doing}.", retry_after=5
         )
-    if isinstance(err, DialNexaRateLimited):
+    if isinstance(err, DialNexaRateLimited) or (isinstance(err, DialNexaServerError) and err.status_code == 503):
+        # 429, or 503 Service Unavailable: DialNexa is full or briefly down, and says so (usually with Retry-After)
         return HTTPProblem(
             503,
             "upstream_busy",

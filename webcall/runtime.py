@@ -152,7 +152,7 @@ class Runtime:
                 tokens=self.tokens,
                 catalog=catalog,
                 metrics=self.metrics,
-                max_concurrent_calls=config.max_concurrent_calls,
+                max_concurrent_calls=upstream.call_cap(config.max_concurrent_calls),
                 max_call_seconds=config.max_call_seconds,
             )
             bus.on_deadline = desk.end_at_deadline

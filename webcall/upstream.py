@@ -33,6 +33,13 @@ class Upstream:
     agents: Mapping[str, Agent] = field(default_factory=dict)
     webhook_secret: str | None = field(default=None, repr=False)
     learns_public_url: bool = False
+    max_calls: int | None = None
+    """How many calls the upstream carries at once, when it says (the embedded emulator's media server); the plugin's
+    concurrent-call cap never exceeds it, so a visitor beyond it hears "all lines are busy", not a failure."""
+
+    def call_cap(self, configured: int) -> int:
+        """The concurrent-call cap to apply: the configured one, or what the upstream carries if that is lower."""
+        return configured if self.max_calls is None else min(configured, self.max_calls)
 
     @property
     def is_local(self) -> bool:

@@ -27,7 +27,8 @@ SEEDED_AGENTS = {
 async def embedded_emulator(*, port: int = 0) -> AsyncIterator[Upstream]:
     """Run a fresh emulator on loopback, with a random key and webhook secret, and describe it as an upstream."""
     api_key = f"emu_{secrets.token_hex(8)}:{secrets.token_urlsafe(24)}"
-    async with EmulatorServer(EmulatorConfig(api_keys=frozenset({api_key})), port=port) as emulator:
+    config = EmulatorConfig(api_keys=frozenset({api_key}))
+    async with EmulatorServer(config, port=port) as emulator:
         log.warning(
             "webcall: DIALNEXA_API_KEY is not set; calls go to the local DialNexa emulator at %s", emulator.base_url
         )
@@ -39,4 +40,5 @@ async def embedded_emulator(*, port: int = 0) -> AsyncIterator[Upstream]:
             agents=SEEDED_AGENTS,
             webhook_secret=secrets.token_urlsafe(32),
             learns_public_url=True,
+            max_calls=config.max_media_sessions,
         )
