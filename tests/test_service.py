@@ -143,6 +143,8 @@ def test_gunicorn_workers_share_tickets_limits_and_tokens_through_redis(
             started = start_call(service, STATIC_SITE, ticket=ticket)
             assert started.status_code == (201 if attempt < 4 else 429), started.text
 
+        for session in sessions:  # each worker logs its call events, as `serve` does, without a logging setup
+            service.wait_for_output(f"session.created {session['call_id']} agent=sales")
         for session in sessions:  # a token from any worker is honoured by whichever answers
             ended = httpx.post(
                 f"{service.url}{session['end_url']}",
@@ -150,4 +152,15 @@ def test_gunicorn_workers_share_tickets_limits_and_tokens_through_redis(
                 timeout=30,
             )
             assert ended.status_code == 200, ended.text
+        assert service.stop() == 0
+
+
+def test_on_the_embedded_emulator_the_cap_is_what_its_media_server_carries(tmp_path: Path) -> None:
+    """The plugin's default cap (20) is above the emulator's 16 live calls: the 17th visitor hears that every line
+    is busy (503 capacity_reached), not that the voice service failed."""
+    with running_service(SERVE, tmp_path, env=clean_environment(WEBCALL_RATE_LIMIT="100/60")) as service:
+        statuses = [start_call(service).status_code for _ in range(16)]
+        assert statuses == [201] * 16
+        busy = start_call(service)
+        assert busy.status_code == 503 and busy.json()["code"] == "capacity_reached", busy.text
         assert service.stop() == 0

@@ -125,6 +125,34 @@ async def test_oversized_and_unreadable_deliveries(make_host: MakeHost) -> None:
     assert response.status == 400 and (await response.json())["code"] == "invalid_event"
 
 
+async def test_an_event_about_a_call_the_plugin_holds_no_context_of_still_has_every_context_key(
+    make_host: MakeHost,
+) -> None:
+    """A call this plugin did not start (or whose context the store lost): the README's callback still runs."""
+    client, handle = await make_host(webhook_secrets=(NEW,))
+    identities: list[Any] = []
+
+    @handle.on_call_event.on("call.ended")
+    async def store_outcome(event: CallEvent) -> None:  # as the README writes it
+        identities.append((event.context["identity"], event.call.get("summary"), event.call.get("duration")))
+
+    await post(client, delivery("call_from_elsewhere", "call_ended", summary="Hello", status="completed"))
+    await runtime(handle).bus.drain()
+    assert identities == [(None, "Hello", None)]
+    assert await handle.dead_letters() == []
+    event = CallEvent(id="x", type="call.ended", call_id="call_y", time="now")
+    assert event.context == {
+        "call_id": "call_y",
+        "agent": None,
+        "agent_id": None,
+        "origin": None,
+        "identity": None,
+        "variables": {},
+        "created_at": None,
+    }
+    assert CallEvent.from_json({**event.to_json(), "context": None}).context == event.context
+
+
 async def test_event_carries_host_context_from_mint_time(make_host: MakeHost) -> None:
     def variables(request: Any, alias: str, agent: Agent) -> dict[str, str]:
         return {"customer_ref": "CRM-42"}

@@ -29,7 +29,7 @@ from . import ConfigError, DialNexaError, WebCallConfig, setup
 from .app import handle_of
 from .doctor import FAILED, Check, diagnose, failed
 from .keys import RUNTIME
-from .service import create_runner, create_service, prefix_from_env, run_service
+from .service import configure_logging, create_runner, create_service, prefix_from_env, run_service
 
 
 def refuse_what_cannot_work(host: web.Application) -> None:
@@ -82,9 +82,7 @@ def doctor(prefix: str, *, as_json: bool, place_test_call: bool) -> int:
 
 def serve(host: str, port: int, prefix: str) -> None:
     """Run the service until SIGINT/SIGTERM; open calls' streams are closed and the store flushed on the way out."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging()
     try:
         config = WebCallConfig.from_env()
         service = create_service(config, prefix=prefix)

@@ -34,22 +34,45 @@ def normalise(event_type: str) -> str:
     return f"dialnexa.{cleaned}"
 
 
+CONTEXT_KEYS = ("call_id", "agent", "agent_id", "origin", "identity", "variables", "created_at")
+"""What every event's ``context`` holds. The values are those stored when the call was started (the agent alias and
+id, the page's origin, the visitor's identity from ``authorize`` or a ticket, the ``{{variables}}``, when); for a
+call the plugin holds no context of (one it did not start, or whose context the store lost) they are ``None``, and
+``variables`` is empty."""
+
+
+def full_context(call_id: str, stored: dict[str, Any] | None) -> dict[str, Any]:
+    """``stored`` with every key of :data:`CONTEXT_KEYS` present, so host code can read any of them on any event."""
+    context: dict[str, Any] = {key: None for key in CONTEXT_KEYS}
+    context.update(call_id=call_id, variables={})
+    if stored:
+        context.update(stored)
+    return context
+
+
 @dataclass(frozen=True)
 class CallEvent:
-    """One event about one call, as the host's callbacks and the browser receive it."""
+    """One event about one call, as the host's callbacks and the browser receive it.
+
+    ``context`` is always a dict with every key of :data:`CONTEXT_KEYS` (``None`` where the plugin holds no context
+    for the call), so ``event.context["identity"]`` works on every event."""
 
     id: str
     type: str
     call_id: str
     time: str
     call: dict[str, Any] = field(default_factory=dict)
-    context: dict[str, Any] | None = None
+    context: dict[str, Any] = field(default_factory=dict)
     source: str = "dialnexa"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "context", full_context(self.call_id, self.context))
 
     @property
     def agent(self) -> str | None:
         """The agent alias the session was minted for (from the host context)."""
-        return self.context.get("agent") if self.context else None
+        agent = self.context.get("agent")
+        return agent if isinstance(agent, str) else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,7 +98,7 @@ class CallEvent:
             call_id=str(data["call_id"]),
             time=str(data["time"]),
             call=dict(data.get("call") or {}),
-            context=data.get("context"),
+            context=data.get("context") or {},
             source=str(data.get("source", "dialnexa")),
         )
 
@@ -130,5 +153,11 @@ def from_delivery(
     kind = normalise(event_type)
     call_id = str(call["id"])
     return CallEvent(
-        id=f"{call_id}:{kind}", type=kind, call_id=call_id, time=now_iso(), call=call, context=context, source=source
+        id=f"{call_id}:{kind}",
+        type=kind,
+        call_id=call_id,
+        time=now_iso(),
+        call=call,
+        context=context or {},
+        source=source,
     )

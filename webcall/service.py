@@ -61,9 +61,20 @@ def create_runner(service: web.Application, config: WebCallConfig, **settings: A
     return PeerLimitedRunner(service, connections_per_address=per_address, **settings)
 
 
+def configure_logging() -> None:
+    """Log the service's lines (one per call event, start-up, warnings) to stderr at INFO, unless whoever runs the
+    service configured logging already (a root handler, e.g. gunicorn's ``--log-config``); aiohttp's access log only
+    at WARNING."""
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
 async def app() -> web.AppRunner:
     """The service from the environment, in its runner: what gunicorn's aiohttp worker loads as
     ``webcall.service:app`` (the worker serves a runner it is given as it is)."""
+    configure_logging()
     config = WebCallConfig.from_env()
     if config.uses_emulator:
         log.warning(
