@@ -81,7 +81,7 @@ async def static_site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
     backend_process = running_service(
         [sys.executable, "-m", "tests.browser.ticket_backend", "{port}"],
         tmp_path,
-        env=clean_environment(PAGE_ORIGIN=origin, WEBCALL_TICKET_SECRET=TICKET_SECRET, PYTHONPATH=str(ROOT)),
+        env=clean_environment(PAGE_ORIGIN=origin, WEBCALL_TICKET_SECRETS=TICKET_SECRET, PYTHONPATH=str(ROOT)),
     )
     runner: web.AppRunner | None = None
     service = await enter(service_process)

@@ -1,7 +1,7 @@
 """A host's own backend, as a separate process: it signs call tickets with the README's Python snippet.
 
 ``python -m tests.browser.ticket_backend PORT``: ``GET /ticket`` answers ``{"ticket": "..."}`` for the visitor
-"user-grace" named Grace, with CORS for the page's origin (``PAGE_ORIGIN``); ``WEBCALL_TICKET_SECRET`` is the secret
+"user-grace" named Grace, with CORS for the page's origin (``PAGE_ORIGIN``); ``WEBCALL_TICKET_SECRETS`` is the secret
 shared with the webcall service.
 """
 
