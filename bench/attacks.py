@@ -20,18 +20,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.net import free_port
+from tests.net import RecordingServer, free_port
 from tests.offers import OFFER, TRANSPORT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,27 +147,6 @@ def toll_fraud(checkout: Path) -> Rows:
     ]
 
 
-class Listener:
-    """The attacker's HTTP server: records every request it receives."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        paths = self.paths
-
-        class Record(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                paths.append(self.path)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def ended_on_stream(target: Service, session: dict[str, Any], timeout: float = 15) -> bool:
     url = f"{target.url}{session['events_url']}"
     deadline = time.monotonic() + timeout
@@ -184,9 +161,8 @@ def ended_on_stream(target: Service, session: dict[str, Any], timeout: float = 1
 
 
 def forged_host(checkout: Path) -> Rows:
-    listener = Listener()
-    forged = f"127.0.0.1:{listener.port}/any/path?x="
-    with service(checkout) as target, httpx.Client(timeout=30) as http:
+    with RecordingServer() as listener, service(checkout) as target, httpx.Client(timeout=30) as http:
+        forged = f"127.0.0.1:{listener.port}/any/path?x="
         first = http.post(
             f"{target.url}/webcall/sessions",
             json={"agent": "sales", "offer": OFFER},
@@ -198,7 +174,6 @@ def forged_host(checkout: Path) -> Rows:
         for session in sessions:
             http.post(f"{target.url}{session['end_url']}", headers={"Authorization": f"Bearer {session['token']}"})
             ended += ended_on_stream(target, session)
-    listener.server.shutdown()
     return [
         ("forged Host", "webhook deliveries to the forged host", f"{len(listener.paths)}"),
         ("forged Host", "visitors' streams that got call.ended", f"{ended} of {len(sessions)}"),

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from webcall import ConfigError, WebCallConfig
-from webcall.limits import peer_group
+from webcall.guard import address_key
 
 from .offers import OFFER
 from .service import Service, clean_environment, running_service
@@ -179,10 +179,10 @@ def test_behind_trusted_proxies_the_proxy_limits_connections(tmp_path: Path) -> 
 
 
 def test_ipv6_peers_count_per_64_and_mapped_ipv4_as_ipv4() -> None:
-    assert peer_group("2001:db8:1:2:aaaa::1") == peer_group("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
-    assert peer_group("2001:db8:1:3::1") != peer_group("2001:db8:1:2::1")
-    assert peer_group("::ffff:203.0.113.7") == peer_group("203.0.113.7") == "203.0.113.7"
-    assert peer_group("fe80::1%eth0") == "fe80::/64"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:203.0.113.7") == address_key("203.0.113.7") == "203.0.113.7"
+    assert address_key("fe80::1%eth0") == "fe80::/64"
 
 
 def test_the_caps_come_from_the_environment_and_are_checked() -> None:

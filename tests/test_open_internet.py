@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import pytest
 from webcall.tickets import sign_ticket
 
 from .conftest import EMULATOR_API_KEY
-from .net import free_port
+from .net import RecordingServer
 from .offers import OFFER
 from .service import Service, clean_environment, running_service
 
@@ -47,35 +45,6 @@ def start_call(http: httpx.Client, service: Service, **body: Any) -> httpx.Respo
 
 
 # -- a forged Host header ------------------------------------------------------------------------------------------
-class Listener:
-    """An HTTP server on a loopback port that records every request it gets (the attacker's)."""
-
-    def __init__(self) -> None:
-        self.requests: list[str] = []
-        received = self.requests
-
-        class Record(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                received.append(self.path)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Record)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Listener:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def events_until_ended(service: Service, session: dict[str, Any], timeout: float = 30) -> list[str]:
     """The event types the call's browser stream carries, until ``call.ended`` (or the timeout)."""
     seen: list[str] = []
@@ -95,7 +64,7 @@ def events_until_ended(service: Service, session: dict[str, Any], timeout: float
 def test_a_forged_host_neither_moves_the_webhook_nor_lands_in_the_snippet(tmp_path: Path) -> None:
     """The first start after boot registers the embedded emulator's webhook: a forged ``Host`` (and an ``Origin`` to
     match it) must not send it, and every later visitor's transcript and end of call, to the attacker."""
-    with Listener() as attacker, running_service(SERVE, tmp_path, env=clean_environment()) as service:
+    with RecordingServer() as attacker, running_service(SERVE, tmp_path, env=clean_environment()) as service:
         forged = f"127.0.0.1:{attacker.port}/any/path?x="
         with httpx.Client(timeout=30) as http:
             first = http.post(
@@ -115,7 +84,7 @@ def test_a_forged_host_neither_moves_the_webhook_nor_lands_in_the_snippet(tmp_pa
                 )
                 assert ended.status_code == 200, ended.text
                 assert events_until_ended(service, session)[-1] == "call.ended"
-        assert attacker.requests == []
+        assert attacker.paths == []
 
 
 # -- garbage and the site-wide limit ----------------------------------------------------------------------------------

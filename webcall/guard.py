@@ -164,10 +164,11 @@ IPV6_GROUP_PREFIX = 64
 
 
 def address_key(ip: str) -> str:
-    """The key a visitor's address is counted under: an IPv4 address as it is (an IPv4-mapped IPv6 address too), an
-    IPv6 address by its /64 network; anything unreadable as it is."""
+    """The key a visitor's address is counted under, by every per-address limit (requests and connections): an IPv4
+    address as it is (an IPv4-mapped IPv6 address too), an IPv6 address by its /64 network (a link-local one without
+    its ``%zone``); anything unreadable as it is."""
     try:
-        address = ipaddress.ip_address(ip)
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
         return ip
     if isinstance(address, ipaddress.IPv6Address):

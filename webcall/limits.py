@@ -4,7 +4,7 @@
   does); :func:`event_streams_for` sizes the event-stream cap from the result.
 * :class:`EventStreams` owns every browser event stream of the process: a few per call, a cap in total, ``503``
   with ``Retry-After`` beyond either, and the subscriptions closed at shutdown.
-* :class:`PeerConnections` counts connections per peer address (IPv6 per /64, see :func:`peer_group`);
+* :class:`PeerConnections` counts connections per peer address (IPv6 per /64, see :func:`webcall.guard.address_key`);
   :class:`PeerLimitedServer` closes a connection over the cap as soon as it is accepted, before reading it, and
   :class:`PeerLimitedRunner` serves an application with that server (``serve`` and gunicorn's aiohttp worker).
 * :class:`AcceptErrorThrottle` is an event-loop exception handler that reports ``accept()`` failing for want of file
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +24,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from .errors import HTTPProblem
+from .guard import address_key
 from .store.base import Subscription
 
 log = logging.getLogger("webcall")
@@ -162,23 +162,6 @@ class EventStreams:
 
 
 # -- connections per peer address -------------------------------------------------------------------------------
-IPV6_GROUP_PREFIX = 64
-
-
-def peer_group(address: str) -> str:
-    """Whose connection this is: the IPv4 address, or the /64 of an IPv6 address (one subscriber's network; an
-    IPv4-mapped address counts as its IPv4 address). Anything else is its own group."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, IPV6_GROUP_PREFIX), strict=False))
-    return str(ip)
-
-
 class PeerConnections:
     """How many connections each peer group holds, against one cap for all."""
 
@@ -260,7 +243,7 @@ class PeerLimitedServer(web.Server):
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
-            group = peer_group(str(peer[0]))
+            group = address_key(str(peer[0]))
             if not self.peer_connections.admit(group):
                 # On the loop's next turn, once the handler waits for its first request (aborting sooner would end
                 # the handler before it has started): it is then cancelled, as any idle connection that closes.
