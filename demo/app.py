@@ -1,14 +1,20 @@
 """The demo host site: a landing page with the floating widget, agent and theme choices, a persona form whose
 values reach the agent through the ``variables`` hook, a live console fed by ``on_call_event``, and an embed page.
+
+The console is private to each visitor: the first page a browser opens gives it a random visitor cookie, the
+``variables`` hook stores a digest of that cookie with each call the browser starts, and the console streams a
+browser only the lines of calls stored with its own digest (a call without one is shown to nobody).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
-from collections import deque
+import secrets
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -24,6 +30,18 @@ from webcall.store.base import Mailbox
 
 HERE = Path(__file__).resolve().parent
 PERSONA_COOKIE = "demo_persona"
+VISITOR_COOKIE = "demo_visitor"
+"""A random id per browser (HttpOnly, SameSite=Lax), set by the first page it opens."""
+VISITOR_VARIABLE = "demo_visitor"
+"""The call's variable holding the digest of its visitor's cookie (never the cookie itself)."""
+_VISITOR_ID = re.compile(r"[A-Za-z0-9_-]{32}")
+VISITOR_MAX_AGE = 30 * 86400
+CONSOLE_LINES = 200
+"""Console lines kept per visitor (the newest)."""
+CONSOLE_VISITORS = 1000
+"""Visitors whose console lines are kept (those with the most recent calls)."""
+CONSOLE_BACKLOG = 30
+"""Lines a console shows from before it opened."""
 _CLEAN = re.compile(r"[\x00-\x1f\x7f{}<>]")
 
 AGENTS = {
@@ -56,21 +74,58 @@ TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("demo.templates")
 
 
 class Console:
-    """What the host's callback receives, kept for the page's live console (newest 200)."""
+    """What the host's callback receives, kept per visitor for the page's live console: the newest
+    ``lines_per_visitor`` lines of each of the ``visitors`` visitors with the most recent calls."""
 
-    def __init__(self) -> None:
-        self.lines: deque[dict[str, Any]] = deque(maxlen=200)
-        self.listeners: set[Mailbox[dict[str, Any]]] = set()
+    def __init__(self, *, lines_per_visitor: int = CONSOLE_LINES, visitors: int = CONSOLE_VISITORS) -> None:
+        self.lines_per_visitor = lines_per_visitor
+        self.visitors = visitors
+        self.lines: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
+        self.listeners: dict[str, set[Mailbox[dict[str, Any]]]] = {}
+        self.streams: set[Mailbox[dict[str, Any]]] = set()
 
     async def record(self, event: CallEvent) -> None:
+        visitor = visitor_of(event)
+        if visitor is None:  # not started from a demo page: no visitor's console shows it
+            return
+        kept = self.lines.get(visitor)
+        if kept is None:
+            kept = self.lines[visitor] = deque(maxlen=self.lines_per_visitor)
+        self.lines.move_to_end(visitor)
+        while len(self.lines) > self.visitors:
+            self.lines.popitem(last=False)
         for line in describe(event):
-            self.lines.append(line)
-            for box in list(self.listeners):
+            kept.append(line)
+            for box in list(self.listeners.get(visitor, ())):
                 box.put(line)
 
+    def backlog(self, visitor: str, count: int = CONSOLE_BACKLOG) -> list[dict[str, Any]]:
+        """The visitor's newest ``count`` lines."""
+        return list(self.lines.get(visitor, ()))[-count:]
+
+    def listen(self, visitor: str | None, box: Mailbox[dict[str, Any]]) -> None:
+        """Stream the visitor's new lines to ``box`` (none for a browser without a visitor id) until shutdown."""
+        self.streams.add(box)
+        if visitor is not None:
+            self.listeners.setdefault(visitor, set()).add(box)
+
+    def forget(self, visitor: str | None, box: Mailbox[dict[str, Any]]) -> None:
+        self.streams.discard(box)
+        if visitor is not None and visitor in self.listeners:
+            self.listeners[visitor].discard(box)
+            if not self.listeners[visitor]:
+                del self.listeners[visitor]
+
     async def close(self) -> None:
-        for box in list(self.listeners):
+        for box in list(self.streams):
             box.close()
+
+
+def visitor_of(event: CallEvent) -> str | None:
+    """The visitor digest stored with the event's call, if it was started from a demo page."""
+    variables = event.context.get("variables") or {}
+    visitor = variables.get(VISITOR_VARIABLE) if isinstance(variables, dict) else None
+    return visitor if isinstance(visitor, str) and visitor else None
 
 
 def describe(event: CallEvent) -> list[dict[str, Any]]:
@@ -85,7 +140,8 @@ def describe(event: CallEvent) -> list[dict[str, Any]]:
         "detail": "",
     }
     if event.type == "session.created":
-        head["detail"] = "variables: " + (", ".join(f"{k}={v}" for k, v in variables.items()) or "none")
+        shown = {k: v for k, v in variables.items() if k != VISITOR_VARIABLE}
+        head["detail"] = "variables: " + (", ".join(f"{k}={v}" for k, v in shown.items()) or "none")
     elif event.type == "call.started":
         head["detail"] = "media connected"
     elif event.type == "call.ended":
@@ -116,10 +172,41 @@ def persona(request: web.Request) -> dict[str, str]:
     return out
 
 
+def visitor_cookie(request: web.Request) -> str | None:
+    """The browser's visitor id, when it has a well-formed one."""
+    value = request.cookies.get(VISITOR_COOKIE, "")
+    return value if _VISITOR_ID.fullmatch(value) else None
+
+
+def visitor_digest(request: web.Request) -> str | None:
+    """Who the browser is, as stored with its calls: a digest of its visitor cookie, so nothing stored or logged
+    with a call lets anyone read that visitor's console."""
+    value = visitor_cookie(request)
+    return hashlib.sha256(value.encode()).hexdigest()[:32] if value is not None else None
+
+
+def give_visitor_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """A browser without a visitor id gets a random one."""
+    if visitor_cookie(request) is None:
+        response.set_cookie(
+            VISITOR_COOKIE,
+            secrets.token_urlsafe(24),
+            httponly=True,
+            samesite="Lax",
+            max_age=VISITOR_MAX_AGE,
+            secure=request.secure,
+        )
+
+
 async def persona_variables(request: web.Request, alias: str, agent: webcall.Agent) -> dict[str, str]:
-    """The host's ``variables`` hook: the visitor's persona from the demo form. What the visitor left out, the agent
-    fills from its own defaults ("Hello there!")."""
-    return persona(request)
+    """The host's ``variables`` hook: the visitor's persona from the demo form, and the visitor's digest, which ties
+    the call's events to that visitor's console. What the visitor left out, the agent fills from its own defaults
+    ("Hello there!")."""
+    values = persona(request)
+    visitor = visitor_digest(request)
+    if visitor is not None:
+        values[VISITOR_VARIABLE] = visitor
+    return values
 
 
 @web.middleware
@@ -142,7 +229,9 @@ def _choice(request: web.Request, name: str, options: dict[str, Any], default: s
 
 def _render(request: web.Request, template: str, **context: Any) -> web.Response:
     html = request.app[TEMPLATES].get_template(template).render(**context)
-    return web.Response(text=html, content_type="text/html")
+    response = web.Response(text=html, content_type="text/html")
+    give_visitor_cookie(request, response)
+    return response
 
 
 def _state(request: web.Request) -> dict[str, Any]:
@@ -188,17 +277,21 @@ async def save_persona(request: web.Request) -> web.Response:
     )
     response = web.HTTPSeeOther(back)
     response.set_cookie(PERSONA_COOKIE, json.dumps(data), httponly=True, samesite="Lax", max_age=86400)
+    give_visitor_cookie(request, response)
     raise response
 
 
 async def console_stream(request: web.Request) -> web.StreamResponse:
+    """The visitor's own console lines: the newest from before, then each as it comes. A browser without a visitor
+    cookie has no calls of its own, so it sees nothing."""
     console = request.app[CONSOLE]
+    visitor = visitor_digest(request)
     box: Mailbox[dict[str, Any]] = Mailbox(size=500)
-    console.listeners.add(box)
+    console.listen(visitor, box)
     stream = EventStream(request)
     try:
         await stream.open()
-        for line in list(console.lines)[-30:]:
+        for line in console.backlog(visitor) if visitor is not None else []:
             await stream.send(json.dumps(line))
         while True:
             try:
@@ -213,7 +306,7 @@ async def console_stream(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:  # the page was closed
         return stream.response
     finally:
-        console.listeners.discard(box)
+        console.forget(visitor, box)
 
 
 async def _close_console(app: web.Application) -> None:

@@ -95,3 +95,61 @@ async def test_demo_pages_run_under_their_csp_without_errors(demo: Demo, new_tab
     await tab.button("Open voice call").click()
     await tab.button("Start call").wait_visible()
     await tab.assert_clean()
+
+
+async def call_and_hang_up(tab: ChromiumTab, name: str) -> None:
+    """Save the persona, call the Sales agent, hear it greet ``name``, hang up and read the summary."""
+    page = tab.page
+    full_name, company = name.split(" / ")
+    await page.get_by_role("textbox", name="Your name").fill(full_name)
+    await page.get_by_role("textbox", name="Company").fill(company)
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_text(f"The agent will greet {full_name}.")).to_be_visible()
+    await page.locator(TAG).wait_for(state="attached")
+    await tab.button("Open voice call").click()
+    await tab.button("Start call").click()
+    await tab.wait_state(*LIVE)
+    await tab.transcript.wait_contains(f"Hello {full_name}!")
+    await tab.button("End call").click()
+    await tab.wait_state("ended")
+    console = page.get_by_role("list", name="Event console")
+    await expect(console.get_by_role("listitem").filter(has_text="summary").filter(has_text=full_name)).to_have_count(1)
+
+
+async def assert_console_private(tab: ChromiumTab, own: str, other: str) -> None:
+    """The tab's console shows its visitor's one call, with transcript and summary, and nothing of the other's."""
+    console = tab.page.get_by_role("list", name="Event console")
+    items = console.get_by_role("listitem")
+    own_name, own_company = own.split(" / ")
+    await expect(items.filter(has_text="session.created")).to_have_count(1)
+    await expect(items.filter(has_text="session.created")).to_contain_text(f"name={own_name}")
+    await expect(items.filter(has_text="session.created")).to_contain_text(f"company={own_company}")
+    await expect(items.filter(has_text="call.ended")).to_have_count(1)
+    await expect(items.filter(has_text="transcript").filter(has_text=own_name)).not_to_have_count(0)
+    text = await console.inner_text()
+    for word in [*other.replace(" / ", " ").split()]:
+        assert word not in text, f"{own}'s console shows {word!r} of {other}'s call:\n{text}"
+
+
+@pytest.mark.engines("chromium")
+async def test_each_visitor_sees_only_their_own_calls_in_the_console(demo: Demo, new_tab: NewTab) -> None:
+    """Two visitors (two browser contexts, two cookie jars) on the same demo: each console shows that visitor's
+    call, its transcript and summary, live and after a reload, and never the other's name, company or words."""
+    ada, grace = "Ada Lovelace / Analytical", "Grace Hopper / Navy"
+    ada_tab = await new_tab(demo.url, "/?agent=sales", inject_probe=True)
+    grace_tab = await new_tab(demo.url, "/?agent=sales", inject_probe=True)
+    assert isinstance(ada_tab, ChromiumTab) and isinstance(grace_tab, ChromiumTab)
+    cookies = {c["name"]: c for c in await ada_tab.context.cookies()}
+    visitor = cookies["demo_visitor"]
+    assert visitor["httpOnly"] and visitor["sameSite"] == "Lax"
+    assert visitor["value"] != {c["name"]: c for c in await grace_tab.context.cookies()}["demo_visitor"]["value"]
+
+    await call_and_hang_up(ada_tab, ada)  # Grace's console is open while Ada calls
+    await call_and_hang_up(grace_tab, grace)  # and Ada's while Grace calls
+    await assert_console_private(ada_tab, ada, grace)
+    await assert_console_private(grace_tab, grace, ada)
+
+    for tab, own, other in ((ada_tab, ada, grace), (grace_tab, grace, ada)):
+        await tab.page.reload()  # the backlog, too, is the visitor's own
+        await assert_console_private(tab, own, other)
+        await tab.assert_clean()
