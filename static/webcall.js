@@ -967,6 +967,10 @@
     constructor(handlers) {
       this.#handlers = handlers;
       const peer = (this.#peer = new RTCPeerConnection());
+      // Without a microphone this transceiver has no track: the call is receive-only and sends no RTP at all,
+      // which a media server accepts (a silent track would cost upload for nothing). Liveness is the connection's:
+      // the browser keeps answering and sending ICE consent checks and RTCP reports on the agent's audio. Staying
+      // "sendrecv" lets a microphone plugged in later be attached with replaceTrack, without renegotiating.
       this.#microphoneSender = peer.addTransceiver("audio", { direction: "sendrecv" }).sender;
       const channel = (this.#channel = peer.createDataChannel("events"));
       channel.onmessage = (event) => {

@@ -196,14 +196,15 @@ async def test_connection_lost_mid_call(site: Site, new_tab: NewTab) -> None:
     drop_media(emulator, call_id)
     if tab.engine == "chromium":
         # Chromium's ICE notices its unanswered consent checks within seconds: the widget says it is reconnecting.
-        # Firefox's takes longer than DialNexa takes to end the silent call (network_failure, about 9 s here), so
+        # Firefox's takes longer than DialNexa takes to end a call it hears nothing from (no RTP, RTCP or ICE
+        # check: network_failure, about 9 s here), so
         # its visitor goes straight to the message below.
         await tab.status.wait_text("Reconnecting…", within=15)
     await tab.wait_state("ended", within=20)
     await tab.status.wait_text("Call ended: the connection was lost")
     assert (await tab.events("ended"))[0]["detail"]["reason"] in ("connection_lost", "network_failure")
 
-    # The widget sent no hang-up: DialNexa notices the silence and records a network failure.
+    # The widget sent no hang-up: DialNexa notices that nothing arrives any more and records a network failure.
     async def recorded() -> bool:
         return bool((await call_record(emulator, call_id))["ended"])
 

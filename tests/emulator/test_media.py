@@ -113,10 +113,15 @@ class Answer:
 class Browser:
     """A browser stand-in: an aiortc peer connection with an ``events`` data channel and a microphone."""
 
-    def __init__(self) -> None:
+    def __init__(self, microphone: str = "track") -> None:
+        """``microphone``: "track" sends one; "none" offers ``sendrecv`` without a track (as the widget does when the
+        microphone is refused), "recvonly" offers a receive-only transceiver."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = PacedAudioTrack()
-        self.pc.addTrack(self.mic)
+        if microphone == "track":
+            self.pc.addTrack(self.mic)
+        else:
+            self.pc.addTransceiver("audio", direction="sendrecv" if microphone == "none" else "recvonly")
         self.channel = self.pc.createDataChannel("events")
         self.messages: list[dict[str, Any]] = []
         self._changed = asyncio.Event()
@@ -595,3 +600,78 @@ async def test_control_route_is_404_for_a_call_without_media(emu: Client) -> Non
     web_call = await mint(emu)
     response = await emu.get(f"/_control/media/{web_call['id']}")
     assert response.status == 404
+
+
+# -- liveness -----------------------------------------------------------------------------------------------------
+
+
+def cut_network(browser: Browser) -> None:
+    """The browser's network goes away: its ICE sockets close without a word (no DTLS close_notify, no DELETE)."""
+    pc = browser.pc
+    dtls = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        dtls.append(pc.sctp.transport)
+    connections = {id(d.transport._connection): d.transport._connection for d in dtls if d is not None}
+    assert connections, "the call has no ICE transport"
+    for connection in connections.values():
+        for protocol in connection._protocols:
+            # Nothing leaves any more; closing the sockets outright would let aiortc say goodbye on the way.
+            vars(protocol).update(send_stun=lambda *args: None, send_data=_send_nothing)
+            protocol.transport.close()
+
+
+async def _send_nothing(*args: Any) -> None:
+    return None
+
+
+@pytest.mark.parametrize("microphone", ["none", "recvonly"])
+async def test_receive_only_call_is_not_ended_for_silence(emu: Client, microphone: str) -> None:
+    """A caller without a microphone sends no audio at all, yet its connection lives: the call goes on (the
+    defaults would have ended a silent call after 4 s + 5 s)."""
+    settings = MediaSettings()
+    assert settings.media_timeout + settings.network_grace < 20
+    browser = Browser(microphone)
+    try:
+        web_call = await connect(emu, browser, "agent_quick", name="Priya")
+        await browser.message(type="agent_state", state="listening")
+        assert browser.hears_agent()
+
+        await asyncio.sleep(20)
+
+        record = await call_record(emu, web_call["id"])
+        assert record["end_reason"] is None, record
+        seen = await media(emu, web_call["id"])
+        assert seen["connected"] and seen["frames_received"] == 0, seen
+        assert not any(m.get("type") == "call_ended" for m in browser.messages)
+        frames = browser.audio_frames
+        await browser.until(lambda: browser.audio_frames >= frames + 25, within=2)  # still hears the agent
+    finally:
+        await browser.close()
+
+
+@pytest.mark.parametrize("microphone", ["track", "recvonly"])
+async def test_call_whose_transport_closes_ends_with_network_failure(
+    aiohttp_client: Callable[..., Any], microphone: str
+) -> None:
+    app = web.Application()
+    state = EmulatorState(api_keys={API_KEY}, agents=dict(AGENTS))
+    setup_media(app, state, settings=MediaSettings(media_timeout=1.0, network_grace=1.0))
+    emu: Client = await aiohttp_client(app)
+    agent = state.agents["agent_quick"]
+    call = state.create_call(type="web", agent=agent, version=agent.versions[0], metadata={"name": "Priya"})
+    assert call.access_token is not None
+    browser = Browser(microphone)
+    try:
+        answer = await browser.offer(emu, f"/v1/web-calls/{call.id}/whip", call.access_token)
+        assert answer.status == 201, answer.text
+        await browser.message(type="agent_state", state="listening")
+
+        cut_network(browser)
+
+        async def ended() -> bool:
+            return call.ended
+
+        await eventually(ended, within=6)
+        assert call.end_reason == "network_failure", (call.status, call.end_reason)
+    finally:
+        await browser.close()

@@ -6,7 +6,9 @@ Lifecycle, as the emulator's call record sees it:
 - the browser DELETEs the session, or closes its peer connection → ``user_disconnected``;
 - the simulated agent says its closing line → ``agent_disconnected`` (announced on the data channel first);
 - the agent's ``max_call_duration_sec`` elapses → a short closing line, then ``max_duration_reached``;
-- the connection fails and does not recover within ``network_grace`` s, or never connects → ``network_failure``;
+- the connection fails, or nothing at all arrives from the browser (no audio, RTCP, ICE check or data) for
+  ``media_timeout`` s, and it does not recover within ``network_grace`` s, or it never connects → ``network_failure``.
+  A caller who sends no audio (no microphone) is alive as long as the transport is: the call lasts.
 - the call is ended elsewhere (REST ``POST /v1/calls/{id}/end``) → ``call_ended`` is sent and the media closes.
 """
 
@@ -31,6 +33,7 @@ from webcall.emulator.state import Call, EmulatedAgent, EmulatorState, InvalidTr
 
 from .agent import MAX_DURATION_LINE, run_agent
 from .candidates import host_addresses, usable_offer
+from .liveness import InboundWatch
 from .stt import Transcriber
 from .tracks import PacedAudioTrack, frame_to_mono
 from .tts import Synthesizer
@@ -53,7 +56,11 @@ class MediaSettings:
     network_grace: float = 5.0
     """How long a failed connection may take to recover before the call ends with ``network_failure``."""
     media_timeout: float = 4.0
-    """No caller audio packet for this long means the network is gone (ICE consent takes ~30 s to notice)."""
+    """Nothing from the browser for this long (no audio, RTCP, ICE check or data) means the network may be gone;
+    aiortc's ICE consent takes ~30 s to notice. A browser that sends no audio still checks consent every few seconds
+    and reports on the agent's audio, so silence alone never ends a call."""
+    watch_interval: float = 0.25
+    """How often the session looks at when the browser was last heard from."""
     hangup_tail: float = 0.3
     """Pause after the agent's last line before it hangs up, so the browser plays the line to its end."""
     transcribe: bool = True
@@ -103,7 +110,8 @@ class MediaSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._agent_task: asyncio.Task[None] | None = None
         self._grace_task: asyncio.Task[None] | None = None
-        self.stalled = False  # no caller audio for media_timeout seconds
+        self.inbound = InboundWatch()
+        self.stalled = False  # nothing from the browser for media_timeout seconds
         self._close_task: asyncio.Task[None] | None = None
         self.ending = False
         self.closed = False
@@ -162,6 +170,7 @@ class MediaSession:
             )
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            self.inbound.attach(pc)
             if not any(t.kind == "audio" for t in pc.getTransceivers()):
                 raise NegotiationError("The SDP offer has no audio section.")
             pc.addTrack(self.voice)
@@ -222,6 +231,7 @@ class MediaSession:
                     except InvalidTransition:
                         self.log(logging.WARNING, "could not mark the call initiated from %s", self.call.status)
                 self.spawn(self._watch_duration(), "max-duration")
+                self.spawn(self._watch_inbound(), "inbound")
         elif connection_state in ("failed", "disconnected"):
             if self._grace_task is None:
                 self._grace_task = self.spawn(self._network_grace(), "network-grace")
@@ -229,19 +239,31 @@ class MediaSession:
             # The browser closed its peer connection (DTLS close_notify) without a DELETE.
             self.end("user_disconnected")
 
-    def _media_stalled(self) -> None:
-        if self.stalled or self.ending:
-            return
-        self.stalled = True
-        self.log(logging.WARNING, "no caller audio for %.1f s: the network may be gone", self.settings.media_timeout)
-        if self._grace_task is None:
-            self._grace_task = self.spawn(self._network_grace(), "network-grace")
+    async def _watch_inbound(self) -> None:
+        """Liveness as a media server judges it: anything arriving on the transport, not the caller's audio.
+
+        Nothing for ``media_timeout`` s: the network may be gone; nothing for ``network_grace`` s more: it is.
+        """
+        timeout, grace = self.settings.media_timeout, self.settings.network_grace
+        while not self.ending:
+            await asyncio.sleep(self.settings.watch_interval)
+            silent_for = self.inbound.silent_for(time.monotonic())
+            if silent_for is None or silent_for >= timeout + grace:
+                self.log(logging.WARNING, "nothing from the browser for %.1f s: the network is gone", timeout + grace)
+                self.end("network_failure")
+                return
+            if silent_for >= timeout and not self.stalled:
+                self.stalled = True
+                self.log(logging.INFO, "nothing from the browser for %.1f s: the network may be gone", timeout)
+            elif silent_for < timeout and self.stalled:
+                self.stalled = False
+                self.log(logging.INFO, "the browser is heard from again")
 
     async def _network_grace(self) -> None:
         await asyncio.sleep(self.settings.network_grace)
         self._grace_task = None
-        if self.pc.connectionState != "connected" or self.stalled:
-            self.log(logging.WARNING, "media did not recover within %.1f s", self.settings.network_grace)
+        if self.pc.connectionState != "connected":
+            self.log(logging.WARNING, "the connection did not recover within %.1f s", self.settings.network_grace)
             self.end("network_failure")
 
     async def _connect_deadline(self) -> None:
@@ -257,16 +279,9 @@ class MediaSession:
         first = True
         while True:
             try:
-                async with asyncio.timeout(self.settings.media_timeout):
-                    frame = await track.recv()
-            except TimeoutError:
-                self._media_stalled()
-                continue
+                frame = await track.recv()
             except MediaStreamError:
                 return
-            if self.stalled:
-                self.stalled = False
-                self.log(logging.INFO, "caller audio is back")
             if not isinstance(frame, AudioFrame):
                 continue
             if first:
