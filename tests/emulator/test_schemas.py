@@ -1,14 +1,13 @@
-"""The emulator against DialNexa's published JSON Schemas (``shared/dialnexa/schemas``, or ``$DIALNEXA_SCHEMAS``).
+"""The emulator against DialNexa's published JSON Schemas (copied into ``tests/emulator/schemas``; see its README).
 
 Documented request examples must be accepted, responses must validate against the matching response schemas, and
-every error body against ``error-response.schema.json``. Skipped when the schemas are not present.
+every error body against ``error-response.schema.json``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,11 @@ from webcall.emulator import EmulatorConfig, EmulatorServer, default_agents
 from webcall.emulator.state import AgentVersion, EmulatedAgent
 from webcall.emulator.webhooks import undocumented
 
-
-def schemas_dir() -> Path:
-    override = os.environ.get("DIALNEXA_SCHEMAS")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[3] / "shared" / "dialnexa" / "schemas"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
 def load(name: str) -> dict[str, Any]:
-    path = schemas_dir() / name
-    if not path.is_file():
-        pytest.skip(f"DialNexa schema {name} not found under {schemas_dir()} (set DIALNEXA_SCHEMAS)")
-    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
     return schema
 
 
@@ -59,20 +50,17 @@ def examples(schema: dict[str, Any]) -> list[dict[str, Any]]:
 def agents_for_examples() -> dict[str, EmulatedAgent]:
     """The default agents plus one agent per ``agent_id`` the request examples name (versions 1 and 2, published)."""
     agents = default_agents()
-    if schemas_dir().is_dir():
-        for body in examples(load("post-v1-calls.request.schema.json")):
-            agent_id = body.get("agent_id")
-            if isinstance(agent_id, str) and agent_id not in agents:
-                versions = [AgentVersion(version_number=n) for n in (1, 2)]
-                agents[agent_id] = EmulatedAgent(id=agent_id, name="Example Agent", welcome_message="Hello {{name}}")
-                agents[agent_id].versions = versions
+    for body in examples(load("post-v1-calls.request.schema.json")):
+        agent_id = body.get("agent_id")
+        if isinstance(agent_id, str) and agent_id not in agents:
+            versions = [AgentVersion(version_number=n) for n in (1, 2)]
+            agents[agent_id] = EmulatedAgent(id=agent_id, name="Example Agent", welcome_message="Hello {{name}}")
+            agents[agent_id].versions = versions
     return agents
 
 
 @pytest.fixture
 async def emu() -> AsyncIterator[EmulatorServer]:
-    if not schemas_dir().is_dir():
-        pytest.skip(f"DialNexa schemas not found at {schemas_dir()} (set DIALNEXA_SCHEMAS)")
     config = EmulatorConfig(agents=agents_for_examples(), phone_ring_seconds=0.01, phone_talk_seconds=0.02)
     async with EmulatorServer(config) as server:
         yield server
