@@ -36,6 +36,7 @@ import webcall
 from webcall import Agent, WebCallConfig
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.media import MEDIA_HUB
+from webcall.emulator.media.liveness import ice_connections
 from webcall.emulator.media.tts import OUTPUT_RATE, get_synthesizer, write_wav
 from webcall.emulator.server import EmulatorServer
 from webcall.events import CallEvent
@@ -329,11 +330,7 @@ def drop_media(emulator: EmulatorServer, call_id: str) -> None:
     checks go unanswered and its peer connection goes ``disconnected``; HTTP (WHIP DELETE, the REST API) still works.
     """
     session = emulator.app[MEDIA_HUB].by_call[call_id]
-    pc = session.pc
-    dtls = [t.receiver.transport for t in pc.getTransceivers()]
-    if pc.sctp is not None:
-        dtls.append(pc.sctp.transport)
-    connections = {id(d.transport._connection): d.transport._connection for d in dtls if d is not None}
+    connections = ice_connections(session.pc)
     assert connections, "the call has no ICE transport"
 
     def drop(*args: Any) -> None:
@@ -342,7 +339,7 @@ def drop_media(emulator: EmulatorServer, call_id: str) -> None:
     async def drop_async(*args: Any) -> None:
         return None
 
-    for connection in connections.values():
+    for connection in connections:
         for protocol in connection._protocols:
             # Instance attributes shadow the methods asyncio and aioice call.
             vars(protocol).update(datagram_received=drop, send_stun=drop, send_data=drop_async)

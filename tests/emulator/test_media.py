@@ -33,6 +33,7 @@ from webcall.emulator.keys import STATE_KEY
 from webcall.emulator.media import MediaSettings, setup_media
 from webcall.emulator.media.agent import MAX_DURATION_LINE
 from webcall.emulator.media.candidates import usable_offer
+from webcall.emulator.media.liveness import ice_connections
 from webcall.emulator.media.tracks import PacedAudioTrack, frame_to_mono
 from webcall.emulator.media.tts import get_synthesizer, write_wav
 from webcall.emulator.media.vad import rms
@@ -607,13 +608,9 @@ async def test_control_route_is_404_for_a_call_without_media(emu: Client) -> Non
 
 def cut_network(browser: Browser) -> None:
     """The browser's network goes away: its ICE sockets close without a word (no DTLS close_notify, no DELETE)."""
-    pc = browser.pc
-    dtls = [t.receiver.transport for t in pc.getTransceivers()]
-    if pc.sctp is not None:
-        dtls.append(pc.sctp.transport)
-    connections = {id(d.transport._connection): d.transport._connection for d in dtls if d is not None}
+    connections = ice_connections(browser.pc)
     assert connections, "the call has no ICE transport"
-    for connection in connections.values():
+    for connection in connections:
         for protocol in connection._protocols:
             # Nothing leaves any more; closing the sockets outright would let aiortc say goodbye on the way.
             vars(protocol).update(send_stun=lambda *args: None, send_data=_send_nothing)

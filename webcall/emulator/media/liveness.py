@@ -16,7 +16,7 @@ from typing import Any
 from aioice import Connection
 from aiortc import RTCPeerConnection
 
-__all__ = ["InboundWatch"]
+__all__ = ["InboundWatch", "ice_connections"]
 
 
 class InboundWatch:
@@ -28,7 +28,7 @@ class InboundWatch:
 
     def attach(self, pc: RTCPeerConnection) -> int:
         """Watch every ICE connection ``pc`` has now (call after the remote description); returns how many."""
-        for connection in _ice_connections(pc):
+        for connection in ice_connections(pc):
             if id(connection) in self._watched:
                 continue
             self._watched.add(id(connection))
@@ -59,7 +59,8 @@ class InboundWatch:
         vars(connection).update(data_received=on_data, request_received=on_request)
 
 
-def _ice_connections(pc: RTCPeerConnection) -> list[Connection]:
+def ice_connections(pc: RTCPeerConnection) -> list[Connection]:
+    """The ICE connections under ``pc``'s transports (one when bundled), from aiortc's private ``_connection``."""
     transports = [t.receiver.transport for t in pc.getTransceivers()]
     if pc.sctp is not None:
         transports.append(pc.sctp.transport)
