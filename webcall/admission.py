@@ -50,6 +50,8 @@ class Admitted:
     origin: str
     body: dict[str, Any]
     identity: str | None
+    address: str
+    """The visitor's address as every per-address limit counts it (:func:`guard.address_key`)."""
     ticket: CallTicket | None = None
     slot: Slot | None = None
     """The concurrent-call slot claimed for a start request (``claim_slot``); the caller gives it to the call, or
@@ -67,7 +69,8 @@ async def receive(request: web.Request, runtime: Runtime) -> Received:
 async def admit(request: web.Request, runtime: Runtime, received: Received, *, claim_slot: bool = False) -> Admitted:
     """Count a well-formed request (per address, site-wide, and with ``claim_slot`` a concurrent-call slot), then
     run the host's hooks and the per-identity limit."""
-    slot = await _count_visit(request, runtime, claim_slot=claim_slot)
+    address = guard.address_key(guard.client_ip(request, runtime.config.trusted_proxies))
+    slot = await _count_visit(runtime, address, claim_slot=claim_slot)
     ticket = received.ticket
     try:
         identity = await _authorize(request, runtime, received.body)
@@ -78,7 +81,9 @@ async def admit(request: web.Request, runtime: Runtime, received: Received, *, c
     except BaseException:
         await _withdraw(runtime, slot)
         raise
-    return Admitted(origin=received.origin, body=received.body, identity=identity, ticket=ticket, slot=slot)
+    return Admitted(
+        origin=received.origin, body=received.body, identity=identity, address=address, ticket=ticket, slot=slot
+    )
 
 
 async def withdraw(runtime: Runtime, admitted: Admitted) -> None:
@@ -165,11 +170,10 @@ GLOBAL_LIMIT_KEY = "rl:global"
 """The site-wide counter: well-formed requests from every address together (a flood from many addresses)."""
 
 
-async def _count_visit(request: web.Request, runtime: Runtime, *, claim_slot: bool) -> Slot | None:
-    """Per visitor IP and for the whole site (a flood from many addresses), counted together in one step; with
-    ``claim_slot``, a concurrent-call slot is claimed in that step too (unless a limit refuses the visit)."""
+async def _count_visit(runtime: Runtime, address: str, *, claim_slot: bool) -> Slot | None:
+    """Per visitor ``address`` and for the whole site (a flood from many addresses), counted together in one step;
+    with ``claim_slot``, a concurrent-call slot is claimed in that step too (unless a limit refuses the visit)."""
     config = runtime.config
-    address = guard.address_key(guard.client_ip(request, config.trusted_proxies))
     limits = [(f"rl:ip:{address}", config.rate_limit), (GLOBAL_LIMIT_KEY, config.global_rate_limit)]
     slot = None
     if claim_slot:

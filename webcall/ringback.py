@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
-from aiohttp import web
 from phonenumbers import PhoneNumber, PhoneNumberType
 
-from . import guard
+from .admission import Admitted
 from .config import WebCallConfig
 from .errors import HTTPProblem
 from .runtime import Runtime
@@ -147,12 +146,10 @@ def _kind_refused() -> HTTPProblem:
     return HTTPProblem(403, NOT_ALLOWED, "We can't call this kind of number; please give a landline or mobile number.")
 
 
-def requester(request: web.Request, config: WebCallConfig, identity: str | None) -> str:
+def requester(admitted: Admitted) -> str:
     """Who asks for a call-back, for the per-number count: the identity the site gave them, else their address (as
     the visit limits count it)."""
-    if identity:
-        return f"id:{identity}"
-    return "ip:" + guard.address_key(guard.client_ip(request, config.trusted_proxies))
+    return f"id:{admitted.identity}" if admitted.identity else f"ip:{admitted.address}"
 
 
 async def spend_budgets(runtime: Runtime, to: Destination, asked_by: str) -> Spent:

@@ -8,6 +8,7 @@ which the ``emulator`` extra provides. That lazy import is the one place the cor
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -41,11 +42,12 @@ class Upstream:
         """The concurrent-call cap to apply: the configured one, or what the upstream carries if that is lower."""
         return configured if self.max_calls is None else min(configured, self.max_calls)
 
-    @property
+    @functools.cached_property
     def is_local(self) -> bool:
         """Whether the upstream runs on this machine: its base URL's host is loopback (the embedded emulator, or
         ``python -m webcall.emulator`` reached through ``DIALNEXA_BASE_URL=http://127.0.0.1:...``). Its media server
-        can then reach the browser's loopback and private addresses, which a DialNexa on the Internet cannot."""
+        can then reach the browser's loopback and private addresses, which a DialNexa on the Internet cannot. Worked out
+        once (every start and ICE fragment asks)."""
         host = (urlsplit(self.base_url).hostname or "").rstrip(".")
         if host == "localhost" or host.endswith(".localhost"):
             return True

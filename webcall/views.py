@@ -444,7 +444,7 @@ async def request_callback(request: web.Request) -> web.Response:
     alias, agent = admission.choose_agent(runtime, received)
     admitted = await admission.admit(request, runtime, received)  # counted from here
     try:
-        spent = await ringback.spend_budgets(runtime, to, ringback.requester(request, config, admitted.identity))
+        spent = await ringback.spend_budgets(runtime, to, ringback.requester(admitted))
     except BaseException:
         await admission.withdraw(runtime, admitted)
         raise
