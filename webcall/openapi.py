@@ -142,6 +142,7 @@ SCHEMAS: dict[str, Any] = {
             "upstream": _STR,
             "agents": {"type": "array", "items": _STR},
             "active_calls": {"type": "integer"},
+            "reason": {**_STR, "description": "Why the store cannot be used (only when unavailable)."},
         },
     },
     "DeliveryEnvelope": {
