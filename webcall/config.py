@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -19,6 +20,7 @@ from aiohttp import web
 from phonenumbers import SUPPORTED_REGIONS
 
 from .errors import ConfigError
+from .ice import DEFAULT_TURN_TTL, MAX_ICE_SERVERS, IceServersHook, TurnRest, check_ice_server
 
 DEFAULT_BASE_URL = "https://api.dialnexa.com/v1"
 ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -129,6 +131,11 @@ class WebCallConfig:
     callback_countries: tuple[str, ...] = ()
     callback_country_hourly_limit: int = 30
     callback_hourly_limit: int = 100
+    ice_servers: tuple[Mapping[str, Any], ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str | None = field(default=None, repr=False)
+    turn_ttl: int = DEFAULT_TURN_TTL
+    ice_servers_hook: IceServersHook | None = field(default=None, repr=False)
     variables: VariablesHook | None = field(default=None, repr=False)
     authorize: AuthorizeHook | None = field(default=None, repr=False)
     bot_check: BotCheckHook | None = field(default=None, repr=False)
@@ -141,6 +148,10 @@ class WebCallConfig:
         set_(self, "ticket_secrets", _secret_list(self.ticket_secrets))
         set_(self, "webhook_events", _secret_list(self.webhook_events))
         set_(self, "callback_countries", _country_codes(self.callback_countries))
+        set_(self, "turn_urls", _secret_list(self.turn_urls))
+        set_(self, "ice_servers", _ice_servers(self.ice_servers))
+        if self.turn_secret is not None and not self.turn_secret.strip():
+            set_(self, "turn_secret", None)
         set_(self, "agents", dict(self.agents))
         if self.api_key is not None and not self.api_key.strip():
             set_(self, "api_key", None)
@@ -254,6 +265,13 @@ class WebCallConfig:
                 "WEBCALL_SESSION_SECRET (session_secrets) to the same value of at least 32 bytes on every worker, "
                 "e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
             )
+        if bool(self.turn_urls) != (self.turn_secret is not None):
+            raise ConfigError(
+                "TURN credentials are minted from turn_urls (WEBCALL_TURN_URLS) and turn_secret (WEBCALL_TURN_SECRET) "
+                "together: set both (the secret is coturn's static-auth-secret), or neither."
+            )
+        if self.turn_urls:
+            self.turn  # noqa: B018 - TurnRest checks the URLs, the secret and the lifetime
         if self.api_key is not None and not self.agents:
             raise ConfigError(
                 "No agents configured: pass agents={'sales': webcall.Agent(id='agent_...')} or set WEBCALL_AGENTS."
@@ -263,6 +281,13 @@ class WebCallConfig:
     def uses_emulator(self) -> bool:
         """True when no API key is configured: the plugin then runs the local DialNexa emulator in-process."""
         return self.api_key is None
+
+    @property
+    def turn(self) -> TurnRest | None:
+        """The TURN servers whose credentials are minted per visitor, when ``turn_urls`` are configured."""
+        if not self.turn_urls or self.turn_secret is None:
+            return None
+        return TurnRest(urls=self.turn_urls, secret=self.turn_secret, ttl=self.turn_ttl)
 
     @property
     def generated_session_secret(self) -> bool:
@@ -299,6 +324,11 @@ class WebCallConfig:
         text("WEBCALL_PUBLIC_URL", "public_url")
         text("WEBCALL_STORE", "store")
         text("WEBCALL_CALLBACK_COUNTRIES", "callback_countries")
+        text("WEBCALL_TURN_URLS", "turn_urls")
+        text("WEBCALL_TURN_SECRET", "turn_secret")
+        number("WEBCALL_TURN_TTL", "turn_ttl", int)
+        if env.get("WEBCALL_ICE_SERVERS", "").strip():
+            values["ice_servers"] = _ice_servers_json(env["WEBCALL_ICE_SERVERS"])
         number("WEBCALL_IDENTITY_RATE_LIMIT", "identity_rate_limit", int)
         number("WEBCALL_GLOBAL_RATE_LIMIT", "global_rate_limit", int)
         number("WEBCALL_MAX_CONCURRENT_CALLS", "max_concurrent_calls", int)
@@ -336,6 +366,27 @@ class WebCallConfig:
         if unknown:
             raise ConfigError(f"Unknown configuration option(s): {', '.join(sorted(unknown))}.")
         return cls(**values)
+
+
+def _ice_servers(servers: object) -> tuple[dict[str, Any], ...]:
+    """``ice_servers`` checked and copied (a list of ``RTCIceServer`` dictionaries)."""
+    where = "ice_servers (WEBCALL_ICE_SERVERS)"
+    if isinstance(servers, Mapping) or not isinstance(servers, list | tuple):
+        raise ConfigError(
+            f'{where} must be a list of RTCIceServer objects, e.g. [{{"urls": "stun:stun.example.com"}}].'
+        )
+    if len(servers) > MAX_ICE_SERVERS:
+        raise ConfigError(f"{where}: at most {MAX_ICE_SERVERS} servers; more only slow the browser's gathering down.")
+    return tuple(check_ice_server(server, where=where) for server in servers)
+
+
+def _ice_servers_json(raw: str) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise ConfigError(
+            f"WEBCALL_ICE_SERVERS is not JSON ({error.msg}); give a list of RTCIceServer objects."
+        ) from None
 
 
 def refuse_unprintable(setting: str, value: str) -> None:
