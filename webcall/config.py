@@ -383,7 +383,7 @@ def _ice_servers(servers: object) -> tuple[dict[str, Any], ...]:
 def _ice_servers_json(raw: str) -> object:
     try:
         return json.loads(raw)
-    except ValueError as error:
+    except json.JSONDecodeError as error:
         raise ConfigError(
             f"WEBCALL_ICE_SERVERS is not JSON ({error.msg}); give a list of RTCIceServer objects."
         ) from None
