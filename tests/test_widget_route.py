@@ -8,7 +8,7 @@ import hashlib
 
 import brotli
 
-from webcall.resources import minify_script, static_dir
+from webcall.resources import static_dir, widget_asset
 
 from .conftest import MakeHost
 
@@ -16,7 +16,7 @@ from .conftest import MakeHost
 async def test_widget_served_with_validators(make_host: MakeHost) -> None:
     client, handle = await make_host()
     source = (static_dir() / "webcall.js").read_text(encoding="utf-8")
-    raw = minify_script(source).encode()  # served minified; the validators are over the bytes served
+    raw = widget_asset().body  # served minified (static/webcall.min.js); the validators are over the bytes served
     assert len(raw) < len(source)
     plain = await client.get("/webcall/widget.js", headers={"Accept-Encoding": "identity"})
     assert plain.status == 200 and await plain.read() == raw
@@ -49,7 +49,7 @@ async def test_call_page_and_snippet(make_host: MakeHost) -> None:
 async def test_widget_compressed_as_the_browser_asks(make_host: MakeHost) -> None:
     """Brotli before gzip, both over the same served bytes; an encoding refused with q=0 is not used."""
     client, _ = await make_host()
-    raw = minify_script((static_dir() / "webcall.js").read_text(encoding="utf-8")).encode()
+    raw = widget_asset().body
 
     async def fetch(accept: str) -> tuple[str | None, bytes]:
         response = await client.get("/webcall/widget.js", headers={"Accept-Encoding": accept}, auto_decompress=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import logging
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -14,6 +16,12 @@ import rjsmin  # type: ignore[import-untyped]
 from .errors import ConfigError
 
 _PACKAGE = Path(__file__).resolve().parent
+log = logging.getLogger("webcall")
+
+WIDGET_SOURCE = "webcall.js"
+WIDGET_MINIFIED = "webcall.min.js"
+BUILD_COMMAND = "python -m webcall.build"
+_BUILT_FROM = re.compile(rb"/\*! webcall\.min\.js built from webcall\.js sha256:([0-9a-f]{64})\b[^\n]*\*/\n")
 
 
 def _find(installed: str, checkout: str) -> Path:
@@ -104,18 +112,48 @@ class Asset:
 
 
 def minify_script(source: str) -> str:
-    """JavaScript as served: comments and insignificant whitespace removed by rjsmin (strings, template literals and
-    regular expressions kept as they are), the ``/*! ... */`` licence comment kept. Names are left alone: the source
-    is written to be read, and compression does the rest."""
+    """JavaScript minified by rjsmin, the fallback when ``static/webcall.min.js`` is missing or stale: comments and
+    insignificant whitespace removed (strings, template literals and regular expressions kept as they are), the
+    ``/*! ... */`` licence comment kept, names left alone."""
     minified: str = rjsmin.jsmin(source, keep_bang_comments=True)
     return minified.strip() + "\n"
 
 
+def built_from_line(source: bytes, tool: str) -> bytes:
+    """The first line of ``webcall.min.js`` made from ``source`` by ``tool``: which ``webcall.js`` it was built from."""
+    digest = hashlib.sha256(source).hexdigest()
+    return f"/*! webcall.min.js built from webcall.js sha256:{digest} by {tool} */\n".encode()
+
+
+def built_from(minified: bytes) -> str | None:
+    """The sha256 (hex) of the ``webcall.js`` that ``minified`` records it was built from; None without a record."""
+    match = _BUILT_FROM.match(minified)
+    return match.group(1).decode() if match else None
+
+
 @cache
 def widget_asset() -> Asset:
-    """The widget as served, made once per process: ``static/webcall.js`` minified."""
-    source = (static_dir() / "webcall.js").read_text(encoding="utf-8")
-    return Asset.of(minify_script(source).encode(), "text/javascript")
+    """The widget as served, read once per process: ``static/webcall.min.js`` (made by esbuild at build time, see
+    ``webcall/build.py``) while it was built from the ``static/webcall.js`` next to it; otherwise ``webcall.js``
+    minified by rjsmin here, larger, with one warning naming the command that rebuilds the file."""
+    folder = static_dir()
+    source = (folder / WIDGET_SOURCE).read_bytes()
+    try:
+        minified: bytes | None = (folder / WIDGET_MINIFIED).read_bytes()
+    except FileNotFoundError:
+        minified = None
+    if minified is not None and built_from(minified) == hashlib.sha256(source).hexdigest():
+        return Asset.of(minified, "text/javascript")
+    problem = "is missing" if minified is None else f"was not built from this {WIDGET_SOURCE}"
+    log.warning(
+        "%s %s: serving %s minified by rjsmin instead (larger). Run %s in a checkout with node_modules "
+        "(npm ci) to rebuild it.",
+        folder / WIDGET_MINIFIED,
+        problem,
+        WIDGET_SOURCE,
+        BUILD_COMMAND,
+    )
+    return Asset.of(minify_script(source.decode("utf-8")).encode(), "text/javascript")
 
 
 @cache
