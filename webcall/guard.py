@@ -92,7 +92,7 @@ def cors_headers(request: web.Request, config: WebCallConfig) -> dict[str, str]:
     origin = request_origin(request)
     if origin is None or not origin_allowed(request, config) or origin == own_origin(request, config):
         return {}
-    exposed = "Retry-After, Location, ETag, Allow"
+    exposed = "Retry-After, Location, ETag, Allow, Link"
     return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": exposed, "Vary": "Origin"}
 
 

@@ -121,3 +121,39 @@ class TurnRest:
         """One ``RTCIceServer`` with fresh credentials for every URL."""
         username, credential = turn_rest_credentials(self.secret, ttl=self.ttl, now=now)
         return {"urls": list(self.urls), "username": username, "credential": credential}
+
+
+def link_header_values(servers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """DialNexa's per-call ICE servers as WHIP ``Link`` header values (RFC 9725 §4.6), one per URL:
+    ``<turn:turn.example.net?transport=udp>; rel="ice-server"; username="u"; credential="p";
+    credential-type="password"``. Servers or URLs that are not well-formed ICE servers are left out."""
+    values: list[str] = []
+    for server in servers[:MAX_ICE_SERVERS]:
+        try:
+            checked = check_ice_server(server, where="DialNexa's ice_servers")
+        except ConfigError:
+            continue
+        parameters = "".join(
+            f'; {key}="{checked[key]}"'
+            for key in ("username", "credential")
+            if key in checked and '"' not in checked[key] and "\\" not in checked[key]
+        )
+        if "credential" in checked:
+            parameters += '; credential-type="password"'
+        values.extend(f'<{url}>; rel="ice-server"{parameters}' for url in checked["urls"] if ">" not in url)
+    return values
+
+
+def servers_for_visitor(
+    fixed: Sequence[Mapping[str, Any]], turn: TurnRest | None, hooked: object = None
+) -> list[IceServer]:
+    """The ICE servers for one visitor: the configured ones, fresh TURN REST credentials, then what the host's
+    ``ice_servers_hook`` returned (checked like the configuration; :class:`ConfigError` says what is wrong)."""
+    servers = [dict(server) for server in fixed]
+    if turn is not None:
+        servers.append(turn.server())
+    if hooked is not None:
+        if not isinstance(hooked, Sequence) or isinstance(hooked, str | Mapping):
+            raise ConfigError("ice_servers_hook must return a list of RTCIceServer dictionaries.")
+        servers.extend(check_ice_server(server, where="ice_servers_hook") for server in hooked)
+    return servers[:MAX_ICE_SERVERS]

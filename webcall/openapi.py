@@ -106,6 +106,32 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "IceServers": {
+        "type": "object",
+        "required": ["ice_servers", "ttl"],
+        "additionalProperties": False,
+        "properties": {
+            "ice_servers": {
+                "type": "array",
+                "maxItems": 8,
+                "items": {
+                    "type": "object",
+                    "required": ["urls"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "urls": {"type": "array", "items": {"type": "string", "pattern": "^(stun|stuns|turn|turns):"}},
+                        "username": {"type": "string"},
+                        "credential": {"type": "string"},
+                    },
+                },
+                "description": "RTCIceServer objects for `new RTCPeerConnection({iceServers})`.",
+            },
+            "ttl": {
+                "type": ["integer", "null"],
+                "description": "Seconds the TURN credentials last (null: nothing expires).",
+            },
+        },
+    },
     "CallbackCountries": {
         "type": "object",
         "required": ["countries"],
@@ -273,6 +299,23 @@ def spec(prefix: str) -> dict[str, Any]:
                     "summary": "The countries call-backs may ring (none: call-backs are off)",
                     "responses": {"200": _json(_ref("CallbackCountries"), "The configured countries.")},
                 },
+            },
+            "/ice-servers": {
+                "post": {
+                    "operationId": "iceServers",
+                    "summary": "STUN/TURN servers for the browser's peer connection, asked for before the click",
+                    "description": (
+                        "The configured servers, TURN credentials minted now from `WEBCALL_TURN_SECRET` (the TURN "
+                        "REST convention: username `<expiry>:<id>`, credential base64(HMAC-SHA1(secret, username))), "
+                        "and what the host's `ice_servers_hook` returns. Origin-checked; `429 rate_limited` after 30 "
+                        "requests per address per rate-limit window; `Cache-Control: no-store`."
+                    ),
+                    "parameters": [_ORIGIN_HEADER],
+                    "responses": {
+                        "200": _json(_ref("IceServers"), "ICE servers, and how long TURN credentials last."),
+                        **_errors(403, 429, 500, 503),
+                    },
+                }
             },
             "/webhooks": {
                 "post": {

@@ -7,16 +7,19 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import CIMultiDict
 
 from . import admission, guard, openapi, ringback, webhooks
 from .dialnexa.models import iso
 from .errors import (
+    ConfigError,
     HTTPProblem,
     StoreUnavailable,
     TokenError,
@@ -24,6 +27,7 @@ from .errors import (
     problem_response,
 )
 from .events import EventParseError, parse_delivery
+from .ice import link_header_values, servers_for_visitor
 from .keys import RUNTIME
 from .metrics import route_label
 from .outage import store_outage
@@ -49,12 +53,11 @@ _HTTP_CODES = {
 _JSON = "application/json"
 
 
-def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def _json(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    all_headers = CIMultiDict({"Cache-Control": "no-store"})
+    all_headers.extend(headers or {})
     return web.Response(
-        status=status,
-        text=json.dumps(data, separators=(",", ":")),
-        content_type=_JSON,
-        headers={"Cache-Control": "no-store", **(headers or {})},
+        status=status, text=json.dumps(data, separators=(",", ":")), content_type=_JSON, headers=all_headers
     )
 
 
@@ -266,7 +269,9 @@ async def create_session(request: web.Request) -> web.Response:
     await _learn_public_url(request, runtime)
     call_id = started.session.id
     media_url = _url(request, "session_media", call_id=call_id)
-    headers = {"Location": media_url, **({"ETag": started.media_etag} if started.media_etag else {})}
+    headers = CIMultiDict({"Location": media_url, **({"ETag": started.media_etag} if started.media_etag else {})})
+    for link in link_header_values(started.session.media.ice_servers):
+        headers.add("Link", link)
     return _json(
         {
             "call_id": call_id,
@@ -459,6 +464,34 @@ async def request_callback(request: web.Request) -> web.Response:
     return _json({"callback_id": call_id, "status": "requested"}, status=202)
 
 
+ICE_SERVER_REQUESTS_PER_WINDOW = 30
+"""ICE-server requests one visitor address may make per rate-limit window: the widget asks once when the visitor
+shows interest (and again when credentials near their end), so this only stops someone harvesting TURN credentials."""
+
+
+async def ice_servers(request: web.Request) -> web.Response:
+    """``POST`` (so that the browser sends ``Origin``): the ICE servers this visitor's browser gathers with (STUN and
+    TURN, with TURN credentials minted now), asked for before the click; ``no-store``, origin-checked and rate-limited
+    per address like a start."""
+    runtime = request.app[RUNTIME]
+    config = runtime.config
+    guard.check_origin(request, config)
+    address = guard.address_key(guard.client_ip(request, config.trusted_proxies))
+    wait = await runtime.store.hit(f"rl:ice:{address}", ICE_SERVER_REQUESTS_PER_WINDOW, config.rate_limit_window)
+    if wait is not None:
+        raise HTTPProblem(429, "rate_limited", "Too many requests from your network. Please wait.", retry_after=wait)
+    hooked = None
+    if config.ice_servers_hook is not None:
+        hooked = await admission.run_hook("ice_servers_hook", config.ice_servers_hook, request)
+    try:
+        servers = servers_for_visitor(config.ice_servers, config.turn, hooked)
+    except ConfigError as err:
+        log.error("webcall: the host's ice_servers_hook returned what is not ICE servers: %s", err)
+        raise HTTPProblem(500, "hook_failed", "The site could not prepare this call.") from None
+    ttl = config.turn_ttl if config.turn is not None or hooked is not None else None
+    return _json({"ice_servers": servers, "ttl": ttl}, headers=guard.cors_headers(request, config))
+
+
 async def callback_countries(request: web.Request) -> web.Response:
     """The countries call-backs may ring (none: call-backs are off), so the widget offers no form that can only
     fail."""
@@ -500,6 +533,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("OPTIONS", "/sessions/{call_id}/end", preflight_post)
     app.router.add_get("/sessions/{call_id}/events", session_events, name="session_events")
     app.router.add_post("/webhooks", receive_webhook, name="webhooks")
+    app.router.add_post("/ice-servers", ice_servers, name="ice_servers")
+    app.router.add_route("OPTIONS", "/ice-servers", preflight_post)
     app.router.add_post("/callbacks", request_callback, name="callbacks")
     app.router.add_get("/callbacks", callback_countries)
     app.router.add_route("OPTIONS", "/callbacks", preflight_post)

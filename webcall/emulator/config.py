@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from webcall.emulator.state import EmulatedAgent, default_agents
@@ -46,6 +47,8 @@ class EmulatorConfig:
     webhook_seed: int | None = None
     max_media_sessions: int = 16
     media_connect_timeout: float = 30.0
+    ice_servers: tuple[Mapping[str, Any], ...] = ()
+    """The ``media.ice_servers`` of every web call it creates (DialNexa's own STUN/TURN for the call)."""
 
     def __post_init__(self) -> None:
         keys = frozenset(self.api_keys)

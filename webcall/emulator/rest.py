@@ -171,7 +171,7 @@ async def create_web_call(request: web.Request) -> web.StreamResponse:
             "media": {
                 "transport": "webrtc-whip",
                 "whip_url": f"{origin}/v1/web-calls/{call.id}/whip",
-                "ice_servers": [],
+                "ice_servers": [dict(server) for server in request.app[CONFIG_KEY].ice_servers],
             },
         },
         status=201,

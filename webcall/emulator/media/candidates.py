@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from aioice.ice import get_host_addresses
 from aioice.mdns import is_mdns_hostname
 
-__all__ = ["UsableOffer", "host_addresses", "usable_offer"]
+__all__ = ["TrickledFragment", "UsableOffer", "host_addresses", "parse_fragment", "usable_offer"]
 
 _CANDIDATE = "a=candidate:"
 _END_OF_CANDIDATES = "a=end-of-candidates"
@@ -62,3 +62,33 @@ def usable_offer(sdp: str) -> UsableOffer:
 def host_addresses() -> list[str]:
     """The addresses aioice gathers host candidates on (every interface's, loopback excluded)."""
     return get_host_addresses(use_ipv4=True, use_ipv6=True)
+
+
+@dataclass(frozen=True)
+class TrickledFragment:
+    """What a trickle-ICE fragment (RFC 8840, ``application/trickle-ice-sdpfrag``) says about the browser's side."""
+
+    username_fragment: str
+    password: str
+    candidates: list[str]
+    """``candidate:...`` values (without ``a=``), mDNS ones left out."""
+    end_of_candidates: bool
+
+
+def parse_fragment(text: str) -> TrickledFragment:
+    """The ICE credentials, candidates and ``end-of-candidates`` of a fragment; ``ValueError`` without credentials."""
+    username_fragment = password = ""
+    candidates: list[str] = []
+    end = False
+    for line in text.splitlines():
+        if line.startswith("a=ice-ufrag:"):
+            username_fragment = line.removeprefix("a=ice-ufrag:").strip()
+        elif line.startswith("a=ice-pwd:"):
+            password = line.removeprefix("a=ice-pwd:").strip()
+        elif line.startswith(_CANDIDATE) and not _is_mdns_candidate(line):
+            candidates.append(line.removeprefix("a="))
+        elif line.strip() == _END_OF_CANDIDATES:
+            end = True
+    if not username_fragment or not password:
+        raise ValueError("a fragment names the ICE session with a=ice-ufrag and a=ice-pwd")
+    return TrickledFragment(username_fragment, password, candidates, end)

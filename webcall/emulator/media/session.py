@@ -15,6 +15,7 @@ Lifecycle, as the emulator's call record sees it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -27,13 +28,14 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InternalError, InvalidAccessError, OperationError
 from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame
 
 from webcall.emulator.state import Call, EmulatedAgent, EmulatorState, InvalidTransition
 
 from .agent import MAX_DURATION_LINE, run_agent
 from .candidates import host_addresses, usable_offer
-from .liveness import InboundWatch
+from .liveness import InboundWatch, ice_connections
 from .stt import Transcriber
 from .tracks import PacedAudioTrack, frame_to_mono
 from .tts import Synthesizer
@@ -89,6 +91,9 @@ class MediaSession:
     ) -> None:
         self.id = secrets.token_urlsafe(16)
         self.etag = f'"{secrets.token_hex(8)}"'
+        self.trickled_candidates: list[str] = []
+        """The types (host, srflx, relay) of the candidates the browser trickled after its offer."""
+        self.trickle_ended = False
         self.state = state
         self.call = call
         self.agent: EmulatedAgent = state.agents[call.agent_id]
@@ -196,6 +201,42 @@ class MediaSession:
         self.spawn(self._connect_deadline(), "connect-deadline")
         self.log(logging.INFO, "WHIP session %s answered", self.id)
         return local.sdp
+
+    # -- trickle ICE ------------------------------------------------------------------------------------------------
+    def is_current_ice(self, username_fragment: str, password: str) -> bool:
+        """Whether a fragment's ICE credentials are the offer's (a trickle) rather than new ones (an ICE restart)."""
+        remote = self.pc.remoteDescription
+        sdp = remote.sdp if remote is not None else ""
+        return f"a=ice-ufrag:{username_fragment}\r" in sdp + "\r" and f"a=ice-pwd:{password}" in sdp
+
+    async def add_remote_candidates(self, candidates: list[str], *, end: bool) -> None:
+        """Candidates the browser gathered after its offer (relay ones above all), then ``end-of-candidates``."""
+        mid = next((t.mid for t in self.pc.getTransceivers() if t.mid is not None), "0")
+        for value in candidates:
+            try:
+                candidate = candidate_from_sdp(value.removeprefix("candidate:"))
+            except (ValueError, IndexError):
+                self.log(logging.INFO, "ignoring a trickled candidate aiortc cannot read: %s", value)
+                continue
+            candidate.sdpMid = mid
+            try:
+                await self.pc.addIceCandidate(candidate)
+            except ValueError:  # after end-of-candidates (some browsers' offers already say it)
+                self.log(logging.INFO, "ignoring a candidate trickled after end-of-candidates")
+                continue
+            self.trickled_candidates.append(candidate.type)
+        if end and not self.trickle_ended:
+            self.trickle_ended = True
+            with contextlib.suppress(ValueError):  # the offer said end-of-candidates already
+                await self.pc.addIceCandidate(None)
+
+    def selected_pair(self) -> dict[str, str] | None:
+        """The browser's side of the candidate pair ICE nominated: its type (host, srflx, prflx, relay) and address."""
+        for connection in ice_connections(self.pc):
+            for pair in connection._nominated.values():
+                remote = pair.remote_candidate
+                return {"remote_type": remote.type, "remote_address": f"{remote.host}:{remote.port}"}
+        return None
 
     # -- peer connection events --------------------------------------------------------------------------------
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
@@ -432,4 +473,6 @@ class MediaSession:
             "agent_state": self.agent_state,
             "data_channel_open": (not self.closed) and self.data_channel_open,
             "closed": self.closed,
+            "trickled_candidates": list(self.trickled_candidates),
+            "ice_pair": self.selected_pair(),
         }

@@ -5,7 +5,8 @@ Routes (added to the emulator app by :func:`webcall.emulator.media.setup_media`)
 - ``POST   /v1/web-calls/{call_id}/whip`` — ``application/sdp`` offer + ``Authorization: Bearer <access_token>``
   → ``201`` SDP answer, ``Location: <this path>/{session_id}``, ``ETag``.
 - ``DELETE /v1/web-calls/{call_id}/whip/{session_id}`` → ``200``; ends the call (``user_disconnected``).
-- ``PATCH  /v1/web-calls/{call_id}/whip/{session_id}`` → ``405``: aiortc cannot restart ICE nor trickle.
+- ``PATCH  /v1/web-calls/{call_id}/whip/{session_id}`` → ``204``: trickled candidates (RFC 8840) reach aiortc's
+  ``addIceCandidate``; an ICE restart → ``405``: aiortc cannot restart ICE.
 - ``OPTIONS`` on both → ``204`` (CORS preflight; any origin, the access token is the credential).
 - ``GET    /_control/media/{call_id}`` → what the emulator observes of the call's audio (for tests).
 
@@ -28,6 +29,7 @@ from aiortc.sdp import SessionDescription
 
 from webcall.emulator.state import Call, EmulatorState
 
+from .candidates import parse_fragment
 from .session import MediaSession, MediaSettings, NegotiationError
 from .stt import get_transcriber
 from .tts import get_synthesizer
@@ -37,6 +39,8 @@ __all__ = ["MEDIA_HUB", "MediaHub", "add_routes"]
 log = logging.getLogger("webcall.emulator.media")
 
 INVALID_TOKEN = "Web call access token is invalid, expired or already used"
+TRICKLE_FRAGMENT = "application/trickle-ice-sdpfrag"
+ICE_RESTART_UNSUPPORTED = "ICE restart is not supported by this WHIP session; end the call and start a new one."
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
@@ -232,14 +236,31 @@ async def whip_delete(request: web.Request) -> web.Response:
 
 
 async def whip_patch(request: web.Request) -> web.Response:
+    """Trickled candidates (RFC 8840 fragment, ``If-Match`` the session's ETag) → ``204``. An ICE restart (``If-Match:
+    *``, or new ICE credentials) → ``405``: aiortc cannot restart ICE."""
     session, finished = _session_for(request)
-    if session is None and not finished:
+    if session is None:
+        if finished:
+            return _error(409, "The WHIP session has ended.")
         return _error(404, "No such WHIP session; it may have ended already.")
-    return _error(
-        405,
-        "ICE restart and trickle ICE are not supported by this WHIP session; end the call and start a new one.",
-        {"Allow": "DELETE, OPTIONS"},
-    )
+    if _token_mismatch(request, session.call):
+        return _error(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"})
+    if request.content_type != TRICKLE_FRAGMENT:
+        return _error(415, f"Send the fragment as {TRICKLE_FRAGMENT}.")
+    if_match = request.headers.get("If-Match", "")
+    restart = _error(405, ICE_RESTART_UNSUPPORTED, {"Allow": "PATCH, DELETE, OPTIONS"})
+    if if_match == "*":
+        return restart
+    if if_match != session.etag:
+        return _error(412, "If-Match does not name this WHIP session's ETag.")
+    try:
+        fragment = parse_fragment(await request.text())
+    except ValueError as err:
+        return _error(400, f"The ICE fragment could not be read: {err}")
+    if not session.is_current_ice(fragment.username_fragment, fragment.password):
+        return restart
+    await session.add_remote_candidates(fragment.candidates, end=fragment.end_of_candidates)
+    return web.Response(status=204, headers={**CORS_HEADERS, "ETag": session.etag})
 
 
 async def control_media(request: web.Request) -> web.Response:
