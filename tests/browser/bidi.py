@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -309,12 +309,32 @@ def _environment(sound: NullSoundServer) -> dict[str, str]:
 _LISTENING = re.compile(r"WebDriver BiDi listening on (ws://\S+)")
 
 
-async def launch_firefox(prefs: Mapping[str, Any], *, within: float = 60.0) -> Firefox:
-    """Start headless Firefox on a fresh profile with ``prefs`` and open a BiDi session on it."""
+async def launch_firefox(
+    prefs: Mapping[str, Any],
+    *,
+    within: float = 60.0,
+    command_prefix: Sequence[str] = (),
+    prepare_profile: Callable[[Path], Awaitable[None]] | None = None,
+    reach: Callable[[str], Awaitable[str]] | None = None,
+) -> Firefox:
+    """Start headless Firefox on a fresh profile with ``prefs`` and open a BiDi session on it.
+
+    Optional, for a Firefox elsewhere (e.g. in a network namespace): ``command_prefix`` goes before the command
+    (``ip netns exec NAME``), ``prepare_profile(profile)`` runs on the new profile before Firefox starts (e.g. to add a
+    CA to its certificate database), and ``reach(url)`` maps the BiDi address Firefox announces to one this process
+    can connect to (e.g. through a forwarder)."""
     sound = await NullSoundServer.start()
     profile = Path(tempfile.mkdtemp(prefix="webcall-firefox-"))
     (profile / "user.js").write_text(user_js(prefs))
+    try:
+        if prepare_profile is not None:
+            await prepare_profile(profile)
+    except BaseException:
+        await sound.close()
+        shutil.rmtree(profile, ignore_errors=True)
+        raise
     process = await asyncio.create_subprocess_exec(
+        *command_prefix,
         FIREFOX,
         "--headless",
         "--no-remote",
@@ -330,6 +350,8 @@ async def launch_firefox(prefs: Mapping[str, Any], *, within: float = 60.0) -> F
     stderr: list[str] = []
     try:
         url = await asyncio.wait_for(_bidi_address(process, stderr), within)
+        if reach is not None:
+            url = await reach(url)
         bidi = await BiDi.connect(url.rstrip("/") + "/session")
         try:
             await bidi.command("session.new", {"capabilities": {"alwaysMatch": {"unhandledPromptBehavior": "ignore"}}})
