@@ -132,6 +132,7 @@ async def caller(request: web.Request, runtime: Runtime, admitted: Admitted, ali
         variables={**agent.defaults, **visitor_values, **signed_values},
         origin=admitted.origin,
         identity=admitted.identity,
+        reports_quality=admitted.body.get("quality_report") is True,
     )
 
 

@@ -9,6 +9,7 @@ moved to the dead-letter list. An entry taken by a worker that died is reclaimed
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
@@ -30,6 +31,8 @@ log = logging.getLogger("webcall.events")
 Callback = Callable[[CallEvent], Awaitable[None] | None]
 DEDUPE_TTL = 7 * 24 * 3600.0
 EVENT_LOG_TTL = 24 * 3600.0
+QUALITY_WAIT_SECONDS = 2.0
+"""How long ``call.ended`` waits for the quality summary of a browser that said it would send one."""
 DEADLINE_CHECK_SECONDS = 0.5
 """How often the dispatcher looks for calls past their maximum length; it waits as long for new outbox entries, so an
 idle dispatcher looks as often as a busy one."""
@@ -227,6 +230,8 @@ class EventBus:
     async def _deliver(self, entry_id: str, entry: dict[str, Any]) -> None:
         try:
             event = CallEvent.from_json(entry["event"])
+            if event.type == "call.ended" and event.quality is None:
+                event = await self._with_quality(event)
             only = set(entry.get("only") or [])
             done: set[str] = set()
             if entry.pop(RECLAIMED, False):  # taken over from a worker that died: some callbacks may have run
@@ -247,6 +252,19 @@ class EventBus:
             store_outage(self.store).failed(err, by="event delivery")
         except Exception:
             log.exception("webcall: delivering outbox entry %s failed; it will be retried", entry_id)
+
+    async def _with_quality(self, event: CallEvent) -> CallEvent:
+        """``call.ended`` with the browser's quality summary, waiting up to :data:`QUALITY_WAIT_SECONDS` for a
+        browser that said it would send one (the widget sends it as the call ends, often after DialNexa's webhook)."""
+        deadline = time.monotonic() + QUALITY_WAIT_SECONDS
+        while True:
+            media = await self.store.media_of(event.call_id)
+            quality = media.get("quality") if media is not None else None
+            if isinstance(quality, dict):
+                return dataclasses.replace(event, quality=quality)
+            if media is None or not media.get("reports_quality") or time.monotonic() >= deadline:
+                return event
+            await asyncio.sleep(0.1)
 
     async def _acknowledge(self, entry_id: str) -> None:
         """Acknowledge a delivered entry. Entries delivered while an acknowledgement is on its way to the store wait

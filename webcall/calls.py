@@ -57,6 +57,8 @@ class Caller:
     variables: dict[str, Any]
     origin: str
     identity: str | None
+    reports_quality: bool = False
+    """The browser will send a quality summary at the end (the widget does): ``call.ended`` waits a moment for it."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,12 @@ class CallDesk:
             context=context,
             ttl=max_seconds + CONTEXT_GRACE_SECONDS,
             deadline_at=time.time() + max_seconds,
-            media={"resource_url": answer.resource_url, "access_token": session.access_token, "etag": answer.etag},
+            media={
+                "resource_url": answer.resource_url,
+                "access_token": session.access_token,
+                "etag": answer.etag,
+                "reports_quality": caller.reports_quality,
+            },
             media_ttl=max_seconds + TOKEN_GRACE_SECONDS,
         )
         await asyncio.gather(
@@ -306,6 +313,15 @@ class CallDesk:
             await self.store.remember_media(call_id, {**media, "etag": headers["ETag"]}, ttl=ttl)
         kind = response.headers.get("Content-Type", "application/trickle-ice-sdpfrag").split(";")[0]
         return response.status_code, response.text, kind, headers
+
+    async def keep_quality(self, call_id: str, summary: dict[str, Any]) -> bool:
+        """Keep the browser's quality summary with the call's media record; False when one was kept already."""
+        media = await self.media(call_id)
+        if media.get("quality") is not None:
+            return False
+        ttl = self.max_call_seconds + TOKEN_GRACE_SECONDS
+        await self.store.remember_media(call_id, {**media, "quality": summary}, ttl=ttl)
+        return True
 
     async def delete_media(self, call_id: str) -> None:
         """Relay the visitor's hang-up to DialNexa's WHIP resource: the media session ends."""

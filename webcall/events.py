@@ -64,6 +64,9 @@ class CallEvent:
     call: dict[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
     source: str = "dialnexa"
+    quality: dict[str, Any] | None = None
+    """On ``call.ended``: how the call sounded as the visitor's browser measured it (:mod:`webcall.quality`), when
+    the widget's summary arrived in time; None otherwise."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "context", full_context(self.call_id, self.context))
@@ -83,6 +86,7 @@ class CallEvent:
             "call": self.call,
             "context": self.context,
             "source": self.source,
+            **({"quality": self.quality} if self.quality is not None else {}),
         }
 
     def browser_json(self) -> dict[str, Any]:
@@ -100,6 +104,7 @@ class CallEvent:
             call=dict(data.get("call") or {}),
             context=data.get("context") or {},
             source=str(data.get("source", "dialnexa")),
+            quality=data["quality"] if isinstance(data.get("quality"), dict) else None,
         )
 
 

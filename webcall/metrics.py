@@ -48,6 +48,38 @@ class Metrics:
         self.callback_failures = prom.Counter(
             "webcall_callback_failures", "Host callback attempts that failed or timed out", registry=r
         )
+        self.quality_calls = prom.Counter(
+            "webcall_call_quality_reports",
+            "Quality summaries from browsers, by the candidate type and protocol the call used",
+            ["candidate", "protocol"],
+            registry=r,
+        )
+        self.round_trip = prom.Histogram(
+            "webcall_call_rtt_seconds",
+            "Mean round-trip time of each call, as the browser measured it",
+            registry=r,
+            buckets=(0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2),
+        )
+        self.jitter = prom.Histogram(
+            "webcall_call_jitter_seconds",
+            "Mean jitter of the agent's audio at the browser, per call",
+            registry=r,
+            buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2),
+        )
+        self.loss = prom.Histogram(
+            "webcall_call_packet_loss_ratio",
+            "Share of audio packets lost per call, by direction (in: agent to visitor; out: visitor to agent)",
+            ["direction"],
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+        )
+        self.connect = prom.Histogram(
+            "webcall_call_connect_seconds",
+            "From the start of the peer connection to connected, per call",
+            ["candidate"],
+            registry=r,
+            buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10),
+        )
         open_streams = prom.Gauge("webcall_sse_streams_open", "Browser event streams open now", registry=r)
         open_streams.set_function(lambda: float(streams()))
 
@@ -79,6 +111,22 @@ class Metrics:
         if self.enabled:
             self.outbox.set(outbox)
             self.dead.set(dead)
+
+    def call_quality(self, summary: dict[str, Any]) -> None:
+        """One browser's quality summary (:mod:`webcall.quality`)."""
+        if not self.enabled:
+            return
+        candidate = summary.get("candidate", "unknown")
+        self.quality_calls.labels(candidate, summary.get("protocol", "unknown")).inc()
+        if "rtt_ms" in summary:
+            self.round_trip.observe(summary["rtt_ms"] / 1000)
+        if "jitter_ms" in summary:
+            self.jitter.observe(summary["jitter_ms"] / 1000)
+        for direction in ("in", "out"):
+            if f"loss_{direction}" in summary:
+                self.loss.labels(direction).observe(summary[f"loss_{direction}"])
+        if "connect_ms" in summary:
+            self.connect.labels(candidate).observe(summary["connect_ms"] / 1000)
 
     def exposition(self) -> tuple[bytes, str]:
         assert prom is not None

@@ -59,6 +59,29 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "QualitySummary": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "candidate": {
+                "enum": ["host", "srflx", "prflx", "relay"],
+                "description": "The selected pair's local side.",
+            },
+            "protocol": {
+                "enum": ["udp", "tcp", "tls"],
+                "description": "To the TURN server for relay, else the pair's.",
+            },
+            "connect_ms": {"type": "integer", "minimum": 0, "maximum": 120000},
+            "duration_s": {"type": "integer", "minimum": 0, "maximum": 86400},
+            "samples": {"type": "integer", "minimum": 0, "maximum": 50000},
+            "rtt_ms": {"type": "integer", "minimum": 0, "maximum": 60000, "description": "Mean round trip."},
+            "rtt_max_ms": {"type": "integer", "minimum": 0, "maximum": 60000},
+            "jitter_ms": {"type": "integer", "minimum": 0, "maximum": 60000, "description": "Mean, agent's audio."},
+            "loss_in": {"type": "number", "minimum": 0, "maximum": 1, "description": "Agent → visitor packets lost."},
+            "loss_out": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "description": "Visitor → agent."},
+            "weak_s": {"type": "integer", "minimum": 0, "maximum": 86400, "description": "Seconds marked weak."},
+        },
+    },
     "Session": {
         "type": "object",
         "required": [
@@ -258,6 +281,19 @@ def spec(prefix: str) -> dict[str, Any]:
                     "parameters": [_CALL_ID],
                     "security": _BEARER,
                     "responses": {"200": _json(_ref("Ended"), "The call ended."), **_errors(401, 502, 503, 504)},
+                }
+            },
+            "/sessions/{call_id}/quality": {
+                "post": {
+                    "operationId": "reportQuality",
+                    "summary": "How the call sounded, measured by the browser; attached to `call.ended` as `quality`",
+                    "parameters": [_CALL_ID],
+                    "security": _BEARER,
+                    "requestBody": {"required": True, **_json(_ref("QualitySummary"), "One summary per call.")},
+                    "responses": {
+                        "204": {"description": "Kept (a second summary of the same call is ignored)."},
+                        **_errors(400, 401, 404, 413, 415, 503),
+                    },
                 }
             },
             "/sessions/{call_id}/events": {

@@ -31,6 +31,7 @@ from .ice import link_header_values, servers_for_visitor
 from .keys import RUNTIME
 from .metrics import route_label
 from .outage import store_outage
+from .quality import MAX_SUMMARY_BYTES, InvalidSummary, check_summary
 from .resources import Asset, page_css, templates_dir, widget_asset
 from .runtime import Runtime
 from .sdp import InvalidOffer, sanitize_fragment, sanitize_offer
@@ -347,6 +348,21 @@ async def preflight_media(request: web.Request) -> web.Response:
     return guard.preflight(request, request.app[RUNTIME].config, "PATCH, DELETE")
 
 
+async def report_quality(request: web.Request) -> web.Response:
+    """The browser's quality summary of the call (:mod:`webcall.quality`), sent once as the call ends."""
+    runtime = request.app[RUNTIME]
+    call_id = request.match_info["call_id"]
+    runtime.desk.verify_call_token(call_id, _bearer(request))
+    body = await guard.read_json(request, MAX_SUMMARY_BYTES)
+    try:
+        summary = check_summary(body)
+    except InvalidSummary as err:
+        raise HTTPProblem(400, "invalid_quality", str(err)) from None
+    if await runtime.desk.keep_quality(call_id, summary):
+        runtime.metrics.call_quality(summary)
+    return web.Response(status=204, headers=guard.cors_headers(request, runtime.config))
+
+
 async def end_session(request: web.Request) -> web.Response:
     call_id = request.match_info["call_id"]
     record = await request.app[RUNTIME].desk.hang_up_for_visitor(call_id, _bearer(request))
@@ -532,6 +548,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/sessions/{call_id}/end", end_session, name="session_end")
     app.router.add_route("OPTIONS", "/sessions/{call_id}/end", preflight_post)
     app.router.add_get("/sessions/{call_id}/events", session_events, name="session_events")
+    app.router.add_post("/sessions/{call_id}/quality", report_quality, name="session_quality")
+    app.router.add_route("OPTIONS", "/sessions/{call_id}/quality", preflight_post)
     app.router.add_post("/webhooks", receive_webhook, name="webhooks")
     app.router.add_post("/ice-servers", ice_servers, name="ice_servers")
     app.router.add_route("OPTIONS", "/ice-servers", preflight_post)
