@@ -35,8 +35,9 @@ async def test_mint_returns_what_the_browser_needs(make_host: MakeHost, emulator
     body = await response.json()
     assert set(body) == {
         "call_id", "agent", "answer", "token", "token_expires_at", "max_call_seconds",
-        "media_url", "end_url", "events_url", "callbacks_url",
+        "media_url", "end_url", "events_url", "callbacks_url", "quality_url", "media_etag", "ice_servers",
     }  # fmt: skip
+    assert body["media_etag"] == response.headers["ETag"] and body["ice_servers"] == []
     assert body["call_id"].startswith("call_") and body["agent"] == "sales"
     assert body["answer"].startswith("v=0") and "a=ice-ufrag:" in body["answer"], "DialNexa's SDP answer"
     assert body["media_url"] == response.headers["Location"] == f"/webcall/sessions/{body['call_id']}/media"

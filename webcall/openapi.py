@@ -57,6 +57,10 @@ SCHEMAS: dict[str, Any] = {
                 "maxLength": 4096,
                 "description": "A call ticket signed by the site's backend (HS256 JWT; see the README).",
             },
+            "quality_report": {
+                "type": "boolean",
+                "description": "The browser will send a quality summary: `call.ended` waits up to 2 s for it.",
+            },
         },
     },
     "QualitySummary": {
@@ -108,6 +112,16 @@ SCHEMAS: dict[str, Any] = {
             "end_url": _STR,
             "events_url": _STR,
             "callbacks_url": _STR,
+            "quality_url": {"type": "string", "description": "Where the browser sends its quality summary."},
+            "media_etag": {
+                "type": ["string", "null"],
+                "description": "The media resource's ETag (also in ETag): If-Match of trickle-ICE PATCHes.",
+            },
+            "ice_servers": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "DialNexa's own ICE servers for this call (also as Link rel=ice-server headers).",
+            },
         },
     },
     "CallbackRequest": {
