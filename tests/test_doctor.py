@@ -395,14 +395,19 @@ async def documented_reports(emulator: EmulatorServer) -> str:
             await diagnose(config(emulator, web_call_path="/webcalls", store="redis://127.0.0.1:9/0")),
         )
     )
+    from .test_doctor_turn import TURN_NOTE, turn_reports  # it imports this module's helpers
+
+    sections += await turn_reports(emulator)
     parts = [
         "# `python -m webcall doctor`: example reports\n",
-        "Produced by `tests/test_doctor.py` against the emulator (ids and the address made stable). Exit status 0",
-        "only when no line is ✖; `!` lines are warnings.\n",
+        "Produced by `tests/test_doctor.py` against the emulator (ids and the address made stable), the TURN lines",
+        "against a real coturn (ports, relayed addresses and times made stable). Exit status 0 only when no line is",
+        "✖; `!` lines are warnings.\n",
     ]
     for title, checks in sections:
         status = 1 if failed(checks) else 0
         parts.append(f"## {title} (exit {status})\n\n```text\n" + "\n".join(c.line() for c in checks) + "\n```\n")
+    parts.append(TURN_NOTE)
     return stable("\n".join(parts), emulator)
 
 

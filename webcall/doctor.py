@@ -9,6 +9,7 @@ probed with an empty body, which DialNexa refuses before creating anything.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -32,9 +33,28 @@ from .errors import (
 from .runtime import make_client, make_store
 from .startup import key_refused, not_dialnexa
 from .subscription import DOCUMENTED_SUBSCRIPTION_EVENTS, SHOWN_SUBSCRIPTION_EVENTS
+from .turn_probe import (
+    REASON_CREDENTIALS,
+    REASON_DNS,
+    REASON_REFUSED,
+    REASON_REFUSED_ALLOCATION,
+    REASON_TIMEOUT,
+    REASON_TLS,
+    REASON_TLS_NAME,
+    REASON_TLS_UNTRUSTED,
+    REASON_UNREACHABLE,
+    REASON_URL,
+    TurnProbeError,
+    TurnUrl,
+    allocate,
+    parse_turn_url,
+)
 
 OK, WARNING, FAILED = "ok", "warning", "failed"
 MARKS = {OK: "✔", WARNING: "!", FAILED: "✖"}
+
+TURN_TIMEOUT = 5.0
+"""Seconds for each TURN URL's allocation (they run at once); a browser waits about as long before it gives up."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,7 @@ class Doctor:
         self.check_public_url()
         self.check_subscription(hooks)
         await self.check_store()
+        await self.check_turn()
         self.check_tickets()
         await self.check_web_call_path(place_test_call=place_test_call)
         return self.checks
@@ -305,6 +326,38 @@ class Doctor:
         finally:
             await store.close()
 
+    async def check_turn(self, *, within: float = TURN_TIMEOUT) -> None:
+        """For each TURN URL the visitors are given (``turn_urls`` with credentials minted from ``turn_secret``, and
+        TURN entries of ``ice_servers``), allocate a relay as a browser would, then release it: one line per URL.
+        TLS (``turns:``) is checked against the system's CAs, or ``SSL_CERT_FILE``'s."""
+        jobs: list[tuple[str, str, str, str]] = []
+        turn = self.config.turn
+        if turn is not None:
+            server = turn.server()
+            jobs += [(url, server["username"], server["credential"], "minted") for url in turn.urls]
+        for entry in self.config.ice_servers:
+            urls = entry.get("urls")
+            for url in [urls] if isinstance(urls, str) else list(urls or ()):
+                if str(url).split(":", 1)[0].lower() in ("turn", "turns"):
+                    jobs.append((str(url), str(entry.get("username", "")), str(entry.get("credential", "")), "static"))
+        results = await asyncio.gather(*(self._turn(*job, within=within) for job in jobs))
+        for (url, *_), (outcome, detail, fix) in zip(jobs, results, strict=True):
+            self.add(f"TURN {url}", outcome, detail, fix)
+
+    async def _turn(
+        self, url: str, username: str, password: str, source: str, *, within: float
+    ) -> tuple[str, str, str]:
+        try:
+            relay = await allocate(url, username, password, within=within)
+        except TurnProbeError as err:
+            try:
+                parsed = parse_turn_url(url)
+            except TurnProbeError:
+                return FAILED, err.message, "correct the URL in WEBCALL_TURN_URLS / WEBCALL_ICE_SERVERS"
+            return FAILED, err.message, turn_fix(parsed, err, minted=source == "minted")
+        milliseconds = round(relay.seconds * 1000)
+        return OK, f"relay {relay.relayed_address} allocated over {relay.url.carried_over} in {milliseconds} ms", ""
+
     def check_tickets(self) -> None:
         """Who decides which visitor may call: call tickets signed by the site's backend, or the origin alone."""
         config = self.config
@@ -396,6 +449,51 @@ def unpublished(agent: Agent, info: AgentInfo) -> tuple[str, str]:
         return (f"{agent.id} version {agent.version} is a draft", f"{fix}, or {latest}" if latest else fix)
     known = f"its versions are {_numbers(sorted(published + drafts))}"
     return (f"{agent.id} has no version {agent.version} ({known})", latest or "publish a version and name it")
+
+
+def turn_fix(url: TurnUrl, err: TurnProbeError, *, minted: bool) -> str:
+    """The fix, in one sentence, for a TURN allocation that failed this way (``minted``: with credentials minted
+    from ``turn_secret``, else static ones from ``ice_servers``)."""
+    where = f"{url.host}:{url.port}"
+    protocol = "udp" if url.transport == "udp" else "tcp"
+    if err.reason == REASON_CREDENTIALS and minted:
+        return (
+            "the secret differs from coturn's static-auth-secret: set WEBCALL_TURN_SECRET to the same value "
+            "(and keep both clocks right: the credentials carry their expiry)"
+        )
+    if err.reason == REASON_CREDENTIALS:
+        return "correct this server's username and credential in WEBCALL_ICE_SERVERS"
+    if err.reason == REASON_REFUSED:
+        return (
+            f"port {url.port}/{protocol} is closed on {url.host}: start coturn there, or correct the port "
+            f"(coturn's {'tls-listening-port' if url.secure else 'listening-port'})"
+        )
+    if err.reason == REASON_TIMEOUT:
+        return (
+            f"nothing answered from {where} over {url.carried_over}: open port {url.port}/{protocol} in the "
+            "firewall in front of coturn, and check that coturn listens on that address"
+        )
+    if err.reason == REASON_DNS:
+        return f"correct the host name in the URL, or give {url.host} a DNS record"
+    if err.reason == REASON_UNREACHABLE:
+        return f"check the host in the URL and that this machine reaches {url.host} (route, firewall)"
+    if err.reason == REASON_TLS_NAME:
+        return (
+            f"give coturn (cert=) a certificate that names {url.host}, or put the name the certificate has in the URL: "
+            "browsers check it"
+        )
+    if err.reason == REASON_TLS_UNTRUSTED:
+        return (
+            "give coturn (cert=) a certificate from a public CA with its full chain: browsers refuse others "
+            "(for a private CA, run the doctor with SSL_CERT_FILE naming it)"
+        )
+    if err.reason == REASON_TLS:
+        return f"check coturn's cert= and pkey=, and that port {url.port} is its tls-listening-port"
+    if err.reason == REASON_REFUSED_ALLOCATION:
+        return "read coturn's log: it refused the allocation (quota, capacity or a denied address)"
+    if err.reason == REASON_URL:
+        return "correct the URL in WEBCALL_TURN_URLS / WEBCALL_ICE_SERVERS"
+    return f"check that {where} is a TURN server ({'turns' if url.secure else 'turn'}: speaks TURN there)"
 
 
 def _numbers(numbers: Sequence[int]) -> str:
