@@ -33,12 +33,14 @@ pid in the name is no longer alive) are removed before a new network is made.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import itertools
 import os
 import random
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -100,6 +102,10 @@ def clean_stale() -> None:
     for line in _run("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split(" ", 1)[0]
         if (match := _OURS.match(name)) and not _alive(int(match[1])):
+            # Browsers a killed run left inside keep the namespace alive: end them (they are ours, by its name).
+            for pid in _run("ip", "netns", "pids", name, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
             _run("ip", "netns", "delete", name, check=False)
     for directory in NETNS_ETC.glob(f"{PREFIX}*") if NETNS_ETC.is_dir() else ():
         if (match := _OURS.match(directory.name)) and not _alive(int(match[1])):
