@@ -64,6 +64,8 @@
     "text-not-available": "Calling isn't available on this page.",
     "text-expired": "The call expired before it connected. Please try again.",
     "text-failed": "The call couldn't connect. Check your network and try again.",
+    "text-blocked": "This network seems to block voice calls. Try another network, or we can call you back.",
+    "text-weak": "Weak connection: the agent may break up.",
     "text-ticket": "This call link has expired. Reload the page to try again.",
     "text-callback": "Leave your number and we'll call you.",
     "text-phone-hint": "International format, e.g. +14155550123",
@@ -102,6 +104,9 @@
   // Server end reasons with a message of their own.
   const END_REASON_TEXT_KEYS = { network_failure: "text-lost", max_duration_reached: "text-max" };
   // The start button's label after a call.
+  // What a quality summary may name (webcall/quality.py refuses anything else).
+  const CANDIDATE_TYPES = ["host", "srflx", "prflx", "relay"];
+  const PROTOCOLS = ["udp", "tcp", "tls"];
   const START_LABEL_KEYS = { error: "label-retry", ended: "label-restart" };
 
   const LIVE_STATES = ["listening", "thinking", "speaking"];
@@ -220,6 +225,7 @@
   class WebCall extends HTMLElement {
     static MAX_TRANSCRIPT_LINES = 200;
     static SUMMARY_WAIT_MS = 30000;
+    static ICE_SERVERS_KEPT_MS = 600000;
 
     // The shadow DOM's elements by name (see #createParts).
     #parts;
@@ -249,6 +255,12 @@
     // Each role's transcript line that is not final yet.
     #transcriptLines = {};
     #screenWakeLock = new ScreenWakeLock();
+    // The ICE servers (STUN, TURN with short-lived credentials) from the plugin, asked for before the click.
+    #iceServers = { promise: null, expiresAt: 0 };
+    // While the call's connection is too weak for speech to be followed.
+    #weakConnection = false;
+    // The last call could not get through this network (no route for its audio): call-back is the way.
+    #networkBlocked = false;
     #onPageHide = () => this.#endCall({ reason: "pagehide", unloading: true });
 
     static get observedAttributes() {
@@ -268,6 +280,8 @@
     }
 
     connectedCallback() {
+      this.addEventListener("pointerenter", this.#onInterest);
+      this.addEventListener("focusin", this.#onInterest);
       this.#blocker = findCallBlocker();
       if (this.#blocker) adviseSiteOwner(this.#blocker);
       this.setAttribute("state", this.#state);
@@ -275,7 +289,13 @@
       this.#render();
     }
 
+    #onInterest = () => {
+      if (!this.#blocker) this.#askForIceServers();
+    };
+
     disconnectedCallback() {
+      this.removeEventListener("pointerenter", this.#onInterest);
+      this.removeEventListener("focusin", this.#onInterest);
       this.#endCall({ reason: "removed" });
       this.#teardown();
       this.#closeEventStream();
@@ -297,6 +317,7 @@
       this.#formShown = false;
       this.#noteKey = "";
       this.#summary = "";
+      this.#networkBlocked = false;
       this.#session = null;
       this.#transcriptLines = {};
       this.#parts.transcript.replaceChildren();
@@ -308,11 +329,11 @@
       }
       this.#startController = new AbortController();
       const signal = this.#startController.signal;
-      // The peer connection comes first: its offer travels with the start request while the visitor answers the
-      // microphone prompt, and the microphone joins the call (replaceTrack) when it is allowed.
-      const connection = (this.#connection = this.#createConnection());
+      // The microphone prompt opens at once; the peer connection's offer travels with the start request while the
+      // visitor answers it, and the microphone joins the call (replaceTrack) when it is allowed.
+      const iceServers = this.#askForIceServers();
       const microphone = (this.#microphone = new Microphone({
-        replaceTrack: (track) => connection.replaceMicrophoneTrack(track),
+        replaceTrack: (track) => this.#connection.replaceMicrophoneTrack(track),
         onSwitched: (track) => this.#emit("microphone", { label: track.label }),
       }));
       const microphoneAllowed = microphone.open().catch((error) => {
@@ -325,10 +346,14 @@
       addEventListener("pagehide", this.#onPageHide);
       this.#setState("microphone");
       try {
+        // Asked for when the visitor showed interest, these are usually here already; the offer never waits for
+        // TURN allocations: candidates found after it trickle to the call's media resource.
+        const connection = (this.#connection = this.#createConnection(await iceServers));
+        if (signal.aborted) return;
         const offer = await connection.createOffer();
         if (signal.aborted) return;
         // One request: the plugin starts the call at DialNexa and answers with DialNexa's SDP answer.
-        const starting = this.#post("sessions", { ...request, offer }, signal);
+        const starting = this.#post("sessions", { ...request, offer, quality_report: true }, signal);
         starting.catch(ignore); // awaited below
         const track = await microphoneAllowed;
         if (signal.aborted) return;
@@ -339,8 +364,13 @@
         this.#setState("connecting");
         const session = (this.#session = await starting);
         if (session.events_url && session.token) this.#openEventStream(session);
-        const mediaUrl = session.media_url ? this.#resolve(session.media_url) : "";
-        connection.useMediaResource({ url: mediaUrl, token: session.token });
+        connection.useMediaResource({
+          url: session.media_url ? this.#resolve(session.media_url) : "",
+          qualityUrl: session.quality_url ? this.#resolve(session.quality_url) : "",
+          token: session.token,
+          etag: session.media_etag,
+          iceServers: session.ice_servers,
+        });
         if (typeof session.answer !== "string") throw new CallError("invalid_response", "text-unavailable");
         await connection.applyAnswer(session.answer);
       } catch (error) {
@@ -562,12 +592,13 @@
         if (node.localName === "button" && node !== parts.muteButton) node.title = label;
       }
       setText(parts.status, state === "idle" && blocker ? this.#phrase(blocker) : this.#statusText);
-      setText(parts.note, this.#noteKey && this.#phrase(this.#noteKey));
+      const noteKey = this.#weakConnection && live ? "text-weak" : this.#noteKey;
+      setText(parts.note, noteKey && this.#phrase(noteKey));
       setText(parts.summaryText, this.#summary);
       setText(parts.consentLine, consent);
       const callbackWanted = inCall
         ? live && withoutMicrophone
-        : this.getAttribute("callback") === "true" || withoutMicrophone || Boolean(blocker);
+        : this.getAttribute("callback") === "true" || withoutMicrophone || this.#networkBlocked || Boolean(blocker);
       const panelShown = !this.#floating || this.#panelOpen;
       if (callbackWanted && panelShown && !this.#callbacksAsked) this.#askAboutCallbacks();
       const offerCallback = callbackWanted && this.#callbacksOn;
@@ -579,7 +610,7 @@
         timer: live,
         // The intro invites a call in the browser: not where the browser can't make one.
         intro: state === "idle" && !formShown && !blocker && parts.intro.textContent,
-        note: this.#noteKey && !formShown && state !== "error",
+        note: noteKey && !formShown && state !== "error",
         transcript: !formShown,
         summary: state === "ended" && this.#summary && !formShown,
         callbackForm: formShown,
@@ -662,9 +693,9 @@
 
     // -- the call -------------------------------------------------------------------------------------------------
 
-    #createConnection() {
+    #createConnection(iceServers) {
       const audio = this.#parts.audio;
-      return new MediaConnection({
+      return new MediaConnection(iceServers, {
         // The agent's audio plays in an <audio> element, not through WebAudio, so echo cancellation hears it.
         onAudio: (stream) => {
           audio.srcObject = stream;
@@ -686,8 +717,34 @@
           this.#setState(this.#state);
         },
         onLost: () => this.#finish({ reason: "connection_lost", textKey: "text-lost" }),
-        onFailed: (code) => this.#fail(new CallError(code, "text-failed")),
+        onFailed: (code) => {
+          this.#networkBlocked = code === "network_blocked";
+          this.#fail(new CallError(code, this.#networkBlocked ? "text-blocked" : "text-failed"));
+        },
+        onWeak: (weak) => {
+          this.#weakConnection = weak;
+          this.#render();
+        },
       });
+    }
+
+    // The ICE servers for the next call, asked for once and again when their TURN credentials near their end; a
+    // plugin that cannot be asked means no ICE servers (the call still connects wherever UDP flows).
+    #askForIceServers() {
+      const cache = this.#iceServers;
+      if (cache.promise && Date.now() < cache.expiresAt) return cache.promise;
+      cache.expiresAt = Date.now() + WebCall.ICE_SERVERS_KEPT_MS;
+      cache.promise = this.#post("ice-servers", {}, new AbortController().signal).then(
+        (answer) => {
+          if (answer.ttl > 0) cache.expiresAt = Math.min(cache.expiresAt, Date.now() + answer.ttl * 500);
+          return Array.isArray(answer.ice_servers) ? answer.ice_servers : [];
+        },
+        () => {
+          cache.expiresAt = 0;
+          return [];
+        }
+      );
+      return cache.promise;
     }
 
     // Go on receive-only, and offer a call back.
@@ -809,6 +866,7 @@
       if (this.#microphone) this.#microphone.close();
       this.#microphone = null;
       this.#reconnecting = false;
+      this.#weakConnection = false;
       this.#muted = false;
       this.#parts.audio.pause();
       this.#parts.audio.srcObject = null;
@@ -938,8 +996,10 @@
   // The WebRTC side of one call: an RTCPeerConnection with one send-and-receive audio transceiver (the microphone
   // joins later with replaceTrack, so the offer need not wait for the permission prompt) and the "events" data
   // channel; and the call's media resource on the plugin, which relays to DialNexa with WHIP semantics (RFC 9725):
-  // PATCH for an ICE restart, DELETE to hang up. When the network drops, it tries an ICE restart and gives the call a
-  // few seconds to recover. It reports to its owner through the handlers it is given and never touches the page:
+  // PATCH for trickled candidates and ICE restarts, DELETE to hang up. The offer goes as soon as the host candidates
+  // are known; candidates found later (TURN relays take a few round trips) trickle after it. When the network drops,
+  // it tries an ICE restart and gives the call a few seconds to recover. It reports to its owner through the
+  // handlers it is given and never touches the page:
   //   onAudio(stream)     the agent's audio arrived
   //   onMessage(message)  a message on the data channel (agent_state, transcript, call_ended), parsed
   //   onChannelClosed()   the data channel closed (the other side hung up)
@@ -947,26 +1007,37 @@
   //   onReconnecting()    the connection dropped; recovering
   //   onReconnected()     recovered
   //   onLost()            not recovered within the grace period
-  //   onFailed(code)      could not connect: "connect_failed" or "connect_timeout"
+  //   onFailed(code)      could not connect: "network_blocked" (no candidate pair ever worked), "connect_failed"
+  //   onWeak(weak)        the connection became too weak for speech to be followed, or recovered
   class MediaConnection {
-    static CONNECT_TIMEOUT_MS = 15000;
+    static CONNECT_TIMEOUT_MS = 8000;
     static GRACE_PERIOD_MS = 5000;
+    static TRICKLE_BATCH_MS = 30;
 
     #peer;
     #channel;
     #microphoneSender;
     #handlers;
+    #quality;
     #mediaUrl = "";
+    #qualityUrl = "";
     #authorization = {};
+    #etag = "";
     #iceRestartUnsupported = false;
     #everConnected = false;
     #closed = false;
     #connectTimer = 0;
     #graceTimer = 0; // set while the connection recovers
+    // Candidate lines found after the offer left, waiting for the media resource (or the next batch).
+    #offerSent = false;
+    #trickleLines = [];
+    #trickleTimer = 0;
+    #trickleStopped = false;
 
-    constructor(handlers) {
+    constructor(iceServers, handlers) {
       this.#handlers = handlers;
-      const peer = (this.#peer = new RTCPeerConnection());
+      const peer = (this.#peer = new RTCPeerConnection({ iceServers }));
+      this.#quality = new CallQuality(peer, (weak) => handlers.onWeak(weak));
       // Without a microphone this transceiver has no track: the call is receive-only and sends no RTP at all,
       // which a media server accepts (a silent track would cost upload for nothing). Liveness is the connection's:
       // the browser keeps answering and sending ICE consent checks and RTCP reports on the agent's audio. Staying
@@ -980,12 +1051,14 @@
       channel.onclose = () => handlers.onChannelClosed();
       peer.ontrack = (event) => handlers.onAudio(event.streams[0] || new MediaStream([event.track]));
       peer.onconnectionstatechange = () => this.#onConnectionStateChange();
+      peer.addEventListener("icecandidate", (event) => this.#onCandidate(event.candidate));
     }
 
-    // The SDP offer with its ICE candidates (no trickle ICE: the offer travels in the start request).
+    // The SDP offer with the candidates found at once (the host ones); the others trickle after it.
     async createOffer() {
       await this.#peer.setLocalDescription(await this.#peer.createOffer());
       await this.#gatherCandidates({ withinMs: 1500, quietMs: 25 });
+      this.#offerSent = true;
       return this.#peer.localDescription.sdp;
     }
 
@@ -994,17 +1067,29 @@
       return this.#microphoneSender.replaceTrack(track);
     }
 
-    // Where the call's media resource is (its URL and the call's token), for ICE restarts and the hang-up.
-    useMediaResource({ url, token }) {
+    // Where the call's media resource is (its URL, ETag and the call's token), for trickled candidates, ICE
+    // restarts and the hang-up; where its quality summary goes; and DialNexa's own ICE servers for the call, which
+    // an ICE restart gathers with.
+    useMediaResource({ url, qualityUrl, token, etag, iceServers }) {
       this.#mediaUrl = url;
+      this.#qualityUrl = qualityUrl;
+      this.#etag = etag || "";
       this.#authorization = { Authorization: "Bearer " + token };
+      if (Array.isArray(iceServers) && iceServers.length) {
+        const configuration = this.#peer.getConfiguration();
+        try {
+          this.#peer.setConfiguration({ ...configuration, iceServers: [...configuration.iceServers, ...iceServers] });
+        } catch (error) {
+          console.warn("[webcall] DialNexa's ICE servers for this call were not usable:", error.message);
+        }
+      }
+      this.#sendTrickledCandidates();
     }
 
     // Applies the SDP answer; the call must then connect within CONNECT_TIMEOUT_MS.
     async applyAnswer(answer) {
       await this.#peer.setRemoteDescription({ type: "answer", sdp: answer });
-      const timedOut = () => this.#handlers.onFailed("connect_timeout");
-      this.#connectTimer = setTimeout(timedOut, MediaConnection.CONNECT_TIMEOUT_MS);
+      this.#connectTimer = setTimeout(() => this.#failToConnect(), MediaConnection.CONNECT_TIMEOUT_MS);
     }
 
     // Hangs up at the media resource; with `keepalive` the request outlives a page that is closing.
@@ -1013,11 +1098,23 @@
       fetch(this.#mediaUrl, { method: "DELETE", headers: this.#authorization, keepalive }).catch(ignore);
     }
 
-    // Closes the connection without a word to the handlers.
+    // Closes the connection without a word to the handlers, and sends how the call sounded (once, outliving the
+    // page if it is closing).
     close() {
+      if (this.#closed) return;
       this.#closed = true;
       clearTimeout(this.#connectTimer);
       clearTimeout(this.#graceTimer);
+      clearTimeout(this.#trickleTimer);
+      const summary = this.#quality.stop();
+      if (summary && this.#qualityUrl) {
+        fetch(this.#qualityUrl, {
+          method: "POST",
+          headers: { ...this.#authorization, "Content-Type": "application/json" },
+          body: JSON.stringify(summary),
+          keepalive: true,
+        }).catch(ignore);
+      }
       this.#channel.onclose = null;
       this.#channel.onmessage = null;
       this.#peer.close();
@@ -1029,6 +1126,7 @@
         clearTimeout(this.#connectTimer);
         if (!this.#everConnected) {
           this.#everConnected = true;
+          this.#quality.begin();
           this.#handlers.onConnected();
         } else if (this.#graceTimer) {
           clearTimeout(this.#graceTimer);
@@ -1036,7 +1134,7 @@
           this.#handlers.onReconnected();
         }
       } else if (state === "failed" && !this.#everConnected) {
-        this.#handlers.onFailed("connect_failed");
+        this.#failToConnect();
       } else if ((state === "failed" || state === "disconnected") && this.#everConnected && !this.#graceTimer) {
         // A grace period for the network, and an ICE restart. When it passes, no hang-up is sent: the network is
         // gone, and DialNexa records the call as a network failure.
@@ -1046,21 +1144,72 @@
       }
     }
 
+    // No candidate pair ever answered: the network lets no call audio through (UDP dropped and no TURN relay that
+    // works), which the visitor can only fix elsewhere; anything else is an ordinary failure to connect.
+    async #failToConnect() {
+      clearTimeout(this.#connectTimer);
+      if (this.#closed || this.#everConnected) return;
+      const anyPairWorked = await this.#quality.anyCandidatePairSucceeded();
+      if (!this.#closed) this.#handlers.onFailed(anyPairWorked ? "connect_failed" : "network_blocked");
+    }
+
+    // A candidate found after the offer left joins the next batch; the end of gathering is said once.
+    #onCandidate(candidate) {
+      if (!this.#offerSent || this.#trickleStopped) return;
+      const line = candidate && candidate.candidate ? `a=${candidate.candidate}\r\n` : "a=end-of-candidates\r\n";
+      if (!this.#trickleLines.includes(line)) this.#trickleLines.push(line);
+      clearTimeout(this.#trickleTimer);
+      this.#trickleTimer = setTimeout(() => this.#sendTrickledCandidates(), MediaConnection.TRICKLE_BATCH_MS);
+    }
+
+    // Trickle ICE (RFC 8840) through the media resource: one PATCH per batch, with If-Match naming the session.
+    // A resource that cannot take them (405, 501) is not asked again.
+    async #sendTrickledCandidates() {
+      if (!this.#mediaUrl || !this.#etag || !this.#trickleLines.length || this.#closed) return;
+      const lines = this.#trickleLines.splice(0);
+      const sdp = this.#peer.localDescription.sdp;
+      const header = ["a=ice-ufrag:", "a=ice-pwd:", "m=", "a=mid:"].map((start) => {
+        const line = sdp.split("\r\n").find((sdpLine) => sdpLine.startsWith(start));
+        return line + "\r\n";
+      });
+      try {
+        const response = await fetch(this.#mediaUrl, {
+          method: "PATCH",
+          headers: {
+            ...this.#authorization,
+            "Content-Type": "application/trickle-ice-sdpfrag",
+            "If-Match": this.#etag,
+          },
+          body: header.join("") + lines.join(""),
+        });
+        if (response.status === 405 || response.status === 501) this.#trickleStopped = true;
+      } catch (error) {
+        // The network is failing; the checks on the candidates already sent decide.
+      }
+    }
+
     // Waits until ICE gathering completes, at most `withinMs`; with `quietMs`, only until that long has passed
     // without a new candidate (the host candidates come at once; nothing else is worth the wait).
     #gatherCandidates({ withinMs, quietMs = 0 }) {
       const peer = this.#peer;
       return new Promise((resolve) => {
-        let timer = setTimeout(resolve, withinMs);
-        peer.onicecandidate = (event) => {
+        let timer = 0;
+        const done = () => {
+          clearTimeout(timer);
+          peer.removeEventListener("icecandidate", onCandidate);
+          resolve();
+        };
+        const onCandidate = (event) => {
           if (!event.candidate) {
-            resolve();
+            done();
           } else if (quietMs) {
             clearTimeout(timer);
-            timer = setTimeout(resolve, quietMs);
+            timer = setTimeout(done, quietMs);
           }
         };
-        if (peer.iceGatheringState === "complete") resolve();
+        timer = setTimeout(done, withinMs);
+        peer.addEventListener("icecandidate", onCandidate);
+        if (peer.iceGatheringState === "complete") done();
       });
     }
 
@@ -1072,6 +1221,7 @@
       const peer = this.#peer;
       if (!this.#mediaUrl || this.#iceRestartUnsupported) return;
       try {
+        this.#offerSent = false; // the restart's candidates travel in its own fragment
         await peer.setLocalDescription(await peer.createOffer({ iceRestart: true }));
         await this.#gatherCandidates({ withinMs: 1000 });
         const fragmentLine = /^(a=ice-(ufrag|pwd|options)|m=|a=mid|a=candidate).*\r\n/gm;
@@ -1090,6 +1240,7 @@
           this.#rollBackOffer();
           return;
         }
+        this.#etag = response.headers.get("ETag") || this.#etag;
         const remoteSdp = peer.remoteDescription.sdp
           .replace(/a=ice-ufrag:\S+/g, usernameFragment)
           .replace(/a=ice-pwd:\S+/g, password);
@@ -1099,6 +1250,8 @@
         }
       } catch (error) {
         this.#rollBackOffer();
+      } finally {
+        this.#offerSent = true;
       }
     }
 
@@ -1106,6 +1259,143 @@
       if (this.#peer.signalingState === "have-local-offer") {
         this.#peer.setLocalDescription({ type: "rollback" }).catch(ignore);
       }
+    }
+  }
+
+  // How the call sounds, from the peer connection's statistics (getStats) every SAMPLE_MS: the round-trip time, the
+  // jitter of the agent's audio, packets lost each way, and the candidate pair in use (host, srflx, prflx or relay;
+  // over udp, tcp or tls). It calls onWeak(true) when loss or delay would break speech up and onWeak(false) once two
+  // samples in a row are fine again; stop() returns the call's summary for the plugin (checked by webcall/quality.py).
+  class CallQuality {
+    static SAMPLE_MS = 2000;
+    static WEAK_LOSS = 0.08; // the share of packets lost since the last sample, either way
+    static WEAK_ROUND_TRIP_MS = 500;
+    static WEAK_JITTER_MS = 60;
+
+    #peer;
+    #onWeak;
+    #timer = 0;
+    #createdAt = performance.now();
+    #connectedAt = 0;
+    #connectMs = 0;
+    #samples = 0;
+    #candidateType = "";
+    #protocol = "";
+    #roundTrips = [];
+    #jitters = [];
+    #outboundLosses = [];
+    #inbound = { lost: 0, received: 0 };
+    #weak = false;
+    #goodSamplesInARow = 0;
+    #weakSamples = 0;
+
+    constructor(peer, onWeak) {
+      this.#peer = peer;
+      this.#onWeak = onWeak;
+    }
+
+    // The call connected: time to connect is from the peer connection's creation (the click) to now.
+    begin() {
+      this.#connectedAt = performance.now();
+      this.#connectMs = Math.round(this.#connectedAt - this.#createdAt);
+      this.#sample().catch(ignore);
+      this.#timer = setInterval(() => this.#sample().catch(ignore), CallQuality.SAMPLE_MS);
+    }
+
+    // Whether any ICE candidate pair ever got an answer (none: nothing on this network reaches the media server).
+    async anyCandidatePairSucceeded() {
+      let succeeded = false;
+      const report = await this.#peer.getStats().catch(() => new Map());
+      report.forEach((stat) => {
+        if (stat.type === "candidate-pair" && (stat.state === "succeeded" || stat.responsesReceived > 0)) {
+          succeeded = true;
+        }
+      });
+      return succeeded;
+    }
+
+    // Stops sampling; the summary of a call that connected, or null.
+    stop() {
+      clearInterval(this.#timer);
+      if (!this.#connectedAt) return null;
+      const mean = (values) => values.reduce((sum, value) => sum + value, 0) / values.length;
+      const { lost, received } = this.#inbound;
+      const summary = {
+        connect_ms: this.#connectMs,
+        duration_s: Math.round((performance.now() - this.#connectedAt) / 1000),
+        samples: this.#samples,
+        loss_in: lost + received > 0 ? Number((lost / (lost + received)).toFixed(4)) : 0,
+        weak_s: (this.#weakSamples * CallQuality.SAMPLE_MS) / 1000,
+      };
+      if (this.#candidateType) summary.candidate = this.#candidateType;
+      if (this.#protocol) summary.protocol = this.#protocol;
+      if (this.#roundTrips.length) {
+        summary.rtt_ms = Math.round(mean(this.#roundTrips));
+        summary.rtt_max_ms = Math.round(Math.max(...this.#roundTrips));
+      }
+      if (this.#jitters.length) summary.jitter_ms = Math.round(mean(this.#jitters));
+      if (this.#outboundLosses.length) summary.loss_out = Number(mean(this.#outboundLosses).toFixed(4));
+      return summary;
+    }
+
+    async #sample() {
+      const report = await this.#peer.getStats();
+      const pair = CallQuality.#selectedPair(report);
+      const local = pair && report.get(pair.localCandidateId);
+      if (local && CANDIDATE_TYPES.includes(local.candidateType)) {
+        this.#candidateType = local.candidateType;
+        const protocol = local.candidateType === "relay" ? local.relayProtocol || "udp" : local.protocol;
+        this.#protocol = PROTOCOLS.includes(protocol) ? protocol : "";
+      }
+      let inbound = null;
+      let remoteInbound = null;
+      report.forEach((stat) => {
+        if (stat.kind === "audio" && stat.type === "inbound-rtp") inbound = stat;
+        if (stat.kind === "audio" && stat.type === "remote-inbound-rtp") remoteInbound = stat;
+      });
+      let roundTrip = pair && pair.currentRoundTripTime;
+      if (roundTrip === undefined && remoteInbound) roundTrip = remoteInbound.roundTripTime;
+      const roundTripMs = roundTrip >= 0 ? roundTrip * 1000 : 0;
+      if (roundTrip >= 0) this.#roundTrips.push(roundTripMs);
+      let inboundLoss = 0;
+      let jitterMs = 0;
+      if (inbound) {
+        const lost = Math.max(0, inbound.packetsLost || 0);
+        const received = inbound.packetsReceived || 0;
+        const newlyLost = lost - this.#inbound.lost;
+        const newlyReceived = received - this.#inbound.received;
+        // Nothing at all arrived since the last sample: the agent's audio is not getting through.
+        inboundLoss = newlyReceived > 0 ? newlyLost / (newlyLost + newlyReceived) : this.#samples ? 1 : 0;
+        this.#inbound = { lost, received };
+        jitterMs = (inbound.jitter || 0) * 1000;
+        this.#jitters.push(jitterMs);
+      }
+      const outboundLoss = remoteInbound && remoteInbound.fractionLost >= 0 ? remoteInbound.fractionLost : 0;
+      if (remoteInbound && remoteInbound.fractionLost >= 0) this.#outboundLosses.push(outboundLoss);
+      this.#samples += 1;
+      const weak =
+        Math.max(inboundLoss, outboundLoss) > CallQuality.WEAK_LOSS ||
+        roundTripMs > CallQuality.WEAK_ROUND_TRIP_MS ||
+        jitterMs > CallQuality.WEAK_JITTER_MS;
+      this.#goodSamplesInARow = weak ? 0 : this.#goodSamplesInARow + 1;
+      if (weak !== this.#weak && (weak || this.#goodSamplesInARow >= 2)) {
+        this.#weak = weak;
+        this.#onWeak(weak);
+      }
+      if (this.#weak) this.#weakSamples += 1;
+    }
+
+    // The candidate pair in use: the transport's selected one (Chromium), or the nominated pair that succeeded.
+    static #selectedPair(report) {
+      let pair = null;
+      report.forEach((stat) => {
+        if (stat.type === "transport" && stat.selectedCandidatePairId) pair = report.get(stat.selectedCandidatePairId);
+      });
+      report.forEach((stat) => {
+        const inUse = stat.selected || (stat.nominated && stat.state === "succeeded");
+        if (!pair && stat.type === "candidate-pair" && inUse) pair = stat;
+      });
+      return pair;
     }
   }
 
