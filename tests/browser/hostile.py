@@ -224,13 +224,14 @@ class VisitorNetwork:
         _run(*ns, "addr", "add", f"{self.visitor_address}/30", "dev", self.visitor_link)
         _run(*ns, "link", "set", self.visitor_link, "up")
         _run(*ns, "link", "set", "lo", "up")
-        # Everything outside the veth's /30 goes to the root end too (and finds nothing there): no other way out.
-        _run(*ns, "route", "add", "default", "via", self.host_address)
-        # `ip netns exec` mounts /etc/netns/NAME/hosts over /etc/hosts: the root end has a name in the namespace.
+        # No default route: from the namespace only the veth's /30 and loopback can be reached, anything else is
+        # "network unreachable" at once. `ip netns exec` mounts /etc/netns/NAME/* over /etc/*: the root end has a
+        # name (hosts), and DNS asks the namespace's own loopback, where nothing answers (resolv.conf).
         self.etc.mkdir(parents=True, exist_ok=True)
         (self.etc / "hosts").write_text(
             f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{self.host_address}\t{HOST_NAME}\n"
         )
+        (self.etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         self._nft(
             f"table inet {NFT_TABLE} {{\n"
             "  chain input { type filter hook input priority 0; policy accept; }\n"

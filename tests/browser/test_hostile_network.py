@@ -142,7 +142,7 @@ async def test_relay_candidates_on_a_network_without_udp(
         udp, tcp, tls = turn.turn_url("udp"), turn.turn_url("tcp"), turn.turns_url(visitor_network.host_name)
 
         await visitor_network.drop_udp()
-        blocked = await gather(tab, turn, [udp, tcp, tls], within=6.0)
+        blocked = await gather(tab, turn, [udp, tcp, tls], within=3.0)
         print(
             f"\n[{engine}] UDP dropped: "
             + ", ".join(f"{u}: {r['relays'][:1]} {r['errors'][:1]}" for u, r in blocked.items())
@@ -155,7 +155,7 @@ async def test_relay_candidates_on_a_network_without_udp(
             assert relay_protocols(blocked[url]) in (set(), {protocol}), blocked[url]
 
         await visitor_network.open()
-        opened = await gather(tab, turn, [udp], within=6.0)
+        opened = await gather(tab, turn, [udp], within=3.0)
         print(f"[{engine}] open: {opened[udp]['relays'][:1]}")
         assert opened[udp]["relays"], f"no relay candidate from {udp} on an open network: {opened[udp]}"
         assert relay_protocols(opened[udp]) in (set(), {"udp"}), opened[udp]
