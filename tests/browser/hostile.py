@@ -312,12 +312,7 @@ class VisitorNetwork:
             except OSError:
                 writer.close()
                 return
-            for task in (
-                asyncio.ensure_future(_pipe(reader, inner_writer)),
-                asyncio.ensure_future(_pipe(inner_reader, writer)),
-            ):
-                self.pipes.add(task)
-                task.add_done_callback(self.pipes.discard)
+            self._pipe_both(reader, writer, inner_reader, inner_writer)
 
         candidates = ["127.0.0.1", *(f"127.{random.randrange(256)}.{random.randrange(256)}.1" for _ in range(20))]
         for address in candidates:
@@ -328,6 +323,44 @@ class VisitorNetwork:
             self.forwarders.append(server)
             return address, port
         raise RuntimeError(f"port {port} is taken on every loopback address tried")
+
+    async def expose(self, port: int, *, host: str = "127.0.0.1") -> None:
+        """Make this process's ``host:port`` (loopback) reachable inside the namespace at ``127.0.0.1:port``: for a
+        site the browser must see at a secure origin (``http://127.0.0.1:PORT``: browsers give the microphone to
+        no other plain-http origin). The listener belongs to the namespace; each connection goes on to ``host:port``
+        here (so page loads never cross the veth or its firewall; the call's media still does)."""
+        listener = self.socket_inside(socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", port))
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                inner_reader, inner_writer = await asyncio.open_connection(host, port)
+            except OSError:
+                writer.close()
+                return
+            self._pipe_both(reader, writer, inner_reader, inner_writer)
+
+        self.forwarders.append(await asyncio.start_server(accepted, sock=listener))
+
+    def _pipe_both(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        inner_reader: asyncio.StreamReader,
+        inner_writer: asyncio.StreamWriter,
+    ) -> None:
+        for task in (
+            asyncio.ensure_future(_pipe(reader, inner_writer)),
+            asyncio.ensure_future(_pipe(inner_reader, writer)),
+        ):
+            self.pipes.add(task)
+            task.add_done_callback(self.pipes.discard)
 
     async def reach(self, url: str) -> str:
         """``url`` (e.g. Firefox's ``ws://127.0.0.1:PORT``, on the namespace's loopback) as this process reaches it."""

@@ -230,3 +230,28 @@ async def test_the_firewall_drops_udp_all_or_a_share(visitor_network: VisitorNet
     finally:
         sender.close()
         receiver.close()
+
+
+async def test_a_loopback_port_exposed_inside_the_namespace(visitor_network: VisitorNetwork) -> None:
+    """``expose(port)``: a program in the namespace connecting to its own 127.0.0.1:port talks to this process's."""
+
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello from the root namespace: " + await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ConnectionRefusedError):  # the namespace's loopback is its own
+            await asyncio.to_thread(visitor_network.connect_inside, "127.0.0.1", port)
+        await visitor_network.expose(port)
+        reader, writer = await asyncio.open_connection(
+            sock=await asyncio.to_thread(visitor_network.connect_inside, "127.0.0.1", port)
+        )
+        writer.write(b"hi\n")
+        assert await reader.read() == b"hello from the root namespace: hi\n"
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
