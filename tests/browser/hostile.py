@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import itertools
 import os
 import random
@@ -224,9 +225,12 @@ class VisitorNetwork:
         _run(*ns, "addr", "add", f"{self.visitor_address}/30", "dev", self.visitor_link)
         _run(*ns, "link", "set", self.visitor_link, "up")
         _run(*ns, "link", "set", "lo", "up")
-        # No default route: from the namespace only the veth's /30 and loopback can be reached, anything else is
-        # "network unreachable" at once. `ip netns exec` mounts /etc/netns/NAME/* over /etc/*: the root end has a
-        # name (hosts), and DNS asks the namespace's own loopback, where nothing answers (resolv.conf).
+        # A default route through the root end, as a visitor's machine has: browsers find their "default" address
+        # from it (Firefox offers no host candidate without one before the microphone is allowed). The guard chain
+        # below drops whatever would leave for anywhere but the veth's /30, so nothing reaches past the root end.
+        # `ip netns exec` mounts /etc/netns/NAME/* over /etc/*: the root end has a name (hosts), and DNS asks the
+        # namespace's own loopback, where nothing answers (resolv.conf).
+        _run(*ns, "route", "add", "default", "via", self.host_address)
         self.etc.mkdir(parents=True, exist_ok=True)
         (self.etc / "hosts").write_text(
             f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{self.host_address}\t{HOST_NAME}\n"
@@ -236,6 +240,10 @@ class VisitorNetwork:
             f"table inet {NFT_TABLE} {{\n"
             "  chain input { type filter hook input priority 0; policy accept; }\n"
             "  chain output { type filter hook output priority 0; policy accept; }\n"
+            "  chain guard { type filter hook output priority -10; policy accept;\n"
+            f'    oifname != "lo" ip daddr != {ipaddress.ip_interface(self.host_address + "/30").network} drop\n'
+            '    oifname != "lo" meta nfproto ipv6 drop\n'
+            "  }\n"
             "}\n"
         )
 

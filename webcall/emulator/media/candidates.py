@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from aioice.ice import get_host_addresses
 from aioice.mdns import is_mdns_hostname
 
-__all__ = ["TrickledFragment", "UsableOffer", "host_addresses", "parse_fragment", "usable_offer"]
+__all__ = [
+    "TrickledFragment",
+    "UsableOffer",
+    "host_addresses",
+    "offer_ice_credentials",
+    "parse_fragment",
+    "usable_offer",
+]
 
 _CANDIDATE = "a=candidate:"
 _END_OF_CANDIDATES = "a=end-of-candidates"
@@ -92,3 +99,14 @@ def parse_fragment(text: str) -> TrickledFragment:
     if not username_fragment or not password:
         raise ValueError("a fragment names the ICE session with a=ice-ufrag and a=ice-pwd")
     return TrickledFragment(username_fragment, password, candidates, end)
+
+
+def offer_ice_credentials(sdp: str) -> tuple[str, str] | None:
+    """The offer's ICE username fragment and password (the first of each: a bundled offer has one pair)."""
+    username_fragment = password = ""
+    for line in sdp.splitlines():
+        if line.startswith("a=ice-ufrag:") and not username_fragment:
+            username_fragment = line.removeprefix("a=ice-ufrag:").strip()
+        elif line.startswith("a=ice-pwd:") and not password:
+            password = line.removeprefix("a=ice-pwd:").strip()
+    return (username_fragment, password) if username_fragment and password else None

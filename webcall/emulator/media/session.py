@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import secrets
@@ -34,7 +35,7 @@ from av import AudioFrame
 from webcall.emulator.state import Call, EmulatedAgent, EmulatorState, InvalidTransition
 
 from .agent import MAX_DURATION_LINE, run_agent
-from .candidates import host_addresses, usable_offer
+from .candidates import host_addresses, offer_ice_credentials, usable_offer
 from .liveness import InboundWatch, ice_connections
 from .stt import Transcriber
 from .tracks import PacedAudioTrack, frame_to_mono
@@ -91,6 +92,8 @@ class MediaSession:
     ) -> None:
         self.id = secrets.token_urlsafe(16)
         self.etag = f'"{secrets.token_hex(8)}"'
+        self.offer_ice: tuple[str, str] | None = None
+        """The ICE username fragment and password of the browser's offer: fragments naming others are restarts."""
         self.trickled_candidates: list[str] = []
         """The types (host, srflx, relay) of the candidates the browser trickled after its offer."""
         self.trickle_ended = False
@@ -167,6 +170,7 @@ class MediaSession:
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_connection_state)
         offer = usable_offer(offer_sdp)
+        self.offer_ice = offer_ice_credentials(offer.sdp)
         if offer.mdns_candidates:
             self.log(
                 logging.INFO,
@@ -205,9 +209,7 @@ class MediaSession:
     # -- trickle ICE ------------------------------------------------------------------------------------------------
     def is_current_ice(self, username_fragment: str, password: str) -> bool:
         """Whether a fragment's ICE credentials are the offer's (a trickle) rather than new ones (an ICE restart)."""
-        remote = self.pc.remoteDescription
-        sdp = remote.sdp if remote is not None else ""
-        return f"a=ice-ufrag:{username_fragment}\r" in sdp + "\r" and f"a=ice-pwd:{password}" in sdp
+        return (username_fragment, password) == self.offer_ice
 
     async def add_remote_candidates(self, candidates: list[str], *, end: bool) -> None:
         """Candidates the browser gathered after its offer (relay ones above all), then ``end-of-candidates``."""
@@ -219,6 +221,9 @@ class MediaSession:
                 self.log(logging.INFO, "ignoring a trickled candidate aiortc cannot read: %s", value)
                 continue
             candidate.sdpMid = mid
+            if candidate.relatedAddress is not None and not _is_ip_address(candidate.relatedAddress):
+                # Browsers hide a relay's or srflx's base behind an mDNS name; aiortc can only write addresses.
+                candidate.relatedAddress = candidate.relatedPort = None
             try:
                 await self.pc.addIceCandidate(candidate)
             except ValueError:  # after end-of-candidates (some browsers' offers already say it)
@@ -476,3 +481,11 @@ class MediaSession:
             "trickled_candidates": list(self.trickled_candidates),
             "ice_pair": self.selected_pair(),
         }
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
