@@ -6,8 +6,9 @@
 //      and the checks of what the page allows.
 //   2. WebCall, the <dialnexa-webcall> element: attributes, rendering, the states the visitor sees, the texts and the
 //      call-back form. For each call it creates a MediaConnection, a Microphone and a CallEventStream and drives them.
-//   3. MediaConnection: the WebRTC side of one call and its media resource on the plugin (offer, answer, ICE restart,
-//      hang-up, recovery from a network blip). It reports through callbacks and never touches the page.
+//   3. MediaConnection: the WebRTC side of one call and its media resource on the plugin (offer, trickled candidates,
+//      answer, ICE restart, hang-up, recovery from a network blip). It reports through callbacks and never touches
+//      the page. CallQuality: the call's getStats() samples, the weak-connection verdict and the end-of-call summary.
 //   4. Microphone: the visitor's microphone during one call (permission, a headset plugged in or out, mute, level).
 //   5. CallEventStream: the call's lifecycle events from the plugin (server-sent events).
 //   6. ScreenWakeLock: keeps the screen on during a call.
@@ -64,7 +65,7 @@
     "text-not-available": "Calling isn't available on this page.",
     "text-expired": "The call expired before it connected. Please try again.",
     "text-failed": "The call couldn't connect. Check your network and try again.",
-    "text-blocked": "This network seems to block voice calls. Try another network, or we can call you back.",
+    "text-blocked": "This network seems to block calls. Try another network, or we can call you back.",
     "text-weak": "Weak connection: the agent may break up.",
     "text-ticket": "This call link has expired. Reload the page to try again.",
     "text-callback": "Leave your number and we'll call you.",
@@ -103,10 +104,10 @@
   };
   // Server end reasons with a message of their own.
   const END_REASON_TEXT_KEYS = { network_failure: "text-lost", max_duration_reached: "text-max" };
-  // The start button's label after a call.
   // What a quality summary may name (webcall/quality.py refuses anything else).
   const CANDIDATE_TYPES = ["host", "srflx", "prflx", "relay"];
   const PROTOCOLS = ["udp", "tcp", "tls"];
+  // The start button's label after a call.
   const START_LABEL_KEYS = { error: "label-retry", ended: "label-restart" };
 
   const LIVE_STATES = ["listening", "thinking", "speaking"];
@@ -1012,6 +1013,7 @@
   class MediaConnection {
     static CONNECT_TIMEOUT_MS = 8000;
     static GRACE_PERIOD_MS = 5000;
+    static RESTART_AFTER_MS = 2000;
     static TRICKLE_BATCH_MS = 30;
 
     #peer;
@@ -1028,6 +1030,7 @@
     #closed = false;
     #connectTimer = 0;
     #graceTimer = 0; // set while the connection recovers
+    #restartTimer = 0;
     // Candidate lines found after the offer left, waiting for the media resource (or the next batch).
     #offerSent = false;
     #trickleLines = [];
@@ -1080,7 +1083,7 @@
         try {
           this.#peer.setConfiguration({ ...configuration, iceServers: [...configuration.iceServers, ...iceServers] });
         } catch (error) {
-          console.warn("[webcall] DialNexa's ICE servers for this call were not usable:", error.message);
+          // Not servers this browser can use: a restart gathers with the site's own, as the call started.
         }
       }
       this.#sendTrickledCandidates();
@@ -1105,6 +1108,7 @@
       this.#closed = true;
       clearTimeout(this.#connectTimer);
       clearTimeout(this.#graceTimer);
+      clearTimeout(this.#restartTimer);
       clearTimeout(this.#trickleTimer);
       const summary = this.#quality.stop();
       if (summary && this.#qualityUrl) {
@@ -1130,17 +1134,36 @@
           this.#handlers.onConnected();
         } else if (this.#graceTimer) {
           clearTimeout(this.#graceTimer);
+          clearTimeout(this.#restartTimer);
           this.#graceTimer = 0;
           this.#handlers.onReconnected();
         }
       } else if (state === "failed" && !this.#everConnected) {
         this.#failToConnect();
       } else if ((state === "failed" || state === "disconnected") && this.#everConnected && !this.#graceTimer) {
-        // A grace period for the network, and an ICE restart. When it passes, no hang-up is sent: the network is
-        // gone, and DialNexa records the call as a network failure.
+        // A grace period for the network, and an ICE restart: at once when ICE failed, after RESTART_AFTER_MS when
+        // it is only disconnected (lost checks on a lossy network; the path usually comes back by itself). When the
+        // grace period passes, no hang-up is sent: the network is gone, and DialNexa records a network failure.
         this.#handlers.onReconnecting();
-        this.#graceTimer = setTimeout(() => this.#handlers.onLost(), MediaConnection.GRACE_PERIOD_MS);
+        this.#graceTimer = setTimeout(() => this.#onGracePeriodOver(), MediaConnection.GRACE_PERIOD_MS);
+        const restartIn = state === "failed" ? 0 : MediaConnection.RESTART_AFTER_MS;
+        this.#restartTimer = setTimeout(() => this.#restartIce(), restartIn);
+      } else if (state === "failed" && this.#graceTimer) {
+        clearTimeout(this.#restartTimer);
         this.#restartIce();
+      }
+    }
+
+    // The browser says the connection is down, but the agent's audio may still be arriving: some browsers (Firefox)
+    // report "disconnected" for a few lost consent checks on a lossy network and "connected" only at the next
+    // check, seconds later. A call whose audio still arrives is not lost; it gets another grace period.
+    async #onGracePeriodOver() {
+      const stillHeard = await this.#quality.audioArrivedWithin(MediaConnection.GRACE_PERIOD_MS / 2);
+      if (this.#closed || !this.#graceTimer) return;
+      if (stillHeard) {
+        this.#graceTimer = setTimeout(() => this.#onGracePeriodOver(), MediaConnection.GRACE_PERIOD_MS);
+      } else {
+        this.#handlers.onLost();
       }
     }
 
@@ -1166,12 +1189,7 @@
     // A resource that cannot take them (405, 501) is not asked again.
     async #sendTrickledCandidates() {
       if (!this.#mediaUrl || !this.#etag || !this.#trickleLines.length || this.#closed) return;
-      const lines = this.#trickleLines.splice(0);
-      const sdp = this.#peer.localDescription.sdp;
-      const header = ["a=ice-ufrag:", "a=ice-pwd:", "m=", "a=mid:"].map((start) => {
-        const line = sdp.split("\r\n").find((sdpLine) => sdpLine.startsWith(start));
-        return line + "\r\n";
-      });
+      const body = this.#sdpFragment(this.#trickleLines.splice(0));
       try {
         const response = await fetch(this.#mediaUrl, {
           method: "PATCH",
@@ -1180,7 +1198,7 @@
             "Content-Type": "application/trickle-ice-sdpfrag",
             "If-Match": this.#etag,
           },
-          body: header.join("") + lines.join(""),
+          body,
         });
         if (response.status === 405 || response.status === 501) this.#trickleStopped = true;
       } catch (error) {
@@ -1188,8 +1206,15 @@
       }
     }
 
+    // An RFC 8840 fragment: this side's ICE credentials and first media section, then the candidate `lines`.
+    #sdpFragment(lines) {
+      const sdp = this.#peer.localDescription.sdp;
+      const firstLine = (start) => sdp.match(new RegExp(`^${start}.*\r\n`, "m"))[0];
+      return ["a=ice-ufrag:", "a=ice-pwd:", "m=", "a=mid:"].map(firstLine).join("") + lines.join("");
+    }
+
     // Waits until ICE gathering completes, at most `withinMs`; with `quietMs`, only until that long has passed
-    // without a new candidate (the host candidates come at once; nothing else is worth the wait).
+    // without a new host candidate (they come at once; STUN and TURN answers take round trips, and trickle).
     #gatherCandidates({ withinMs, quietMs = 0 }) {
       const peer = this.#peer;
       return new Promise((resolve) => {
@@ -1202,7 +1227,7 @@
         const onCandidate = (event) => {
           if (!event.candidate) {
             done();
-          } else if (quietMs) {
+          } else if (quietMs && event.candidate.type === "host") {
             clearTimeout(timer);
             timer = setTimeout(done, quietMs);
           }
@@ -1224,12 +1249,11 @@
         this.#offerSent = false; // the restart's candidates travel in its own fragment
         await peer.setLocalDescription(await peer.createOffer({ iceRestart: true }));
         await this.#gatherCandidates({ withinMs: 1000 });
-        const fragmentLine = /^(a=ice-(ufrag|pwd|options)|m=|a=mid|a=candidate).*\r\n/gm;
-        const fragmentLines = peer.localDescription.sdp.match(fragmentLine);
+        const candidates = peer.localDescription.sdp.match(/^a=candidate.*\r\n/gm) || [];
         const response = await fetch(this.#mediaUrl, {
           method: "PATCH",
           headers: { ...this.#authorization, "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*" },
-          body: fragmentLines.join(""),
+          body: this.#sdpFragment(candidates),
         });
         this.#iceRestartUnsupported = response.status === 405 || response.status === 501;
         const answerFragment = response.status === 200 ? await response.text() : "";
@@ -1262,16 +1286,18 @@
     }
   }
 
-  // How the call sounds, from the peer connection's statistics (getStats) every SAMPLE_MS: the round-trip time, the
+  // How the call sounds, from the peer connection's statistics (getStats) every QUALITY_SAMPLE_MS: the round-trip time, the
   // jitter of the agent's audio, packets lost each way, and the candidate pair in use (host, srflx, prflx or relay;
   // over udp, tcp or tls). It calls onWeak(true) when loss or delay would break speech up and onWeak(false) once two
   // samples in a row are fine again; stop() returns the call's summary for the plugin (checked by webcall/quality.py).
-  class CallQuality {
-    static SAMPLE_MS = 2000;
-    static WEAK_LOSS = 0.08; // the share of packets lost since the last sample, either way
-    static WEAK_ROUND_TRIP_MS = 500;
-    static WEAK_JITTER_MS = 60;
+  const QUALITY_SAMPLE_MS = 2000;
+  // Above any of these, speech breaks up: the share of packets lost since the last sample (either way), the round
+  // trip, the jitter.
+  const WEAK_LOSS = 0.08;
+  const WEAK_ROUND_TRIP_MS = 500;
+  const WEAK_JITTER_MS = 60;
 
+  class CallQuality {
     #peer;
     #onWeak;
     #timer = 0;
@@ -1287,6 +1313,8 @@
     #inbound = { lost: 0, received: 0 };
     #weak = false;
     #goodSamplesInARow = 0;
+    #packetsArrived = 0;
+    #lastArrivalAt = 0;
     #weakSamples = 0;
 
     constructor(peer, onWeak) {
@@ -1299,7 +1327,7 @@
       this.#connectedAt = performance.now();
       this.#connectMs = Math.round(this.#connectedAt - this.#createdAt);
       this.#sample().catch(ignore);
-      this.#timer = setInterval(() => this.#sample().catch(ignore), CallQuality.SAMPLE_MS);
+      this.#timer = setInterval(() => this.#sample().catch(ignore), QUALITY_SAMPLE_MS);
     }
 
     // Whether any ICE candidate pair ever got an answer (none: nothing on this network reaches the media server).
@@ -1307,11 +1335,25 @@
       let succeeded = false;
       const report = await this.#peer.getStats().catch(() => new Map());
       report.forEach((stat) => {
-        if (stat.type === "candidate-pair" && (stat.state === "succeeded" || stat.responsesReceived > 0)) {
-          succeeded = true;
-        }
+        if (stat.type === "candidate-pair" && stat.state === "succeeded") succeeded = true;
       });
       return succeeded;
+    }
+
+    // Whether the agent's audio packets arrived in the last `withinMs` (asked now).
+    async audioArrivedWithin(withinMs) {
+      const report = await this.#peer.getStats().catch(() => new Map());
+      report.forEach((stat) => {
+        if (stat.kind === "audio" && stat.type === "inbound-rtp") this.#countArrivals(stat.packetsReceived || 0);
+      });
+      return performance.now() - this.#lastArrivalAt < withinMs;
+    }
+
+    #countArrivals(packetsReceived) {
+      if (packetsReceived > this.#packetsArrived) {
+        this.#packetsArrived = packetsReceived;
+        this.#lastArrivalAt = performance.now();
+      }
     }
 
     // Stops sampling; the summary of a call that connected, or null.
@@ -1325,7 +1367,7 @@
         duration_s: Math.round((performance.now() - this.#connectedAt) / 1000),
         samples: this.#samples,
         loss_in: lost + received > 0 ? Number((lost / (lost + received)).toFixed(4)) : 0,
-        weak_s: (this.#weakSamples * CallQuality.SAMPLE_MS) / 1000,
+        weak_s: (this.#weakSamples * QUALITY_SAMPLE_MS) / 1000,
       };
       if (this.#candidateType) summary.candidate = this.#candidateType;
       if (this.#protocol) summary.protocol = this.#protocol;
@@ -1362,6 +1404,7 @@
       if (inbound) {
         const lost = Math.max(0, inbound.packetsLost || 0);
         const received = inbound.packetsReceived || 0;
+        this.#countArrivals(received);
         const newlyLost = lost - this.#inbound.lost;
         const newlyReceived = received - this.#inbound.received;
         // Nothing at all arrived since the last sample: the agent's audio is not getting through.
@@ -1374,9 +1417,9 @@
       if (remoteInbound && remoteInbound.fractionLost >= 0) this.#outboundLosses.push(outboundLoss);
       this.#samples += 1;
       const weak =
-        Math.max(inboundLoss, outboundLoss) > CallQuality.WEAK_LOSS ||
-        roundTripMs > CallQuality.WEAK_ROUND_TRIP_MS ||
-        jitterMs > CallQuality.WEAK_JITTER_MS;
+        Math.max(inboundLoss, outboundLoss) > WEAK_LOSS ||
+        roundTripMs > WEAK_ROUND_TRIP_MS ||
+        jitterMs > WEAK_JITTER_MS;
       this.#goodSamplesInARow = weak ? 0 : this.#goodSamplesInARow + 1;
       if (weak !== this.#weak && (weak || this.#goodSamplesInARow >= 2)) {
         this.#weak = weak;
