@@ -525,6 +525,26 @@ async def bench_browser(quick: bool) -> None:
         )
 
 
+async def bench_turn(quick: bool) -> None:
+    """With UDP open, configuring TURN must not slow anybody down: click -> connected and -> first agent audio on a
+    site without ICE servers and on one with TURN, calls alternating, side by side."""
+    from .browser import with_and_without_turn
+
+    calls = 12 if quick else 24
+    for engine, name in (("chromium", "Chromium"), ("firefox", "Firefox")):
+        results = await with_and_without_turn(calls, engine)
+        without = statistics.median(results["without TURN"][0])
+        for label, (connected, audio) in results.items():
+            median = statistics.median(connected)
+            row(
+                "turn",
+                f"{name}, UDP open, {label}: click -> connected / first audio, {calls} calls median",
+                f"{median * 1e3:.0f} / {statistics.median(audio) * 1e3:.0f} ms",
+                "with TURN <= 1.10 x without" if label == "with TURN" else "",
+                median <= without * 1.10 if label == "with TURN" else None,
+            )
+
+
 async def bench_round_trips(quick: bool) -> None:
     """The widget's one-round-trip start against the two-step flow it replaced, on loopback and with 100 ms added."""
     from .round_trips import FLOWS, measure, summary
@@ -567,6 +587,7 @@ SECTIONS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
     "round-trips": bench_round_trips,
     "sse": bench_sse_memory,
     "browser": bench_browser,
+    "turn": bench_turn,
     "emulator": bench_capacity,
 }
 

@@ -261,6 +261,41 @@ async def click_to_connected(calls: int, engine: str = "chromium") -> tuple[list
     return connected, audio
 
 
+async def with_and_without_turn(calls: int, engine: str) -> dict[str, tuple[list[float], list[float]]]:
+    """Click -> connected and -> first agent audio with UDP open, on two sites in one run, calls alternating: one
+    without ICE servers, one whose visitors get TURN (a real coturn on loopback, UDP/TCP/TLS URLs, credentials minted
+    per visitor), as a site configured for visitors behind firewalls serves everybody."""
+    from tests.turn_server import TurnServer
+
+    results: dict[str, tuple[list[float], list[float]]] = {"without TURN": ([], []), "with TURN": ([], [])}
+    with tempfile.TemporaryDirectory(prefix="bench-turn-") as tmp:
+        microphone = write_silence(Path(tmp) / "silence.wav")
+        with TurnServer(Path(tmp) / "turn", "127.0.0.1") as turn:
+            turn_urls = (turn.turn_url("udp"), turn.turn_url("tcp"), turn.turns_url())
+            async with (
+                EmulatorProcess() as emulator,
+                HostSite(emulator) as plain,
+                HostSite(emulator, turn_urls=turn_urls, turn_secret=turn.secret) as relayed,
+                async_playwright() as driver,
+            ):
+                browser: Browser | Firefox
+                if engine == "firefox":
+                    browser = await launch_firefox(firefox_prefs(microphone=True))
+                else:
+                    browser = await launch_chromium(driver, microphone)
+                try:
+                    for site in (plain, relayed):  # warm-up, not counted
+                        await one_call(browser, site, Path(tmp))
+                    for _ in range(calls):
+                        for name, site in (("without TURN", plain), ("with TURN", relayed)):
+                            to_live, to_audio = await one_call(browser, site, Path(tmp))
+                            results[name][0].append(to_live)
+                            results[name][1].append(to_audio)
+                finally:
+                    await browser.close()
+    return results
+
+
 if __name__ == "__main__":
     engine_name = sys.argv[2] if len(sys.argv) > 2 else "chromium"
     live, heard = asyncio.run(click_to_connected(int(sys.argv[1]) if len(sys.argv) > 1 else 5, engine_name))
