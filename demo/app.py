@@ -155,7 +155,25 @@ def describe(event: CallEvent) -> list[dict[str, Any]]:
             lines.append({**head, "type": "transcript", "detail": f"{role}: {turn.get('content', '')}"})
         if event.call.get("summary"):
             lines.append({**head, "type": "summary", "detail": str(event.call["summary"])})
+        if event.quality:
+            lines.append({**head, "type": "quality", "detail": describe_quality(event.quality)})
     return lines
+
+
+def describe_quality(quality: dict[str, Any]) -> str:
+    """The browser's quality summary in a sentence: how it connected, how the audio travelled."""
+    route = {"host": "direct", "srflx": "through NAT", "prflx": "through NAT", "relay": "through TURN"}
+    parts = [f"{route.get(quality.get('candidate', ''), 'unknown route')} over {quality.get('protocol', '?')}"]
+    if "connect_ms" in quality:
+        parts.append(f"connected in {quality['connect_ms']} ms")
+    if "rtt_ms" in quality:
+        parts.append(f"round trip {quality['rtt_ms']} ms (worst {quality.get('rtt_max_ms', '?')})")
+    if "jitter_ms" in quality:
+        parts.append(f"jitter {quality['jitter_ms']} ms")
+    lost_out = f"{quality['loss_out'] * 100:.1f} %" if "loss_out" in quality else "n/a"
+    parts.append(f"lost {quality.get('loss_in', 0) * 100:.1f} % in / {lost_out} out")
+    parts.append(f"weak {quality.get('weak_s', 0)} s")
+    return ", ".join(parts)
 
 
 def persona(request: web.Request) -> dict[str, str]:
