@@ -204,6 +204,14 @@ async def launch_chromium(driver: Playwright, microphone: Path) -> Browser:
     return await driver.chromium.launch(executable_path=CHROMIUM, args=args)
 
 
+async def launch(engine: str, driver: Playwright, microphone: Path) -> Browser | Firefox:
+    """A visitor's browser of ``engine`` (chromium or firefox), microphone allowed (``microphone`` plays in
+    Chromium; Firefox's fake microphone plays a tone)."""
+    if engine == "firefox":
+        return await launch_firefox(firefox_prefs(microphone=True))
+    return await launch_chromium(driver, microphone)
+
+
 async def wait_state(page: Page, states: tuple[str, ...], within: float = 15.0) -> None:
     await page.wait_for_function(
         "([tag, states]) => states.includes(document.querySelector(tag)?.getAttribute('state'))",
@@ -245,11 +253,7 @@ async def click_to_connected(calls: int, engine: str = "chromium") -> tuple[list
     with tempfile.TemporaryDirectory(prefix="bench-browser-") as tmp:
         microphone = write_silence(Path(tmp) / "silence.wav")
         async with EmulatorProcess() as emulator, HostSite(emulator) as site, async_playwright() as driver:
-            browser: Browser | Firefox
-            if engine == "firefox":
-                browser = await launch_firefox(firefox_prefs(microphone=True))
-            else:
-                browser = await launch_chromium(driver, microphone)
+            browser = await launch(engine, driver, microphone)
             try:
                 await one_call(browser, site, Path(tmp))  # warm-up: the first synthesis, the first connections
                 for _ in range(calls):
@@ -278,11 +282,7 @@ async def with_and_without_turn(calls: int, engine: str) -> dict[str, tuple[list
                 HostSite(emulator, turn_urls=turn_urls, turn_secret=turn.secret) as relayed,
                 async_playwright() as driver,
             ):
-                browser: Browser | Firefox
-                if engine == "firefox":
-                    browser = await launch_firefox(firefox_prefs(microphone=True))
-                else:
-                    browser = await launch_chromium(driver, microphone)
+                browser = await launch(engine, driver, microphone)
                 try:
                     for site in (plain, relayed):  # warm-up, not counted
                         await one_call(browser, site, Path(tmp))

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
-from .net import free_port
+from .net import free_port, stop_process
 
 CLUSTER_SLOTS = 16384
 
@@ -120,12 +120,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+            stop_process(self.proc)
             self.proc = None
 
 
