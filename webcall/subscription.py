@@ -12,21 +12,12 @@ from collections.abc import Sequence
 
 from .dialnexa import DialNexaClient
 from .dialnexa import WebhookSubscription as Hook
+from .dialnexa.facts import DOCUMENTED_SUBSCRIPTION_EVENTS, SHOWN_SUBSCRIPTION_EVENTS
 from .errors import ConfigError, DialNexaBadRequest
 
+__all__ = ["DOCUMENTED_SUBSCRIPTION_EVENTS", "SHOWN_SUBSCRIPTION_EVENTS", "WebhookSubscription"]
+
 log = logging.getLogger("webcall")
-
-SHOWN_SUBSCRIPTION_EVENTS = ("call.completed", "call.failed")
-"""The subscription names DialNexa's OpenAPI shows in its examples: the ones it is known to accept."""
-
-DOCUMENTED_SUBSCRIPTION_EVENTS = (
-    *SHOWN_SUBSCRIPTION_EVENTS,
-    "call.no_answer",  # an older API reference
-    "campaign.completed",
-    "campaign.paused",
-    "workflow.lead.completed",
-)
-"""Every subscription name DialNexa has documented somewhere (its deliveries carry other names, in ``event_type``)."""
 
 
 class WebhookSubscription:

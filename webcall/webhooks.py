@@ -1,7 +1,9 @@
-"""DialNexa webhook signatures as pure functions: no I/O, no aiohttp, usable by the receiver and the emulator.
+"""DialNexa webhook signatures checked as pure functions: no I/O, no aiohttp.
 
 DialNexa signs the raw body: ``x-nexa-signature: sha256=<lowercase hex HMAC-SHA256>`` (an older page names the
 header ``X-DialNexa-Signature``). There is no timestamp and no delivery id; replays are handled by deduplication.
+The scheme itself (:func:`signature`, the header names) is in :mod:`webcall.dialnexa.facts`, which the emulator
+signs its deliveries with.
 """
 
 from __future__ import annotations
@@ -11,15 +13,12 @@ import hmac
 import re
 from collections.abc import Mapping, Sequence
 
+from .dialnexa.facts import SIGNATURE_HEADERS, signature
 from .errors import WebhookSignatureError
 
-SIGNATURE_HEADERS = ("x-nexa-signature", "x-dialnexa-signature")
+__all__ = ["SIGNATURE_HEADERS", "find_signature", "signature", "verify"]
+
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-def signature(body: bytes, secret: str) -> str:
-    """The header value DialNexa sends for ``body`` signed with ``secret``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def find_signature(headers: Mapping[str, str]) -> str | None:

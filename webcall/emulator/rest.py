@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from webcall.dialnexa.facts import DOCUMENTED_SUBSCRIPTION_EVENTS
 from webcall.emulator.errors import ApiError
 from webcall.emulator.keys import CONFIG_KEY, STATE_KEY, STATS_KEY, TASKS_KEY
 from webcall.emulator.listing import parse_call_query
@@ -24,7 +25,6 @@ from webcall.emulator.phone import simulate_phone_call
 from webcall.emulator.state import AgentVersion, Call, EmulatedAgent, EmulatorState, Webhook, new_id
 from webcall.emulator.validation import BodyValidator, read_json_object
 from webcall.emulator.webhooks import undocumented
-from webcall.subscription import DOCUMENTED_SUBSCRIPTION_EVENTS
 
 log = logging.getLogger("webcall.emulator")
 

@@ -46,18 +46,17 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import aiohttp
 from aiohttp import web
 
+from webcall.dialnexa.facts import DELIVERY_EVENT_TYPES, DOCUMENTED_SUBSCRIPTION_EVENTS, SIGNATURE_HEADER, signature
 from webcall.emulator.faults import FaultList
 from webcall.emulator.state import Call, EmulatorState
 from webcall.emulator.tasks import BackgroundTasks
-from webcall.subscription import DOCUMENTED_SUBSCRIPTION_EVENTS
-from webcall.webhooks import signature
 
 if TYPE_CHECKING:
     from webcall.emulator.config import EmulatorConfig
 
 log = logging.getLogger("webcall.emulator")
 
-EVENT_TYPES = ("call_initiated", "call_ended", "transfer_completed")
+EVENT_TYPES = DELIVERY_EVENT_TYPES
 CALL_SUBSCRIPTIONS = frozenset({"call.completed", "call.failed", "call.no_answer"})
 # A call's final status -> the subscription that receives its call_ended delivery (assumed, see the module docstring).
 ENDED_SUBSCRIPTION = {
@@ -72,7 +71,6 @@ ENDED_SUBSCRIPTION = {
 WEBHOOK_FAULT_KINDS = ("drop", "delay", "bad_signature", "duplicate")
 DELIVERY_LOG_SIZE = 5000
 RESPONSE_LOG_BYTES = 1024
-SIGNATURE_HEADER = "x-nexa-signature"
 USER_AGENT = "DialNexa-Webhooks/1.0 (webcall emulator)"
 
 
