@@ -1,7 +1,9 @@
-"""The package's shape: no import circles between modules, and the core does not know the emulator exists.
+"""The package's shape: no import circles between modules, the core does not know the emulator exists, and the
+emulator does not know the plugin.
 
-Imports are read from the source (ast), not by importing. An import counts when it runs at import time: imports under
-``if TYPE_CHECKING:`` and imports inside functions are left out, since neither can form a circle at start-up.
+Imports are read from the source (ast), not by importing. For circles and the core, an import counts when it runs at
+import time: imports under ``if TYPE_CHECKING:`` and imports inside functions are left out, since neither can form a
+circle at start-up. For the emulator every import counts, wherever it is.
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "webcall"
+EMULATOR = "webcall.emulator"
+ADAPTER = "webcall.embedded"
+"""The plugin's side of the seam: runs the emulator as the plugin's upstream; only ``open_upstream`` imports it."""
+VENDOR_FACTS = frozenset({"webcall.dialnexa.facts"})
+"""What the emulator may import from outside its package: what DialNexa documents, which imports nothing of ours."""
 
 
 def module_name(path: Path) -> str:
@@ -41,6 +48,11 @@ def import_time_imports(body: list[ast.stmt]) -> Iterator[ast.Import | ast.Impor
                 yield from import_time_imports(handler.body)
 
 
+def all_imports(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement, wherever it runs (module level, ``if TYPE_CHECKING:``, inside functions)."""
+    return (node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom))
+
+
 def imported_modules(name: str, node: ast.Import | ast.ImportFrom) -> set[str]:
     """The package's own modules an import statement loads."""
     if isinstance(node, ast.Import):
@@ -57,6 +69,22 @@ def imported_modules(name: str, node: ast.Import | ast.ImportFrom) -> set[str]:
         submodule = f"{target}.{alias.name}"
         found.add(submodule if submodule in MODULES else target)
     return {module for module in found if module in MODULES}
+
+
+def is_emulator(name: str) -> bool:
+    return name == EMULATOR or name.startswith(EMULATOR + ".")
+
+
+def plugin_imports(name: str, tree: ast.Module) -> list[str]:
+    """The package's modules, other than the emulator's own and the vendor facts, that module ``name`` imports."""
+    found: set[str] = set()
+    for node in all_imports(tree):
+        found |= imported_modules(name, node)
+    return sorted(module for module in found if not is_emulator(module) and module not in VENDOR_FACTS)
+
+
+def parse(name: str) -> ast.Module:
+    return ast.parse(MODULES[name].read_text(encoding="utf-8"), filename=str(MODULES[name]))
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -121,13 +149,17 @@ def test_a_circle_is_found() -> None:
 
 
 def test_the_core_does_not_import_the_emulator() -> None:
-    core = {name: targets for name, targets in import_graph().items() if not name.startswith("webcall.emulator")}
-    leaks = {name: sorted(t for t in targets if t.startswith("webcall.emulator")) for name, targets in core.items()}
+    """Only the adapter imports the emulator, and no module imports the adapter when it is imported."""
+    graph = import_graph()
+    core = {name: targets for name, targets in graph.items() if not is_emulator(name) and name != ADAPTER}
+    leaks = {name: sorted(t for t in targets if is_emulator(t) or t == ADAPTER) for name, targets in core.items()}
     assert {name: found for name, found in leaks.items() if found} == {}
+    assert any(is_emulator(target) for target in graph[ADAPTER])
 
 
 def test_only_the_upstream_seam_names_the_emulator() -> None:
-    """The one lazy import of the embedded emulator lives in ``open_upstream``; no other core module mentions it."""
+    """The one lazy import of the embedded emulator (the adapter) lives in ``open_upstream``; no other core module
+    mentions it, besides the adapter itself."""
     naming = sorted(
         name
         for name, path in MODULES.items()
@@ -140,4 +172,37 @@ def test_only_the_upstream_seam_names_the_emulator() -> None:
             if isinstance(node, ast.Import | ast.ImportFrom)
         )
     )
-    assert naming == ["webcall.upstream"]
+    assert naming == [ADAPTER, "webcall.upstream"]
+
+
+def test_the_emulator_imports_nothing_of_the_plugin() -> None:
+    """Like a stand-in for DialNexa, the emulator stands alone: from the rest of the package it imports only DialNexa's
+    documented facts, at import time or any other (``TYPE_CHECKING``, inside a function)."""
+    emulator = [name for name in MODULES if is_emulator(name)]
+    assert "webcall.emulator.webhooks" in emulator and "webcall.emulator.media.session" in emulator
+    leaks = {name: plugin_imports(name, parse(name)) for name in emulator}
+    assert {name: found for name, found in leaks.items() if found} == {}
+
+
+def test_the_vendor_facts_import_nothing_of_the_plugin() -> None:
+    """What the emulator may import from the plugin's package imports nothing from it (the standard library only)."""
+    for name in sorted(VENDOR_FACTS):
+        found = [module for node in all_imports(parse(name)) for module in imported_modules(name, node)]
+        assert found == [], name
+
+
+def test_a_plugin_import_in_the_emulator_is_found() -> None:
+    source = """
+from __future__ import annotations
+from ..config import Agent
+from . import state
+from .state import Call
+from webcall.dialnexa.facts import signature
+if TYPE_CHECKING:
+    import webcall.upstream
+def deliver() -> None:
+    from webcall import views
+    from webcall.dialnexa import DialNexaClient
+"""
+    found = plugin_imports("webcall.emulator.webhooks", ast.parse(source))
+    assert found == ["webcall.config", "webcall.dialnexa", "webcall.upstream", "webcall.views"]

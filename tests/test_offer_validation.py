@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from webcall.emulator.embedded import embedded_emulator
+from webcall.embedded import embedded_emulator
 from webcall.emulator.media import MEDIA_HUB
 from webcall.emulator.server import EmulatorServer
 from webcall.sdp import MAX_CANDIDATES, MAX_OFFER_BYTES, CheckedOffer, InvalidOffer, sanitize_offer

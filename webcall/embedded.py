@@ -1,4 +1,9 @@
-"""The emulator as the plugin's upstream: started in the host's event loop when no DialNexa key is configured."""
+"""The emulator as the plugin's upstream: started in the host's event loop when no DialNexa key is configured.
+
+The adapter between the two sides: it imports the emulator (the ``emulator`` extra) and describes it in the plugin's
+terms (:class:`Upstream`, :class:`Agent`); the emulator knows nothing of it. Only :func:`webcall.upstream.open_upstream`
+imports this module, and only when it needs it, so the plugin runs without the extra.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,10 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 
-from webcall.config import Agent
-from webcall.emulator.config import EmulatorConfig
-from webcall.emulator.server import EmulatorServer
-from webcall.upstream import Upstream
+from .config import Agent
+from .emulator.config import EmulatorConfig
+from .emulator.server import EmulatorServer
+from .upstream import Upstream
 
 log = logging.getLogger("webcall")
 

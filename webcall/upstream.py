@@ -2,7 +2,8 @@
 
 The plugin consumes an :class:`Upstream` and never asks what is behind it. :func:`open_upstream` yields the account
 the configuration names (``api_key`` and ``base_url``); without an API key it yields the embedded local emulator,
-which the ``emulator`` extra provides. That lazy import is the one place the core names the emulator.
+which the ``emulator`` extra provides. That lazy import of :mod:`webcall.embedded` (the adapter, which imports the
+emulator) is the one place the rest of the plugin reaches for the emulator.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ async def open_upstream(config: WebCallConfig) -> AsyncIterator[Upstream]:
         )
         return
     try:
-        from .emulator.embedded import embedded_emulator
+        from .embedded import embedded_emulator
     except ImportError as err:
         raise ConfigError(
             "DIALNEXA_API_KEY is not set and the local emulator is not installed: set the key, "
