@@ -135,7 +135,8 @@ def built_from(minified: bytes) -> str | None:
 def widget_asset() -> Asset:
     """The widget as served, read once per process: ``static/webcall.min.js`` (made by esbuild at build time, see
     ``webcall/build.py``) while it was built from the ``static/webcall.js`` next to it; otherwise ``webcall.js``
-    minified by rjsmin here, larger, with one warning naming the command that rebuilds the file."""
+    minified by rjsmin here, larger, with one warning naming the command that rebuilds the file. The line recording
+    which source the file was built from is for this check only and is not served (its hash does not compress)."""
     folder = static_dir()
     source = (folder / WIDGET_SOURCE).read_bytes()
     try:
@@ -143,7 +144,7 @@ def widget_asset() -> Asset:
     except FileNotFoundError:
         minified = None
     if minified is not None and built_from(minified) == hashlib.sha256(source).hexdigest():
-        return Asset.of(minified, "text/javascript")
+        return Asset.of(_BUILT_FROM.sub(b"", minified, count=1), "text/javascript")
     problem = "is missing" if minified is None else f"was not built from this {WIDGET_SOURCE}"
     log.warning(
         "%s %s: serving %s minified by rjsmin instead (larger). Run %s in a checkout with node_modules "
