@@ -1286,10 +1286,11 @@
     }
   }
 
-  // How the call sounds, from the peer connection's statistics (getStats) every QUALITY_SAMPLE_MS: the round-trip time, the
-  // jitter of the agent's audio, packets lost each way, and the candidate pair in use (host, srflx, prflx or relay;
-  // over udp, tcp or tls). It calls onWeak(true) when loss or delay would break speech up and onWeak(false) once two
-  // samples in a row are fine again; stop() returns the call's summary for the plugin (checked by webcall/quality.py).
+  // How the call sounds, from the peer connection's statistics (getStats) every QUALITY_SAMPLE_MS: the round-trip
+  // time, the jitter of the agent's audio, packets lost each way, and the candidate pair in use (host, srflx, prflx or
+  // relay; over udp, tcp or tls). It calls onWeak(true) when loss or delay would break speech up and onWeak(false)
+  // once two samples in a row are fine again; stop() returns the call's summary for the plugin (checked by
+  // webcall/quality.py).
   const QUALITY_SAMPLE_MS = 2000;
   // Above any of these, speech breaks up: the share of packets lost since the last sample (either way), the round
   // trip, the jitter.
@@ -1669,6 +1670,8 @@
     "--background:var(--webcall-bg,#1c1f29);--foreground:var(--webcall-fg,#eceef4);" +
     "--muted:var(--webcall-muted,#a6adbd);--danger:var(--webcall-danger,#f0443a);" +
     "--focus-ring:color-mix(in srgb,var(--accent),#fff 45%)";
+  // Buttons filled with colour have a transparent border: with forced colours (Windows High Contrast) fills are
+  // dropped and the border is what shows the button.
   // Custom properties inside the shadow root: --accent, --accent-foreground, --background, --foreground, --muted,
   // --danger (each from its --webcall-* property), --focus-ring, --subtle (a faint fill), --line (borders), --radius,
   // --shadow; --level (0 to 1) is set on the meter.
@@ -1694,8 +1697,8 @@ button:disabled{cursor:default;opacity:.45}
 :focus-visible{outline:2px solid var(--focus-ring);outline-offset:2px}
 svg{width:20px;height:20px;flex:none}
 .visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
-.launcher,.orb,.icon-button{display:grid;place-items:center;flex:none;border-radius:50%;border:0;padding:0;
-background:var(--accent);color:var(--accent-foreground)}
+.launcher,.orb,.icon-button{display:grid;place-items:center;flex:none;border-radius:50%;padding:0;
+border:2px solid #0000;background:var(--accent);color:var(--accent-foreground)}
 .launcher{width:56px;height:56px;box-shadow:var(--shadow);transition:transform .15s}
 @media (hover:hover){.launcher:hover{transform:scale(1.06)}}
 .launcher svg{width:26px;height:26px}
@@ -1719,7 +1722,7 @@ margin-inline-end:-8px;padding:0;border:0;border-radius:8px;background:none;colo
 .note,.summary{padding:8px 12px;border-radius:10px;border:1px solid var(--line)}
 .summary strong{display:block;font-size:12px;color:var(--muted)}
 .primary-button{display:flex;align-items:center;justify-content:center;gap:8px;width:100%;min-height:44px;
-padding:10px 16px;border:0;border-radius:calc(var(--radius) * .75);background:var(--accent);
+padding:10px 16px;border:2px solid #0000;border-radius:calc(var(--radius) * .75);background:var(--accent);
 color:var(--accent-foreground);font-weight:600}
 .primary-button:hover:not(:disabled),.hang-up:hover{filter:brightness(1.1)}
 .link-button{align-self:center;min-height:44px;padding:0 8px;border:0;background:none;font-size:13px;
@@ -1734,7 +1737,7 @@ text-decoration:underline;text-underline-offset:3px}
 .meter i{display:block;height:100%;width:calc(var(--level,0) * 100%);background:var(--accent);
 transition:width .08s}
 .volume{display:flex;align-items:center;gap:4px;color:var(--muted)}
-.volume input{width:72px}
+.volume input{width:72px;height:44px}
 .transcript{display:flex;flex-direction:column;gap:6px;max-height:240px;overflow-y:auto;overscroll-behavior:contain}
 .transcript:empty,.form-error:empty{display:none}
 .transcript p{align-self:flex-start;max-width:85%;padding:7px 11px;border-radius:14px;background:var(--subtle);
@@ -1753,7 +1756,8 @@ border-radius:10px;background:var(--background)}
 :host([state=thinking]) .orb{animation:breathe 1.2s ease-in-out infinite}
 @keyframes pulse{50%{box-shadow:0 0 0 8px color-mix(in srgb,var(--accent) 30%,transparent)}}
 @keyframes breathe{50%{opacity:.55}}
-@media (prefers-reduced-motion:reduce){*{animation:none!important;transition:none!important}}`;
+@media (prefers-reduced-motion:reduce){*{animation:none!important;transition:none!important}}
+@media (forced-colors:active){.meter{border:1px solid}.meter i{forced-color-adjust:none;background:Highlight}}`;
 
   if (!customElements.get(TAG)) customElements.define(TAG, WebCall);
 

@@ -10,9 +10,11 @@ constructable stylesheets, the screen wake lock kept through a hidden page, and 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,14 +46,19 @@ MEASURE_PAGE = """tag => {
   const l = launcher.getBoundingClientRect();
   const hit = root.elementFromPoint(l.x + l.width / 2, l.y + l.height / 2);
   const visible = (el) => el.checkVisibility() && el.getBoundingClientRect().width > 0;
-  const buttons = [...document.querySelectorAll("button"), ...root.querySelectorAll("button")].filter(visible);
+  // What a finger aims at: buttons, and the volume slider.
+  const targets = "button, input[type=range]";
+  const buttons = [...document.querySelectorAll(targets), ...root.querySelectorAll(targets)].filter(visible);
   return {
     viewport: innerWidth,
     scrollWidth: document.documentElement.scrollWidth,
     launcher: launcher.checkVisibility() ? box(launcher) : null,
     launcherHit: hit !== null && hit.closest("button") === launcher,
     panel: visible(root.querySelector("[part=panel]")) ? box(root.querySelector("[part=panel]")) : null,
-    buttons: buttons.map((b) => ({ name: b.getAttribute("aria-label") || b.textContent.trim(), ...box(b) })),
+    buttons: buttons.map((b) => {
+      const name = b.getAttribute("aria-label") || b.textContent.trim() || (b.labels[0] || b).textContent.trim();
+      return { name, ...box(b) };
+    }),
   };
 }"""
 
@@ -182,7 +189,7 @@ async def test_widget_on_a_phone_during_a_call(
     assert panel is not None and panel["x"] >= 0 and panel["x"] + panel["w"] <= PHONE["width"], f"panel {panel}"
     assert panel["y"] >= 0, f"the panel's top is above the screen: {panel}"
     names = {b["name"] for b in layout["buttons"]}
-    assert {"Mute", "End call"} <= names, names
+    assert {"Mute", "End call", "Volume"} <= names, names
 
     await page.get_by_role("button", name="End call", exact=True).tap()
     await page.wait_for_function("tag => document.querySelector(tag).getAttribute('state') === 'ended'", arg=TAG)
@@ -397,3 +404,61 @@ async def test_headset_plugged_in_mid_call_takes_over_the_microphone(
     await expect(page.locator(TAG)).to_have_attribute("state", "ended")
     assert await page.evaluate("window.__replaced") == [first_microphone, headset]
     assert opened.errors == []
+
+
+# -- forced colours and reduced motion -------------------------------------------------------------------------------
+LOOKS = """tag => {
+  const root = document.querySelector(tag).shadowRoot;
+  const style = (selector) => getComputedStyle(root.querySelector(selector));
+  const edge = (selector) => {
+    const s = style(selector);
+    return { border: s.borderTopStyle !== "none" && parseFloat(s.borderTopWidth) > 0, colour: s.borderTopColor };
+  };
+  const level = root.querySelector(".meter i");
+  return {
+    launcher: edge("[part=launcher]"),
+    hangUp: edge(".hang-up"),
+    meter: { adjust: getComputedStyle(level).forcedColorAdjust, fill: getComputedStyle(level).backgroundColor,
+             track: style(".meter").backgroundColor },
+    orbAnimation: style(".orb").animationName,
+    launcherTransition: style("[part=launcher]").transitionDuration,
+  };
+}"""
+
+
+async def test_forced_colours_keep_every_button_outlined_and_the_level_meter_visible(
+    chromium: Browser, contexts: list[BrowserContext], demo_url: str, tmp_path: Path
+) -> None:
+    opened = await open_page(chromium, contexts, demo_url + "/?agent=sales", viewport=SIZES["laptop-1280"])
+    page = opened.page
+    await page.emulate_media(forced_colors="active")
+    await widget_ready(page)
+    await page.get_by_role("button", name="Open voice call", exact=True).click()
+    start = page.get_by_role("button", name="Start call", exact=True)
+    edge = await start.evaluate(
+        "b => { const s = getComputedStyle(b); return s.borderTopStyle !== 'none' && parseFloat(s.borderTopWidth); }"
+    )
+    assert edge, "Start call has no visible edge with forced colours"
+    await start.click()
+    await expect(page.locator(TAG)).to_have_attribute("state", re.compile("listening|speaking"), timeout=15_000)
+    looks = await page.evaluate(LOOKS, TAG)
+    assert looks["launcher"]["border"] and looks["hangUp"]["border"], looks
+    # The level (the microphone's, silent here) is drawn in the system's highlight colour, not dropped as a fill.
+    assert looks["meter"]["adjust"] == "none" and looks["meter"]["fill"] != looks["meter"]["track"], looks
+    await page.screenshot(path=str(tmp_path / "forced-colours.png"))
+
+
+async def test_reduced_motion_stops_every_animation(
+    chromium: Browser, contexts: list[BrowserContext], demo_url: str
+) -> None:
+    opened = await open_page(chromium, contexts, demo_url + "/?agent=sales", viewport=SIZES["laptop-1280"])
+    page = opened.page
+    await page.emulate_media(reduced_motion="reduce")
+    await widget_ready(page)
+    await page.get_by_role("button", name="Open voice call", exact=True).click()
+    await page.get_by_role("button", name="Start call", exact=True).click()
+    await expect(page.locator(TAG)).to_have_attribute("state", "speaking", timeout=15_000)  # the orb pulses here
+    looks = await page.evaluate(LOOKS, TAG)
+    assert looks["orbAnimation"] == "none" and looks["launcherTransition"] == "0s", looks
+    await page.emulate_media(reduced_motion="no-preference")
+    assert (await page.evaluate(LOOKS, TAG))["launcherTransition"] == "0.15s", "motion is back when it is welcome"
