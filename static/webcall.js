@@ -1738,7 +1738,8 @@ text-decoration:underline;text-underline-offset:3px}
 transition:width .08s}
 .volume{display:flex;align-items:center;gap:4px;color:var(--muted)}
 .volume input{width:72px;height:44px}
-.transcript{display:flex;flex-direction:column;gap:6px;max-height:240px;overflow-y:auto;overscroll-behavior:contain}
+.transcript{display:flex;flex-direction:column;gap:6px;min-height:64px;max-height:240px;overflow-y:auto;
+overscroll-behavior:contain}
 .transcript:empty,.form-error:empty{display:none}
 .transcript p{align-self:flex-start;max-width:85%;padding:7px 11px;border-radius:14px;background:var(--subtle);
 overflow-wrap:anywhere}

@@ -462,3 +462,20 @@ async def test_reduced_motion_stops_every_animation(
     assert looks["orbAnimation"] == "none" and looks["launcherTransition"] == "0s", looks
     await page.emulate_media(reduced_motion="no-preference")
     assert (await page.evaluate(LOOKS, TAG))["launcherTransition"] == "0.15s", "motion is back when it is welcome"
+
+
+async def test_the_transcript_keeps_room_on_a_phone_held_sideways(
+    chromium: Browser, contexts: list[BrowserContext], demo_url: str, tmp_path: Path
+) -> None:
+    """Sideways on a small phone (568 x 320) the floating panel is short; the transcript still shows a line or two
+    (the panel scrolls) instead of being squeezed away."""
+    opened = await open_page(chromium, contexts, demo_url + "/?agent=sales", viewport={"width": 568, "height": 320})
+    page = opened.page
+    await widget_ready(page)
+    await page.get_by_role("button", name="Open voice call", exact=True).tap()
+    await start_call(page)
+    transcript = page.locator(TAG).get_by_role("log", name="Transcript")
+    await expect(transcript).to_contain_text("Hello", timeout=10_000)
+    box = await transcript.bounding_box()
+    assert box is not None and box["height"] >= 60, f"the transcript is squeezed to {box}"
+    await page.screenshot(path=str(tmp_path / "phone-landscape.png"))
