@@ -1668,17 +1668,19 @@
   // The widget's colours as the system or the theme attribute asks: dark.
   const DARK_COLOURS =
     "--background:var(--webcall-bg,#1c1f29);--foreground:var(--webcall-fg,#eceef4);" +
-    "--muted:var(--webcall-muted,#a6adbd);--danger:var(--webcall-danger,#f0443a);" +
     "--focus-ring:color-mix(in srgb,var(--accent),#fff 45%)";
   // Buttons filled with colour have a transparent border: with forced colours (Windows High Contrast) fills are
   // dropped and the border is what shows the button.
   // Custom properties inside the shadow root: --accent, --accent-foreground, --background, --foreground, --muted,
-  // --danger (each from its --webcall-* property), --focus-ring, --subtle (a faint fill), --line (borders), --radius,
-  // --shadow; --level (0 to 1) is set on the meter.
+  // --danger (each from its --webcall-* property; otherwise --muted is the foreground faded towards the background
+  // and --danger a red tinted towards the foreground, so that both keep their contrast whatever colours a site
+  // sets), --focus-ring, --subtle (a faint fill), --line (borders), --radius, --shadow; --level (0 to 1) is set on
+  // the meter.
   const STYLESHEET = `
 :host{--accent:var(--webcall-accent,#4f46e5);--accent-foreground:var(--webcall-accent-fg,#fff);
---background:var(--webcall-bg,#fff);--foreground:var(--webcall-fg,#171a21);--muted:var(--webcall-muted,#596070);
---danger:var(--webcall-danger,#d92d20);--focus-ring:var(--accent);
+--background:var(--webcall-bg,#fff);--foreground:var(--webcall-fg,#171a21);
+--muted:var(--webcall-muted,color-mix(in srgb,var(--foreground) 72%,var(--background)));
+--danger:var(--webcall-danger,color-mix(in srgb,#e5484d,var(--foreground) 20%));--focus-ring:var(--accent);
 --subtle:color-mix(in srgb,var(--foreground) 8%,transparent);
 --line:color-mix(in srgb,var(--foreground) 14%,transparent);
 --radius:var(--webcall-radius,16px);--shadow:var(--webcall-shadow,0 12px 32px #0003,0 2px 8px #0002);

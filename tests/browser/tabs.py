@@ -312,6 +312,10 @@ class Tab(ABC):
     async def screenshot(self, path: Path, clip: dict[str, float]) -> None: ...
 
     @abstractmethod
+    async def set_viewport(self, width: int, height: int) -> None:
+        """Resize the page's viewport (a phone's, a laptop's)."""
+
+    @abstractmethod
     async def leave(self) -> None:
         """Close the page as a visitor closes the tab (its unload handlers run)."""
 
@@ -480,6 +484,9 @@ class ChromiumTab(Tab):
     async def type(self, text: str) -> None:
         await self.page.keyboard.type(text)
 
+    async def set_viewport(self, width: int, height: int) -> None:
+        await self.page.set_viewport_size({"width": width, "height": height})
+
     async def leave(self) -> None:
         await self.page.close(run_before_unload=True)
 
@@ -578,6 +585,10 @@ class FirefoxTab(Tab):
             "input.performActions",
             {"context": self.context, "actions": [{"type": "key", "id": "keyboard", "actions": actions}]},
         )
+
+    async def set_viewport(self, width: int, height: int) -> None:
+        viewport = {"width": width, "height": height}
+        await self.bidi.command("browsingContext.setViewport", {"context": self.context, "viewport": viewport})
 
     async def leave(self) -> None:
         await self.bidi.command("browsingContext.close", {"context": self.context, "promptUnload": True})
