@@ -88,7 +88,7 @@ def test_serve_refuses_an_unreachable_dialnexa_after_about_ten_seconds() -> None
     line = one_sentence(done)
     assert line.startswith(
         f"webcall: DialNexa at http://127.0.0.1:{port}/v1 could not be reached in 3 tries over about 9 s (cannot "
-        "connect to DialNexa (ConnectError))"
+        "connect to DialNexa (Connection refused))"
     ), line
     assert 8 <= took < 30, took
     assert done.stderr.count("trying again in") == 2, done.stderr

@@ -120,7 +120,7 @@ async def test_an_unreachable_base_url_fails_on_the_base_url_line(emulator: Emul
     checks = await diagnose(config(emulator, base_url="http://127.0.0.1:9/v1", upstream_deadline=1.0))
     assert outcomes(checks) == {"base URL": FAILED}
     (base,) = checks
-    assert base.detail == "http://127.0.0.1:9/v1 cannot be reached: cannot connect to DialNexa (ConnectError)"
+    assert base.detail == "http://127.0.0.1:9/v1 cannot be reached: cannot connect to DialNexa (Connection refused)"
     assert "DIALNEXA_BASE_URL" in base.fix
 
 

@@ -1,5 +1,5 @@
-"""The DialNexa client's connection pool (aiohttp under httpx), against real sockets: what goes out, what comes back,
-how each way of failing surfaces, and that the pool is bounded and reused."""
+"""The DialNexa client's connection pool (aiohttp), against real sockets: what goes out, what comes back, how each way
+of failing surfaces, and that the pool is bounded and reused."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.net import free_port
 from webcall.dialnexa import DialNexaClient, RetryPolicy
-from webcall.dialnexa.transport import AiohttpTransport
+from webcall.dialnexa.transport import AiohttpTransport, client_timeout
 from webcall.errors import DialNexaConnectError, DialNexaError, DialNexaTimeout, DialNexaTransportError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -86,7 +86,7 @@ def client(base_url: str, *, timeout: float = 5.0, transport: AiohttpTransport |
     )
 
 
-async def test_a_request_goes_out_as_httpx_built_it_and_the_answer_comes_back(serve: Any) -> None:
+async def test_a_request_goes_out_as_given_and_the_answer_comes_back(serve: Any) -> None:
     seen: list[web.Request] = []
     bodies: list[bytes] = []
 
@@ -96,26 +96,32 @@ async def test_a_request_goes_out_as_httpx_built_it_and_the_answer_comes_back(se
         return web.json_response({"id": "agent_1", "name": "Sales"}, headers={"X-Request-Id": "r1"})
 
     base = await serve(handler)
-    async with httpx.AsyncClient(
-        base_url=base, transport=AiohttpTransport(), headers={"Authorization": "Bearer k"}
-    ) as http:
-        response = await http.post("/agents", params={"page": "2"}, json={"name": "Sales"})
-    assert response.status_code == 200
-    assert response.json() == {"id": "agent_1", "name": "Sales"}
-    assert response.headers["x-request-id"] == "r1"
-    assert response.http_version == "HTTP/1.1"
+    transport = AiohttpTransport()
+    try:
+        reply = await transport.send(
+            "POST",
+            f"{base}/agents?page=2",
+            headers=[("Authorization", "Bearer k"), ("Content-Type", "application/json")],
+            body=b'{"name":"Sales"}',
+            limits=client_timeout(5.0),
+            path="/agents",
+        )
+    finally:
+        await transport.aclose()
+    assert reply.status == 200 and reply.reason == "OK"
+    assert reply.json() == {"id": "agent_1", "name": "Sales"}
+    assert reply.headers["x-request-id"] == "r1"
     request = seen[0]
     assert (request.method, request.path, request.query_string) == ("POST", "/v1/agents", "page=2")
-    assert json.loads(bodies[0]) == {"name": "Sales"}
+    assert bodies[0] == b'{"name":"Sales"}'
     assert request.headers["Authorization"] == "Bearer k"
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["Content-Length"] == str(len(bodies[0]))
-    assert request.headers["User-Agent"].startswith("python-httpx/")  # httpx's headers, not aiohttp's
-    assert request.headers.getall("Accept-Encoding") == [http.headers["Accept-Encoding"]]
+    assert "User-Agent" not in request.headers and "Accept-Encoding" not in request.headers  # none of aiohttp's own
 
 
-async def test_the_clients_own_requests_are_sent_as_httpx_would_build_them(serve: Any) -> None:
-    """The DialNexa client sends through the pool without building httpx requests: the same bytes must go out."""
+async def test_the_clients_own_requests(serve: Any) -> None:
+    """What the DialNexa client sends: its headers, compact UTF-8 JSON, the query."""
     seen: list[tuple[web.Request, bytes]] = []
 
     async def handler(request: web.Request) -> web.Response:
@@ -131,8 +137,7 @@ async def test_the_clients_own_requests_are_sent_as_httpx_would_build_them(serve
         calls = await dialnexa.list_calls(page=2, limit=5, status="ended")
     assert [call.id for call in calls] == ["call_1"]
     (post, body), (get, _) = seen
-    expected = httpx.Request("POST", base, json={"agent_id": "agent_1", "metadata": {"name": "Zoë", "visits": 2}})
-    assert body == expected.content  # compact UTF-8 JSON, as httpx encodes it
+    assert body == '{"agent_id":"agent_1","metadata":{"name":"Zoë","visits":2}}'.encode()
     assert post.headers["Content-Type"] == "application/json"
     assert post.headers["Content-Length"] == str(len(body))
     assert post.headers["Authorization"] == "Bearer kid:secret"
@@ -143,17 +148,19 @@ async def test_the_clients_own_requests_are_sent_as_httpx_would_build_them(serve
 
 
 async def test_a_compressed_answer_is_decoded_once(serve: Any) -> None:
-    payload = json.dumps({"id": "call_1", "notes": "x" * 2000}).encode()
+    payload = {"id": "call_1", "status": "ended", "summary": "x" * 2000}
 
     async def handler(request: web.Request) -> web.Response:
+        assert request.headers["Accept-Encoding"] == "gzip, deflate"
         return web.Response(
-            body=gzip.compress(payload), headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+            body=gzip.compress(json.dumps(payload).encode()),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
         )
 
     base = await serve(handler)
-    async with httpx.AsyncClient(base_url=base, transport=AiohttpTransport()) as http:
-        response = await http.get("/calls/call_1")
-    assert response.content == payload
+    async with client(base) as dialnexa:
+        record = await dialnexa.get_call("call_1")
+    assert record.summary == payload["summary"]
 
 
 async def test_a_redirect_is_answered_not_followed_and_no_cookie_is_kept(serve: Any) -> None:
@@ -167,9 +174,11 @@ async def test_a_redirect_is_answered_not_followed_and_no_cookie_is_kept(serve: 
     transport = AiohttpTransport()
     try:
         for _ in range(2):
-            response = await transport.handle_async_request(httpx.Request("GET", f"{base}/calls"))
-            assert response.status_code == 302
-            assert response.headers["location"] == "/elsewhere"
+            reply = await transport.send(
+                "GET", f"{base}/calls", headers=[], body=None, limits=client_timeout(5.0), path="/calls"
+            )
+            assert reply.status == 302
+            assert reply.headers["location"] == "/elsewhere"
     finally:
         await transport.aclose()
     assert [request.path for request in requests] == ["/v1/calls", "/v1/calls"]
@@ -217,7 +226,7 @@ async def test_a_proxy_named_by_the_environment_is_used_unless_no_proxy_names_th
     monkeypatch.setenv("HTTP_PROXY", proxy)
     async with client("http://api.dialnexa.invalid/v1") as dialnexa:
         assert await dialnexa.list_webhooks() == []
-        monkeypatch.setenv("NO_PROXY", "*")  # the environment is read when the client is made, as httpx reads it
+        monkeypatch.setenv("NO_PROXY", "*")  # the environment is read when the client is made
         assert await dialnexa.list_webhooks() == []
     assert forwarded == ["http://api.dialnexa.invalid/v1/user-webhooks?page=1&limit=100"] * 2
     assert proxy_credentials == [None, None]
@@ -293,14 +302,22 @@ async def test_waiting_too_long_for_a_pooled_connection_means_the_request_never_
         return web.json_response({"data": []})
 
     base = await serve(handler)
-    timeout = httpx.Timeout(5.0, pool=0.2, connect=0.2)
-    async with httpx.AsyncClient(base_url=base, timeout=timeout, transport=AiohttpTransport(max_connections=1)) as http:
-        first = asyncio.ensure_future(http.get("/calls"))
+    transport = AiohttpTransport(max_connections=1)
+    limits = aiohttp.ClientTimeout(connect=0.2, sock_read=5.0)
+
+    async def get() -> int:
+        reply = await transport.send("GET", f"{base}/calls", headers=[], body=None, limits=limits, path="/calls")
+        return reply.status
+
+    try:
+        first = asyncio.ensure_future(get())
         await asyncio.sleep(0.1)
-        with pytest.raises(httpx.ConnectTimeout):  # the client's "never left": safe to send again
-            await http.get("/calls")
+        with pytest.raises(DialNexaConnectError):  # "never left": safe to send again
+            await get()
         release.set()
-        assert (await first).status_code == 200
+        assert await first == 200
+    finally:
+        await transport.aclose()
     assert arrived == 1
 
 
@@ -339,7 +356,6 @@ async def test_closing_the_client_closes_the_pool(serve: Any) -> None:
     transport = AiohttpTransport()
     dialnexa = client(base, transport=transport)
     await dialnexa.list_webhooks()
-    session = transport._session
-    assert session is not None and not session.closed
+    assert not transport.closed
     await dialnexa.aclose()
-    assert session.closed
+    assert transport.closed

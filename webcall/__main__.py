@@ -130,7 +130,6 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(level=logging.ERROR, format="%(message)s")
         sys.exit(doctor(args.prefix, as_json=args.json, place_test_call=args.place_test_call))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("webcall.dialnexa").setLevel(logging.WARNING)  # each retry: the outcome is what matters here
     try:
         config = WebCallConfig.from_env()

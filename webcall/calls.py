@@ -298,7 +298,7 @@ class CallDesk:
         if if_match != "*" and (current is None or if_match != current):
             raise HTTPProblem(412, "precondition_failed", "If-Match does not name the media session's current ETag.")
         try:
-            response = await self.client.update_media(
+            update = await self.client.update_media(
                 str(media["resource_url"]),
                 str(media["access_token"]),
                 fragment,
@@ -307,12 +307,12 @@ class CallDesk:
             )
         except DialNexaError as err:
             raise upstream_problem(err, doing="restarting the call's connection") from err
-        headers = {name: response.headers[name] for name in ("ETag", "Allow") if name in response.headers}
-        if "ETag" in headers and headers["ETag"] != current:
+        etag = update.headers.get("ETag")
+        if etag is not None and etag != current:
             ttl = self.max_call_seconds + TOKEN_GRACE_SECONDS
-            await self.store.remember_media(call_id, {**media, "etag": headers["ETag"]}, ttl=ttl)
-        kind = response.headers.get("Content-Type", "application/trickle-ice-sdpfrag").split(";")[0]
-        return response.status_code, response.text, kind, headers
+            await self.store.remember_media(call_id, {**media, "etag": etag}, ttl=ttl)
+        kind = update.content_type or "application/trickle-ice-sdpfrag"
+        return update.status, update.body, kind, update.headers
 
     async def keep_quality(self, call_id: str, summary: dict[str, Any]) -> bool:
         """Keep the browser's quality summary with the call's media record; False when one was kept already."""

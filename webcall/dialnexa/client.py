@@ -1,8 +1,9 @@
-"""The DialNexa REST client: requests sent through one transport per app (aiohttp's connection pool, see
-``transport``; or any httpx transport), answers read as httpx responses, explicit timeouts, retries by a pure policy.
+"""The DialNexa REST client: requests sent through one aiohttp connection pool per app (``transport``), explicit
+timeouts, retries by a pure policy, answers returned as the small frozen dataclasses of ``models``.
 
-httpx exceptions never escape: every failure is a :class:`webcall.errors.DialNexaError`. The one undocumented part
-of DialNexa — creating a browser web call — is :meth:`DialNexaClient.create_web_call`, whose path is configuration.
+Every failure is a :class:`webcall.errors.DialNexaError` (the transport maps failed exchanges, this module error
+statuses and unreadable answers). The one undocumented part of DialNexa — creating a browser web call — is
+:meth:`DialNexaClient.create_web_call`, whose path is configuration.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urljoin
-
-import httpx
+from urllib.parse import urlencode, urljoin
 
 from ..config import check_base_url
 from ..errors import (
@@ -32,6 +31,7 @@ from ..errors import (
 from .models import (
     AgentInfo,
     CallRecord,
+    MediaUpdate,
     ParseError,
     PhoneCall,
     WebCallSession,
@@ -40,13 +40,20 @@ from .models import (
     list_items,
 )
 from .retry import Failure, RetryPolicy
-from .transport import AiohttpTransport, client_timeout
+from .transport import AiohttpTransport, Reply, client_timeout
 
 log = logging.getLogger("webcall.dialnexa")
 
 MAX_RETRY_AFTER = 86400.0  # a day: anything longer is not a retry hint any more
-_NEVER_LEFT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-_TIMEOUTS = (httpx.ReadTimeout, httpx.WriteTimeout)
+
+
+def failure_of(error: DialNexaTransportError) -> Failure:
+    """What the retry policy is told about a failed exchange."""
+    if isinstance(error, DialNexaConnectError):
+        return Failure.CONNECT
+    if isinstance(error, DialNexaTimeout):
+        return Failure.TIMEOUT
+    return Failure.NETWORK
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -89,7 +96,7 @@ class DialNexaClient:
         timeout: float = 10.0,
         deadline: float = 20.0,
         policy: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: AiohttpTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
@@ -112,8 +119,7 @@ class DialNexaClient:
             "Accept-Encoding": "gzip, deflate",
             "User-Agent": "dialnexa-webcall",
         }
-        self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 5.0)).as_dict()
-        self._pool_timeout = client_timeout(self._timeouts)
+        self._limits = client_timeout(timeout)
 
     @property
     def base_url(self) -> str:
@@ -134,35 +140,30 @@ class DialNexaClient:
         method: str,
         url: str,
         *,
+        path: str,
         json: Any = None,
         content: bytes | None = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        """One request, straight to the transport: an ``httpx.AsyncClient`` would add cookie handling, redirects
-        and auth flows the client has no use for, at a cost per request larger than the transport's own. The URL,
-        headers and body are made here, once, as httpx would make them; the plugin's own pool
-        (:class:`AiohttpTransport`) takes them as they are, any other httpx transport (a test's ``MockTransport``,
-        say) as an ``httpx.Request``."""
+        target: str = "DialNexa",
+    ) -> Reply:
+        """One request: the client's headers (``headers`` added), ``params`` as the query, ``json`` encoded as
+        compact UTF-8 JSON (or ``content`` as it is)."""
         all_headers = {**self._headers, **headers} if headers else self._headers
         if params:
-            url = f"{url}?{httpx.QueryParams(params)}"
+            url = f"{url}?{urlencode(params)}"
         if json is not None:
             content = json_codec.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
             all_headers = {**all_headers, "Content-Type": "application/json"}
-        if isinstance(self._transport, AiohttpTransport):
-            return await self._transport.send(
-                method, url, headers=list(all_headers.items()), body=content or b"", limits=self._pool_timeout
-            )
-        request = httpx.Request(
-            method, url, headers=all_headers, content=content, extensions={"timeout": self._timeouts}
+        return await self._transport.send(
+            method,
+            url,
+            headers=list(all_headers.items()),
+            body=content,
+            limits=self._limits,
+            path=path,
+            target=target,
         )
-        response = await self._transport.handle_async_request(request)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response
 
     async def _request(
         self,
@@ -185,37 +186,16 @@ class DialNexaClient:
             retry_after: float | None = None
             sent = self._clock()
             try:
-                response = await self._send(method, self._base + path, json=json, params=params)
-            except _NEVER_LEFT as err:
-                failure, error = (
-                    Failure.CONNECT,
-                    DialNexaConnectError(
-                        f"cannot connect to DialNexa ({type(err).__name__})", method=method, path=path
-                    ),
-                )
-                cause: Exception = err
-            except _TIMEOUTS as err:
-                failure, error = (
-                    Failure.TIMEOUT,
-                    DialNexaTimeout("DialNexa did not answer in time", method=method, path=path),
-                )
-                cause = err
-            except httpx.HTTPError as err:
-                failure, error = (
-                    Failure.NETWORK,
-                    DialNexaTransportError(
-                        f"the connection to DialNexa failed ({type(err).__name__})", method=method, path=path
-                    ),
-                )
-                cause = err
+                reply = await self._send(method, self._base + path, path=path, json=json, params=params)
+            except DialNexaTransportError as err:
+                failure, error = failure_of(err), err
             else:
-                self._observe(label, str(response.status_code), sent)
-                if response.status_code < 400:
-                    return self._json(response, method, path)
-                status = response.status_code
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                failure, error = Failure.STATUS, self._api_error(response, method, path, retry_after)
-                cause = error
+                self._observe(label, str(reply.status), sent)
+                if reply.status < 400:
+                    return self._json(reply, method, path)
+                status = reply.status
+                retry_after = parse_retry_after(reply.headers.get("retry-after"))
+                failure, error = Failure.STATUS, self._api_error(reply, method, path, retry_after)
             if failure is not Failure.STATUS:
                 self._observe(label, failure.value, sent)
             delay = self._policy.delay(
@@ -231,9 +211,7 @@ class DialNexaClient:
                 # A 4xx is an answer (e.g. 409 "already ended"), not a fault of the service.
                 level = logging.INFO if status is not None and status < 500 and status != 429 else logging.WARNING
                 log.log(level, "DialNexa %s %s failed after %d attempt(s): %s", method, path, attempt, error)
-                if error is cause:
-                    raise error
-                raise error from cause
+                raise error
             log.info("DialNexa %s %s: %s; retrying in %.2f s", method, path, error, delay)
             await self._sleep(delay)
 
@@ -241,31 +219,29 @@ class DialNexaClient:
         if self._observer is not None:
             self._observer(route, outcome, self._clock() - sent)
 
-    def _json(self, response: httpx.Response, method: str, path: str) -> Any:
-        if not response.content:
+    def _json(self, reply: Reply, method: str, path: str) -> Any:
+        if not reply.body:
             return None
         try:
-            return response.json()
+            return reply.json()
         except ValueError as err:
             raise DialNexaAPIError(
                 "DialNexa answered with a body that is not JSON",
-                status_code=response.status_code,
+                status_code=reply.status,
                 method=method,
                 path=path,
             ) from err
 
-    def _api_error(
-        self, response: httpx.Response, method: str, path: str, retry_after: float | None
-    ) -> DialNexaAPIError:
+    def _api_error(self, reply: Reply, method: str, path: str, retry_after: float | None) -> DialNexaAPIError:
         try:
-            body: Any = response.json()
+            body: Any = reply.json()
         except ValueError:
             body = None
-        message, error = _error_message(body, response.reason_phrase or f"HTTP {response.status_code}")
-        cls = api_error_class(response.status_code)
+        message, error = _error_message(body, reply.reason or f"HTTP {reply.status}")
+        cls = api_error_class(reply.status)
         return cls(
             message,
-            status_code=response.status_code,
+            status_code=reply.status,
             error=error,
             body=body,
             method=method,
@@ -351,28 +327,34 @@ class DialNexaClient:
         """POST the browser's SDP offer to the call's WHIP endpoint with its single-use access token; the SDP
         answer, the WHIP resource's URL (``Location``, made absolute) and its ``ETag``. Sent once: the token is
         spent by the first offer that arrives."""
-        response = await self._media("POST", whip_url, access_token, "application/sdp", offer)
-        if response.status_code != 201:
-            raise self._api_error(response, "POST", "WHIP", None)
-        location = response.headers.get("Location")
-        if not location or not response.text:
+        reply = await self._media("POST", whip_url, access_token, "application/sdp", offer)
+        if reply.status != 201:
+            raise self._api_error(reply, "POST", "WHIP", None)
+        location = reply.headers.get("Location")
+        if not location or not reply.body:
             raise DialNexaError("DialNexa's WHIP answer lacks its Location or SDP", method="POST", path="WHIP")
-        return WhipAnswer(
-            sdp=response.text, resource_url=urljoin(whip_url, location), etag=response.headers.get("ETag")
-        )
+        return WhipAnswer(sdp=reply.text, resource_url=urljoin(whip_url, location), etag=reply.headers.get("ETag"))
 
     async def update_media(
         self, resource_url: str, access_token: str, fragment: str, *, content_type: str, if_match: str | None
-    ) -> httpx.Response:
-        """PATCH the WHIP resource (an ICE restart or trickled candidates); DialNexa's answer as it came."""
+    ) -> MediaUpdate:
+        """PATCH the WHIP resource (an ICE restart or trickled candidates); DialNexa's answer as it came, error
+        statuses included (the caller passes them on)."""
         headers = {"If-Match": if_match} if if_match else {}
-        return await self._media("PATCH", resource_url, access_token, content_type, fragment, headers)
+        reply = await self._media("PATCH", resource_url, access_token, content_type, fragment, headers)
+        kind = reply.headers.get("Content-Type")
+        return MediaUpdate(
+            status=reply.status,
+            body=reply.text,
+            content_type=kind.split(";")[0].strip() if kind else None,
+            headers={name: reply.headers[name] for name in MediaUpdate.PASSED_ON if name in reply.headers},
+        )
 
     async def delete_media(self, resource_url: str, access_token: str) -> None:
         """DELETE the WHIP resource: the media session ends. Already gone (404) counts as done."""
-        response = await self._media("DELETE", resource_url, access_token)
-        if response.status_code >= 400 and response.status_code != 404:
-            raise self._api_error(response, "DELETE", "WHIP resource", None)
+        reply = await self._media("DELETE", resource_url, access_token)
+        if reply.status >= 400 and reply.status != 404:
+            raise self._api_error(reply, "DELETE", "WHIP resource", None)
 
     async def _media(
         self,
@@ -382,31 +364,25 @@ class DialNexaClient:
         content_type: str | None = None,
         body: str | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Reply:
         sent = self._clock()
         request_headers = {"Authorization": f"Bearer {access_token}", **(headers or {})}
         if content_type:
             request_headers["Content-Type"] = content_type
         try:
-            response = await self._send(
-                method, url, content=body.encode() if body is not None else None, headers=request_headers
+            reply = await self._send(
+                method,
+                url,
+                path="WHIP",
+                content=body.encode() if body is not None else None,
+                headers=request_headers,
+                target="DialNexa's media endpoint",
             )
-        except _NEVER_LEFT as err:
-            self._observe(f"{method} WHIP", Failure.CONNECT.value, sent)
-            raise DialNexaConnectError(
-                "cannot connect to DialNexa's media endpoint", method=method, path="WHIP"
-            ) from err
-        except _TIMEOUTS as err:
-            self._observe(f"{method} WHIP", Failure.TIMEOUT.value, sent)
-            raise DialNexaTimeout(
-                "DialNexa's media endpoint did not answer in time", method=method, path="WHIP"
-            ) from err
-        except httpx.HTTPError as err:
-            raise DialNexaTransportError(
-                f"the connection to DialNexa's media endpoint failed ({type(err).__name__})", method=method, path="WHIP"
-            ) from err
-        self._observe(f"{method} WHIP", str(response.status_code), sent)
-        return response
+        except DialNexaTransportError as err:
+            self._observe(f"{method} WHIP", failure_of(err).value, sent)
+            raise
+        self._observe(f"{method} WHIP", str(reply.status), sent)
+        return reply
 
     # -- agents ------------------------------------------------------------------------------------------------
     async def get_agent(self, agent_id: str) -> AgentInfo:

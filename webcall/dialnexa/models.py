@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 BUILTIN_VARIABLES = frozenset({"call_id", "agent_id", "agent_name", "caller_number"})
@@ -322,3 +322,17 @@ class WhipAnswer:
     sdp: str
     resource_url: str
     etag: str | None
+
+
+@dataclass(frozen=True)
+class MediaUpdate:
+    """DialNexa's answer to a PATCH of the WHIP resource (an ICE restart or trickled candidates), error statuses
+    included: its status, body, media type (None when it names none) and the headers a relay passes on."""
+
+    PASSED_ON: ClassVar[tuple[str, ...]] = ("ETag", "Allow")
+
+    status: int
+    body: str
+    content_type: str | None
+    headers: dict[str, str]
+    """The answer's ``ETag`` and ``Allow``, where it has them."""

@@ -1,26 +1,28 @@
-"""The connection pool under the DialNexa client: requests sent through one ``aiohttp.ClientSession``.
+"""The HTTP under the DialNexa client: requests sent through one ``aiohttp.ClientSession``, failures mapped into
+:class:`webcall.errors.DialNexaTransportError` here and nowhere else.
 
-httpx stays the client's interface (its responses, exceptions and test transports), but its default
-pool (httpcore) re-scans every open connection, and for each idle one every connection again, whenever a request
-starts or ends. With the hundreds of connections a burst of visitors opens, that bookkeeping costs milliseconds of
-CPU per request, more than the rest of minting a session. aiohttp, which the plugin runs on anyway, keeps idle
-connections in a queue per host, so taking or returning one costs the same at any pool size.
-
-Failures are raised as the httpx exceptions the client already sorts into "never left" (connect, pool), timeouts
-and broken connections.
+aiohttp, which the plugin runs on anyway, keeps idle connections in a queue per host, so taking or returning one costs
+the same at any pool size (httpx's default pool re-scans every open connection whenever a request starts or ends: with
+the hundreds of connections a burst of visitors opens, milliseconds of CPU per request).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import os
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
-import httpx
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from ..errors import DialNexaConnectError, DialNexaTimeout, DialNexaTransportError
 
 log = logging.getLogger("webcall.dialnexa")
 
@@ -28,15 +30,11 @@ DEFAULT_MAX_CONNECTIONS = 200
 """Open connections to DialNexa at most; a burst beyond it waits for one (within the connect timeout)."""
 
 KEEPALIVE_SECONDS = 5.0
-"""An idle connection is closed after this long (httpx's default too): shorter than most servers keep one open, so a
+"""An idle connection is closed after this long: shorter than most servers keep one open, so a
 request is rarely sent on a connection the server is closing at that moment."""
 
 MAX_REMEMBERED_ORIGINS = 64
 """Origins whose proxy decision is kept (DialNexa's API and its media hosts)."""
-
-# aiohttp computes these from the body and the URL itself; httpx's values would only disagree with them. (Names as
-# httpx's ``multi_items()`` gives them: lower case.)
-_HEADERS_AIOHTTP_SETS = frozenset({"host", "connection", "content-length", "transfer-encoding"})
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class ProxyRoute:
 
 class EnvironmentProxies:
     """The forward proxy ``HTTP_PROXY``/``HTTPS_PROXY`` name for a URL, unless ``NO_PROXY`` names its host: read from
-    the environment once, when the client is made (as httpx does), and decided once per origin.
+    the environment once, when the client is made, and decided once per origin.
 
     aiohttp's own ``trust_env`` would read the environment again, and look for a ``.netrc`` file, on every request,
     in a thread each: more CPU than the rest of the request. Credentials in a proxy's URL are sent to the proxy as
@@ -81,76 +79,136 @@ class EnvironmentProxies:
         # proxy_bypass_environment: urllib's NO_PROXY matching, on the values read above (typeshed omits it).
         if not proxy or urllib.request.proxy_bypass_environment(host, self._environment):  # type: ignore[attr-defined]
             return None
-        proxy_url = httpx.URL(proxy if "://" in proxy else f"http://{proxy}")
-        address = str(proxy_url.copy_with(username=None, password=None))
+        proxy_url = URL(proxy if "://" in proxy else f"http://{proxy}")
+        address = str(proxy_url.with_user(None))
         if proxy_url.scheme != "http":
             log.warning("the %s proxy %s is not supported; connecting to %s directly", proxy_url.scheme, address, host)
             return None
-        if not proxy_url.username:
+        if not proxy_url.user:
             return ProxyRoute(address)
-        credentials = base64.b64encode(f"{proxy_url.username}:{proxy_url.password}".encode()).decode("ascii")
+        credentials = base64.b64encode(f"{proxy_url.user}:{proxy_url.password or ''}".encode()).decode("ascii")
         authorization = ("Proxy-Authorization", f"Basic {credentials}")
         if scheme == "https":
             return ProxyRoute(address, connect_headers=dict([authorization]))
         return ProxyRoute(address, request_headers=(authorization,))
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over aiohttp's connection pool. The session opens with the first request (on the event
-    loop that sends it) and closes with :meth:`aclose`. Redirects are not followed and cookies are not kept: the
-    httpx client above decides both. Bodies arrive still encoded; httpx decodes them as usual. An HTTP(S) proxy
-    named by the environment is used (``ALL_PROXY`` and SOCKS proxies are not)."""
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer as it came back: status, headers (case-insensitive) and the whole body, already decoded from
+    its ``Content-Encoding``."""
+
+    status: int
+    reason: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ``ValueError`` when it is not."""
+        return json.loads(self.body)
+
+
+def client_timeout(timeout: float) -> aiohttp.ClientTimeout:
+    """The limits of one request: connecting takes at most ``timeout`` (and 5 s at most); waiting for a pooled
+    connection and connecting, together, ``timeout`` more than that; each wait for bytes of the answer ``timeout``."""
+    connect = min(timeout, 5.0)
+    return aiohttp.ClientTimeout(total=None, connect=timeout + connect, sock_connect=connect, sock_read=timeout)
+
+
+class ConnectionBroke(aiohttp.ClientConnectionError):
+    """A connection broke after the request was sent on it (raised by :func:`_no_silent_resend` in place of
+    aiohttp's own error)."""
+
+
+async def _no_silent_resend(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """aiohttp sends an idempotent request again, on a new connection, when a kept-alive connection breaks under it
+    (``ClientOSError``, ``ServerDisconnectedError``). The client's retry policy is the one place that decides retries
+    (and counts them): this middleware turns those two into :class:`ConnectionBroke`, which aiohttp does not resend."""
+    try:
+        return await handler(request)
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+        raise  # never left: aiohttp does not resend these either
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as err:
+        raise ConnectionBroke(str(err) or type(err).__name__) from err
+
+
+def transport_error(err: BaseException, *, method: str, path: str, target: str) -> DialNexaTransportError:
+    """The one mapping of a failed exchange to webcall's errors: :class:`DialNexaConnectError` when the request
+    provably never left (waiting for a pooled connection, connecting, a URL that cannot be sent);
+    :class:`DialNexaTimeout` when no answer came in time; :class:`DialNexaTransportError` when the connection broke
+    once the request had left. ``target`` names the other end in the message ("DialNexa")."""
+    if isinstance(err, aiohttp.ConnectionTimeoutError):
+        return DialNexaConnectError(f"cannot connect to {target} (timed out)", method=method, path=path)
+    if isinstance(err, aiohttp.ClientConnectorError):
+        return DialNexaConnectError(f"cannot connect to {target} ({_connect_reason(err)})", method=method, path=path)
+    if isinstance(err, aiohttp.InvalidURL):
+        return DialNexaConnectError(f"cannot connect to {target} (invalid URL {err})", method=method, path=path)
+    if isinstance(err, aiohttp.SocketTimeoutError | TimeoutError):
+        return DialNexaTimeout(f"{target} did not answer in time", method=method, path=path)
+    return DialNexaTransportError(
+        f"the connection to {target} failed ({str(err) or type(err).__name__})", method=method, path=path
+    )
+
+
+def _connect_reason(err: aiohttp.ClientConnectorError) -> str:
+    """Why a connection could not be made, in a few words ("Connection refused")."""
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        return f"certificate not trusted: {err.certificate_error}"
+    os_error = err.os_error
+    if isinstance(os_error, ConnectionError) and os_error.errno:  # asyncio's message names every address tried
+        return os.strerror(os_error.errno)
+    return os_error.strerror or str(os_error) or type(os_error).__name__
+
+
+class AiohttpTransport:
+    """One aiohttp connection pool. The session opens with the first request (on the event loop that sends it) and
+    closes with :meth:`aclose`. Redirects are not followed and cookies are not kept. An HTTP(S) proxy named by the
+    environment is used (``ALL_PROXY`` and SOCKS proxies are not). Certificates are checked against the system's
+    authorities (``SSL_CERT_FILE``/``SSL_CERT_DIR`` name others, as OpenSSL reads them)."""
 
     def __init__(self, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self._max_connections = max_connections
         self._proxies = EnvironmentProxies()
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def closed(self) -> bool:
+        """No session is open (none yet, or closed)."""
+        return self._session is None or self._session.closed
+
     def _open_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections,
-                keepalive_timeout=KEEPALIVE_SECONDS,
-                ssl=httpx.create_ssl_context(),  # the same certificate authorities httpx would trust
-            )
             self._session = aiohttp.ClientSession(
-                connector=connector,
+                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=KEEPALIVE_SECONDS),
                 cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+                middlewares=(_no_silent_resend,),
             )
-            # aiohttp would silently send an idempotent request again when a kept-alive connection breaks under it;
-            # the client's retry policy is the one place that decides retries (and counts them), so it does not.
-            # (No public switch exists; aiohttp's own test client turns it off the same way.)
-            self._session._retry_connection = False
         return self._session
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """httpx's transport interface: an ``httpx.AsyncClient`` can send through this pool too."""
-        headers = [(name, value) for name, value in request.headers.multi_items() if name not in _HEADERS_AIOHTTP_SETS]
-        body = await request.aread()
-        limits = client_timeout(request.extensions.get("timeout", {}))
-        return await self.send(
-            request.method, str(request.url), headers=headers, body=body, limits=limits, request=request
-        )
 
     async def send(
         self,
         method: str,
         url: str,
         *,
-        headers: list[tuple[str, str]],
-        body: bytes,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
         limits: aiohttp.ClientTimeout,
-        request: httpx.Request | None = None,
-    ) -> httpx.Response:
-        """Send one request as given. The DialNexa client calls this directly: building an ``httpx.Request`` (which
-        parses the URL into httpx's model) would cost more than the rest of preparing the request. ``request`` is
-        the httpx request this one came from, if any, for the response and the exceptions to refer to; ``limits`` its
-        timeouts (:func:`client_timeout`)."""
+        path: str,
+        target: str = "DialNexa",
+    ) -> Reply:
+        """Send one request as given and read its whole answer. Every failure is raised as a
+        :class:`DialNexaTransportError` (see :func:`transport_error`), labelled with ``method``, ``path`` and
+        ``target``; ``limits`` are its timeouts (:func:`client_timeout`)."""
         session = self._open_session()
         proxy = self._proxies.route(url)
-        if proxy is not None:
+        if proxy is not None and proxy.request_headers:
             headers = [*headers, *proxy.request_headers]
         try:
             async with session.request(
@@ -164,34 +222,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 proxy_headers=proxy.connect_headers if proxy else None,
             ) as response:
                 content = await response.read()
-                status, raw_headers = response.status, response.raw_headers
-        except aiohttp.ConnectionTimeoutError as err:  # waiting for a pooled connection, or connecting
-            raise httpx.ConnectTimeout(str(err) or "timed out connecting to DialNexa", request=request) from err
-        except aiohttp.ClientConnectorError as err:
-            raise httpx.ConnectError(str(err), request=request) from err
-        except aiohttp.SocketTimeoutError as err:
-            raise httpx.ReadTimeout(str(err) or "timed out reading from DialNexa", request=request) from err
-        except aiohttp.InvalidURL as err:
-            raise httpx.UnsupportedProtocol(str(err), request=request) from err
-        except (aiohttp.ClientError, TimeoutError) as err:  # the connection broke once the request had left
-            raise httpx.ReadError(str(err) or type(err).__name__, request=request) from err
-        return httpx.Response(
-            status_code=status,
-            headers=list(raw_headers),
-            content=content,
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+                return Reply(response.status, response.reason or "", response.headers, content)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise transport_error(err, method=method, path=path, target=target) from err
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def client_timeout(timeouts: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
-    """httpx's per-request timeouts (``httpx.Timeout.as_dict()``) in aiohttp's terms: waiting for a pooled
-    connection and connecting share aiohttp's ``connect`` budget; ``read`` bounds each wait for bytes, as in httpx."""
-    pool, connect, read = timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read")
-    waiting = None if pool is None or connect is None else pool + connect
-    return aiohttp.ClientTimeout(total=None, connect=waiting, sock_connect=connect, sock_read=read)
