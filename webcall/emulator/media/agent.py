@@ -10,20 +10,27 @@ from webcall.emulator.state import render
 if TYPE_CHECKING:
     from .session import MediaSession
 
-__all__ = ["MAX_DURATION_LINE", "UNINTELLIGIBLE", "run_agent"]
+__all__ = ["MAX_DURATION_LINE", "UNINTELLIGIBLE", "run_agent", "welcome_line"]
 
 MAX_DURATION_LINE = "We have reached the time limit for this call. Goodbye!"
 UNINTELLIGIBLE = "(unintelligible)"
+
+
+def welcome_line(session: MediaSession) -> str:
+    """What the agent says first on this call (its version's welcome, placeholders filled); "" for none."""
+    call, agent = session.call, session.agent
+    version = agent.published_version(call.agent_version_number)
+    welcome = (version.welcome_message if version is not None else "") or agent.welcome_message
+    return render(welcome, session.state.variables_for(call)) if welcome else ""
 
 
 async def run_agent(session: MediaSession) -> None:
     """Run the conversation on a connected session until the agent hangs up (``agent_disconnected``)."""
     state, call, agent = session.state, session.call, session.agent
     variables = state.variables_for(call)
-    version = agent.published_version(call.agent_version_number)
-    welcome = (version.welcome_message if version is not None else "") or agent.welcome_message
+    welcome = welcome_line(session)
     if welcome:
-        await session.say(render(welcome, variables))
+        await session.say(welcome)
     session.set_agent_state("listening")
     script = iter(agent.script)
     while True:

@@ -34,7 +34,7 @@ from av import AudioFrame
 
 from webcall.emulator.state import Call, EmulatedAgent, EmulatorState, InvalidTransition
 
-from .agent import MAX_DURATION_LINE, run_agent
+from .agent import MAX_DURATION_LINE, run_agent, welcome_line
 from .candidates import host_addresses, offer_ice_credentials, usable_offer
 from .liveness import InboundWatch, ice_connections
 from .stt import Transcriber
@@ -47,13 +47,15 @@ __all__ = ["MediaSession", "MediaSettings", "NegotiationError"]
 log = logging.getLogger("webcall.emulator.media")
 
 
+MAX_WAITING_MESSAGES = 64
+"""Data-channel messages kept for a browser that has not opened the channel yet (state and transcript lines)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class MediaSettings:
     """Tunables of the emulator's media side (the defaults suit a browser; tests shorten the timers)."""
 
     turn: TurnSettings = field(default_factory=TurnSettings)
-    channel_wait: float = 2.0
-    """How long the agent waits for the ``events`` data channel before it starts speaking anyway."""
     connect_timeout: float = 30.0
     """A session whose media has not connected by then ends with ``network_failure``."""
     network_grace: float = 5.0
@@ -109,6 +111,8 @@ class MediaSession:
         self.detector = TurnDetector(settings.turn)
         self.channel: RTCDataChannel | None = None
         self.channel_ready = asyncio.Event()
+        self._waiting_messages: list[dict[str, Any]] = []
+        """Messages for the data channel sent before the browser opened it."""
         self.connected = asyncio.Event()
         self.agent_state = "idle"
         self.caller_turns = 0
@@ -133,8 +137,14 @@ class MediaSession:
         return self.channel is not None and self.channel.readyState == "open"
 
     def send(self, message: dict[str, Any]) -> bool:
-        """Send one JSON message on the ``events`` data channel; False when it is not open."""
+        """Send one JSON message on the ``events`` data channel. Before the browser has opened it, the message waits
+        (at most :data:`MAX_WAITING_MESSAGES`) and goes when it opens; False when it is closed or the queue is full."""
         channel = self.channel
+        if channel is None and not self.closed:
+            if len(self._waiting_messages) >= MAX_WAITING_MESSAGES:
+                return False
+            self._waiting_messages.append(message)
+            return True
         if channel is None or channel.readyState != "open":
             return False
         try:
@@ -252,6 +262,9 @@ class MediaSession:
         channel.on("message", self._on_message)
         self.channel_ready.set()
         self.log(logging.INFO, "events data channel open")
+        waiting, self._waiting_messages = self._waiting_messages, []
+        for message in waiting:
+            self.send(message)
 
     def _on_message(self, message: object) -> None:
         self.log(logging.DEBUG, "data channel message from the browser: %r", message)
@@ -385,12 +398,16 @@ class MediaSession:
         self.end(reason)
 
     async def _agent_main(self) -> None:
+        # The welcome is synthesized while ICE and DTLS complete, and spoken as soon as media can flow: the events
+        # data channel (SCTP, several round trips more) catches up with its state and transcript messages.
+        welcome = welcome_line(self)
+        if welcome:
+            self.spawn(self._synthesize_ahead(welcome), "welcome-synthesis")
         await self.connected.wait()
-        try:
-            await asyncio.wait_for(self.channel_ready.wait(), self.settings.channel_wait)
-        except TimeoutError:
-            self.log(logging.INFO, "no 'events' data channel after %.1f s; speaking anyway", self.settings.channel_wait)
         await run_agent(self)
+
+    async def _synthesize_ahead(self, text: str) -> None:
+        await self.synthesizer.synthesize(text, self.agent.voice)
 
     async def _watch_duration(self) -> None:
         await asyncio.sleep(self.agent.max_call_duration_sec)
