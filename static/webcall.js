@@ -246,6 +246,9 @@
     #connection = null;
     #eventStream = null;
     #reconnecting = false;
+    // What the agent last said it was doing (agent_state), kept from before the call is live: its first message
+    // may arrive before the browser reports the connection.
+    #agentState = "listening";
     #startController = null;
     #callbackController = null;
     // Whether the plugin rings phones back: asked when a call back would first be offered (#askAboutCallbacks).
@@ -319,6 +322,7 @@
       this.#noteKey = "";
       this.#summary = "";
       this.#networkBlocked = false;
+      this.#agentState = "listening";
       this.#session = null;
       this.#transcriptLines = {};
       this.#parts.transcript.replaceChildren();
@@ -768,7 +772,7 @@
         const timeUp = () => this.#endCall({ reason: "max_duration", textKey: "text-max" });
         this.#maxDurationTimer = setTimeout(timeUp, maxSeconds * 1000);
       }
-      this.#setState("listening");
+      this.#setState(this.#agentState);
       this.#screenWakeLock.acquire();
       // The level meter shows the visitor's own microphone.
       this.#microphone.measureLevel((level) => this.#showLevel(level));
@@ -776,7 +780,9 @@
 
     #onAgentMessage(message) {
       if (message.type === "agent_state") {
-        if (isLive(message.state) && isLive(this.#state) && !this.#reconnecting) this.#setState(message.state);
+        if (!isLive(message.state)) return;
+        this.#agentState = message.state;
+        if (isLive(this.#state) && !this.#reconnecting) this.#setState(message.state);
       } else if (message.type === "transcript" && typeof message.text === "string") {
         const role = message.role === "user" ? "user" : "agent";
         this.#showTranscript({ role, text: message.text, final: message.final !== false });

@@ -293,3 +293,15 @@ async def test_standalone_call_page_runs_under_its_csp(site: Site, new_tab: NewT
     await tab.wait_state("ended")
     assert (await ended_record(site, call_id))["status"] == "completed"
     await tab.assert_clean()
+
+
+async def test_every_call_shows_the_agent_speaking_its_welcome(site: Site, new_tab: NewTab) -> None:
+    """The agent's first state message can arrive before the browser reports the connection; the widget keeps it, so
+    "Agent speaking" shows during the welcome of every call (it was missed in 3 calls of 15)."""
+    tab = await new_tab(site)
+    for attempt in range(4):
+        await tab.button("Start call" if attempt == 0 else "Call again").click()
+        await tab.wait_state("speaking", within=10)
+        await tab.status.wait_text("Agent speaking")
+        await tab.button("End call").click()
+        await tab.wait_state("ended")
