@@ -42,7 +42,7 @@ from webcall.emulator.server import EmulatorServer
 from webcall.events import CallEvent
 
 from .bidi import Firefox, firefox_prefs, launch_firefox
-from .shared import PROBE_JS, TAG
+from .shared import PROBE_JS, TAG, start_demo
 from .tabs import Tab, open_tab
 
 CHROMIUM = "/usr/bin/chromium"
@@ -518,3 +518,15 @@ async def new_tab(
     yield open_site_tab
     for tab in tabs:
         await tab.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def demo_url() -> AsyncIterator[str]:
+    """``python -m demo`` on its embedded emulator, for the tests of one module; its URL."""
+    process, url, _ = await start_demo()
+    try:
+        yield url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), 15)

@@ -9,17 +9,15 @@ a minor or moderate one only if it is listed in ``ACCEPTED`` with the reason, so
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from webcall.emulator.server import EmulatorServer
 
 from .conftest import LIVE, NewTab, Site, add_fault
-from .shared import TAG, start_demo
+from .shared import TAG
 from .tabs import ChromiumTab, Tab
 
 pytestmark = [
@@ -113,17 +111,6 @@ async def test_the_widget_in_every_state_theme_and_size_has_no_axe_violation(
     await tab.wait_state("ended", within=10)
     found += await violations(tab, "ended")
     assert found == [], "\n".join(found)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def demo_url() -> AsyncIterator[str]:
-    process, url, _ = await start_demo()
-    try:
-        yield url
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await process.wait()
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))

@@ -9,7 +9,6 @@ constructable stylesheets, the screen wake lock kept through a hidden page, and 
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +23,7 @@ from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, 
 
 from ..net import free_port
 from .conftest import LIVE, MakeSite, Site
-from .shared import TAG, start_demo
+from .shared import TAG
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -107,17 +106,6 @@ async def contexts() -> AsyncIterator[list[BrowserContext]]:
     yield opened
     for context in opened:
         await context.close()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def demo_url() -> AsyncIterator[str]:
-    process, url, _ = await start_demo()
-    try:
-        yield url
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await asyncio.wait_for(process.wait(), 15)
 
 
 async def widget_ready(page: Page) -> None:
