@@ -20,7 +20,7 @@ import pytest
 from webcall import ConfigError, WebCallConfig
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.server import EmulatorServer
-from webcall.ice import link_header_values, turn_rest_credentials
+from webcall.ice import link_header_values, turn_rest_credentials, usable_servers
 
 from .conftest import ORIGIN, ORIGIN_HEADERS, MakeHost, mint, problem
 from .test_media_resource import authorized, started
@@ -144,7 +144,7 @@ def test_link_headers_follow_rfc_9725() -> None:
         {"urls": "http://not-ice"},
         "not a server",
     ]
-    assert link_header_values(servers) == [  # type: ignore[arg-type]
+    assert link_header_values(usable_servers(servers)) == [
         '<stun:stun.dialnexa.example:3478>; rel="ice-server"',
         '<turn:turn.dialnexa.example?transport=udp>; rel="ice-server"; username="user"; credential="pass"; '
         'credential-type="password"',
@@ -162,6 +162,8 @@ async def test_dialnexas_per_call_ice_servers_reach_the_browser_as_link_headers(
             '<turn:turn.dialnexa.example:3478>; rel="ice-server"; username="call-user"; credential="call-pass"; '
             'credential-type="password"'
         ]
+        body = await response.json()
+        assert body["ice_servers"] == [{**per_call[0], "urls": ["turn:turn.dialnexa.example:3478"]}]
         cross_origin = await client.post(
             "/webcall/sessions", json={"agent": "sales"}, headers={"Origin": "https://other.example"}
         )

@@ -123,16 +123,24 @@ class TurnRest:
         return {"urls": list(self.urls), "username": username, "credential": credential}
 
 
-def link_header_values(servers: Sequence[Mapping[str, Any]]) -> list[str]:
-    """DialNexa's per-call ICE servers as WHIP ``Link`` header values (RFC 9725 §4.6), one per URL:
-    ``<turn:turn.example.net?transport=udp>; rel="ice-server"; username="u"; credential="p";
-    credential-type="password"``. Servers or URLs that are not well-formed ICE servers are left out."""
-    values: list[str] = []
+def usable_servers(servers: Sequence[object]) -> list[IceServer]:
+    """DialNexa's per-call ICE servers, checked like the configuration's; what is not a well-formed ICE server is left
+    out (it comes from upstream, so it is not a reason to refuse the call)."""
+    usable: list[IceServer] = []
     for server in servers[:MAX_ICE_SERVERS]:
         try:
-            checked = check_ice_server(server, where="DialNexa's ice_servers")
+            usable.append(check_ice_server(server, where="DialNexa's ice_servers"))
         except ConfigError:
             continue
+    return usable
+
+
+def link_header_values(servers: Sequence[IceServer]) -> list[str]:
+    """Checked ICE servers (:func:`usable_servers`) as WHIP ``Link`` header values (RFC 9725 §4.6), one per URL:
+    ``<turn:turn.example.net?transport=udp>; rel="ice-server"; username="u"; credential="p";
+    credential-type="password"``. A value that cannot be written in a header is left out."""
+    values: list[str] = []
+    for checked in servers:
         parameters = "".join(
             f'; {key}="{checked[key]}"'
             for key in ("username", "credential")

@@ -27,7 +27,7 @@ from .errors import (
     problem_response,
 )
 from .events import EventParseError, parse_delivery
-from .ice import link_header_values, servers_for_visitor
+from .ice import link_header_values, servers_for_visitor, usable_servers
 from .keys import RUNTIME
 from .metrics import route_label
 from .outage import store_outage
@@ -271,7 +271,8 @@ async def create_session(request: web.Request) -> web.Response:
     call_id = started.session.id
     media_url = _url(request, "session_media", call_id=call_id)
     headers = CIMultiDict({"Location": media_url, **({"ETag": started.media_etag} if started.media_etag else {})})
-    for link in link_header_values(started.session.media.ice_servers):
+    call_ice_servers = usable_servers(started.session.media.ice_servers)
+    for link in link_header_values(call_ice_servers):
         headers.add("Link", link)
     return _json(
         {
@@ -286,7 +287,7 @@ async def create_session(request: web.Request) -> web.Response:
             "events_url": _url(request, "session_events", call_id=call_id),
             "quality_url": _url(request, "session_quality", call_id=call_id),
             "media_etag": started.media_etag,
-            "ice_servers": started.session.media.ice_servers,
+            "ice_servers": call_ice_servers,
             "callbacks_url": _url(request, "callbacks"),
         },
         status=201,

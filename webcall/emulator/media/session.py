@@ -98,7 +98,6 @@ class MediaSession:
         """The ICE username fragment and password of the browser's offer: fragments naming others are restarts."""
         self.trickled_candidates: list[str] = []
         """The types (host, srflx, relay) of the candidates the browser trickled after its offer."""
-        self.trickle_ended = False
         self.state = state
         self.call = call
         self.agent: EmulatedAgent = state.agents[call.agent_id]
@@ -110,7 +109,6 @@ class MediaSession:
         self.voice = PacedAudioTrack()
         self.detector = TurnDetector(settings.turn)
         self.channel: RTCDataChannel | None = None
-        self.channel_ready = asyncio.Event()
         self._waiting_messages: list[dict[str, Any]] = []
         """Messages for the data channel sent before the browser opened it."""
         self.connected = asyncio.Event()
@@ -240,9 +238,8 @@ class MediaSession:
                 self.log(logging.INFO, "ignoring a candidate trickled after end-of-candidates")
                 continue
             self.trickled_candidates.append(candidate.type)
-        if end and not self.trickle_ended:
-            self.trickle_ended = True
-            with contextlib.suppress(ValueError):  # the offer said end-of-candidates already
+        if end:
+            with contextlib.suppress(ValueError):  # the offer or an earlier fragment said it already
                 await self.pc.addIceCandidate(None)
 
     def selected_pair(self) -> dict[str, str] | None:
@@ -260,7 +257,6 @@ class MediaSession:
             return
         self.channel = channel
         channel.on("message", self._on_message)
-        self.channel_ready.set()
         self.log(logging.INFO, "events data channel open")
         waiting, self._waiting_messages = self._waiting_messages, []
         for message in waiting:
