@@ -1,5 +1,7 @@
-/*! <dialnexa-webcall>: a DialNexa voice call on any page. MIT licence. See the README for attributes, events
- * (webcall:*), methods start() end() mute(), --webcall-* properties and parts; every visible string is in TEXTS. */
+/*! <dialnexa-webcall>: a DialNexa voice call on any page. MIT licence. */
+
+// The README documents its attributes, events (webcall:*), methods start() end() mute(), --webcall-* properties and
+// parts; every visible string is in TEXTS.
 
 // How this file is laid out (one script, no dependencies; the plugin serves it minified):
 //   1. Constants and small helpers: the visible texts (TEXTS), error codes, icons, element() and icon(), CallError,
@@ -135,14 +137,16 @@
   };
   const SVG_NAMESPACE = "http://www.w3.org/2000/svg";
   // An icon that keeps its size and line style without the stylesheet (width, height and presentation attributes):
-  // an unstyled widget must not draw a page-wide black disc. `filled` icons are solid shapes.
-  const icon = (pathData, { filled = false } = {}) => {
+  // an unstyled widget must not draw a page-wide black disc. `filled` icons are solid shapes; `turned` ones are
+  // drawn rotated by 135° (the hang-up handset), which holds without the stylesheet too.
+  const icon = (pathData, { filled = false, turned = false } = {}) => {
     const svg = document.createElementNS(SVG_NAMESPACE, "svg");
     const path = document.createElementNS(SVG_NAMESPACE, "path");
     const svgAttributes = { viewBox: "0 0 24 24", width: 20, height: 20, "aria-hidden": "true", fill: "none",
       stroke: "currentColor", "stroke-width": 2, "stroke-linecap": "round", "stroke-linejoin": "round" };
     for (const name in svgAttributes) svg.setAttribute(name, svgAttributes[name]);
     path.setAttribute("d", pathData);
+    if (turned) path.setAttribute("transform", "rotate(135 12 12)");
     if (filled) {
       path.setAttribute("fill", "currentColor");
       path.setAttribute("stroke", "none");
@@ -165,6 +169,8 @@
       return null;
     }
   };
+  // A line for the site owner in the browser's console, marked as the widget's.
+  const warn = (...parts) => console.warn("[webcall]", ...parts);
   const stopTracks = (stream) => {
     if (stream) stream.getTracks().forEach((track) => track.stop());
   };
@@ -179,8 +185,6 @@
       this.retryAfterSeconds = retryAfterSeconds;
     }
   }
-
-  const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
   // Whether the page's permissions policy lets it use the microphone. Inside an <iframe> that the embedding page did
   // not give allow="microphone", getUserMedia fails with no hint at the cause; Chromium answers this up front.
@@ -206,8 +210,7 @@
   const BLOCKER_ADVICE = {
     "text-insecure": "calls need a secure page: serve it over https (localhost works too).",
     "text-unsupported":
-      "this browser has no getUserMedia or RTCPeerConnection (an in-app browser or an old one), so the widget " +
-      "offers a call back instead.",
+      "this browser has no getUserMedia or RTCPeerConnection (an in-app or old browser): it offers a call back.",
     "text-frame-blocked":
       'this page is in an <iframe> without microphone access: add allow="microphone" to the <iframe> element ' +
       'that embeds it, e.g. <iframe src="…" allow="microphone">.',
@@ -216,8 +219,12 @@
   const adviseSiteOwner = (blocker) => {
     if (advisedBlockers.has(blocker)) return;
     advisedBlockers.add(blocker);
-    console.warn("[webcall] " + BLOCKER_ADVICE[blocker]);
+    warn(BLOCKER_ADVICE[blocker]);
   };
+
+  // Where the stylesheet could not be adopted: where a floating widget stays, and how its panel stands out.
+  const UNSTYLED_FLOATING = { position: "fixed", bottom: "16px", right: "16px", "z-index": "2147483000", "max-width": "22rem" };
+  const UNSTYLED_PANEL = { background: "Canvas", color: "CanvasText", border: "1px solid", padding: "8px" };
 
   // The <dialnexa-webcall> element. Its state (the `state` attribute and webcall:state) goes idle → microphone →
   // connecting → listening / thinking / speaking → ended, or error from any of them. It renders everything from its
@@ -266,6 +273,8 @@
     // The last call could not get through this network (no route for its audio): call-back is the way.
     #networkBlocked = false;
     #onPageHide = () => this.#endCall({ reason: "pagehide", unloading: true });
+    // False where the browser could not adopt the stylesheet (see adoptStylesheet).
+    #styled;
 
     static get observedAttributes() {
       return ["floating", "consent", "callback", ...Object.keys(TEXTS)];
@@ -274,7 +283,7 @@
     constructor() {
       super();
       const root = this.attachShadow({ mode: "open" });
-      adoptStylesheet(root);
+      this.#styled = adoptStylesheet(root);
       this.#parts = this.#createParts(root);
       this.#listen();
     }
@@ -288,6 +297,7 @@
       this.addEventListener("focusin", this.#onInterest);
       this.#blocker = findCallBlocker();
       if (this.#blocker) adviseSiteOwner(this.#blocker);
+      if (!this.#styled) this.#placeUnstyled();
       this.setAttribute("state", this.#state);
       this.#statusText = this.#statusText || this.#phrase("text-idle");
       this.#render();
@@ -479,7 +489,7 @@
       const hangUpButton = element(
         "button",
         { class: "icon-button hang-up", part: "hangup", "data-label": "label-end" },
-        icon(PHONE_ICON, { filled: true })
+        icon(PHONE_ICON, { filled: true, turned: true })
       );
       const controls = element(
         "div",
@@ -610,7 +620,8 @@
       // Which parts show now.
       const visible = {
         launcher: this.#floating,
-        closeButton: this.#floating,
+        // Unstyled, the launcher stays in view under the panel and is its close button.
+        closeButton: this.#floating && this.#styled,
         panel: panelShown,
         timer: live,
         // The intro invites a call in the browser: not where the browser can't make one.
@@ -627,6 +638,16 @@
       for (const name in visible) parts[name].hidden = !visible[name];
       // Without a way to call here, "call me back" is the main action.
       parts.callbackLink.className = blocker ? "primary-button" : "link-button";
+    }
+
+    // Without the stylesheet, a few declarations set through the CSSOM (which a strict CSP allows, unlike style
+    // attributes and elements) keep a floating widget in the corner of the window, and its panel readable over the
+    // page, instead of in the page's flow below its footer.
+    #placeUnstyled() {
+      const declarations = this.#floating ? [[this, UNSTYLED_FLOATING], [this.#parts.panel, UNSTYLED_PANEL]] : [];
+      for (const [target, styles] of declarations) {
+        for (const name in styles) target.style.setProperty(name, styles[name]);
+      }
     }
 
     #setState(state, { statusText = "" } = {}) {
@@ -755,7 +776,10 @@
     // Go on receive-only, and offer a call back.
     #continueWithoutMicrophone(error) {
       this.#noteKey = "text-no-mic";
-      console.warn(`[webcall] no microphone (${error.name}), so the call is receive-only; allow it to talk.`);
+      warn(`no microphone (${error.name}), so the call is receive-only; allow it to talk.`);
+      // Firefox has no permissions-policy API to ask up front: a frame's refusal only shows here, and looks like a
+      // visitor's own; the advice is for the site owner trying the page.
+      if (error.name === "NotAllowedError" && window.top !== window) adviseSiteOwner("text-frame-blocked");
       this.#emit("error", { code: "microphone_unavailable", message: this.#phrase(this.#noteKey), fatal: false });
     }
 
@@ -851,7 +875,7 @@
     #fail(error) {
       let failure = error;
       if (!(error instanceof CallError)) {
-        console.warn("[webcall] the call failed:", error);
+        warn("the call failed:", error);
         failure = new CallError("connect_failed", "text-failed");
       }
       if (this.#session) this.#hangUp(); // free the call on the server
@@ -893,7 +917,7 @@
     #visitorVariables() {
       const variables = parseObject(this.getAttribute("variables") || "{}");
       if (variables) return variables;
-      console.warn('[webcall] the "variables" attribute must be a JSON object like {"name":"Ada"}; sending none.');
+      warn('the "variables" attribute must be a JSON object like {"name":"Ada"}; sending none.');
       return {};
     }
 
@@ -915,7 +939,7 @@
       } catch (error) {
         if (signal.aborted) throw error;
         const advice = "check the endpoint attribute and the network";
-        console.warn(`[webcall] could not reach ${url} (${error.message}): ${advice}.`);
+        warn(`could not reach ${url} (${error.message}): ${advice}.`);
         throw new CallError("network_error", "text-unavailable");
       }
       const answer = await response.json().catch(() => ({}));
@@ -923,7 +947,7 @@
       const code = answer.code || "http_" + response.status;
       const advice = ERROR_ADVICE[code] ? `; ${ERROR_ADVICE[code]}.` : "";
       const explanation = answer.message || response.statusText;
-      console.warn(`[webcall] POST ${url} → ${response.status} ${code}: ${explanation}${advice}`);
+      warn(`POST ${url} → ${response.status} ${code}: ${explanation}${advice}`);
       const retryAfterSeconds = Number(response.headers.get("Retry-After"));
       throw new CallError(code, errorTextKey(code, response.status), { retryAfterSeconds });
     }
@@ -942,7 +966,7 @@
       }
       this.#callbacksOn = Array.isArray(countries) && countries.length > 0;
       if (!this.#callbacksOn && this.getAttribute("callback") === "true") {
-        console.warn("[webcall] call-backs are off: set WEBCALL_CALLBACK_COUNTRIES to the countries they may ring.");
+        warn("call-backs are off: set WEBCALL_CALLBACK_COUNTRIES to the countries they may ring.");
       }
       this.#render();
     }
@@ -1487,9 +1511,10 @@
     }
 
     // Resolves to the microphone's track (null when the call ended meanwhile); rejects when the visitor or the
-    // browser refuses.
+    // browser refuses. Every engine's defaults for a microphone (echo cancellation, noise suppression, automatic gain)
+    // are what a call wants.
     async open() {
-      const stream = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS });
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
       if (this.#closed) {
         stopTracks(stream);
         return null;
@@ -1545,7 +1570,7 @@
       try {
         const oldStream = this.#stream;
         const oldTrack = this.track;
-        const newStream = await navigator.mediaDevices.getUserMedia({ audio: AUDIO_CONSTRAINTS });
+        const newStream = await navigator.mediaDevices.getUserMedia({ audio: true });
         const newTrack = newStream.getAudioTracks()[0];
         const oldTrackWorks = oldTrack && oldTrack.readyState === "live";
         const sameDevice = oldTrackWorks && newTrack.getSettings().deviceId === oldTrack.getSettings().deviceId;
@@ -1570,7 +1595,7 @@
         }
         this.#onSwitched(newTrack);
       } catch (error) {
-        console.warn(`[webcall] could not switch to the new microphone (${error.name}); the call keeps the old one.`);
+        warn(`could not switch to the new microphone (${error.name}); the call keeps the old one.`);
       } finally {
         this.#switching = false;
       }
@@ -1594,7 +1619,7 @@
       };
       source.onerror = () => {
         if (source.readyState === EventSource.CLOSED) {
-          console.warn("[webcall] lifecycle events stopped; the call goes on.");
+          warn("lifecycle events stopped; the call goes on.");
         }
       };
     }
@@ -1656,6 +1681,7 @@
 
   // One constructable stylesheet for all instances (CSP-safe, unlike style elements). Browsers without constructable
   // stylesheets (Safari before 16.4, WPE) show the widget unstyled: native buttons and text, icons at their own size.
+  // Returns whether the stylesheet was adopted.
   let sharedStylesheet = null;
   let warnedUnstyled = false;
   const adoptStylesheet = (root) => {
@@ -1665,10 +1691,13 @@
         sharedStylesheet.replaceSync(STYLESHEET);
       }
       root.adoptedStyleSheets = [sharedStylesheet];
-    } else if (!warnedUnstyled) {
-      warnedUnstyled = true;
-      console.warn("[webcall] this browser lacks constructable stylesheets, so the widget is unstyled.");
+      return true;
     }
+    if (!warnedUnstyled) {
+      warnedUnstyled = true;
+      warn("this browser lacks constructable stylesheets, so the widget is unstyled.");
+    }
+    return false;
   };
 
   // The widget's colours as the system or the theme attribute asks: dark.
@@ -1691,7 +1720,7 @@
 --line:color-mix(in srgb,var(--foreground) 14%,transparent);
 --radius:var(--webcall-radius,16px);--shadow:var(--webcall-shadow,0 12px 32px #0003,0 2px 8px #0002);
 display:block;max-width:420px;color:var(--foreground);text-align:start;accent-color:var(--accent);
-font:14px/1.45 var(--webcall-font,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif)}
+font:14px/1.45 var(--webcall-font,system-ui,sans-serif)}
 @media (prefers-color-scheme:dark){:host(:not([theme=light])){${DARK_COLOURS}}}
 :host([theme=dark]){${DARK_COLOURS}}
 :host([floating=true]){position:fixed;bottom:var(--webcall-offset,20px);
@@ -1740,7 +1769,6 @@ text-decoration:underline;text-underline-offset:3px}
 .icon-button:hover:not(:disabled){border-color:var(--muted)}
 .icon-button[aria-pressed=true]{background:var(--foreground);color:var(--background)}
 .hang-up{background:var(--danger);border-color:transparent;color:#fff}
-.hang-up svg{transform:rotate(135deg)}
 .meter{flex:1;min-width:24px;height:6px;border-radius:3px;background:var(--subtle);overflow:hidden}
 .meter i{display:block;height:100%;width:calc(var(--level,0) * 100%);background:var(--accent);
 transition:width .08s}

@@ -281,10 +281,39 @@ async def test_unstyled_widget_stays_usable(
     assert icons and max(icons) <= 32, f"icon widths {icons}"
     assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert any("lacks constructable stylesheets" in w for w in opened.warnings()), opened.console
+    if path == "/zero":
+        # One close button (the launcher, in view under the panel), and the widget in the window's corner over the
+        # page, its panel opaque, rather than in the page's flow after its footer.
+        await expect(page.get_by_role("button", name="Close", exact=True)).to_have_count(1)
+        placed = await page.evaluate(UNSTYLED_PLACEMENT, TAG)
+        assert placed["position"] == "fixed", placed
+        assert 0 < placed["bottom"] <= placed["viewportHeight"] and placed["right"] <= placed["viewportWidth"], placed
+        assert placed["panelBackground"] not in ("", "rgba(0, 0, 0, 0)", "transparent"), placed
     await start_call(page)
+    # The hang-up handset is turned by the icon itself, so it differs from the call icon without the stylesheet.
+    turned = await page.evaluate(
+        """tag => document.querySelector(tag).shadowRoot
+             .querySelector("[part=hangup] path").getAttribute("transform")""",
+        TAG,
+    )
+    assert turned == "rotate(135 12 12)"
     await page.get_by_role("button", name="End call", exact=True).click()
     await expect(page.locator(TAG)).to_have_attribute("state", "ended")
     assert opened.errors == []
+
+
+UNSTYLED_PLACEMENT = """tag => {
+  const host = document.querySelector(tag);
+  const box = host.getBoundingClientRect();
+  return {
+    position: getComputedStyle(host).position,
+    bottom: box.bottom,
+    right: box.right,
+    viewportHeight: innerHeight,
+    viewportWidth: innerWidth,
+    panelBackground: getComputedStyle(host.shadowRoot.querySelector("[part=panel]")).backgroundColor,
+  };
+}"""
 
 
 # -- what visitors of peer widgets complain about -------------------------------------------------------------------
