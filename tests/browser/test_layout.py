@@ -3,14 +3,15 @@ and touch where it matters).
 
 Layout: the demo and the widget at 360, 390, 820 and 1280 px wide never scroll sideways, the floating call button is on
 screen and is what a tap at its centre hits, every button is a touch target of at least 44 x 44 px, and the event
-console's lines stay readable. Robustness: a cross-origin ``<iframe>`` without ``allow="microphone"``, a browser without
+console's lines stay readable. Robustness: a cross-origin ``<iframe>`` without ``allow="microphone"`` (in Firefox too,
+which can only tell once the call asks for the microphone), a browser without
 constructable stylesheets, the screen wake lock kept through a hidden page, and a headset plugged in mid-call.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,10 @@ from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
 from ..net import free_port
-from .conftest import LIVE, MakeSite, Site
+from .bidi import Firefox
+from .conftest import LIVE, MakeSite, SessionBrowsers, Site, eventually
 from .shared import TAG
+from .tabs import FirefoxTab, open_tab
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -251,6 +254,55 @@ async def test_iframe_with_microphone_permission_can_call(
         await expect(frame.locator(TAG)).to_have_attribute("state", "listening", timeout=15_000)
         assert [w for w in opened.warnings() if "allow=" in w] == []
         await frame.get_by_role("button", name="End call", exact=True).click()
+
+
+@pytest.mark.engines("firefox")
+async def test_firefox_in_a_frame_without_microphone_permission_advises_the_site_owner(
+    engine: str, browsers: SessionBrowsers, emulated_site: Site, tmp_path: Path
+) -> None:
+    """Firefox has no permissions-policy API to ask before the click: the frame's refusal shows when the call asks
+    for the microphone. The call goes on receive-only, and the console says what the embedding page must add."""
+    firefox = await browsers.get(engine)
+    assert isinstance(firefox, Firefox)
+    async with frame_host(emulated_site, allow=None) as url:
+        tab = await open_tab(firefox, url, tmp_path)
+        assert isinstance(tab, FirefoxTab)
+        tree = await tab.bidi.command("browsingContext.getTree", {"root": tab.context})
+        frame = tree["contexts"][0]["children"][0]["context"]
+        firefox.tabs[frame] = tab  # the frame's console lines are the tab's
+        try:
+
+            async def in_frame(expression: str) -> Any:
+                result = await tab.bidi.command(
+                    "script.evaluate",
+                    {
+                        "expression": expression,
+                        "target": {"context": frame},
+                        "awaitPromise": True,
+                        "userActivation": True,
+                        "resultOwnership": "none",
+                    },
+                )
+                assert result["type"] == "success", result
+                return result["result"].get("value")
+
+            await in_frame(f"document.querySelector('{TAG}').start()")
+
+            async def advised() -> bool:
+                return any('allow="microphone"' in text for kind, text in tab.console if kind == "warning")
+
+            await eventually(advised, 15, what="the allow=microphone advice")
+            await eventually(lambda: _state_is_live(in_frame), 15, what="the call live, receive-only")
+            advice = [text for kind, text in tab.console if kind == "warning" and 'allow="microphone"' in text]
+            assert len(advice) == 1 and advice[0].startswith("[webcall]"), tab.console
+            await in_frame(f"document.querySelector('{TAG}').end()")
+        finally:
+            firefox.tabs.pop(frame, None)
+            await tab.close()
+
+
+async def _state_is_live(in_frame: Callable[[str], Awaitable[Any]]) -> bool:
+    return await in_frame(f"document.querySelector('{TAG}').state") in LIVE
 
 
 WITHOUT_CONSTRUCTABLE_STYLESHEETS = """
