@@ -10,8 +10,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from .dialnexa import DialNexaClient
-from .dialnexa import WebhookSubscription as Hook
+from .dialnexa import DialNexaClient, WebhookRecord
 from .dialnexa.facts import DOCUMENTED_SUBSCRIPTION_EVENTS, SHOWN_SUBSCRIPTION_EVENTS
 from .errors import ConfigError, DialNexaBadRequest
 
@@ -64,7 +63,9 @@ class WebhookSubscription:
             self.url, self.id = url, hook.id
             return hook.id
 
-    async def _register(self, url: str, existing: Hook | None, events: list[str]) -> tuple[Hook, list[str]]:
+    async def _register(
+        self, url: str, existing: WebhookRecord | None, events: list[str]
+    ) -> tuple[WebhookRecord, list[str]]:
         """Create or update the subscription with ``events``. When DialNexa refuses the request, try again with the
         names its OpenAPI shows; if that is accepted, the refusal was about names: add the others back one at a time,
         keeping those DialNexa accepts. Returns the subscription and the names it refused."""
@@ -90,7 +91,7 @@ class WebhookSubscription:
                 accepted.append(name)
         return hook, refused
 
-    async def _save(self, url: str, existing: Hook | None, events: list[str]) -> Hook:
+    async def _save(self, url: str, existing: WebhookRecord | None, events: list[str]) -> WebhookRecord:
         secret = self.secrets[0]
         if existing is None:
             return await self.client.create_webhook(url=url, events=events, secret=secret)
