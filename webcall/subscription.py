@@ -1,7 +1,7 @@
 """The plugin's one webhook subscription at DialNexa: found by URL, created or repaired, never duplicated.
 
 DialNexa refuses a whole registration for one subscription name it does not accept. The plugin then registers the
-names it does accept and reports the ones refused (:attr:`WebhookSubscription.refused`), rather than register nothing.
+names it does accept and reports the ones refused (:attr:`ManagedSubscription.refused`), rather than register nothing.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from .dialnexa import DialNexaClient, WebhookRecord
 from .dialnexa.facts import DOCUMENTED_SUBSCRIPTION_EVENTS, SHOWN_SUBSCRIPTION_EVENTS
 from .errors import ConfigError, DialNexaBadRequest
 
-__all__ = ["DOCUMENTED_SUBSCRIPTION_EVENTS", "SHOWN_SUBSCRIPTION_EVENTS", "WebhookSubscription"]
+__all__ = ["DOCUMENTED_SUBSCRIPTION_EVENTS", "SHOWN_SUBSCRIPTION_EVENTS", "ManagedSubscription"]
 
 log = logging.getLogger("webcall")
 
 
-class WebhookSubscription:
-    """Keeps exactly one DialNexa webhook subscription pointed at the plugin's ``/webhooks`` route."""
+class ManagedSubscription:
+    """The plugin's own webhook subscription, which it manages: keeps exactly one DialNexa webhook subscription
+    pointed at the plugin's ``/webhooks`` route. What DialNexa says of a subscription is a
+    :class:`~webcall.dialnexa.models.WebhookRecord`."""
 
     def __init__(self, client: DialNexaClient, secrets: Sequence[str], events: Sequence[str]) -> None:
         self.client = client
