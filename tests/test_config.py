@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,20 @@ def test_no_api_key_means_the_emulator() -> None:
     config = WebCallConfig.from_env({})
     assert config.uses_emulator
     assert config.generated_session_secret and len(config.session_secrets[0]) >= 32
+
+
+def test_the_generated_secret_flag_is_declared_and_set_only_by_the_config() -> None:
+    """The flag is a dataclass field that no caller sets: neither the constructor nor ``from_env`` takes it (the
+    latter refuses it as it refuses any unknown option), and the generated secret stays out of ``repr``."""
+    flag = next(f for f in fields(WebCallConfig) if f.name == "_generated_secret")
+    assert not flag.init and not flag.repr and not flag.compare
+    generated = WebCallConfig()
+    assert generated.generated_session_secret and generated.session_secrets[0] not in repr(generated)
+    assert not WebCallConfig(session_secrets=(SECRET,)).generated_session_secret
+    with pytest.raises(TypeError):
+        WebCallConfig(_generated_secret=True)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match=r"Unknown configuration option.*_generated_secret"):
+        WebCallConfig.from_env({}, _generated_secret=True)
 
 
 def test_hooks_can_be_passed_to_from_env() -> None:

@@ -21,7 +21,7 @@ from webcall.dialnexa import DialNexaClient
 from webcall.doctor import FAILED, OK, WARNING, Check, diagnose, failed
 from webcall.emulator.server import EmulatorServer
 from webcall.emulator.state import AgentVersion
-from webcall.subscription import WebhookSubscription
+from webcall.subscription import ManagedSubscription
 
 from .conftest import SESSION_SECRET, add_fault
 
@@ -51,7 +51,7 @@ def config(emulator: EmulatorServer, **overrides: Any) -> WebCallConfig:
 async def register(emulator: EmulatorServer, *, bind: bool = True) -> str:
     """What the plugin does at startup (the webhook), and what the host does in DialNexa's dashboard (binding)."""
     async with DialNexaClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
-        hook_id = await WebhookSubscription(client, (HOOK_SECRET,), ("call.completed", "call.failed")).ensure(
+        hook_id = await ManagedSubscription(client, (HOOK_SECRET,), ("call.completed", "call.failed")).ensure(
             PUBLIC_URL + "/webcall/webhooks"
         )
     if bind:
@@ -205,7 +205,7 @@ async def test_events_dialnexa_refused_fail_the_doctor(emulator: EmulatorServer)
     passed with exit 0)."""
     names = ("call.completed", "call.failed", "call.answered")
     async with DialNexaClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
-        subscription = WebhookSubscription(client, (HOOK_SECRET,), names)
+        subscription = ManagedSubscription(client, (HOOK_SECRET,), names)
         await subscription.ensure(PUBLIC_URL + "/webcall/webhooks")
     assert subscription.refused == ("call.answered",)
     checks = await diagnose(config(emulator, webhook_events=names))
@@ -382,7 +382,7 @@ async def documented_reports(emulator: EmulatorServer) -> str:
     )
     names = ("call.completed", "call.failed", "call.answered")
     async with DialNexaClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
-        await WebhookSubscription(client, (HOOK_SECRET,), names).ensure(PUBLIC_URL + "/webcall/webhooks")
+        await ManagedSubscription(client, (HOOK_SECRET,), names).ensure(PUBLIC_URL + "/webcall/webhooks")
     sections.append(
         (
             "A name DialNexa refuses in WEBCALL_WEBHOOK_EVENTS (registered without it)",

@@ -74,7 +74,7 @@ def test_turn_settings_from_the_environment() -> None:
     )
     assert config.turn is not None and config.turn.urls == TURN_URLS and config.turn.ttl == 300
     assert config.ice_servers == ({"urls": ["stun:stun.example.com"]},)
-    assert TURN_SECRET not in repr(config)
+    assert TURN_SECRET not in repr(config) and TURN_SECRET not in repr(config.turn)
 
 
 async def ice_servers(client: Any, headers: dict[str, str] | None = None) -> Any:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from webcall.dialnexa.models import AgentInfo, CallRecord, ParseError, WebCallSession, WebhookSubscription, list_items
+from webcall.dialnexa.models import AgentInfo, CallRecord, ParseError, WebCallSession, WebhookRecord, list_items
 
 WEB_CALL = {
     "id": "call_1",
@@ -84,5 +84,5 @@ def test_call_record_and_lists() -> None:
 
 def test_webhook_flat_and_wrapped() -> None:
     flat = {"id": "wh_1", "url": "https://x/webhooks", "events": ["call.completed"], "is_active": True}
-    assert WebhookSubscription.parse(flat).id == "wh_1"
-    assert WebhookSubscription.parse({"message": "ok", "webhook": flat}).url == "https://x/webhooks"
+    assert WebhookRecord.parse(flat).id == "wh_1"
+    assert WebhookRecord.parse({"message": "ok", "webhook": flat}).url == "https://x/webhooks"

@@ -9,7 +9,7 @@ import pytest
 from webcall.dialnexa import DialNexaClient
 from webcall.emulator.server import EmulatorServer
 from webcall.errors import DialNexaBadRequest
-from webcall.subscription import WebhookSubscription
+from webcall.subscription import ManagedSubscription
 
 URL = "https://shop.example/webcall/webhooks"
 SECRET = "subscription-test-webhook-secret"
@@ -20,7 +20,7 @@ async def test_a_refused_name_is_left_out_and_named(
     emulator: EmulatorServer, log_records: pytest.LogCaptureFixture
 ) -> None:
     async with DialNexaClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
-        subscription = WebhookSubscription(client, (SECRET,), ("call.completed", REFUSED_NAME, "call.failed"))
+        subscription = ManagedSubscription(client, (SECRET,), ("call.completed", REFUSED_NAME, "call.failed"))
         hook_id = await subscription.ensure(URL)
     (hook,) = emulator.state.webhooks.values()
     assert hook.id == hook_id and hook.url == URL and hook.events == ["call.completed", "call.failed"]
@@ -34,7 +34,7 @@ async def test_names_dialnexa_accepts_beyond_the_shown_ones_are_kept(emulator: E
     """Only the refused name is left out: the others are added back one at a time and kept when accepted."""
     events = ("call.completed", "call.no_answer", REFUSED_NAME, "call.failed")
     async with DialNexaClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
-        subscription = WebhookSubscription(client, (SECRET,), events)
+        subscription = ManagedSubscription(client, (SECRET,), events)
         await subscription.ensure(URL)
     (hook,) = emulator.state.webhooks.values()
     assert sorted(hook.events) == ["call.completed", "call.failed", "call.no_answer"]
@@ -43,9 +43,9 @@ async def test_names_dialnexa_accepts_beyond_the_shown_ones_are_kept(emulator: E
 
 async def test_an_existing_subscription_is_updated_without_the_refused_name(emulator: EmulatorServer) -> None:
     async with DialNexaClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
-        first = await WebhookSubscription(client, (SECRET,), ("call.completed",)).ensure(URL)
+        first = await ManagedSubscription(client, (SECRET,), ("call.completed",)).ensure(URL)
         emulator.state.webhooks[first].is_active = False
-        subscription = WebhookSubscription(client, (SECRET,), ("call.completed", "call.failed", REFUSED_NAME))
+        subscription = ManagedSubscription(client, (SECRET,), ("call.completed", "call.failed", REFUSED_NAME))
         assert await subscription.ensure(URL) == first
     (hook,) = emulator.state.webhooks.values()
     assert hook.is_active and hook.events == ["call.completed", "call.failed"]
@@ -54,7 +54,7 @@ async def test_an_existing_subscription_is_updated_without_the_refused_name(emul
 
 async def test_a_refusal_that_is_not_about_names_is_raised_as_dialnexa_said_it(emulator: EmulatorServer) -> None:
     async with DialNexaClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
-        subscription = WebhookSubscription(client, (SECRET,), ("call.completed", REFUSED_NAME))
+        subscription = ManagedSubscription(client, (SECRET,), ("call.completed", REFUSED_NAME))
         with pytest.raises(DialNexaBadRequest, match="url must be a valid URL"):
             await subscription.ensure("https://shop example/webcall/webhooks")
     assert not emulator.state.webhooks

@@ -13,13 +13,14 @@ In a host handler, ``webcall.handle_of(request.app)`` returns the same handle.
 """
 
 from .app import create_app, handle_of, setup
-from .bus import DeadLetter
+from .bus import Callback, CallbackList, DeadLetter
 from .config import Agent, AuthorizeHook, BotCheckHook, VariablesHook, WebCallConfig
-from .dialnexa.models import CallRecord
+from .dialnexa.models import CallRecord, MediaDescriptor, WebCallSession
 from .errors import ConfigError, DialNexaAPIError, DialNexaError, HTTPProblem, WebCallError
 from .events import CallEvent
 from .handle import WebCall
-from .tickets import CallTicket, sign_ticket
+from .ice import IceServer, IceServersHook, TurnRest
+from .tickets import sign_ticket
 
 __all__ = [
     "Agent",
@@ -27,16 +28,22 @@ __all__ = [
     "BotCheckHook",
     "CallEvent",
     "CallRecord",
-    "CallTicket",
+    "Callback",
+    "CallbackList",
     "ConfigError",
     "DeadLetter",
     "DialNexaAPIError",
     "DialNexaError",
     "HTTPProblem",
+    "IceServer",
+    "IceServersHook",
+    "MediaDescriptor",
+    "TurnRest",
     "VariablesHook",
     "WebCall",
     "WebCallConfig",
     "WebCallError",
+    "WebCallSession",
     "create_app",
     "handle_of",
     "setup",

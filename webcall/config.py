@@ -139,6 +139,9 @@ class WebCallConfig:
     variables: VariablesHook | None = field(default=None, repr=False)
     authorize: AuthorizeHook | None = field(default=None, repr=False)
     bot_check: BotCheckHook | None = field(default=None, repr=False)
+    _generated_secret: bool = field(default=False, init=False, repr=False, compare=False)
+    """Set when no session secret was given and ``session_secrets`` holds one made for this process; read it as
+    :attr:`generated_session_secret`."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -291,7 +294,9 @@ class WebCallConfig:
 
     @property
     def generated_session_secret(self) -> bool:
-        return bool(getattr(self, "_generated_secret", False))
+        """True when no session secret was configured and tokens are signed with one made for this process, so they
+        do not outlive it."""
+        return self._generated_secret
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> WebCallConfig:
@@ -361,7 +366,7 @@ class WebCallConfig:
         if env.get("WEBCALL_AGENTS", "").strip():
             values["agents"] = parse_agents(env["WEBCALL_AGENTS"])
         values.update(overrides)
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls) if f.init}
         unknown = set(values) - known
         if unknown:
             raise ConfigError(f"Unknown configuration option(s): {', '.join(sorted(unknown))}.")

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from .catalog import placeholders
 from .config import Agent, WebCallConfig
-from .dialnexa import AgentInfo, DialNexaClient, WebhookSubscription
+from .dialnexa import AgentInfo, DialNexaClient, WebhookRecord
 from .errors import (
     ConfigError,
     DialNexaAPIError,
@@ -105,7 +105,7 @@ class Doctor:
         return self.checks
 
     # -- the account -------------------------------------------------------------------------------------------
-    async def check_account(self) -> list[WebhookSubscription] | None:
+    async def check_account(self) -> list[WebhookRecord] | None:
         """The base URL (DialNexa answers there) and the key (DialNexa accepts it), each on its own line, from one
         request: the account's webhooks, which the subscription check needs too."""
         base = self.client.base_url
@@ -219,7 +219,7 @@ class Doctor:
         else:
             self.add("public URL", WARNING, f"{url} is plain http", "serve the site over https; DialNexa posts there")
 
-    def check_subscription(self, hooks: list[WebhookSubscription]) -> None:
+    def check_subscription(self, hooks: list[WebhookRecord]) -> None:
         url = self.webhook_url()
         if url is None:
             return
@@ -259,7 +259,7 @@ class Doctor:
         for alias, info in self._agents.items():
             self.check_binding(alias, info, hook.id)
 
-    def check_events(self, hook: WebhookSubscription) -> None:
+    def check_events(self, hook: WebhookRecord) -> None:
         """The subscription's names against ``webhook_events``: a name DialNexa refused is left out when the plugin
         registers, so a name asked for and missing is one DialNexa refused (or one added since)."""
         undocumented = [name for name in hook.events if name not in DOCUMENTED_SUBSCRIPTION_EVENTS]

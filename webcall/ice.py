@@ -18,7 +18,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -104,7 +104,7 @@ class TurnRest:
     """TURN URLs whose credentials are minted per visitor from a secret shared with the TURN server."""
 
     urls: tuple[str, ...]
-    secret: str
+    secret: str = field(repr=False)
     ttl: int = DEFAULT_TURN_TTL
 
     def __post_init__(self) -> None:

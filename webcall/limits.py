@@ -25,7 +25,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from .errors import HTTPProblem
 from .guard import address_key
-from .store.base import Subscription
+from .store.base import EventFeed
 
 log = logging.getLogger("webcall")
 
@@ -107,7 +107,7 @@ class EventStreams:
     def __init__(self, *, total: int, per_call: int = STREAMS_PER_CALL) -> None:
         self.total = total
         self.per_call = per_call
-        self._by_call: dict[str, list[Subscription]] = {}
+        self._by_call: dict[str, list[EventFeed]] = {}
         self._open = 0
 
     def __len__(self) -> int:
@@ -132,7 +132,7 @@ class EventStreams:
                 retry_after=STREAM_RETRY_SECONDS,
             )
 
-    def _forget(self, call_id: str, subscription: Subscription) -> None:
+    def _forget(self, call_id: str, subscription: EventFeed) -> None:
         held = self._by_call.get(call_id, [])
         if subscription in held:  # not ended to make room for a newer one
             held.remove(subscription)
@@ -141,7 +141,7 @@ class EventStreams:
             self._by_call.pop(call_id, None)
 
     @contextlib.asynccontextmanager
-    async def open(self, call_id: str, subscribe: Callable[[str], Subscription]) -> AsyncIterator[Subscription]:
+    async def open(self, call_id: str, subscribe: Callable[[str], EventFeed]) -> AsyncIterator[EventFeed]:
         """Hold one stream of ``call_id`` with its subscription (from ``subscribe``), released and closed on exit;
         :class:`HTTPProblem` ``503`` when the process is full, before ``subscribe`` is called."""
         await self._make_room(call_id)

@@ -21,7 +21,7 @@ from .outage import watch_store
 from .reconcile import Reconciler
 from .startup import start_with_dialnexa
 from .store import MemoryStore, Store
-from .subscription import WebhookSubscription
+from .subscription import ManagedSubscription
 from .tickets import TicketVerifier
 from .tokens import TokenIssuer
 from .upstream import Upstream, open_upstream
@@ -66,7 +66,7 @@ class Started:
     bus: EventBus
     catalog: AgentCatalog
     desk: CallDesk
-    subscription: WebhookSubscription
+    subscription: ManagedSubscription
 
 
 class Runtime:
@@ -118,7 +118,7 @@ class Runtime:
         return self._require().desk
 
     @property
-    def subscription(self) -> WebhookSubscription:
+    def subscription(self) -> ManagedSubscription:
         return self._require().subscription
 
     @contextlib.asynccontextmanager
@@ -157,7 +157,7 @@ class Runtime:
             )
             bus.on_deadline = desk.end_at_deadline
             webhook_secrets = config.webhook_secrets or ((upstream.webhook_secret,) if upstream.webhook_secret else ())
-            subscription = WebhookSubscription(client, webhook_secrets, config.webhook_events)
+            subscription = ManagedSubscription(client, webhook_secrets, config.webhook_events)
             self._started = Started(
                 upstream=upstream,
                 store=store,

@@ -29,7 +29,7 @@ from .errors import (
     DialNexaServerError,
     DialNexaTransportError,
 )
-from .subscription import WebhookSubscription
+from .subscription import ManagedSubscription
 from .upstream import Upstream
 
 log = logging.getLogger("webcall")
@@ -128,7 +128,7 @@ async def start_with_dialnexa(
     upstream: Upstream,
     client: DialNexaClient,
     catalog: AgentCatalog,
-    subscription: WebhookSubscription,
+    subscription: ManagedSubscription,
     webhook_path: str,
     refuse: bool,
 ) -> None:

@@ -1,7 +1,7 @@
 """The plugin's one webhook subscription at DialNexa: found by URL, created or repaired, never duplicated.
 
 DialNexa refuses a whole registration for one subscription name it does not accept. The plugin then registers the
-names it does accept and reports the ones refused (:attr:`WebhookSubscription.refused`), rather than register nothing.
+names it does accept and reports the ones refused (:attr:`ManagedSubscription.refused`), rather than register nothing.
 """
 
 from __future__ import annotations
@@ -10,18 +10,19 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from .dialnexa import DialNexaClient
-from .dialnexa import WebhookSubscription as Hook
+from .dialnexa import DialNexaClient, WebhookRecord
 from .dialnexa.facts import DOCUMENTED_SUBSCRIPTION_EVENTS, SHOWN_SUBSCRIPTION_EVENTS
 from .errors import ConfigError, DialNexaBadRequest
 
-__all__ = ["DOCUMENTED_SUBSCRIPTION_EVENTS", "SHOWN_SUBSCRIPTION_EVENTS", "WebhookSubscription"]
+__all__ = ["DOCUMENTED_SUBSCRIPTION_EVENTS", "SHOWN_SUBSCRIPTION_EVENTS", "ManagedSubscription"]
 
 log = logging.getLogger("webcall")
 
 
-class WebhookSubscription:
-    """Keeps exactly one DialNexa webhook subscription pointed at the plugin's ``/webhooks`` route."""
+class ManagedSubscription:
+    """The plugin's own webhook subscription, which it manages: keeps exactly one DialNexa webhook subscription
+    pointed at the plugin's ``/webhooks`` route. What DialNexa says of a subscription is a
+    :class:`~webcall.dialnexa.models.WebhookRecord`."""
 
     def __init__(self, client: DialNexaClient, secrets: Sequence[str], events: Sequence[str]) -> None:
         self.client = client
@@ -64,7 +65,9 @@ class WebhookSubscription:
             self.url, self.id = url, hook.id
             return hook.id
 
-    async def _register(self, url: str, existing: Hook | None, events: list[str]) -> tuple[Hook, list[str]]:
+    async def _register(
+        self, url: str, existing: WebhookRecord | None, events: list[str]
+    ) -> tuple[WebhookRecord, list[str]]:
         """Create or update the subscription with ``events``. When DialNexa refuses the request, try again with the
         names its OpenAPI shows; if that is accepted, the refusal was about names: add the others back one at a time,
         keeping those DialNexa accepts. Returns the subscription and the names it refused."""
@@ -90,7 +93,7 @@ class WebhookSubscription:
                 accepted.append(name)
         return hook, refused
 
-    async def _save(self, url: str, existing: Hook | None, events: list[str]) -> Hook:
+    async def _save(self, url: str, existing: WebhookRecord | None, events: list[str]) -> WebhookRecord:
         secret = self.secrets[0]
         if existing is None:
             return await self.client.create_webhook(url=url, events=events, secret=secret)

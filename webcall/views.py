@@ -36,7 +36,7 @@ from .resources import Asset, page_css, templates_dir, widget_asset
 from .runtime import Runtime
 from .sdp import InvalidOffer, sanitize_fragment, sanitize_offer
 from .sse import EventStream
-from .store.base import EventId, Subscription
+from .store.base import EventFeed, EventId
 from .tokens import AUDIENCE_CALL
 
 log = logging.getLogger("webcall")
@@ -419,7 +419,7 @@ async def session_events(request: web.Request) -> web.StreamResponse:
 
 
 async def _relay_events(
-    request: web.Request, runtime: Runtime, call_id: str, subscription: Subscription
+    request: web.Request, runtime: Runtime, call_id: str, subscription: EventFeed
 ) -> web.StreamResponse:
     """Send the events the browser does not have yet (after ``Last-Event-ID``), then each as it comes, until the
     call ends, the browser goes away or the server shuts down."""

@@ -8,7 +8,7 @@ from .models import (
     MediaUpdate,
     PhoneCall,
     WebCallSession,
-    WebhookSubscription,
+    WebhookRecord,
     WhipAnswer,
 )
 from .retry import Failure, RetryPolicy
@@ -23,6 +23,6 @@ __all__ = [
     "PhoneCall",
     "RetryPolicy",
     "WebCallSession",
-    "WebhookSubscription",
+    "WebhookRecord",
     "WhipAnswer",
 ]

@@ -35,7 +35,7 @@ from .models import (
     ParseError,
     PhoneCall,
     WebCallSession,
-    WebhookSubscription,
+    WebhookRecord,
     WhipAnswer,
     list_items,
 )
@@ -392,29 +392,29 @@ class DialNexaClient:
         return agent
 
     # -- user webhooks -----------------------------------------------------------------------------------------
-    async def list_webhooks(self, *, page: int = 1, limit: int = 100) -> list[WebhookSubscription]:
+    async def list_webhooks(self, *, page: int = 1, limit: int = 100) -> list[WebhookRecord]:
         data = await self._request("GET", "/user-webhooks", idempotent=True, params={"page": page, "limit": limit})
         items = self._parse(lambda b: list_items(b, "webhooks", "user_webhooks"), data, "GET", "/user-webhooks")
-        return [WebhookSubscription.parse(item) for item in items if item.get("id") and item.get("url")]
+        return [WebhookRecord.parse(item) for item in items if item.get("id") and item.get("url")]
 
     async def create_webhook(
         self, *, url: str, events: list[str], secret: str, is_active: bool = True
-    ) -> WebhookSubscription:
+    ) -> WebhookRecord:
         body = {"url": url, "events": events, "secret": secret, "is_active": is_active}
         data = await self._request("POST", "/user-webhooks", idempotent=False, json=body)
-        hook: WebhookSubscription = self._parse(WebhookSubscription.parse, data, "POST", "/user-webhooks")
+        hook: WebhookRecord = self._parse(WebhookRecord.parse, data, "POST", "/user-webhooks")
         return hook
 
-    async def get_webhook(self, webhook_id: str) -> WebhookSubscription:
+    async def get_webhook(self, webhook_id: str) -> WebhookRecord:
         path = f"/user-webhooks/{_segment(webhook_id)}"
         data = await self._request("GET", path, idempotent=True, route="GET /user-webhooks/{id}")
-        hook: WebhookSubscription = self._parse(WebhookSubscription.parse, data, "GET", path)
+        hook: WebhookRecord = self._parse(WebhookRecord.parse, data, "GET", path)
         return hook
 
-    async def update_webhook(self, webhook_id: str, **changes: Any) -> WebhookSubscription:
+    async def update_webhook(self, webhook_id: str, **changes: Any) -> WebhookRecord:
         path = f"/user-webhooks/{_segment(webhook_id)}"
         data = await self._request("PATCH", path, idempotent=True, json=changes, route="PATCH /user-webhooks/{id}")
-        hook: WebhookSubscription = self._parse(WebhookSubscription.parse, data, "PATCH", path)
+        hook: WebhookRecord = self._parse(WebhookRecord.parse, data, "PATCH", path)
         return hook
 
     async def delete_webhook(self, webhook_id: str) -> None:

@@ -276,7 +276,10 @@ class AgentInfo:
 
 
 @dataclass(frozen=True)
-class WebhookSubscription:
+class WebhookRecord:
+    """A webhook subscription as DialNexa's ``/user-webhooks`` API describes it: where deliveries go, the
+    subscription names, whether it is active."""
+
     id: str
     url: str
     events: tuple[str, ...]
@@ -284,7 +287,7 @@ class WebhookSubscription:
     raw: dict[str, Any] = field(repr=False)
 
     @classmethod
-    def parse(cls, body: Any) -> WebhookSubscription:
+    def parse(cls, body: Any) -> WebhookRecord:
         data = unwrap(body, "webhook", "user_webhook")
         hook_id = _str(data, "id", "webhook_id")
         url = _str(data, "url")

@@ -104,8 +104,8 @@ class Mailbox(Generic[T]):
         return None if self.closed else self._items.popleft()
 
 
-class Subscription(ABC):
-    """A live feed of one call's events (event id, event); close it when done."""
+class EventFeed(ABC):
+    """A live feed of one call's events (event id, event), as :meth:`Store.subscribe` opens one; close it when done."""
 
     async def start(self) -> None:  # noqa: B027 - nothing to do where subscribing is immediate
         """Begin receiving now (events published from here on are delivered); idempotent."""
@@ -294,7 +294,7 @@ class Store(ABC):
         replay): all of them when ``seen`` is None or of another epoch (:meth:`EventId.is_after`)."""
 
     @abstractmethod
-    def subscribe(self, call_id: str) -> Subscription:
+    def subscribe(self, call_id: str) -> EventFeed:
         """Live events of one call, from any worker."""
 
     # -- call deadlines (the plugin's maximum call length) ------------------------------------------------------

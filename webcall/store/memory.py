@@ -12,12 +12,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import RECLAIMED, EventId, Item, Mailbox, Store, Subscription, new_epoch
+from .base import RECLAIMED, EventFeed, EventId, Item, Mailbox, Store, new_epoch
 
 _SWEEP_EVERY = 1024
 
 
-class _MemorySubscription(Subscription):
+class _MemoryEventFeed(EventFeed):
     def __init__(self, subscribers: dict[str, set[Mailbox[Item]]], call_id: str) -> None:
         self._subscribers = subscribers
         self._call_id = call_id
@@ -265,8 +265,8 @@ class MemoryStore(Store):
             return []
         return [(event_id, copy.deepcopy(e)) for event_id, e in entries if event_id.is_after(seen)]
 
-    def subscribe(self, call_id: str) -> Subscription:
-        return _MemorySubscription(self._subscribers, call_id)
+    def subscribe(self, call_id: str) -> EventFeed:
+        return _MemoryEventFeed(self._subscribers, call_id)
 
     # -- deadlines -------------------------------------------------------------------------------------------------
     async def deadline_set(self, call_id: str, at: float) -> None:

@@ -50,7 +50,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ConfigError, StoreUnavailable
-from .base import RECLAIMED, EventId, Item, Mailbox, NewCall, Store, Subscription
+from .base import RECLAIMED, EventFeed, EventId, Item, Mailbox, NewCall, Store
 
 log = logging.getLogger("webcall.store")
 
@@ -598,7 +598,7 @@ class _Hub:
         await self._hang_up()
 
 
-class _RedisSubscription(Subscription):
+class _RedisEventFeed(EventFeed):
     def __init__(self, hub: _Hub, call_id: str) -> None:
         self._hub = hub
         self._call_id = call_id
@@ -982,8 +982,8 @@ class RedisStore(Store):
                 out.append((event_id, event))
         return out
 
-    def subscribe(self, call_id: str) -> Subscription:
-        return _RedisSubscription(self._hub, call_id)
+    def subscribe(self, call_id: str) -> EventFeed:
+        return _RedisEventFeed(self._hub, call_id)
 
     # -- deadlines -------------------------------------------------------------------------------------------------
     @_unavailable
