@@ -3,8 +3,8 @@
 What the code does is read from its source, not written down a second time here: the configuration from
 ``WebCallConfig``'s fields and ``from_env``; the error codes from every ``HTTPProblem`` the plugin builds (the
 emulator stands in for DialNexa and is not the plugin) and the error middleware's mapping of aiohttp's statuses; the
-browser events from what ``static/webcall.js`` dispatches. A row the code lost is as much a failure as a code the page
-lacks.
+requests ``DialNexaClient`` sends; the claims and limits of ``webcall/tickets.py``; the browser events from what
+``static/webcall.js`` dispatches. A row the code lost is as much a failure as a code the page lacks.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from webcall import WebCallConfig
+from webcall import WebCallConfig, tickets
 from webcall.events import NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -429,6 +429,89 @@ def test_every_code_is_documented_with_its_statuses() -> None:
             assert not documented, f"{code}: its status is decided at run time; docs/errors.md says {rows[code]!r}"
             continue
         assert documented == known, f"{code}: docs/errors.md says {sorted(documented)}, the code {sorted(known)}"
+
+
+# -- the DialNexa contract ----------------------------------------------------------------------------------------
+def dialnexa_requests() -> set[str]:
+    """``METHOD /v1/path`` for every request ``DialNexaClient`` sends through ``_request``, its path parameters as
+    ``{id}`` and the configurable paths at their defaults (``/web-calls``, ``/calls/{call_id}/end``)."""
+    configurable = {"self._web_call_path": "web_call_path", "self._end_call_path": "end_call_path"}
+    defaults = field_defaults()
+
+    def path_of(node: ast.expr, function: ast.AST) -> str:
+        if isinstance(node, ast.Constant):
+            return str(node.value)
+        if isinstance(node, ast.JoinedStr):
+            return "".join(str(part.value) if isinstance(part, ast.Constant) else "{id}" for part in node.values)
+        if ast.unparse(node) in configurable:
+            return str(defaults[configurable[ast.unparse(node)]])
+        if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("_end_call_path.format"):
+            return str(defaults["end_call_path"])
+        if isinstance(node, ast.Name):  # path = f"/calls/{...}" earlier in the same method
+            bound = next(
+                statement.value
+                for statement in ast.walk(function)
+                if isinstance(statement, ast.Assign) and ast.unparse(statement.targets[0]) == node.id
+            )
+            return path_of(bound, function)
+        raise AssertionError(f"webcall/dialnexa/client.py: cannot read the path {ast.unparse(node)!r}")
+
+    requests = set()
+    tree = ast.parse((PACKAGE / "dialnexa" / "client.py").read_text())
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.AsyncFunctionDef | ast.FunctionDef):
+            continue
+        for call in ast.walk(function):
+            if isinstance(call, ast.Call) and ast.unparse(call.func) == "self._request":
+                method = literal(call.args[0])
+                requests.add(f"{method} /v1{path_of(call.args[1], function)}")
+    assert "POST /v1/calls" in requests, "DialNexaClient's requests were not found"
+    return requests
+
+
+def test_every_request_to_dialnexa_is_in_the_contract() -> None:
+    page = (DOCS / "dialnexa.md").read_text()
+    missing = {request for request in dialnexa_requests() if request not in page}
+    assert not missing, f"docs/dialnexa.md does not name {sorted(missing)}"
+
+
+# -- call tickets --------------------------------------------------------------------------------------------------
+def claims_the_verifier_reads() -> set[str]:
+    """The claims ``webcall/tickets.py`` requires of a ticket and the ones it reads (``claims.get("vars")``)."""
+    tree = ast.parse((PACKAGE / "tickets.py").read_text())
+    read = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "claims.get":
+            read.add(str(literal(node.args[0])))
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "require" and isinstance(value, ast.List):
+                    read |= {str(literal(item)) for item in value.elts}
+    assert {"aud", "exp"} <= read, "the ticket verifier's claims were not found in webcall/tickets.py"
+    return read
+
+
+def test_every_claim_the_verifier_reads_is_in_the_claims_table_and_no_other() -> None:
+    page = (DOCS / "tickets.md").read_text()
+    documented = [backticked(claim)[0] for claim, _ in table_rows(page, ("claim", "meaning"))]
+    assert set(documented) == claims_the_verifier_reads(), (
+        f"docs/tickets.md lists {sorted(documented)}, the verifier reads {sorted(claims_the_verifier_reads())}"
+    )
+
+
+def test_the_ticket_limits_are_the_verifiers() -> None:
+    page = (DOCS / "tickets.md").read_text()
+    for stated in (
+        f"≤ {tickets.MAX_TICKET_VALUE_LENGTH} characters",
+        f"≤ {tickets.MAX_TICKET_VARIABLES} of them",
+        f"at most {tickets.MAX_TICKET_SECONDS // 60} minutes ahead",
+        f"{tickets.LEEWAY_SECONDS} s of clock difference",
+        f"at most {tickets.MAX_TICKET_BYTES} bytes",
+        f"≥ {tickets.MIN_SECRET_BYTES} bytes",
+        f"`{tickets.DEFAULT_AUDIENCE}`",
+        tickets.ALGORITHM,
+    ):
+        assert stated in page, f"docs/tickets.md does not say {stated!r}"
 
 
 # -- the widget's events -------------------------------------------------------------------------------------------

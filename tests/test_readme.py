@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,27 @@ def test_quickstart_answers_curl_and_starts_a_call(quickstart: int) -> None:
     assert body["call_id"].startswith("call_") and body["agent"] == "sales" and body["answer"].startswith("v=0")
     assert headers["Location"] == body["media_url"] and body["token"]
     assert "access_token" not in body and "media" not in body
+
+
+def test_the_two_commands_name_extras_modules_and_markers_that_exist() -> None:
+    """The demo command, the full test command and the offline one beside it, as a fresh checkout runs them: every
+    extra they install, module they run and marker they select exists."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Two commands") : readme.index("## Mount it in five lines")]
+    demo, full, offline = code_blocks(section, "sh")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    for command in (demo, full):
+        for extra in re.findall(r"\.\[([a-z,]+)\]", command):
+            assert set(extra.split(",")) <= extras.keys(), f"no such extra: {extra}"
+    assert re.fullmatch(r'pip install -e "\.\[emulator\]" && python -m demo\n', demo)
+    assert (ROOT / "demo" / "__main__.py").is_file()
+    assert full.startswith("npm ci && ") and (ROOT / "package-lock.json").is_file()
+    assert full.rstrip().endswith("python -m pytest") and offline.startswith("python -m pytest -m ")
+    declared = {marker.partition(":")[0] for marker in pyproject["tool"]["pytest"]["ini_options"]["markers"]}
+    selected = set(re.findall(r"not (\w+)", offline))
+    assert selected == {"browser", "packaging"} and selected <= declared, f"markers {selected}, declared {declared}"
+    assert (ROOT / ".ci" / "run").is_file(), "the README says .ci/run installs what the tests need"
 
 
 def test_the_serve_command_is_the_one_the_fresh_venv_test_runs() -> None:
