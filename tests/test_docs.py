@@ -558,6 +558,14 @@ def end_reasons() -> set[str]:
     return literals(re.findall(r"\breason:\s*([^,}]*)", widget_source()))
 
 
+def widget_states() -> set[str]:
+    """The states ``webcall:state`` reports: the ones set by name and the live ones the agent's messages set."""
+    source = widget_source()
+    live = re.search(r"LIVE_STATES = \[(.*?)\]", source)
+    assert live, "LIVE_STATES was not found in the widget"
+    return literals(re.findall(r'#setState\(\s*("[a-z]+")', source)) | literals([live[1]])
+
+
 def events_page() -> str:
     return without_code_blocks((DOCS / "events.md").read_text())
 
@@ -579,6 +587,12 @@ def test_every_error_code_and_end_reason_of_the_widget_is_documented() -> None:
     assert {"network_blocked", "connect_failed", "microphone_unavailable"} <= widget_error_codes()
     assert not widget_error_codes() - listed, f"missing from docs/events.md: {widget_error_codes() - listed}"
     assert not end_reasons() - listed, f"end reasons missing from docs/events.md: {end_reasons() - listed}"
+
+
+def test_every_state_of_the_widget_is_documented() -> None:
+    listed = set(BACKTICKED.findall(events_page()))
+    assert {"idle", "microphone", "speaking", "error"} <= widget_states()
+    assert not widget_states() - listed, f"states missing from docs/events.md: {widget_states() - listed}"
 
 
 # -- links ---------------------------------------------------------------------------------------------------------
