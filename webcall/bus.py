@@ -21,7 +21,6 @@ from typing import Any
 
 from .errors import StoreUnavailable
 from .events import CallEvent, now_iso
-from .metrics import Metrics
 from .outage import store_outage
 from .store import Store
 from .store.base import RECLAIMED, NewCall
@@ -33,10 +32,8 @@ DEDUPE_TTL = 7 * 24 * 3600.0
 EVENT_LOG_TTL = 24 * 3600.0
 QUALITY_WAIT_SECONDS = 2.0
 """How long ``call.ended`` waits for the quality summary of a browser that said it would send one."""
-DEADLINE_CHECK_SECONDS = 0.5
-"""How often the dispatcher looks for calls past their maximum length; it waits as long for new outbox entries, so an
-idle dispatcher looks as often as a busy one."""
-DEADLINES_PER_CHECK = 50
+TAKE_BLOCK_SECONDS = 0.5
+"""How long an idle dispatcher waits on the store for new outbox entries before it asks again."""
 TAKE_COUNT = 16
 """Outbox entries taken at most per store call."""
 GATHER_SECONDS = 0.02
@@ -106,11 +103,8 @@ class EventBus:
         backoff: float = 0.5,
         concurrency: int = 32,
         gather_seconds: float = GATHER_SECONDS,
-        on_deadline: Callable[[str], Awaitable[None]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        metrics: Metrics | None = None,
     ) -> None:
-        self.metrics = metrics
         self.store = store
         self.callbacks = callbacks
         self.callback_timeout = callback_timeout
@@ -121,8 +115,6 @@ class EventBus:
         self.reclaim_after = attempts * (callback_timeout + backoff * 2**attempts) + 5
         self._slots = asyncio.Semaphore(concurrency)
         self.gather_seconds = gather_seconds
-        self.on_deadline = on_deadline
-        """Called with the id of a call that reached its maximum length."""
         self._sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -179,18 +171,10 @@ class EventBus:
         raise TimeoutError("the outbox did not drain in time")
 
     async def _run(self) -> None:
-        gauges_at = deadlines_at = 0.0
         while not self._stopping:
             try:
-                if time.monotonic() >= deadlines_at:
-                    deadlines_at = time.monotonic() + DEADLINE_CHECK_SECONDS
-                    if await self._check_deadlines() >= DEADLINES_PER_CHECK:
-                        deadlines_at = 0.0  # more may be due: look again at once
-                if self.metrics is not None and self.metrics.enabled and time.monotonic() - gauges_at > 2:
-                    gauges_at = time.monotonic()
-                    self.metrics.depths(await self.store.outbox_depth(), len(await self.store.dead_list()))
                 entries = await self.store.outbox_take(
-                    self.consumer, TAKE_COUNT, block=DEADLINE_CHECK_SECONDS, reclaim_after=self.reclaim_after
+                    self.consumer, TAKE_COUNT, block=TAKE_BLOCK_SECONDS, reclaim_after=self.reclaim_after
                 )
                 store_outage(self.store).answered()
             except StoreUnavailable as err:
@@ -214,18 +198,6 @@ class EventBus:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.release()
-
-    async def _check_deadlines(self) -> int:
-        """End the calls past their maximum length; returns how many there were."""
-        if self.on_deadline is None:
-            return 0
-        due = await self.store.deadlines_due(time.time(), DEADLINES_PER_CHECK)
-        for call_id in due:
-            try:
-                await self.on_deadline(call_id)
-            except Exception:
-                log.exception("call %s: ending the call at its maximum length failed", call_id)
-        return len(due)
 
     async def _deliver(self, entry_id: str, entry: dict[str, Any]) -> None:
         try:

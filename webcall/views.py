@@ -525,10 +525,20 @@ async def openapi_json(request: web.Request) -> web.Response:
     return _json(openapi.spec(prefix), headers={"Cache-Control": "public, max-age=300"})
 
 
+async def _sample_outbox(runtime: Runtime) -> None:
+    """Set the outbox and dead-letter gauges from the store as it is now (the queue every worker shares); while the
+    store is unreachable they keep their last values."""
+    try:
+        runtime.metrics.depths(await runtime.store.outbox_depth(), len(await runtime.store.dead_list()))
+    except StoreUnavailable as err:
+        store_outage(runtime.store).failed(err, by="metrics")
+
+
 async def metrics_page(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     if not (runtime.config.metrics and runtime.metrics.enabled):
         raise HTTPProblem(404, "not_found", "Metrics are off: set metrics=True and install dialnexa-webcall[metrics].")
+    await _sample_outbox(runtime)
     body, content_type = runtime.metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
