@@ -61,13 +61,18 @@ class Caller:
     """The browser will send a quality summary at the end (the widget does): ``call.ended`` waits a moment for it."""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Slot:
     """One of the concurrent-call slots, claimed for a start request when its visit is counted (one store step);
-    ``taken`` is False when every line was busy, which refuses the request once its other checks have passed."""
+    ``taken`` is False when every line was busy, which refuses the request once its other checks have passed.
+
+    It has one owner at a time: the start request, which gives it back if the start fails
+    (:func:`webcall.admission.slot`), until :meth:`CallDesk.create_call` asks DialNexa for the call; from then on the
+    call holds it (``held_by_call``), and the call's end, its hang-up or its failed creation gives it back."""
 
     id: str
     taken: bool
+    held_by_call: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,15 +151,11 @@ class CallDesk:
         """How long a slot is leased at most: the site's longest call and a grace (a call's end gives it back)."""
         return self.max_call_seconds + SLOT_GRACE_SECONDS
 
-    async def give_back(self, slot: Slot | None) -> None:
-        """Return a slot no call will use (the request was refused after its slot was claimed)."""
-        if slot is not None and slot.taken:
-            await self.store.release_slot(slot.id)
-
-    async def create_call(self, caller: Caller, slot_id: str) -> WebCallSession:
-        """In the slot the request took (``slot_id``), create the web call at DialNexa: the first billable step.
-        From here the call owns the slot; a failure to create it gives the slot back. Should the request be cancelled
-        (the visitor left) while DialNexa creates the call, the call is hung up once it exists."""
+    async def create_call(self, caller: Caller, slot: Slot) -> WebCallSession:
+        """In the slot the request took, create the web call at DialNexa: the first billable step. From here the call
+        owns the slot; a failure to create it gives the slot back. Should the request be cancelled (the visitor left)
+        while DialNexa creates the call, the call is hung up once it exists."""
+        slot.held_by_call = True
         creating = asyncio.create_task(
             self.client.create_web_call(
                 agent_id=caller.agent.id, agent_version_number=caller.agent.version, metadata=caller.variables
@@ -163,10 +164,10 @@ class CallDesk:
         try:
             return await asyncio.shield(creating)
         except asyncio.CancelledError:
-            self._in_background(self._abandon_when_created(creating, slot_id))
+            self._in_background(self._abandon_when_created(creating, slot.id))
             raise
         except DialNexaError as err:
-            await self.store.release_slot(slot_id)
+            await self.store.release_slot(slot.id)
             raise upstream_problem(err, doing="starting the call") from err
 
     async def connect(self, caller: Caller, session: WebCallSession, offer: str, slot_id: str) -> StartedCall:

@@ -254,19 +254,10 @@ async def create_session(request: web.Request) -> web.Response:
     received = await admission.receive(request, runtime)
     offer = _offer(received.body, local_upstream=runtime.upstream.is_local)
     alias, agent = admission.choose_agent(runtime, received)
-    admitted = await admission.admit(request, runtime, received, claim_slot=True)  # counted from here
-    try:
-        caller = await admission.caller(request, runtime, admitted, alias, agent)
-    except BaseException:
-        await admission.withdraw(runtime, admitted)
-        raise
-    assert admitted.slot is not None  # claimed above; admission.caller refused the request if it was not taken
-    try:
-        session = await runtime.desk.create_call(caller, admitted.slot.id)
-    except BaseException:
-        await admission.release_ticket(runtime, admitted.ticket)  # no call was made: "Try again" may use it
-        raise
-    started = await runtime.desk.connect(caller, session, offer, admitted.slot.id)
+    async with admission.slot(request, runtime, received) as (admitted, slot):  # given back if the start fails
+        caller = await admission.spend_ticket(request, runtime, admitted, alias, agent)
+        session = await runtime.desk.create_call(caller, slot)
+    started = await runtime.desk.connect(caller, session, offer, slot.id)
     await _learn_public_url(request, runtime)
     call_id = started.session.id
     media_url = _url(request, "session_media", call_id=call_id)
@@ -467,18 +458,11 @@ async def request_callback(request: web.Request) -> web.Response:
     to = ringback.destination(received.body, config.callback_countries)
     ringback.require_consent(received.body)
     alias, agent = admission.choose_agent(runtime, received)
-    admitted = await admission.admit(request, runtime, received)  # counted from here
-    try:
-        spent = await ringback.spend_budgets(runtime, to, ringback.requester(admitted))
-    except BaseException:
-        await admission.withdraw(runtime, admitted)
-        raise
-    try:
-        caller = await admission.caller(request, runtime, admitted, alias, agent)
-    except BaseException:
-        await ringback.refund(runtime, spent)
-        await admission.withdraw(runtime, admitted)
-        raise
+    async with (
+        admission.visit(request, runtime, received) as admitted,  # counted, and given back if refused
+        ringback.budgets(runtime, to, ringback.requester(admitted)),
+    ):
+        caller = await admission.spend_ticket(request, runtime, admitted, alias, agent)
     call_id = await runtime.desk.ring_back(caller, to.e164)
     await _learn_public_url(request, runtime)
     return _json({"callback_id": call_id, "status": "requested"}, status=202)
