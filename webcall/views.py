@@ -21,10 +21,14 @@ from .dialnexa.models import iso
 from .errors import (
     ConfigError,
     HTTPProblem,
+    Refusal,
     StoreUnavailable,
     TokenError,
+    TokenReused,
+    UpstreamFailed,
     WebhookSignatureError,
     problem_response,
+    upstream_problem,
 )
 from .events import EventParseError, parse_delivery
 from .ice import link_header_values, servers_for_visitor, usable_servers
@@ -37,7 +41,6 @@ from .runtime import Runtime
 from .sdp import InvalidOffer, sanitize_fragment, sanitize_offer
 from .sse import EventStream
 from .store.base import EventId, Subscription
-from .tokens import AUDIENCE_CALL
 
 log = logging.getLogger("webcall")
 
@@ -67,6 +70,28 @@ def _url(request: web.Request, name: str, **parts: str) -> str:
     return str(request.app.router[name].url_for(**parts))
 
 
+REFUSAL_STATUS = {
+    "ticket_invalid": 401,
+    "ticket_expired": 401,
+    "call_expired": 502,
+    "invalid_offer": 400,
+    "not_found": 404,
+    "precondition_failed": 412,
+}
+"""The HTTP status of each :class:`~webcall.errors.Refusal` code the call desk and the ticket verifier raise."""
+
+
+def domain_problem(err: TokenError | Refusal | UpstreamFailed) -> HTTPProblem:
+    """The answer to a refusal raised by code that knows nothing of HTTP (the call desk, the tokens, the tickets)."""
+    if isinstance(err, UpstreamFailed):
+        return upstream_problem(err.cause, doing=err.doing)
+    if isinstance(err, TokenReused):
+        return HTTPProblem(401, "unauthorized", "This call's token was already used to hang up.")
+    if isinstance(err, TokenError):
+        return HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.")
+    return HTTPProblem(REFUSAL_STATUS.get(err.code, 400), err.code, err.message, retry_after=err.retry_after)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes the one JSON error shape; nothing unexpected reaches a client as a traceback."""
@@ -76,6 +101,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except HTTPProblem as raised:
         problem = raised
+        response = problem_response(problem)
+    except (TokenError, Refusal, UpstreamFailed) as refused:
+        problem = domain_problem(refused)
         response = problem_response(problem)
     except StoreUnavailable as err:
         store_outage(runtime.store).failed(err, by="requests")
@@ -400,10 +428,7 @@ def _last_event_id(request: web.Request) -> EventId | None:
 async def session_events(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     call_id = request.match_info["call_id"]
-    try:
-        runtime.tokens.verify(request.query.get("token") or _bearer(request), AUDIENCE_CALL, call_id=call_id)
-    except TokenError:
-        raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
+    runtime.desk.verify_call_token(call_id, request.query.get("token") or _bearer(request))
     # A call's 4th stream ends its oldest; beyond the process's cap, 503 + Retry-After before anything is opened.
     async with runtime.streams.open(call_id, runtime.store.subscribe) as subscription:
         return await _relay_events(request, runtime, call_id, subscription)
