@@ -206,3 +206,25 @@ def deliver() -> None:
 """
     found = plugin_imports("webcall.emulator.webhooks", ast.parse(source))
     assert found == ["webcall.config", "webcall.dialnexa", "webcall.upstream", "webcall.views"]
+
+
+DEMO = PACKAGE.parent / "demo"
+
+
+def test_the_demo_uses_only_the_public_api() -> None:
+    """The demo is a host like any other: it imports ``webcall`` and the names in ``webcall.__all__``, nothing from
+    the package's modules."""
+    import webcall
+
+    reaching_in: dict[str, list[str]] = {}
+    for path in sorted(DEMO.rglob("*.py")):
+        for node in all_imports(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if alias.name.startswith("webcall.")]
+            elif node.module == "webcall":
+                names = [f"webcall.{alias.name}" for alias in node.names if alias.name not in webcall.__all__]
+            else:
+                names = [node.module] if node.module and node.module.startswith("webcall.") else []
+            if names:
+                reaching_in.setdefault(path.name, []).extend(names)
+    assert reaching_in == {}

@@ -19,6 +19,8 @@ from .dialnexa.models import CallRecord
 from .errors import ConfigError, DialNexaAPIError, DialNexaError, HTTPProblem, WebCallError
 from .events import CallEvent
 from .handle import WebCall
+from .sse import EventStream, ServerSentEvent
+from .store.base import Mailbox
 from .tickets import CallTicket, sign_ticket
 
 __all__ = [
@@ -32,7 +34,10 @@ __all__ = [
     "DeadLetter",
     "DialNexaAPIError",
     "DialNexaError",
+    "EventStream",
     "HTTPProblem",
+    "Mailbox",
+    "ServerSentEvent",
     "VariablesHook",
     "WebCall",
     "WebCallConfig",

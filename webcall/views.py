@@ -39,7 +39,7 @@ from .quality import MAX_SUMMARY_BYTES, InvalidSummary, check_summary
 from .resources import Asset, page_css, templates_dir, widget_asset
 from .runtime import Runtime
 from .sdp import InvalidOffer, sanitize_fragment, sanitize_offer
-from .sse import EventStream
+from .sse import EventStream, ServerSentEvent
 from .store.base import EventId, Subscription
 
 log = logging.getLogger("webcall")
@@ -440,36 +440,20 @@ async def _relay_events(
     """Send the events the browser does not have yet (after ``Last-Event-ID``), then each as it comes, until the
     call ends, the browser goes away or the server shuts down."""
     sent = _last_event_id(request)
+    await subscription.start()  # before reading the backlog, so nothing falls between the two
+    backlog = await runtime.store.events_after(call_id, sent)
+
+    def as_event(item: tuple[EventId, dict[str, Any]]) -> ServerSentEvent | None:
+        """The event as the browser receives it, unless the browser has it already; the call's end is the last."""
+        nonlocal sent
+        event_id, event = item
+        if not event_id.is_after(sent):
+            return None
+        sent = event_id
+        return ServerSentEvent(json.dumps(event), id=str(event_id), last=event["type"] == "call.ended")
+
     stream = EventStream(request, guard.cors_headers(request, runtime.config))
-    try:
-        await subscription.start()  # before reading the backlog, so nothing falls between the two
-        backlog = await runtime.store.events_after(call_id, sent)
-        await stream.open()
-
-        async def send(event_id: EventId, event: dict[str, Any]) -> bool:
-            """Send one event the browser does not have yet; True once the call has ended."""
-            nonlocal sent
-            if not event_id.is_after(sent):
-                return False
-            sent = event_id
-            await stream.send(json.dumps(event), id=str(event_id))
-            return bool(event["type"] == "call.ended")
-
-        for event_id, event in backlog:
-            if await send(event_id, event):
-                return stream.response
-        while True:
-            try:
-                async with asyncio.timeout(SSE_PING_SECONDS):
-                    item = await subscription.get()
-            except TimeoutError:
-                await stream.ping()  # also how a vanished browser is noticed
-                continue
-            if item is None or await send(*item):  # closed at shutdown, or the call is over
-                return stream.response
-    except ConnectionResetError:  # the browser went away (closed tab, lost network): not an error
-        log.debug("call %s: event stream closed by the browser", call_id)
-        return stream.response
+    return await stream.relay(subscription, as_event=as_event, backlog=backlog, ping_seconds=SSE_PING_SECONDS)
 
 
 # -- "call me back" --------------------------------------------------------------------------------------------
