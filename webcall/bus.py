@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .background import Turns
 from .errors import StoreUnavailable
 from .events import CallEvent, now_iso
 from .outage import store_outage
@@ -117,10 +118,9 @@ class EventBus:
         self.gather_seconds = gather_seconds
         self._sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: asyncio.Task[None] | None = None
+        self._dispatcher = Turns("webcall-dispatcher", self._dispatch, store=store, doing="event delivery")
         self._unacknowledged: dict[str, asyncio.Future[None]] = {}
         self._acknowledging = False
-        self._stopping = False
 
     # -- publishing ------------------------------------------------------------------------------------------------
     async def publish(self, event: CallEvent, *, new_call: NewCall | None = None) -> bool:
@@ -146,17 +146,10 @@ class EventBus:
 
     # -- dispatching -----------------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._stopping = False
-        self._runner = asyncio.create_task(self._run(), name="webcall-dispatcher")
+        self._dispatcher.start()
 
     async def stop(self) -> None:
-        # The flag as well as the cancellation: a store client may swallow a cancellation that arrives while it
-        # reconnects (redis-py can, with Redis down), and the dispatcher must still end, at its next turn.
-        self._stopping = True
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-            self._runner = None
+        await self._dispatcher.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -170,30 +163,20 @@ class EventBus:
             await asyncio.sleep(0.01)
         raise TimeoutError("the outbox did not drain in time")
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                entries = await self.store.outbox_take(
-                    self.consumer, TAKE_COUNT, block=TAKE_BLOCK_SECONDS, reclaim_after=self.reclaim_after
-                )
-                store_outage(self.store).answered()
-            except StoreUnavailable as err:
-                store_outage(self.store).failed(err, by="event delivery")
-                await asyncio.sleep(1.0)
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webcall: the event dispatcher failed; retrying")
-                await asyncio.sleep(1.0)
-                continue
-            for entry_id, entry in entries:
-                await self._slots.acquire()
-                task = asyncio.create_task(self._deliver(entry_id, entry))
-                self._tasks.add(task)
-                task.add_done_callback(self._finished)
-            if 0 < len(entries) < TAKE_COUNT:
-                await asyncio.sleep(self.gather_seconds)
+    async def _dispatch(self) -> None:
+        """One turn of the dispatcher: take what the outbox holds (waiting a moment when it is empty) and start
+        delivering each entry."""
+        entries = await self.store.outbox_take(
+            self.consumer, TAKE_COUNT, block=TAKE_BLOCK_SECONDS, reclaim_after=self.reclaim_after
+        )
+        store_outage(self.store).answered()
+        for entry_id, entry in entries:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._deliver(entry_id, entry))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+        if 0 < len(entries) < TAKE_COUNT:
+            await asyncio.sleep(self.gather_seconds)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from .errors import StoreUnavailable
+from .background import Turns
 from .outage import store_outage
 from .store import Store
 
@@ -45,37 +45,20 @@ class CallDeadlines:
         self.batch = batch
         self._clock = clock
         self._sleep = sleep
-        self._runner: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._turns = Turns("webcall-deadlines", self._look, store=store, doing="call deadlines", sleep=sleep)
 
     def start(self) -> None:
-        self._stopping = False
-        self._runner = asyncio.create_task(self._run(), name="webcall-deadlines")
+        self._turns.start()
 
     async def stop(self) -> None:
-        # The flag as well: a store client may swallow a cancellation while it reconnects (see EventBus.stop).
-        self._stopping = True
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-            self._runner = None
+        await self._turns.stop()
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            pause = self.every
-            try:
-                if await self.end_due_calls() >= self.batch:
-                    pause = 0  # more may be due: look again at once
-                store_outage(self.store).answered()
-            except StoreUnavailable as err:
-                store_outage(self.store).failed(err, by="call deadlines")
-                pause = 1.0
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webcall: looking for calls past their maximum length failed; retrying")
-                pause = 1.0
-            await self._sleep(pause)
+    async def _look(self) -> None:
+        """One look for calls past their deadline, then the pause before the next (none after a full batch: more
+        may be due)."""
+        ended = await self.end_due_calls()
+        store_outage(self.store).answered()
+        await self._sleep(self.every if ended < self.batch else 0)
 
     async def end_due_calls(self) -> int:
         """End the calls past their maximum length (at most one batch); returns how many there were."""

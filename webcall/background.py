@@ -1,0 +1,65 @@
+"""One background task that takes turns for the runtime's lifetime: the event dispatcher, the deadline task and the
+reconciler each run on one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from .errors import StoreUnavailable
+from .outage import store_outage
+from .store import Store
+
+log = logging.getLogger("webcall")
+
+
+class Turns:
+    """Runs ``turn`` again and again in a task named ``name`` between :meth:`start` and :meth:`stop`. A turn that
+    finds the store unreachable is counted in the store's outage (as ``doing``); one that fails otherwise is logged;
+    either way the next turn waits ``pause_after_failure`` seconds."""
+
+    def __init__(
+        self,
+        name: str,
+        turn: Callable[[], Awaitable[None]],
+        *,
+        store: Store,
+        doing: str,
+        pause_after_failure: float = 1.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self.turn = turn
+        self.store = store
+        self.doing = doing
+        self.pause_after_failure = pause_after_failure
+        self._sleep = sleep
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._stopping = False
+        self._runner = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        # The flag as well as the cancellation: a store client may swallow a cancellation that arrives while it
+        # reconnects (redis-py can, with Redis down), and the task must still end, at its next turn.
+        self._stopping = True
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self.turn()
+                continue
+            except StoreUnavailable as err:
+                store_outage(self.store).failed(err, by=self.doing)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webcall: %s failed; retrying", self.doing)
+            await self._sleep(self.pause_after_failure)
