@@ -14,7 +14,7 @@ from .store import Store
 log = logging.getLogger("webcall")
 
 
-class Turns:
+class BackgroundLoop:
     """Runs ``turn`` again and again in a task named ``name`` between :meth:`start` and :meth:`stop`. A turn that
     finds the store unreachable is counted in the store's outage (as ``doing``); one that fails otherwise is logged;
     either way the next turn waits ``pause_after_failure`` seconds."""

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .background import Turns
+from .background import BackgroundLoop
 from .errors import StoreUnavailable
 from .events import CallEvent, now_iso
 from .outage import store_outage
@@ -118,7 +118,7 @@ class EventBus:
         self.gather_seconds = gather_seconds
         self._sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
-        self._dispatcher = Turns("webcall-dispatcher", self._dispatch, store=store, doing="event delivery")
+        self._dispatcher = BackgroundLoop("webcall-dispatcher", self._dispatch, store=store, doing="event delivery")
         self._unacknowledged: dict[str, asyncio.Future[None]] = {}
         self._acknowledging = False
 

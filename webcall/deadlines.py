@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from .background import Turns
+from .background import BackgroundLoop
 from .outage import store_outage
 from .store import Store
 
@@ -45,13 +45,13 @@ class CallDeadlines:
         self.batch = batch
         self._clock = clock
         self._sleep = sleep
-        self._turns = Turns("webcall-deadlines", self._look, store=store, doing="call deadlines", sleep=sleep)
+        self._loop = BackgroundLoop("webcall-deadlines", self._look, store=store, doing="call deadlines", sleep=sleep)
 
     def start(self) -> None:
-        self._turns.start()
+        self._loop.start()
 
     async def stop(self) -> None:
-        await self._turns.stop()
+        await self._loop.stop()
 
     async def _look(self) -> None:
         """One look for calls past their deadline, then the pause before the next (none after a full batch: more

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .background import Turns
+from .background import BackgroundLoop
 from .dialnexa.models import CallRecord
 from .errors import DialNexaError, DialNexaNotFound, StoreUnavailable
 from .events import RECONCILED
@@ -173,7 +173,7 @@ class Reconciler:
         self._everything_due = True
         """Set at start-up, after an outage and after a loss: the next round looks up every open call."""
         self._next_round = 0.0
-        self._turns = Turns(
+        self._loop = BackgroundLoop(
             "webcall-reconciler",
             self._step_and_wait,
             store=desk.store,
@@ -192,10 +192,10 @@ class Reconciler:
         return self.open_calls.interval
 
     def start(self) -> None:
-        self._turns.start()
+        self._loop.start()
 
     async def stop(self) -> None:
-        await self._turns.stop()
+        await self._loop.stop()
 
     async def _step_and_wait(self) -> None:
         await self.step()
