@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 from .errors import StoreUnavailable
 from .outage import store_outage
@@ -14,29 +15,21 @@ from .store import Store
 log = logging.getLogger("webcall")
 
 
+@dataclass(eq=False)
 class BackgroundLoop:
     """Runs ``turn`` again and again in a task named ``name`` between :meth:`start` and :meth:`stop`. A turn that
     finds the store unreachable is counted in the store's outage (as ``doing``); one that fails otherwise is logged;
     either way the next turn waits ``pause_after_failure`` seconds."""
 
-    def __init__(
-        self,
-        name: str,
-        turn: Callable[[], Awaitable[None]],
-        *,
-        store: Store,
-        doing: str,
-        pause_after_failure: float = 1.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.name = name
-        self.turn = turn
-        self.store = store
-        self.doing = doing
-        self.pause_after_failure = pause_after_failure
-        self._sleep = sleep
-        self._runner: asyncio.Task[None] | None = None
-        self._stopping = False
+    name: str
+    turn: Callable[[], Awaitable[None]]
+    _: KW_ONLY
+    store: Store
+    doing: str
+    pause_after_failure: float = 1.0
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    _runner: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _stopping: bool = field(default=False, init=False, repr=False)
 
     def start(self) -> None:
         self._stopping = False
@@ -62,4 +55,4 @@ class BackgroundLoop:
                 raise
             except Exception:
                 log.exception("webcall: %s failed; retrying", self.doing)
-            await self._sleep(self.pause_after_failure)
+            await self.sleep(self.pause_after_failure)

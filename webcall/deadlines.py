@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass
 
 from .background import BackgroundLoop
 from .outage import store_outage
@@ -25,27 +26,23 @@ BATCH = 50
 """Calls ended at most per look; a full batch is followed by another look at once."""
 
 
+@dataclass(eq=False)
 class CallDeadlines:
     """The task that ends each call at its maximum length with ``end_call`` (the call desk's), started and stopped
     with the runtime."""
 
-    def __init__(
-        self,
-        store: Store,
-        end_call: Callable[[str], Awaitable[None]],
-        *,
-        every: float = CHECK_SECONDS,
-        batch: int = BATCH,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.store = store
-        self.end_call = end_call
-        self.every = every
-        self.batch = batch
-        self._clock = clock
-        self._sleep = sleep
-        self._loop = BackgroundLoop("webcall-deadlines", self._look, store=store, doing="call deadlines", sleep=sleep)
+    store: Store
+    end_call: Callable[[str], Awaitable[None]]
+    _: KW_ONLY
+    every: float = CHECK_SECONDS
+    batch: int = BATCH
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def __post_init__(self) -> None:
+        self._loop = BackgroundLoop(
+            "webcall-deadlines", self._look, store=self.store, doing="call deadlines", sleep=self.sleep
+        )
 
     def start(self) -> None:
         self._loop.start()
@@ -58,11 +55,11 @@ class CallDeadlines:
         may be due)."""
         ended = await self.end_due_calls()
         store_outage(self.store).answered()
-        await self._sleep(self.every if ended < self.batch else 0)
+        await self.sleep(self.every if ended < self.batch else 0)
 
     async def end_due_calls(self) -> int:
         """End the calls past their maximum length (at most one batch); returns how many there were."""
-        due = await self.store.deadlines_due(self._clock(), self.batch)
+        due = await self.store.deadlines_due(self.clock(), self.batch)
         for call_id in due:
             try:
                 await self.end_call(call_id)

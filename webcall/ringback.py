@@ -10,11 +10,11 @@ numbers whose operators share the charges with them. So a call-back passes two k
   non-geographic range (+870, +881, +882, +883, +979…), a NANP premium code (900, 976), not a valid number, or of a
   kind no person answers for the site's money (premium-rate, shared-cost, personal, UAN, pager, voicemail, unknown);
   then it must belong to one of the named countries.
-- :func:`spend_budgets` counts the call-back in the store, so every worker shares the counts: a few call-backs an
+- :func:`budgets` counts the call-back in the store, so every worker shares the counts: a few call-backs an
   hour per number *for each visitor* (their address, or the identity the site gave them), so strangers cannot use up
   a customer's own number; then an hourly budget per destination country and one for the whole site, which bound
-  what a fraudster with many addresses can cost. :func:`refund` gives the counts back when a later check refuses the
-  request before anything rang.
+  what a fraudster with many addresses can cost. It gives the counts back when a later check refuses the request
+  before anything rang.
 """
 
 from __future__ import annotations
