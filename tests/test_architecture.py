@@ -228,3 +228,19 @@ def test_the_demo_uses_only_the_public_api() -> None:
             if names:
                 reaching_in.setdefault(path.name, []).extend(names)
     assert reaching_in == {}
+
+
+def test_every_refusal_the_domain_raises_has_its_http_status() -> None:
+    """The call desk and the ticket verifier raise refusals by code; the views answer each code with the status in
+    one table, so a new code without one would answer 400 by accident."""
+    from webcall.views import REFUSAL_STATUS
+
+    refusals = {"CallRefused", "TicketRefused"}
+    raised: set[str] = set()
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in refusals:
+                code = node.args[0]
+                assert isinstance(code, ast.Constant) and isinstance(code.value, str), ast.unparse(node)
+                raised.add(code.value)
+    assert raised and raised <= REFUSAL_STATUS.keys(), raised - REFUSAL_STATUS.keys()
