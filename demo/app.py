@@ -8,7 +8,6 @@ browser only the lines of calls stored with its own digest (a call without one i
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -24,9 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 import webcall
-from webcall.events import CallEvent
-from webcall.sse import EventStream
-from webcall.store.base import Mailbox
+from webcall import CallEvent, Mailbox
 
 HERE = Path(__file__).resolve().parent
 PERSONA_COOKIE = "demo_persona"
@@ -306,23 +303,12 @@ async def console_stream(request: web.Request) -> web.StreamResponse:
     visitor = visitor_digest(request)
     box: Mailbox[dict[str, Any]] = Mailbox(size=500)
     console.listen(visitor, box)
-    stream = EventStream(request)
     try:
-        await stream.open()
-        for line in console.backlog(visitor) if visitor is not None else []:
-            await stream.send(json.dumps(line))
-        while True:
-            try:
-                async with asyncio.timeout(15):
-                    item = await box.get()
-            except TimeoutError:
-                await stream.ping()
-                continue
-            if item is None:
-                return stream.response
-            await stream.send(json.dumps(item))
-    except ConnectionResetError:  # the page was closed
-        return stream.response
+        return await webcall.EventStream(request).relay(
+            box,
+            as_event=lambda line: webcall.ServerSentEvent(json.dumps(line)),
+            backlog=console.backlog(visitor) if visitor is not None else [],
+        )
     finally:
         console.forget(visitor, box)
 

@@ -206,3 +206,41 @@ def deliver() -> None:
 """
     found = plugin_imports("webcall.emulator.webhooks", ast.parse(source))
     assert found == ["webcall.config", "webcall.dialnexa", "webcall.upstream", "webcall.views"]
+
+
+DEMO = PACKAGE.parent / "demo"
+
+
+def test_the_demo_uses_only_the_public_api() -> None:
+    """The demo is a host like any other: it imports ``webcall`` and the names in ``webcall.__all__``, nothing from
+    the package's modules."""
+    import webcall
+
+    reaching_in: dict[str, list[str]] = {}
+    for path in sorted(DEMO.rglob("*.py")):
+        for node in all_imports(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if alias.name.startswith("webcall.")]
+            elif node.module == "webcall":
+                names = [f"webcall.{alias.name}" for alias in node.names if alias.name not in webcall.__all__]
+            else:
+                names = [node.module] if node.module and node.module.startswith("webcall.") else []
+            if names:
+                reaching_in.setdefault(path.name, []).extend(names)
+    assert reaching_in == {}
+
+
+def test_every_refusal_the_domain_raises_has_its_http_status() -> None:
+    """The call desk and the ticket verifier raise refusals by code; the views answer each code with the status in
+    one table, so a new code without one would answer 400 by accident."""
+    from webcall.views import REFUSAL_STATUS
+
+    refusals = {"CallRefused", "TicketRefused"}
+    raised: set[str] = set()
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in refusals:
+                code = node.args[0]
+                assert isinstance(code, ast.Constant) and isinstance(code.value, str), ast.unparse(node)
+                raised.add(code.value)
+    assert raised and raised <= REFUSAL_STATUS.keys(), raised - REFUSAL_STATUS.keys()

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from webcall import WebCallConfig, tickets
+from webcall import WebCallConfig, hs256, tickets
 from webcall.events import NAMES
+from webcall.views import REFUSAL_STATUS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "webcall"
@@ -259,13 +260,24 @@ class ProblemReader:
                         self.enclosing[id(inner)] = function  # the innermost wins: walked last
 
     def problems(self) -> Iterator[tuple[str, int | None, str]]:
-        """(code, status, where) for every ``HTTPProblem(...)`` in the plugin."""
+        """(code, status, where) for every ``HTTPProblem(...)`` in the plugin, and every refusal of the code that
+        knows nothing of HTTP (``CallRefused(...)``, ``TicketRefused(...)``) with the status the views answer it with
+        (``REFUSAL_STATUS``, else 400)."""
         for module in self.modules:
             for node in ast.walk(module.tree):
+                if isinstance(node, ast.Call) and called_name(node) in REFUSALS:
+                    where = module.where(node)
+                    code = argument(node, 0, "code")
+                    assert code is not None, f"{where}: a refusal without a code"
+                    for code_value in self.values(code, module, where, depth=0):
+                        assert isinstance(code_value, str), f"{where}: the code {code_value!r} is not a string"
+                        yield code_value, REFUSAL_STATUS.get(code_value, 400), where
                 if isinstance(node, ast.Call) and called_name(node) == "HTTPProblem":
                     where = module.where(node)
                     status = argument(node, 0, "status")
                     code = argument(node, 1, "code")
+                    if is_refusal_code(code):
+                        continue  # the views' answer to a refusal: its codes are read where it is raised
                     assert code is not None and status is not None, f"{where}: HTTPProblem without status or code"
                     for code_value, status_value in self.codes(code, status, module, where, depth=0):
                         yield code_value, status_value, where
@@ -350,6 +362,15 @@ def calls(call: ast.Call, module: Module, function: Function) -> bool:
         and any(alias.name == name and alias.asname is None for alias in node.names)
         for node in ast.walk(module.tree)
     )
+
+
+REFUSALS = {"Refusal", "CallRefused", "TicketRefused"}
+"""The domain's refusals (``webcall.errors``), whose codes the views answer as HTTP problems."""
+
+
+def is_refusal_code(code: ast.expr | None) -> bool:
+    """``err.code`` of a refusal the views turn into an HTTP problem (``domain_problem``)."""
+    return isinstance(code, ast.Attribute) and code.attr == "code"
 
 
 def called_name(call: ast.Call) -> str | None:
@@ -477,16 +498,13 @@ def test_every_request_to_dialnexa_is_in_the_contract() -> None:
 
 # -- call tickets --------------------------------------------------------------------------------------------------
 def claims_the_verifier_reads() -> set[str]:
-    """The claims ``webcall/tickets.py`` requires of a ticket and the ones it reads (``claims.get("vars")``)."""
+    """The claims ``webcall/tickets.py`` requires of a ticket (``REQUIRED_CLAIMS``) and the ones it reads
+    (``claims.get("vars")``)."""
     tree = ast.parse((PACKAGE / "tickets.py").read_text())
-    read = set()
+    read = set(tickets.REQUIRED_CLAIMS)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and ast.unparse(node.func) == "claims.get":
             read.add(str(literal(node.args[0])))
-        if isinstance(node, ast.Dict):
-            for key, value in zip(node.keys, node.values, strict=True):
-                if isinstance(key, ast.Constant) and key.value == "require" and isinstance(value, ast.List):
-                    read |= {str(literal(item)) for item in value.elts}
     assert {"aud", "exp"} <= read, "the ticket verifier's claims were not found in webcall/tickets.py"
     return read
 
@@ -509,7 +527,7 @@ def test_the_ticket_limits_are_the_verifiers() -> None:
         f"at most {tickets.MAX_TICKET_BYTES} bytes",
         f"≥ {tickets.MIN_SECRET_BYTES} bytes",
         f"`{tickets.DEFAULT_AUDIENCE}`",
-        tickets.ALGORITHM,
+        hs256.ALGORITHM,
     ):
         assert stated in page, f"docs/tickets.md does not say {stated!r}"
 

@@ -46,3 +46,21 @@ async def test_metrics_count_sessions_refusals_upstream_webhooks(make_host: Make
     assert 'webcall_webhooks_total{result="duplicate"} 1.0' in text
     assert 'webcall_webhooks_total{result="rejected"} 1.0' in text
     assert runtime(handle).metrics.enabled
+
+
+async def test_the_outbox_gauges_say_what_the_store_holds_when_scraped(make_host: MakeHost) -> None:
+    client, handle = await make_host(metrics=True, callback_attempts=1)
+
+    def broken(event: object) -> None:
+        raise RuntimeError("the host's database is down")
+
+    handle.on_call_event.append(broken)
+    before = await (await client.get("/webcall/metrics")).text()
+    response = await client.post(
+        "/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers={"Origin": ORIGIN}
+    )
+    assert response.status == 201
+    await runtime(handle).bus.drain()
+    after = await (await client.get("/webcall/metrics")).text()
+    assert "webcall_dead_letters 0.0" in before and "webcall_outbox_depth 0.0" in before
+    assert "webcall_dead_letters 1.0" in after and "webcall_outbox_depth 0.0" in after

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from webcall.calls import Caller
+from webcall.calls import Caller, Slot
 from webcall.emulator.server import EmulatorServer
 from webcall.errors import StoreUnavailable
 from webcall.events import CallEvent
@@ -401,7 +401,7 @@ async def test_a_start_cancelled_twice_still_hangs_the_call_up_and_frees_its_slo
     desk, store = host.runtime.desk, host.runtime.store
     caller = Caller(alias="sales", agent=AGENTS["sales"], variables={}, origin=ORIGIN, identity=None)
     assert await store.acquire_slot("slot_1", 10, 600)
-    session = await desk.create_call(caller, "slot_1")
+    session = await desk.create_call(caller, Slot("slot_1", taken=True))
     await add_fault(emulator, route=WHIP, kind="latency", delay=1.0)
     await add_fault(emulator, route=END, kind="latency", delay=0.5)
     starting = asyncio.create_task(desk.connect(caller, session, OFFER, "slot_1"))

@@ -60,7 +60,7 @@ async def test_unpublished_version_fails_startup_when_strict(emulator: EmulatorS
         ),
     )
     runner = web.AppRunner(host)
-    with pytest.raises(ConfigError, match="no published version 2"):
+    with pytest.raises(ConfigError, match="agent_support version 2 is a draft"):
         await runner.setup()
     await runner.cleanup()
 
@@ -174,7 +174,7 @@ async def test_agents_bound_to_the_plugins_webhook_are_reported(
     runner = await start(binding_config(emulator, strict=True))
     await runner.cleanup()
     lines = [r.getMessage() for r in log_records.records]
-    assert any(f"agent 'sales' sends its events to the plugin's webhook {hook_id}" in line for line in lines), lines
+    assert any(f"agent 'sales' webhook: bound to {hook_id}" in line for line in lines), lines
     assert not [r for r in log_records.records if r.levelno >= logging.WARNING and "agent" in r.getMessage()]
 
 
@@ -184,9 +184,7 @@ async def test_an_agent_bound_to_no_webhook_is_a_warning(
     runner = await start(binding_config(emulator, strict=True))  # not fatal, even when strict
     await runner.cleanup()
     warnings = [r.getMessage() for r in log_records.records if r.levelno == logging.WARNING]
-    assert any(
-        "agent 'sales' (agent_sales) is bound to no webhook" in w and "choose the webhook" in w for w in warnings
-    )
+    assert any("agent 'sales' webhook: bound to no webhook" in w and "choose webhook_" in w for w in warnings)
 
 
 @pytest.mark.parametrize("fault", ["elsewhere", "turned_off"])
@@ -196,10 +194,10 @@ async def test_an_agent_that_sends_its_events_elsewhere_fails_when_strict(
     sales = emulator.state.agents["agent_sales"]
     if fault == "elsewhere":
         sales.webhook_id = "webhook_someone_else"
-        expected = "sends its events to webhook webhook_someone_else, not the plugin's"
+        expected = "webhook: bound to webhook_someone_else, not the plugin's"
     else:
         sales.webhook_enabled = False
-        expected = 'has its webhook turned off: turn on "Enable Webhook"'
+        expected = "webhook: turned off: its calls send no events; fix: in DialNexa's dashboard, turn on Enable Webhook"
     runner = await start(binding_config(emulator, strict=False))
     await runner.cleanup()
     errors = [r.getMessage() for r in log_records.records if r.levelno == logging.ERROR]
@@ -267,7 +265,9 @@ async def test_an_agent_whose_only_version_is_a_draft_is_named_in_plain_words(em
     with pytest.raises(ConfigError) as raised:
         await runner.setup()
     await runner.cleanup()
-    assert "agent 'support' (agent_support) has no published version." in str(raised.value), raised.value
+    assert "agent 'support': agent_support has no published version (its only version, 1, is a draft)" in str(
+        raised.value
+    ), raised.value
 
 
 # -- what cannot work: refused in one sentence when strict, said once otherwise --------------------------------------

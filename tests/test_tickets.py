@@ -17,7 +17,7 @@ from webcall import Agent, ConfigError, WebCallConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.tickets import MAX_TICKET_SECONDS, TicketVerifier, sign_ticket
 
-from .conftest import ORIGIN_HEADERS, MakeHost, mint, problem, runtime, upstream_count
+from .conftest import ORIGIN_HEADERS, MakeHost, add_fault, mint, problem, runtime, upstream_count
 
 TICKET_SECRET = "ticket-secret-of-the-host-backend-0123456789"
 OLD_TICKET_SECRET = "the-previous-ticket-secret-still-verifying-42"
@@ -180,6 +180,22 @@ async def test_a_start_refused_because_every_line_is_busy_does_not_spend_the_tic
     ended = await client.post(call["end_url"], headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {call['token']}"})
     assert ended.status == 200, await ended.text()
     assert (await start(client, ticket)).status == 201, "the ticket was still unspent"
+    assert await runtime(handle).store.active_slots() == 1
+
+
+async def test_a_start_dialnexa_refuses_gives_back_its_slot_and_its_ticket(
+    make_host: MakeHost, emulator: EmulatorServer
+) -> None:
+    """DialNexa refused to create the call: no call exists, so the only line is free again and "Try again" may use
+    the same ticket."""
+    client, handle = await make_host(ticket_secrets=(TICKET_SECRET,), require_ticket=True, max_concurrent_calls=1)
+    await add_fault(emulator, route=MINT, kind="status", status=400, count=1)
+    ticket = signed()
+    refused = await start(client, ticket)
+    assert refused.status >= 400 and emulator.state.calls == {}, await refused.text()
+    assert await runtime(handle).store.active_slots() == 0
+    retried = await start(client, ticket)
+    assert retried.status == 201, await retried.text()
     assert await runtime(handle).store.active_slots() == 1
 
 

@@ -20,6 +20,8 @@ from .errors import ConfigError, DialNexaAPIError, DialNexaError, HTTPProblem, W
 from .events import CallEvent
 from .handle import WebCall
 from .ice import IceServer, IceServersHook, TurnRest
+from .sse import EventStream, ServerSentEvent
+from .store.base import Mailbox
 from .tickets import sign_ticket
 
 __all__ = [
@@ -34,10 +36,13 @@ __all__ = [
     "DeadLetter",
     "DialNexaAPIError",
     "DialNexaError",
+    "EventStream",
     "HTTPProblem",
     "IceServer",
     "IceServersHook",
+    "Mailbox",
     "MediaDescriptor",
+    "ServerSentEvent",
     "TurnRest",
     "VariablesHook",
     "WebCall",

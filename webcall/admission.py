@@ -2,22 +2,26 @@
 
 :func:`receive` costs nothing and counts nowhere: the origin allowlist, the JSON body and the call ticket's
 signature. The views then check what the request asks for (the SDP offer, the agent alias, a call-back's number),
-still without counting. Only a request that passed all of that is counted by :func:`admit`: per visitor address
-(IPv6 per /64) and for the whole site, in one store step with a start request's concurrent-call slot (given back if a
-later check refuses), then the host's ``authorize`` hook with the per-identity limit and the ``bot_check`` hook.
-Garbage therefore never uses up the site-wide limit that protects every visitor. :func:`caller` settles the
+still without counting. Only a request that passed all of that is counted, by :func:`slot` (a start, which claims a
+concurrent-call slot in the same store step) or :func:`visit` (a call-back): per visitor address (IPv6 per /64) and
+for the whole site, then the host's ``authorize`` hook with the per-identity limit and the ``bot_check`` hook.
+Garbage therefore never uses up the site-wide limit that protects every visitor. :func:`spend_ticket` settles the
 ``{{variables}}`` (visitor values the host allows, overridden by the ticket's, overridden by the host hook's) and
-reserves the ticket last, so a refusal never costs the visitor their ticket; a start that fails before DialNexa has
-a call gives it back with :func:`release_ticket`.
+reserves the ticket last, so a refusal never costs the visitor their ticket.
+
+Both context managers are the one owner of what a counted request holds: should their body fail, the request gives
+back its concurrent-call slot (unless the call desk has taken it over), the call ticket it reserved (no call was
+made: "Try again" may use it) and, when nothing billable was asked, its share of the site-wide limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +47,9 @@ class Received:
     ticket: CallTicket | None
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True)
 class Admitted:
-    """A request that passed the checks every billable route shares."""
+    """A counted request that passed the checks every billable route shares, and what it holds while its body runs."""
 
     origin: str
     body: dict[str, Any]
@@ -54,8 +58,9 @@ class Admitted:
     """The visitor's address as every per-address limit counts it (:func:`guard.address_key`)."""
     ticket: CallTicket | None = None
     slot: Slot | None = None
-    """The concurrent-call slot claimed for a start request (``claim_slot``); the caller gives it to the call, or
-    back if it refuses the request."""
+    """The concurrent-call slot claimed for a start request (:func:`slot`)."""
+    reserved_ticket: CallTicket | None = None
+    """The call ticket :func:`spend_ticket` reserved for this request, given back if the request fails."""
 
 
 async def receive(request: web.Request, runtime: Runtime) -> Received:
@@ -66,34 +71,62 @@ async def receive(request: web.Request, runtime: Runtime) -> Received:
     return Received(origin=origin, body=body, ticket=_read_ticket(runtime, body))
 
 
-async def admit(request: web.Request, runtime: Runtime, received: Received, *, claim_slot: bool = False) -> Admitted:
-    """Count a well-formed request (per address, site-wide, and with ``claim_slot`` a concurrent-call slot), then
-    run the host's hooks and the per-identity limit."""
+@contextlib.asynccontextmanager
+async def slot(request: web.Request, runtime: Runtime, received: Received) -> AsyncIterator[tuple[Admitted, Slot]]:
+    """Count a start request with its concurrent-call slot (one store step), run the host's hooks, and hold the slot
+    for the body, which starts the call: :meth:`CallDesk.create_call` takes the slot over when it asks DialNexa for
+    the call. If the body fails before that, the slot is given back (see the module's docstring)."""
+    async with visit(request, runtime, received, claim_slot=True) as admitted:
+        assert admitted.slot is not None  # claim_slot=True: the visit's store step claimed one
+        yield admitted, admitted.slot
+
+
+@contextlib.asynccontextmanager
+async def visit(
+    request: web.Request, runtime: Runtime, received: Received, *, claim_slot: bool = False
+) -> AsyncIterator[Admitted]:
+    """Count a well-formed request (per address, site-wide, and with ``claim_slot`` a concurrent-call slot), run the
+    host's hooks and the per-identity limit, and give back what the request holds if anything fails before the
+    body ends."""
     address = guard.address_key(guard.client_ip(request, runtime.config.trusted_proxies))
-    slot = await _count_visit(runtime, address, claim_slot=claim_slot)
-    ticket = received.ticket
+    claimed = await _count_visit(runtime, address, claim_slot=claim_slot)
+    admitted: Admitted | None = None
     try:
-        identity = await _authorize(request, runtime, received.body)
-        if ticket is not None:
-            if ticket.subject != identity:
-                await _limit_identity(runtime, ticket.subject)
-            identity = identity or ticket.subject
+        identity = await _identify(request, runtime, received)
+        admitted = Admitted(
+            origin=received.origin,
+            body=received.body,
+            identity=identity,
+            address=address,
+            ticket=received.ticket,
+            slot=claimed,
+        )
+        yield admitted
     except BaseException:
-        await _withdraw(runtime, slot)
+        await _give_back(runtime, claimed, admitted.reserved_ticket if admitted is not None else None)
         raise
-    return Admitted(
-        origin=received.origin, body=received.body, identity=identity, address=address, ticket=ticket, slot=slot
-    )
 
 
-async def withdraw(runtime: Runtime, admitted: Admitted) -> None:
-    """A counted request refused before anything billable (a hook, its variables, every line busy): its slot back,
-    and its share of the site-wide limit (its address keeps the count)."""
-    await _withdraw(runtime, admitted.slot)
+async def _identify(request: web.Request, runtime: Runtime, received: Received) -> str | None:
+    """Who asks: the host's ``authorize`` hook's answer, else the call ticket's subject (each rate-limited)."""
+    identity = await _authorize(request, runtime, received.body)
+    ticket = received.ticket
+    if ticket is not None:
+        if ticket.subject != identity:
+            await _limit_identity(runtime, ticket.subject)
+        identity = identity or ticket.subject
+    return identity
 
 
-async def _withdraw(runtime: Runtime, slot: Slot | None) -> None:
-    await runtime.desk.give_back(slot)
+async def _give_back(runtime: Runtime, slot: Slot | None, reserved_ticket: CallTicket | None) -> None:
+    """What a failed request still holds: its reserved ticket, its slot unless the call took it over, and (when
+    nothing billable was asked) its share of the site-wide limit (its address keeps the count)."""
+    if reserved_ticket is not None:
+        await runtime.store.forget_once(_ticket_key(reserved_ticket))
+    if slot is not None and slot.held_by_call:
+        return
+    if slot is not None and slot.taken:
+        await runtime.store.release_slot(slot.id)
     await runtime.store.uncount(GLOBAL_LIMIT_KEY)
 
 
@@ -110,8 +143,9 @@ def choose_agent(runtime: Runtime, received: Received) -> tuple[str, Agent]:
     return alias, agent
 
 
-async def caller(request: web.Request, runtime: Runtime, admitted: Admitted, alias: str, agent: Agent) -> Caller:
-    """Who calls which agent, with the call's ``{{variables}}``; the last check, so it reserves the call ticket."""
+async def spend_ticket(request: web.Request, runtime: Runtime, admitted: Admitted, alias: str, agent: Agent) -> Caller:
+    """The last check: who calls which agent, with the call's ``{{variables}}``; then the call ticket, if the request
+    carries one, is reserved for this request (spent once its call exists)."""
     ticket = admitted.ticket
     host_values: dict[str, Any] = {}
     if runtime.config.variables is not None:
@@ -126,6 +160,7 @@ async def caller(request: web.Request, runtime: Runtime, admitted: Admitted, ali
         )
     if ticket is not None:
         await _reserve(runtime, ticket)
+        admitted.reserved_ticket = ticket
     return Caller(
         alias=alias,
         agent=agent,
@@ -154,17 +189,11 @@ def _ticket_key(ticket: CallTicket) -> str:
 
 async def _reserve(runtime: Runtime, ticket: CallTicket) -> None:
     """A ticket admits one call: its id is reserved for this request until well after the ticket expires. The
-    reservation stands once DialNexa has a call for it, and is given back (:func:`release_ticket`) if the start
-    fails before that; concurrent requests with one ticket find it reserved."""
+    reservation stands once DialNexa has a call for it, and is given back if the request fails before that (the
+    context manager that counted the request does it); concurrent requests with one ticket find it reserved."""
     remember_for = max(ticket.expires_at - time.time(), 0) + 2 * LEEWAY_SECONDS
     if not await runtime.store.use_once(_ticket_key(ticket), ttl=remember_for):
         raise HTTPProblem(409, "ticket_used", "This call ticket was already used; reload the page for a new one.")
-
-
-async def release_ticket(runtime: Runtime, ticket: CallTicket | None) -> None:
-    """Give back a ticket reserved by a start that failed before DialNexa created a call, so "Try again" works."""
-    if ticket is not None:
-        await runtime.store.forget_once(_ticket_key(ticket))
 
 
 GLOBAL_LIMIT_KEY = "rl:global"

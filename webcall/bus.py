@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .background import BackgroundLoop
 from .errors import StoreUnavailable
 from .events import CallEvent, now_iso
-from .metrics import Metrics
 from .outage import store_outage
 from .store import Store
 from .store.base import RECLAIMED, NewCall
@@ -33,10 +33,8 @@ DEDUPE_TTL = 7 * 24 * 3600.0
 EVENT_LOG_TTL = 24 * 3600.0
 QUALITY_WAIT_SECONDS = 2.0
 """How long ``call.ended`` waits for the quality summary of a browser that said it would send one."""
-DEADLINE_CHECK_SECONDS = 0.5
-"""How often the dispatcher looks for calls past their maximum length; it waits as long for new outbox entries, so an
-idle dispatcher looks as often as a busy one."""
-DEADLINES_PER_CHECK = 50
+TAKE_BLOCK_SECONDS = 0.5
+"""How long an idle dispatcher waits on the store for new outbox entries before it asks again."""
 TAKE_COUNT = 16
 """Outbox entries taken at most per store call."""
 GATHER_SECONDS = 0.02
@@ -106,11 +104,8 @@ class EventBus:
         backoff: float = 0.5,
         concurrency: int = 32,
         gather_seconds: float = GATHER_SECONDS,
-        on_deadline: Callable[[str], Awaitable[None]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        metrics: Metrics | None = None,
     ) -> None:
-        self.metrics = metrics
         self.store = store
         self.callbacks = callbacks
         self.callback_timeout = callback_timeout
@@ -121,14 +116,11 @@ class EventBus:
         self.reclaim_after = attempts * (callback_timeout + backoff * 2**attempts) + 5
         self._slots = asyncio.Semaphore(concurrency)
         self.gather_seconds = gather_seconds
-        self.on_deadline = on_deadline
-        """Called with the id of a call that reached its maximum length."""
         self._sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: asyncio.Task[None] | None = None
+        self._dispatcher = BackgroundLoop("webcall-dispatcher", self._dispatch, store=store, doing="event delivery")
         self._unacknowledged: dict[str, asyncio.Future[None]] = {}
         self._acknowledging = False
-        self._stopping = False
 
     # -- publishing ------------------------------------------------------------------------------------------------
     async def publish(self, event: CallEvent, *, new_call: NewCall | None = None) -> bool:
@@ -154,17 +146,10 @@ class EventBus:
 
     # -- dispatching -----------------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._stopping = False
-        self._runner = asyncio.create_task(self._run(), name="webcall-dispatcher")
+        self._dispatcher.start()
 
     async def stop(self) -> None:
-        # The flag as well as the cancellation: a store client may swallow a cancellation that arrives while it
-        # reconnects (redis-py can, with Redis down), and the dispatcher must still end, at its next turn.
-        self._stopping = True
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-            self._runner = None
+        await self._dispatcher.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -178,54 +163,24 @@ class EventBus:
             await asyncio.sleep(0.01)
         raise TimeoutError("the outbox did not drain in time")
 
-    async def _run(self) -> None:
-        gauges_at = deadlines_at = 0.0
-        while not self._stopping:
-            try:
-                if time.monotonic() >= deadlines_at:
-                    deadlines_at = time.monotonic() + DEADLINE_CHECK_SECONDS
-                    if await self._check_deadlines() >= DEADLINES_PER_CHECK:
-                        deadlines_at = 0.0  # more may be due: look again at once
-                if self.metrics is not None and self.metrics.enabled and time.monotonic() - gauges_at > 2:
-                    gauges_at = time.monotonic()
-                    self.metrics.depths(await self.store.outbox_depth(), len(await self.store.dead_list()))
-                entries = await self.store.outbox_take(
-                    self.consumer, TAKE_COUNT, block=DEADLINE_CHECK_SECONDS, reclaim_after=self.reclaim_after
-                )
-                store_outage(self.store).answered()
-            except StoreUnavailable as err:
-                store_outage(self.store).failed(err, by="event delivery")
-                await asyncio.sleep(1.0)
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webcall: the event dispatcher failed; retrying")
-                await asyncio.sleep(1.0)
-                continue
-            for entry_id, entry in entries:
-                await self._slots.acquire()
-                task = asyncio.create_task(self._deliver(entry_id, entry))
-                self._tasks.add(task)
-                task.add_done_callback(self._finished)
-            if 0 < len(entries) < TAKE_COUNT:
-                await asyncio.sleep(self.gather_seconds)
+    async def _dispatch(self) -> None:
+        """One turn of the dispatcher: take what the outbox holds (waiting a moment when it is empty) and start
+        delivering each entry."""
+        entries = await self.store.outbox_take(
+            self.consumer, TAKE_COUNT, block=TAKE_BLOCK_SECONDS, reclaim_after=self.reclaim_after
+        )
+        store_outage(self.store).answered()
+        for entry_id, entry in entries:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._deliver(entry_id, entry))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+        if 0 < len(entries) < TAKE_COUNT:
+            await asyncio.sleep(self.gather_seconds)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.release()
-
-    async def _check_deadlines(self) -> int:
-        """End the calls past their maximum length; returns how many there were."""
-        if self.on_deadline is None:
-            return 0
-        due = await self.store.deadlines_due(time.time(), DEADLINES_PER_CHECK)
-        for call_id in due:
-            try:
-                await self.on_deadline(call_id)
-            except Exception:
-                log.exception("call %s: ending the call at its maximum length failed", call_id)
-        return len(due)
 
     async def _deliver(self, entry_id: str, entry: dict[str, Any]) -> None:
         try:

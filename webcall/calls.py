@@ -1,7 +1,9 @@
 """What the plugin does with calls, apart from HTTP: start a web call, ring a visitor back, hang up, relay events.
 
 :class:`CallDesk` is given everything it works with (store, DialNexa client, event bus, tokens, agents) and knows
-nothing of requests: the views parse and answer, the desk decides and writes.
+nothing of requests: the views parse and answer, the desk decides and writes. What it refuses it raises as
+:class:`~webcall.errors.TokenError`, :class:`~webcall.errors.CallRefused` or, when DialNexa failed,
+:class:`~webcall.errors.UpstreamFailed`; the views' error handling answers each with its HTTP status.
 """
 
 from __future__ import annotations
@@ -21,21 +23,21 @@ from .config import Agent
 from .dialnexa import DialNexaClient
 from .dialnexa.models import CallRecord, WebCallSession, iso
 from .errors import (
+    CallRefused,
     DialNexaAPIError,
     DialNexaConflict,
     DialNexaError,
     DialNexaTransportError,
-    HTTPProblem,
     StoreUnavailable,
-    TokenError,
-    upstream_problem,
+    TokenReused,
+    UpstreamFailed,
 )
 from .events import CallEvent, from_delivery
 from .metrics import Metrics
 from .reconcile import OpenCalls
 from .store import Store
 from .store.base import NewCall
-from .tokens import AUDIENCE_CALL, TokenIssuer
+from .tokens import AUDIENCE_CALL, TokenClaims, TokenIssuer
 
 log = logging.getLogger("webcall")
 
@@ -61,13 +63,18 @@ class Caller:
     """The browser will send a quality summary at the end (the widget does): ``call.ended`` waits a moment for it."""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Slot:
     """One of the concurrent-call slots, claimed for a start request when its visit is counted (one store step);
-    ``taken`` is False when every line was busy, which refuses the request once its other checks have passed."""
+    ``taken`` is False when every line was busy, which refuses the request once its other checks have passed.
+
+    It has one owner at a time: the start request, which gives it back if the start fails
+    (:func:`webcall.admission.slot`), until :meth:`CallDesk.create_call` asks DialNexa for the call; from then on the
+    call holds it (``held_by_call``), and the call's end, its hang-up or its failed creation gives it back."""
 
     id: str
     taken: bool
+    held_by_call: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,15 +153,11 @@ class CallDesk:
         """How long a slot is leased at most: the site's longest call and a grace (a call's end gives it back)."""
         return self.max_call_seconds + SLOT_GRACE_SECONDS
 
-    async def give_back(self, slot: Slot | None) -> None:
-        """Return a slot no call will use (the request was refused after its slot was claimed)."""
-        if slot is not None and slot.taken:
-            await self.store.release_slot(slot.id)
-
-    async def create_call(self, caller: Caller, slot_id: str) -> WebCallSession:
-        """In the slot the request took (``slot_id``), create the web call at DialNexa: the first billable step.
-        From here the call owns the slot; a failure to create it gives the slot back. Should the request be cancelled
-        (the visitor left) while DialNexa creates the call, the call is hung up once it exists."""
+    async def create_call(self, caller: Caller, slot: Slot) -> WebCallSession:
+        """In the slot the request took, create the web call at DialNexa: the first billable step. From here the call
+        owns the slot; a failure to create it gives the slot back. Should the request be cancelled (the visitor left)
+        while DialNexa creates the call, the call is hung up once it exists."""
+        slot.held_by_call = True
         creating = asyncio.create_task(
             self.client.create_web_call(
                 agent_id=caller.agent.id, agent_version_number=caller.agent.version, metadata=caller.variables
@@ -163,11 +166,11 @@ class CallDesk:
         try:
             return await asyncio.shield(creating)
         except asyncio.CancelledError:
-            self._in_background(self._abandon_when_created(creating, slot_id))
+            self._in_background(self._abandon_when_created(creating, slot.id))
             raise
         except DialNexaError as err:
-            await self.store.release_slot(slot_id)
-            raise upstream_problem(err, doing="starting the call") from err
+            await self.store.release_slot(slot.id)
+            raise UpstreamFailed(err, doing="starting the call") from err
 
     async def connect(self, caller: Caller, session: WebCallSession, offer: str, slot_id: str) -> StartedCall:
         """Hand the created call the browser's SDP ``offer`` (WHIP, with the call's access token, which never leaves
@@ -187,14 +190,14 @@ class CallDesk:
         except DialNexaError as err:
             status = err.status_code if isinstance(err, DialNexaAPIError) else None
             if status == 401:  # the single-use access token expired before the offer reached DialNexa
-                raise HTTPProblem(
-                    502, "call_expired", "The call expired before its audio connected; start it again.", retry_after=1
+                raise CallRefused(
+                    "call_expired", "The call expired before its audio connected; start it again.", retry_after=1
                 ) from err
             if status in OFFER_REFUSALS:
-                raise HTTPProblem(
-                    400, "invalid_offer", f"The browser's SDP offer was refused: {OFFER_REFUSALS[status]}."
+                raise CallRefused(
+                    "invalid_offer", f"The browser's SDP offer was refused: {OFFER_REFUSALS[status]}."
                 ) from err
-            raise upstream_problem(err, doing="connecting the call's audio") from err
+            raise UpstreamFailed(err, doing="connecting the call's audio") from err
         missing = self.catalog.required_variables(caller.alias) - caller.variables.keys()
         if missing:
             log.warning(
@@ -274,17 +277,15 @@ class CallDesk:
         return task
 
     # -- the call's media resource (WHIP) ----------------------------------------------------------------------------
-    def verify_call_token(self, call_id: str, token: str | None) -> None:
-        """The call's plugin token, or 401."""
-        try:
-            self.tokens.verify(token, AUDIENCE_CALL, call_id=call_id)
-        except TokenError:
-            raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
+    def verify_call_token(self, call_id: str, token: str | None) -> TokenClaims:
+        """The claims of the call's plugin token; :class:`~webcall.errors.TokenError` when it is missing, invalid,
+        expired or another call's."""
+        return self.tokens.verify(token, AUDIENCE_CALL, call_id=call_id)
 
     async def media(self, call_id: str) -> dict[str, Any]:
         media = await self.store.media_of(call_id)
         if media is None:
-            raise HTTPProblem(404, "not_found", "This call has no media session (it ended, or never started).")
+            raise CallRefused("not_found", "This call has no media session (it ended, or never started).")
         return media
 
     async def update_media(
@@ -296,7 +297,7 @@ class CallDesk:
         media = await self.media(call_id)
         current = media.get("etag")
         if if_match != "*" and (current is None or if_match != current):
-            raise HTTPProblem(412, "precondition_failed", "If-Match does not name the media session's current ETag.")
+            raise CallRefused("precondition_failed", "If-Match does not name the media session's current ETag.")
         try:
             update = await self.client.update_media(
                 str(media["resource_url"]),
@@ -306,7 +307,7 @@ class CallDesk:
                 if_match=if_match if if_match == "*" else current,
             )
         except DialNexaError as err:
-            raise upstream_problem(err, doing="restarting the call's connection") from err
+            raise UpstreamFailed(err, doing="restarting the call's connection") from err
         etag = update.headers.get("ETag")
         if etag is not None and etag != current:
             ttl = self.max_call_seconds + TOKEN_GRACE_SECONDS
@@ -329,20 +330,17 @@ class CallDesk:
         try:
             await self.client.delete_media(str(media["resource_url"]), str(media["access_token"]))
         except DialNexaError as err:
-            raise upstream_problem(err, doing="ending the call's audio") from err
+            raise UpstreamFailed(err, doing="ending the call's audio") from err
 
     async def hang_up_for_visitor(self, call_id: str, token: str | None) -> CallRecord | None:
         """The visitor's hang-up, authorized by the call's token, which hangs up once."""
-        try:
-            claims = self.tokens.verify(token, AUDIENCE_CALL, call_id=call_id)
-        except TokenError:
-            raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
+        claims = self.verify_call_token(call_id, token)
         if not await self.store.use_once(f"end:{claims.jti}", ttl=claims.expires_at - time.time() + 60):
-            raise HTTPProblem(401, "unauthorized", "This call's token was already used to hang up.")
+            raise TokenReused("this call's token was already used to hang up")
         try:
             return await self.end(call_id, reason="user_disconnected")
         except DialNexaError as err:
-            raise upstream_problem(err, doing="ending the call") from err
+            raise UpstreamFailed(err, doing="ending the call") from err
 
     async def end(self, call_id: str, *, reason: str | None = None) -> CallRecord | None:
         """Hang a call up at DialNexa (None when it had already ended) and free what it held."""
@@ -397,10 +395,10 @@ class CallDesk:
             # Ambiguous: the call may exist. Never retry blindly; look for it first.
             found = await self.find_requested_call(caller.agent.id, request_id)
             if found is None:
-                raise upstream_problem(err, doing="requesting the call back") from err
+                raise UpstreamFailed(err, doing="requesting the call back") from err
             call_id = found
         except DialNexaError as err:
-            raise upstream_problem(err, doing="requesting the call back") from err
+            raise UpstreamFailed(err, doing="requesting the call back") from err
         context = call_context(call_id, caller, phone_number=phone_number)
         await self.store.put_context(call_id, context, ttl=CALLBACK_CONTEXT_SECONDS)
         requested = plugin_event("callback.requested", context, {"type": "phone", "to_number": phone_number})

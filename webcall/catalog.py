@@ -1,15 +1,104 @@
-"""The agents a site offers, as DialNexa knows them: checked once at startup, consulted on every mint."""
+"""The agents a site offers, as DialNexa knows them: checked once at startup, consulted on every mint.
+
+What a check of an agent can find is worded here once (:func:`lookup_failure`, :func:`unpublished`,
+:func:`webhook_binding`), for the start-up log and for ``python -m webcall doctor`` alike.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from .config import Agent
 from .dialnexa import AgentInfo, DialNexaClient
-from .errors import ConfigError, DialNexaError, DialNexaNotFound
+from .errors import ConfigError, DialNexaAuthError, DialNexaError, DialNexaNotFound
 
 log = logging.getLogger("webcall")
+
+OK, WARNING, FAILED = "ok", "warning", "failed"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one check of an agent (:data:`OK`, :data:`WARNING` or :data:`FAILED`), what was found and, unless
+    it is OK, the fix."""
+
+    outcome: str
+    detail: str
+    fix: str = ""
+
+    def sentence(self, subject: str) -> str:
+        """One line for a log or an error: ``agent 'sales': <detail>; fix: <fix>``."""
+        return f"{subject}: {self.detail}" + (f"; fix: {self.fix}" if self.fix else "")
+
+
+def lookup_failure(agent: Agent, err: DialNexaError) -> Finding:
+    """Why DialNexa did not give the agent's details."""
+    if isinstance(err, DialNexaNotFound):
+        return Finding(FAILED, f"{agent.id} does not exist", "copy the agent id from DialNexa's dashboard")
+    if isinstance(err, DialNexaAuthError):
+        return Finding(
+            FAILED,
+            f"DialNexa denied access to {agent.id} ({err.status_code}: {err.message})",
+            "use an agent of the key's workspace, or a key of the agent's workspace",
+        )
+    return Finding(FAILED, f"could not look {agent.id} up: {err}", "try again; check the network")
+
+
+def unpublished(agent: Agent, info: AgentInfo) -> Finding:
+    """Why the agent has no version a call can use, and the fix that applies to this configuration: publish the one
+    it names, or name another."""
+    published = sorted(v.version_number for v in info.versions if v.is_published)
+    drafts = sorted(v.version_number for v in info.versions if not v.is_published)
+
+    def publish(number: int) -> str:
+        return f'PATCH /v1/agents/{agent.id} with {{"version_number": {number}, "is_published": true}}'
+
+    if agent.version is None:
+        which = f"its only version, {drafts[0]}, is" if len(drafts) == 1 else f"versions {_numbers(drafts)} are"
+        return Finding(
+            FAILED,
+            f"{agent.id} has no published version ({which} a draft)",
+            f"publish one in DialNexa's dashboard (or {publish(drafts[-1])})",
+        )
+    latest = (
+        f"drop @{agent.version} (Agent(version=None)) to use the latest published, version {published[-1]}"
+        if published
+        else ""
+    )
+    if agent.version in drafts:
+        fix = f"publish it in DialNexa's dashboard (or {publish(agent.version)})"
+        fix = f"{fix}, or {latest}" if latest else fix
+        return Finding(FAILED, f"{agent.id} version {agent.version} is a draft", fix)
+    known = f"its versions are {_numbers(sorted(published + drafts))}"
+    return Finding(
+        FAILED, f"{agent.id} has no version {agent.version} ({known})", latest or "publish a version and name it"
+    )
+
+
+def _numbers(numbers: list[int]) -> str:
+    return ", ".join(str(n) for n in numbers)
+
+
+def webhook_binding(info: AgentInfo, hook_id: str, version: int | None) -> Finding:
+    """Whether the agent sends its call events to the plugin's webhook ``hook_id``: DialNexa sends an agent's events
+    only when its webhook setting is on, to the webhook it is bound to (set on the agent's ``version``)."""
+    dashboard = f"in DialNexa's dashboard, turn on Enable Webhook for {info.id} and choose {hook_id}"
+    published = info.version(version)
+    number = published.version_number if published else 1
+    by_api = (
+        f'{dashboard} (or PATCH /v1/agents/{info.id} with {{"version_number": {number}, "webhook_id": '
+        f'"{hook_id}", "update_deployment": true}})'
+    )
+    binding = info.webhook_binding(hook_id)
+    if binding == "off":
+        return Finding(FAILED, "turned off: its calls send no events", dashboard)
+    if binding == "unbound":
+        return Finding(WARNING, "bound to no webhook: its events may not reach the plugin", by_api)
+    if binding == "elsewhere":
+        return Finding(FAILED, f"bound to {info.webhook_id}, not the plugin's {hook_id}", by_api)
+    return Finding(OK, f"bound to {hook_id}")
 
 
 def placeholders(names: frozenset[str] | set[str]) -> str:
@@ -58,20 +147,21 @@ class AgentCatalog:
         return site_limit
 
     async def check(self, client: DialNexaClient, *, strict: bool) -> None:
-        """Look every agent up at DialNexa; log what each uses, and what is wrong (fatal when ``strict``)."""
+        """Look every agent up at DialNexa; log what each uses, and what is wrong (fatal when ``strict``; an agent
+        DialNexa could not be asked about is a warning)."""
         problems: list[str] = []
         for alias, agent in self.agents.items():
             try:
                 info = await client.get_agent(agent.id)
-            except DialNexaNotFound:
-                problems.append(f"agent {alias!r} ({agent.id}) does not exist at DialNexa")
-                continue
             except DialNexaError as err:
-                log.warning("webcall: could not check agent %r (%s) at startup: %s", alias, agent.id, err)
+                failure = lookup_failure(agent, err)
+                if isinstance(err, DialNexaNotFound):
+                    problems.append(failure.sentence(f"agent {alias!r}"))
+                else:
+                    log.warning("webcall: %s (at startup)", failure.sentence(f"agent {alias!r}"))
                 continue
             if info.versions and info.version(agent.version) is None:
-                which = f"version {agent.version}" if agent.version else "version"
-                problems.append(f"agent {alias!r} ({agent.id}) has no published {which}")
+                problems.append(unpublished(agent, info).sentence(f"agent {alias!r}"))
                 continue
             self._info[alias] = info
             log.info(
@@ -87,32 +177,19 @@ class AgentCatalog:
             raise ConfigError("; ".join(problems) + ". Fix the agents in the configuration (strict_agents is on).")
 
     def check_bindings(self, subscription_id: str, *, strict: bool) -> list[str]:
-        """Whether each agent checked at startup sends its call events to the plugin's subscription. Logs one line per
-        agent with the fix; returns the problems (fatal when ``strict``). DialNexa sends an agent's events only when
-        its webhook setting is on, to the webhook it is bound to."""
+        """Whether each agent checked at startup sends its call events to the plugin's subscription
+        (:func:`webhook_binding`). Logs one line per agent with the fix; returns the problems (fatal when
+        ``strict``; an agent bound to no webhook is a warning)."""
         problems: list[str] = []
         for alias, info in self._info.items():
-            binding = info.webhook_binding(subscription_id)
-            if binding == "off":
-                problems.append(
-                    f'agent {alias!r} ({info.id}) has its webhook turned off: turn on "Enable Webhook" for it in '
-                    f"DialNexa's dashboard and choose the webhook {subscription_id}"
-                )
-            elif binding == "elsewhere":
-                problems.append(
-                    f"agent {alias!r} ({info.id}) sends its events to webhook {info.webhook_id}, not the plugin's "
-                    f"{subscription_id}: choose {subscription_id} as the agent's webhook in DialNexa's dashboard"
-                )
-            elif binding == "unbound":
-                log.warning(
-                    "webcall: agent %r (%s) is bound to no webhook; if DialNexa sends it no events, choose the webhook "
-                    "%s for it in DialNexa's dashboard",
-                    alias,
-                    info.id,
-                    subscription_id,
-                )
+            finding = webhook_binding(info, subscription_id, self.agents[alias].version)
+            line = finding.sentence(f"agent {alias!r} webhook")
+            if finding.outcome == FAILED:
+                problems.append(line)
+            elif finding.outcome == WARNING:
+                log.warning("webcall: %s", line)
             else:
-                log.info("webcall: agent %r sends its events to the plugin's webhook %s", alias, subscription_id)
+                log.info("webcall: %s", line)
         for problem in problems:
             log.error("webcall: %s", problem)
         if problems and strict:

@@ -15,8 +15,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
-from .catalog import placeholders
-from .config import Agent, WebCallConfig
+from .catalog import FAILED as FAILED  # the outcomes of the doctor's checks, as of the agent checks
+from .catalog import OK as OK
+from .catalog import WARNING as WARNING
+from .catalog import Finding, lookup_failure, placeholders, unpublished, webhook_binding
+from .config import WebCallConfig
 from .dialnexa import AgentInfo, DialNexaClient, WebhookRecord
 from .errors import (
     ConfigError,
@@ -50,7 +53,6 @@ from .turn_probe import (
     parse_turn_url,
 )
 
-OK, WARNING, FAILED = "ok", "warning", "failed"
 MARKS = {OK: "✔", WARNING: "!", FAILED: "✖"}
 
 TURN_TIMEOUT = 5.0
@@ -90,6 +92,9 @@ class Doctor:
 
     def add(self, name: str, outcome: str, detail: str, fix: str = "") -> None:
         self.checks.append(Check(name, outcome, detail, fix))
+
+    def report(self, name: str, finding: Finding) -> None:
+        self.add(name, finding.outcome, finding.detail, finding.fix)
 
     async def run(self, *, place_test_call: bool = False) -> list[Check]:
         hooks = await self.check_account()
@@ -151,23 +156,11 @@ class Doctor:
             name = f"agent {alias!r}"
             try:
                 info = await self.client.get_agent(agent.id)
-            except DialNexaNotFound:
-                self.add(name, FAILED, f"{agent.id} does not exist", "copy the agent id from DialNexa's dashboard")
-                continue
-            except DialNexaAuthError as err:
-                self.add(
-                    name,
-                    FAILED,
-                    f"DialNexa denied access to {agent.id} ({err.status_code}: {err.message})",
-                    "use an agent of the key's workspace, or a key of the agent's workspace",
-                )
-                continue
             except DialNexaError as err:
-                self.add(name, FAILED, f"could not look {agent.id} up: {err}", "try again; check the network")
+                self.report(name, lookup_failure(agent, err))
                 continue
-            version = info.version(agent.version)
-            if info.versions and version is None:
-                self.add(name, FAILED, *unpublished(agent, info))
+            if info.versions and info.version(agent.version) is None:
+                self.report(name, unpublished(agent, info))
                 continue
             self._agents[alias] = info
             label = f"{agent.id}, {'version ' + str(agent.version) if agent.version else 'latest version'}"
@@ -289,23 +282,7 @@ class Doctor:
             self.add("webhook events", OK, ", ".join(hook.events))
 
     def check_binding(self, alias: str, info: AgentInfo, hook_id: str) -> None:
-        name = f"agent {alias!r} webhook"
-        dashboard = f"in DialNexa's dashboard, turn on Enable Webhook for {info.id} and choose {hook_id}"
-        version = info.version(self.config.agents[alias].version)
-        number = version.version_number if version else 1
-        by_api = (
-            f'{dashboard} (or PATCH /v1/agents/{info.id} with {{"version_number": {number}, "webhook_id": '
-            f'"{hook_id}", "update_deployment": true}})'
-        )
-        binding = info.webhook_binding(hook_id)
-        if binding == "off":
-            self.add(name, FAILED, "turned off: its calls send no events", dashboard)
-        elif binding == "unbound":
-            self.add(name, WARNING, "bound to no webhook: its events may not reach the plugin", by_api)
-        elif binding == "elsewhere":
-            self.add(name, FAILED, f"bound to {info.webhook_id}, not the plugin's {hook_id}", by_api)
-        else:
-            self.add(name, OK, f"bound to {hook_id}")
+        self.report(f"agent {alias!r} webhook", webhook_binding(info, hook_id, self.config.agents[alias].version))
 
     # -- this deployment ---------------------------------------------------------------------------------------
     async def check_store(self) -> None:
@@ -424,33 +401,6 @@ class Doctor:
         self.add("web calls", OK, f"test call {session.id} to {alias!r} created and ended")
 
 
-def unpublished(agent: Agent, info: AgentInfo) -> tuple[str, str]:
-    """Why the agent has no version a call can use, and the fix that applies to this configuration: publish the one
-    it names, or name another."""
-    published = sorted(v.version_number for v in info.versions if v.is_published)
-    drafts = sorted(v.version_number for v in info.versions if not v.is_published)
-
-    def publish(number: int) -> str:
-        return f'PATCH /v1/agents/{agent.id} with {{"version_number": {number}, "is_published": true}}'
-
-    if agent.version is None:
-        which = f"its only version, {drafts[0]}, is" if len(drafts) == 1 else f"versions {_numbers(drafts)} are"
-        return (
-            f"{agent.id} has no published version ({which} a draft)",
-            f"publish one in DialNexa's dashboard (or {publish(drafts[-1])})",
-        )
-    latest = (
-        f"drop @{agent.version} (Agent(version=None)) to use the latest published, version {published[-1]}"
-        if published
-        else ""
-    )
-    if agent.version in drafts:
-        fix = f"publish it in DialNexa's dashboard (or {publish(agent.version)})"
-        return (f"{agent.id} version {agent.version} is a draft", f"{fix}, or {latest}" if latest else fix)
-    known = f"its versions are {_numbers(sorted(published + drafts))}"
-    return (f"{agent.id} has no version {agent.version} ({known})", latest or "publish a version and name it")
-
-
 def turn_fix(url: TurnUrl, err: TurnProbeError, *, minted: bool) -> str:
     """The fix, in one sentence, for a TURN allocation that failed this way (``minted``: with credentials minted
     from ``turn_secret``, else static ones from ``ice_servers``)."""
@@ -494,10 +444,6 @@ def turn_fix(url: TurnUrl, err: TurnProbeError, *, minted: bool) -> str:
     if err.reason == REASON_URL:
         return "correct the URL in WEBCALL_TURN_URLS / WEBCALL_ICE_SERVERS"
     return f"check that {where} is a TURN server ({'turns' if url.secure else 'turn'}: speaks TURN there)"
-
-
-def _numbers(numbers: Sequence[int]) -> str:
-    return ", ".join(str(n) for n in numbers)
 
 
 def _is_loopback(host: str) -> bool:

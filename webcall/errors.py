@@ -4,7 +4,12 @@
 
     WebCallError
     ├── ConfigError                  the configuration cannot work (raised at construction or startup)
-    ├── TokenError                   a plugin token is missing, malformed, expired, for another audience or reused
+    ├── TokenError                   a plugin token is missing, malformed, expired, or for another audience or call
+    │   └── TokenReused                  a call's token was already used to hang up
+    ├── Refusal                      a request refused for a reason its sender can act on (``code``, sentence)
+    │   ├── TicketRefused                a call ticket cannot be used (``ticket_invalid``, ``ticket_expired``)
+    │   └── CallRefused                  the call desk refuses what was asked of a call
+    ├── UpstreamFailed               DialNexa failed while the call desk was doing something (``doing``, ``cause``)
     ├── WebhookSignatureError        a webhook's signature header is missing or wrong
     ├── StoreUnavailable             the state store cannot be reached
     ├── DialNexaError                anything that went wrong talking to DialNexa
@@ -24,6 +29,9 @@
 Routes answer every error with one body, shaped like DialNexa's own error object plus a machine code::
 
     {"statusCode": 429, "error": "Too Many Requests", "message": "human sentence", "code": "rate_limited"}
+
+The call desk and the ticket verifier know nothing of HTTP: they raise :class:`TokenError`, :class:`Refusal` and
+:class:`UpstreamFailed`, and the routes' error handling (``webcall.views``) answers each with its status in one place.
 """
 
 from __future__ import annotations
@@ -47,6 +55,42 @@ class ConfigError(WebCallError):
 
 class TokenError(WebCallError):
     """A plugin token is missing, malformed, expired, meant for another audience or already used."""
+
+
+class TokenReused(TokenError):
+    """A call's token was already used to hang up (it hangs up once)."""
+
+
+class Refusal(WebCallError):
+    """A request refused for a reason its sender can act on: ``code`` names the reason, the message says it in a
+    sentence for the visitor, ``retry_after`` (seconds) says when trying again may work."""
+
+    def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class TicketRefused(Refusal):
+    """A call ticket cannot be used: ``ticket_invalid`` (the message says what is wrong with it) or
+    ``ticket_expired``."""
+
+
+class CallRefused(Refusal):
+    """The call desk refuses what was asked of a call: ``call_expired`` (its audio took too long to connect; start
+    again), ``invalid_offer`` (DialNexa refused the browser's SDP offer), ``not_found`` (the call has no media session)
+    or ``precondition_failed`` (``If-Match`` names an ETag the media session no longer has)."""
+
+
+class UpstreamFailed(WebCallError):
+    """DialNexa failed (``cause``) while the call desk was ``doing`` something for a request, e.g. "starting the
+    call"."""
+
+    def __init__(self, cause: DialNexaError, *, doing: str) -> None:
+        super().__init__(f"{cause} (while {doing})")
+        self.cause = cause
+        self.doing = doing
 
 
 class WebhookSignatureError(WebCallError):

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .background import BackgroundLoop
 from .dialnexa.models import CallRecord
 from .errors import DialNexaError, DialNexaNotFound, StoreUnavailable
 from .events import RECONCILED
@@ -172,8 +173,14 @@ class Reconciler:
         self._everything_due = True
         """Set at start-up, after an outage and after a loss: the next round looks up every open call."""
         self._next_round = 0.0
-        self._runner: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = BackgroundLoop(
+            "webcall-reconciler",
+            self._step_and_wait,
+            store=desk.store,
+            doing="reconciliation",
+            pause_after_failure=probe,
+            sleep=sleep,
+        )
 
     @property
     def store(self) -> Store:
@@ -185,26 +192,14 @@ class Reconciler:
         return self.open_calls.interval
 
     def start(self) -> None:
-        self._stopping = False
-        self._runner = asyncio.create_task(self._run(), name="webcall-reconciler")
+        self._loop.start()
 
     async def stop(self) -> None:
-        # The flag as well: a store client may swallow a cancellation while it reconnects (see EventBus.stop).
-        self._stopping = True
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-            self._runner = None
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webcall: reconciliation failed; retrying")
-            await self._sleep(self.probe)
+    async def _step_and_wait(self) -> None:
+        await self.step()
+        await self._sleep(self.probe)
 
     async def step(self) -> None:
         """One turn: see whether the store answers and still holds its data, then run a round of look-ups when one

@@ -10,17 +10,18 @@ numbers whose operators share the charges with them. So a call-back passes two k
   non-geographic range (+870, +881, +882, +883, +979…), a NANP premium code (900, 976), not a valid number, or of a
   kind no person answers for the site's money (premium-rate, shared-cost, personal, UAN, pager, voicemail, unknown);
   then it must belong to one of the named countries.
-- :func:`spend_budgets` counts the call-back in the store, so every worker shares the counts: a few call-backs an
+- :func:`budgets` counts the call-back in the store, so every worker shares the counts: a few call-backs an
   hour per number *for each visitor* (their address, or the identity the site gave them), so strangers cannot use up
   a customer's own number; then an hourly budget per destination country and one for the whole site, which bound
-  what a fraudster with many addresses can cost. :func:`refund` gives the counts back when a later check refuses the
-  request before anything rang.
+  what a fraudster with many addresses can cost. It gives the counts back when a later check refuses the request
+  before anything rang.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,13 +74,6 @@ class Destination:
 
     e164: str
     country: str
-
-
-@dataclass(frozen=True)
-class Spent:
-    """The store counters one call-back was counted against (given back by :func:`refund`)."""
-
-    keys: tuple[str, ...]
 
 
 def require_enabled(config: WebCallConfig) -> None:
@@ -152,10 +146,23 @@ def requester(admitted: Admitted) -> str:
     return f"id:{admitted.identity}" if admitted.identity else f"ip:{admitted.address}"
 
 
-async def spend_budgets(runtime: Runtime, to: Destination, asked_by: str) -> Spent:
-    """Count one call-back to ``to`` asked for by ``asked_by`` (see :func:`requester`): against that visitor's count
-    for the number, then, in one step, against its country's hourly budget and the site's. ``429 rate_limited``
-    with ``Retry-After`` when one is spent; a refused call-back counts nowhere."""
+@contextlib.asynccontextmanager
+async def budgets(runtime: Runtime, to: Destination, asked_by: str) -> AsyncIterator[None]:
+    """Count one call-back to ``to`` asked for by ``asked_by`` (see :func:`requester`) for the body, which settles the
+    call; if the body refuses the request before anything rings, the counts are given back."""
+    spent = await _spend_budgets(runtime, to, asked_by)
+    try:
+        yield
+    except BaseException:
+        for key in spent:
+            await runtime.store.uncount(key)
+        raise
+
+
+async def _spend_budgets(runtime: Runtime, to: Destination, asked_by: str) -> tuple[str, ...]:
+    """Count one call-back against that visitor's count for the number, then, in one step, against its country's
+    hourly budget and the site's; returns the keys counted. ``429 rate_limited`` with ``Retry-After`` when one is
+    spent; a refused call-back counts nowhere."""
     config, store = runtime.config, runtime.store
     own_key = f"rl:phone:{to.e164}:{asked_by}"
     wait = await store.hit(own_key, config.callback_rate_limit, config.callback_rate_window)
@@ -171,13 +178,7 @@ async def spend_budgets(runtime: Runtime, to: Destination, asked_by: str) -> Spe
         which, wait = refused
         budget = ("We can't place more calls to that country right now", "We can't place more call-backs right now")
         raise _budget_spent(budget[which], wait)
-    return Spent(keys=(own_key, *(key for key, _ in shared)))
-
-
-async def refund(runtime: Runtime, spent: Spent) -> None:
-    """Give back the counts of a call-back refused after :func:`spend_budgets` and before anything rang."""
-    for key in spent.keys:
-        await runtime.store.uncount(key)
+    return (own_key, *(key for key, _ in shared))
 
 
 def _budget_spent(sentence: str, wait: float) -> HTTPProblem:

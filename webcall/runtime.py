@@ -1,5 +1,6 @@
 """What the plugin opens at startup and closes at shutdown: the upstream, the store, the DialNexa client, the event
-bus, the agent catalog and the call desk. The routes and the host's handle share one :class:`Runtime`."""
+bus, the agent catalog, the call desk, and the tasks that end calls at their deadline and reconcile open calls. The
+routes and the host's handle share one :class:`Runtime`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .bus import CallbackList, EventBus
 from .calls import CallDesk
 from .catalog import AgentCatalog
 from .config import WebCallConfig
+from .deadlines import CallDeadlines
 from .dialnexa import DialNexaClient
 from .errors import ConfigError, DialNexaError, StoreUnavailable, WebCallError
 from .limits import EventStreams, event_streams_for, raise_open_files_limit
@@ -141,7 +143,6 @@ class Runtime:
                 self.callbacks,
                 callback_timeout=config.callback_timeout,
                 attempts=config.callback_attempts,
-                metrics=self.metrics,
             )
             if config.outbox_reclaim_seconds is not None:
                 bus.reclaim_after = config.outbox_reclaim_seconds
@@ -155,7 +156,6 @@ class Runtime:
                 max_concurrent_calls=upstream.call_cap(config.max_concurrent_calls),
                 max_call_seconds=config.max_call_seconds,
             )
-            bus.on_deadline = desk.end_at_deadline
             webhook_secrets = config.webhook_secrets or ((upstream.webhook_secret,) if upstream.webhook_secret else ())
             subscription = ManagedSubscription(client, webhook_secrets, config.webhook_events)
             self._started = Started(
@@ -172,6 +172,9 @@ class Runtime:
                 log.info("webcall: no WEBCALL_SESSION_SECRET set; tokens are signed with a per-process secret")
             bus.start()
             stack.push_async_callback(bus.stop)
+            deadlines = CallDeadlines(store, desk.end_at_deadline)
+            deadlines.start()
+            stack.push_async_callback(deadlines.stop)
             reconciler = Reconciler(desk)
             reconciler.start()
             stack.push_async_callback(reconciler.stop)

@@ -16,13 +16,13 @@ the host, every one verifies here, so secrets rotate). Its claims:
 ``jti``
     a unique id: a ticket admits one start.
 
-The algorithm is fixed here and never read from the token, so ``alg: none`` and public-key algorithms are refused.
-Verification raises :class:`~webcall.errors.HTTPProblem` (401/403/409, codes ``ticket_*``) before any upstream call.
+Tickets are HS256 JWTs (:mod:`webcall.hs256`: the algorithm is never read from the token, so ``alg: none`` and
+public-key algorithms are refused). Verification raises :class:`~webcall.errors.TicketRefused` (codes
+``ticket_invalid`` and ``ticket_expired``), which the routes answer with 401 before any upstream call.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,11 +31,12 @@ from typing import Any
 
 import jwt
 
+from . import hs256
 from .config import ALIAS_PATTERN, VARIABLE_PATTERN
-from .errors import HTTPProblem
+from .errors import TicketRefused
 from .guard import CONTROL_CHARACTERS, unsafe_value
 
-ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ("aud", "sub", "exp", "jti")
 DEFAULT_AUDIENCE = "webcall"
 MAX_TICKET_SECONDS = 600
 """A ticket may live at most ten minutes: long enough to read a page, short enough that a leaked one is worth little."""
@@ -80,15 +81,11 @@ def sign_ticket(
     }
     if variables:
         claims["vars"] = dict(variables)
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return hs256.sign(claims, secret)
 
 
-def _refusal(code: str, detail: str, status: int = 401) -> HTTPProblem:
-    return HTTPProblem(status, code, detail)
-
-
-def invalid(detail: str) -> HTTPProblem:
-    return _refusal("ticket_invalid", f"The call ticket is not valid: {detail}")
+def invalid(detail: str) -> TicketRefused:
+    return TicketRefused("ticket_invalid", f"The call ticket is not valid: {detail}")
 
 
 class TicketVerifier:
@@ -108,20 +105,20 @@ class TicketVerifier:
         self._clock = clock
 
     def verify(self, raw: Any) -> CallTicket:
-        """The ticket's decisions, or an :class:`HTTPProblem` saying what is wrong with it."""
+        """The ticket's decisions, or :class:`~webcall.errors.TicketRefused` saying what is wrong with it."""
         if not isinstance(raw, str) or not raw:
             raise invalid("send it as a string in 'ticket'.")
         if len(raw) > MAX_TICKET_BYTES:
             raise invalid(f"it is longer than {MAX_TICKET_BYTES} bytes.")
         claims = self._decode(raw)
         now = self._clock()
-        expires_at = _number(claims.get("exp"), "exp")
+        expires_at = _time(claims, "exp")
         if expires_at + LEEWAY_SECONDS < now:
-            raise _refusal("ticket_expired", "The call ticket has expired; reload the page for a new one.")
+            raise TicketRefused("ticket_expired", "The call ticket has expired; reload the page for a new one.")
         if expires_at - now > MAX_TICKET_SECONDS + LEEWAY_SECONDS:
             raise invalid(f"'exp' is more than {MAX_TICKET_SECONDS} seconds ahead; sign shorter-lived tickets.")
         not_before = claims.get("nbf")
-        if not_before is not None and _number(not_before, "nbf") - LEEWAY_SECONDS > now:
+        if not_before is not None and _time(claims, "nbf") - LEEWAY_SECONDS > now:
             raise invalid("it is not valid yet ('nbf').")
         return CallTicket(
             subject=_text(claims.get("sub"), "sub", limit=200),
@@ -132,42 +129,25 @@ class TicketVerifier:
         )
 
     def _decode(self, raw: str) -> dict[str, Any]:
-        for secret in self._secrets:
-            try:
-                claims = jwt.decode(
-                    raw,
-                    secret,
-                    algorithms=[ALGORITHM],
-                    audience=self._audience,
-                    options={
-                        "require": ["aud", "sub", "exp", "jti"],
-                        "verify_exp": False,  # checked below, with the service's leeway and the ten-minute cap
-                        "verify_nbf": False,
-                        "verify_iat": False,
-                    },
-                )
-            except jwt.InvalidSignatureError:
-                continue  # signed with another of the configured secrets, perhaps
-            except jwt.InvalidAudienceError:
-                raise invalid(f"its audience ('aud') must be {self._audience!r}.") from None
-            except jwt.InvalidAlgorithmError:
-                raise invalid(f"it must be signed with {ALGORITHM}.") from None
-            except jwt.MissingRequiredClaimError as err:
-                raise invalid(f"the claim {err.claim!r} is missing.") from None
-            except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError):
-                raise invalid("it is not a signed JWT.") from None
-            if not isinstance(claims, dict):
-                raise invalid("its payload must be a JSON object.")
-            return claims
-        raise invalid("its signature does not match any configured secret.")
+        try:
+            return hs256.verify(raw, self._secrets, audience=self._audience, required=REQUIRED_CLAIMS)
+        except jwt.InvalidSignatureError:
+            raise invalid("its signature does not match any configured secret.") from None
+        except jwt.InvalidAudienceError:
+            raise invalid(f"its audience ('aud') must be {self._audience!r}.") from None
+        except jwt.InvalidAlgorithmError:
+            raise invalid(f"it must be signed with {hs256.ALGORITHM}.") from None
+        except jwt.MissingRequiredClaimError as err:
+            raise invalid(f"the claim {err.claim!r} is missing.") from None
+        except jwt.InvalidTokenError:
+            raise invalid("it is not a signed JWT.") from None
 
 
-def _number(value: Any, claim: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise invalid(f"'{claim}' must be a number of seconds since 1970.")
-    if not 0 <= value <= 1e12 or not math.isfinite(value):  # range first: huge ints overflow isfinite
-        raise invalid(f"'{claim}' is out of range.")
-    return float(value)
+def _time(claims: dict[str, Any], name: str) -> float:
+    try:
+        return hs256.claim_time(claims, name)
+    except ValueError as err:
+        raise invalid(f"{err}.") from None
 
 
 def _text(value: Any, claim: str, *, limit: int) -> str:

@@ -21,10 +21,14 @@ from .dialnexa.models import iso
 from .errors import (
     ConfigError,
     HTTPProblem,
+    Refusal,
     StoreUnavailable,
     TokenError,
+    TokenReused,
+    UpstreamFailed,
     WebhookSignatureError,
     problem_response,
+    upstream_problem,
 )
 from .events import EventParseError, parse_delivery
 from .ice import link_header_values, servers_for_visitor, usable_servers
@@ -35,9 +39,8 @@ from .quality import MAX_SUMMARY_BYTES, InvalidSummary, check_summary
 from .resources import Asset, page_css, templates_dir, widget_asset
 from .runtime import Runtime
 from .sdp import InvalidOffer, sanitize_fragment, sanitize_offer
-from .sse import EventStream
+from .sse import EventStream, ServerSentEvent
 from .store.base import EventFeed, EventId
-from .tokens import AUDIENCE_CALL
 
 log = logging.getLogger("webcall")
 
@@ -67,6 +70,28 @@ def _url(request: web.Request, name: str, **parts: str) -> str:
     return str(request.app.router[name].url_for(**parts))
 
 
+REFUSAL_STATUS = {
+    "ticket_invalid": 401,
+    "ticket_expired": 401,
+    "call_expired": 502,
+    "invalid_offer": 400,
+    "not_found": 404,
+    "precondition_failed": 412,
+}
+"""The HTTP status of each :class:`~webcall.errors.Refusal` code the call desk and the ticket verifier raise."""
+
+
+def domain_problem(err: TokenError | Refusal | UpstreamFailed) -> HTTPProblem:
+    """The answer to a refusal raised by code that knows nothing of HTTP (the call desk, the tokens, the tickets)."""
+    if isinstance(err, UpstreamFailed):
+        return upstream_problem(err.cause, doing=err.doing)
+    if isinstance(err, TokenReused):
+        return HTTPProblem(401, "unauthorized", "This call's token was already used to hang up.")
+    if isinstance(err, TokenError):
+        return HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.")
+    return HTTPProblem(REFUSAL_STATUS.get(err.code, 400), err.code, err.message, retry_after=err.retry_after)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes the one JSON error shape; nothing unexpected reaches a client as a traceback."""
@@ -76,6 +101,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except HTTPProblem as raised:
         problem = raised
+        response = problem_response(problem)
+    except (TokenError, Refusal, UpstreamFailed) as refused:
+        problem = domain_problem(refused)
         response = problem_response(problem)
     except StoreUnavailable as err:
         store_outage(runtime.store).failed(err, by="requests")
@@ -254,19 +282,10 @@ async def create_session(request: web.Request) -> web.Response:
     received = await admission.receive(request, runtime)
     offer = _offer(received.body, local_upstream=runtime.upstream.is_local)
     alias, agent = admission.choose_agent(runtime, received)
-    admitted = await admission.admit(request, runtime, received, claim_slot=True)  # counted from here
-    try:
-        caller = await admission.caller(request, runtime, admitted, alias, agent)
-    except BaseException:
-        await admission.withdraw(runtime, admitted)
-        raise
-    assert admitted.slot is not None  # claimed above; admission.caller refused the request if it was not taken
-    try:
-        session = await runtime.desk.create_call(caller, admitted.slot.id)
-    except BaseException:
-        await admission.release_ticket(runtime, admitted.ticket)  # no call was made: "Try again" may use it
-        raise
-    started = await runtime.desk.connect(caller, session, offer, admitted.slot.id)
+    async with admission.slot(request, runtime, received) as (admitted, slot):  # given back if the start fails
+        caller = await admission.spend_ticket(request, runtime, admitted, alias, agent)
+        session = await runtime.desk.create_call(caller, slot)
+    started = await runtime.desk.connect(caller, session, offer, slot.id)
     await _learn_public_url(request, runtime)
     call_id = started.session.id
     media_url = _url(request, "session_media", call_id=call_id)
@@ -409,10 +428,7 @@ def _last_event_id(request: web.Request) -> EventId | None:
 async def session_events(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     call_id = request.match_info["call_id"]
-    try:
-        runtime.tokens.verify(request.query.get("token") or _bearer(request), AUDIENCE_CALL, call_id=call_id)
-    except TokenError:
-        raise HTTPProblem(401, "unauthorized", "This call's token is missing, invalid or expired.") from None
+    runtime.desk.verify_call_token(call_id, request.query.get("token") or _bearer(request))
     # A call's 4th stream ends its oldest; beyond the process's cap, 503 + Retry-After before anything is opened.
     async with runtime.streams.open(call_id, runtime.store.subscribe) as subscription:
         return await _relay_events(request, runtime, call_id, subscription)
@@ -424,36 +440,20 @@ async def _relay_events(
     """Send the events the browser does not have yet (after ``Last-Event-ID``), then each as it comes, until the
     call ends, the browser goes away or the server shuts down."""
     sent = _last_event_id(request)
+    await subscription.start()  # before reading the backlog, so nothing falls between the two
+    backlog = await runtime.store.events_after(call_id, sent)
+
+    def as_event(item: tuple[EventId, dict[str, Any]]) -> ServerSentEvent | None:
+        """The event as the browser receives it, unless the browser has it already; the call's end is the last."""
+        nonlocal sent
+        event_id, event = item
+        if not event_id.is_after(sent):
+            return None
+        sent = event_id
+        return ServerSentEvent(json.dumps(event), id=str(event_id), last=event["type"] == "call.ended")
+
     stream = EventStream(request, guard.cors_headers(request, runtime.config))
-    try:
-        await subscription.start()  # before reading the backlog, so nothing falls between the two
-        backlog = await runtime.store.events_after(call_id, sent)
-        await stream.open()
-
-        async def send(event_id: EventId, event: dict[str, Any]) -> bool:
-            """Send one event the browser does not have yet; True once the call has ended."""
-            nonlocal sent
-            if not event_id.is_after(sent):
-                return False
-            sent = event_id
-            await stream.send(json.dumps(event), id=str(event_id))
-            return bool(event["type"] == "call.ended")
-
-        for event_id, event in backlog:
-            if await send(event_id, event):
-                return stream.response
-        while True:
-            try:
-                async with asyncio.timeout(SSE_PING_SECONDS):
-                    item = await subscription.get()
-            except TimeoutError:
-                await stream.ping()  # also how a vanished browser is noticed
-                continue
-            if item is None or await send(*item):  # closed at shutdown, or the call is over
-                return stream.response
-    except ConnectionResetError:  # the browser went away (closed tab, lost network): not an error
-        log.debug("call %s: event stream closed by the browser", call_id)
-        return stream.response
+    return await stream.relay(subscription, as_event=as_event, backlog=backlog, ping_seconds=SSE_PING_SECONDS)
 
 
 # -- "call me back" --------------------------------------------------------------------------------------------
@@ -467,18 +467,11 @@ async def request_callback(request: web.Request) -> web.Response:
     to = ringback.destination(received.body, config.callback_countries)
     ringback.require_consent(received.body)
     alias, agent = admission.choose_agent(runtime, received)
-    admitted = await admission.admit(request, runtime, received)  # counted from here
-    try:
-        spent = await ringback.spend_budgets(runtime, to, ringback.requester(admitted))
-    except BaseException:
-        await admission.withdraw(runtime, admitted)
-        raise
-    try:
-        caller = await admission.caller(request, runtime, admitted, alias, agent)
-    except BaseException:
-        await ringback.refund(runtime, spent)
-        await admission.withdraw(runtime, admitted)
-        raise
+    async with (
+        admission.visit(request, runtime, received) as admitted,  # counted, and given back if refused
+        ringback.budgets(runtime, to, ringback.requester(admitted)),
+    ):
+        caller = await admission.spend_ticket(request, runtime, admitted, alias, agent)
     call_id = await runtime.desk.ring_back(caller, to.e164)
     await _learn_public_url(request, runtime)
     return _json({"callback_id": call_id, "status": "requested"}, status=202)
@@ -525,10 +518,20 @@ async def openapi_json(request: web.Request) -> web.Response:
     return _json(openapi.spec(prefix), headers={"Cache-Control": "public, max-age=300"})
 
 
+async def _sample_outbox(runtime: Runtime) -> None:
+    """Set the outbox and dead-letter gauges from the store as it is now (the queue every worker shares); while the
+    store is unreachable they keep their last values."""
+    try:
+        runtime.metrics.depths(await runtime.store.outbox_depth(), len(await runtime.store.dead_list()))
+    except StoreUnavailable as err:
+        store_outage(runtime.store).failed(err, by="metrics")
+
+
 async def metrics_page(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     if not (runtime.config.metrics and runtime.metrics.enabled):
         raise HTTPProblem(404, "not_found", "Metrics are off: set metrics=True and install dialnexa-webcall[metrics].")
+    await _sample_outbox(runtime)
     body, content_type = runtime.metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
