@@ -1,6 +1,7 @@
 """``webcall.__all__`` is what a host touches, no more and no less.
 
-The host's entry points are the functions in ``__all__`` (``setup``, ``create_app``, ``handle_of``, ``sign_ticket``).
+The host's entry points are the functions in ``__all__`` (``setup``, ``create_app``, ``handle_of``, ``sign_ticket``)
+and the classes it builds itself to relay its own events to a browser (``EventStream``, ``Mailbox``).
 From them the types a host is handed are followed, as their annotations are written: every parameter and return type,
 and for each of the package's classes reached, its dataclass fields and its public methods, properties and constructor
 (``setup`` returns a ``WebCall``, whose ``create_web_call`` returns a ``WebCallSession``, whose ``media`` is a
@@ -155,6 +156,11 @@ def field_annotations(cls: type) -> dict[str, tuple[object, dict[str, Any]]]:
     return written
 
 
+BUILT_BY_THE_HOST: frozenset[type] = frozenset({webcall.EventStream, webcall.Mailbox})
+"""Classes a host builds itself to relay its own events to a browser (as the demo's console does):
+``EventStream(request).relay(mailbox, as_event=...)`` with ``ServerSentEvent`` made by ``as_event``."""
+
+
 def entry_points() -> dict[str, Callable[..., Any]]:
     return {name: getattr(webcall, name) for name in webcall.__all__ if inspect.isfunction(getattr(webcall, name))}
 
@@ -163,6 +169,8 @@ def host_surface() -> Surface:
     surface = Surface()
     for name, function in entry_points().items():
         surface.walk_function(function, name)
+    for cls in BUILT_BY_THE_HOST:
+        surface.walk_class(cls, cls.__name__)
     return surface
 
 

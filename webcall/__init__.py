@@ -20,7 +20,7 @@ from .errors import ConfigError, DialNexaAPIError, DialNexaError, HTTPProblem, W
 from .events import CallEvent
 from .handle import WebCall
 from .ice import IceServer, IceServersHook, TurnRest
-from .sse import EventStream, ServerSentEvent
+from .sse import EventStream, RelaySource, ServerSentEvent
 from .store.base import Mailbox
 from .tickets import sign_ticket
 
@@ -42,6 +42,7 @@ __all__ = [
     "IceServersHook",
     "Mailbox",
     "MediaDescriptor",
+    "RelaySource",
     "ServerSentEvent",
     "TurnRest",
     "VariablesHook",

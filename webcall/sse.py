@@ -30,7 +30,7 @@ T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 
-class Source(Protocol[T_co]):
+class RelaySource(Protocol[T_co]):
     """Where a relayed stream's items come from: ``get`` waits for the next one, None once the source is closed (a
     :class:`~webcall.store.base.Mailbox`, a store's subscription to a call's events)."""
 
@@ -48,6 +48,9 @@ class ServerSentEvent:
 
 
 class EventStream:
+    """A server-sent event stream to one browser: :meth:`relay` sends a source's items until it closes or the browser
+    goes away; ``open``, ``send`` and ``ping`` are its steps, for a stream written by hand."""
+
     def __init__(self, request: web.Request, headers: Mapping[str, str] | None = None, *, retry_ms: int = 3000):
         self._request = request
         self._response = web.StreamResponse(headers={**HEADERS, **(headers or {})})
@@ -71,14 +74,14 @@ class EventStream:
 
     async def relay(
         self,
-        source: Source[T],
+        source: RelaySource[T],
         *,
         as_event: Callable[[T], ServerSentEvent | None],
         backlog: Iterable[T] = (),
         ping_seconds: float = PING_SECONDS,
     ) -> web.StreamResponse:
         """Open the stream and send what the browser should see: the ``backlog`` first, then each item of ``source``
-        as it comes, each as ``message`` makes it (None: not sent), pinging while the source is quiet. Returns the
+        as it comes, each as ``as_event`` makes it (None: not sent), pinging while the source is quiet. Returns the
         response when the source closes, a message is the last, or the browser goes away."""
         try:
             await self.open()
