@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
@@ -17,6 +16,7 @@ import webcall
 from webcall import Agent, WebCallConfig
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 from webcall.keys import RUNTIME
 from webcall.runtime import Runtime
 
@@ -46,6 +46,12 @@ async def emulator() -> AsyncIterator[EmulatorServer]:
     )
     async with EmulatorServer(config) as emu:
         yield emu
+
+
+@pytest.fixture
+def control(emulator: EmulatorServer) -> EmulatorControl:
+    """The emulator's control routes: faults, the requests it received, its call and media records."""
+    return emulator.control
 
 
 @pytest.fixture
@@ -99,24 +105,6 @@ def without_defaults(emulator: EmulatorServer, agent_id: str) -> None:
 def runtime(handle: webcall.WebCall) -> Runtime:
     """The plugin's internals behind a handle (store, bus, tokens, open streams), for tests to look at."""
     return handle.app[RUNTIME]
-
-
-async def add_fault(emulator: EmulatorServer, **fault: Any) -> None:
-    async with httpx.AsyncClient() as http:
-        response = await http.post(f"{emulator.origin}/_control/faults", json=fault)
-        assert response.status_code == 201, response.text
-
-
-async def upstream_count(emulator: EmulatorServer, route: str) -> int:
-    """How many requests the emulator received for ``route`` (e.g. 'POST /v1/web-calls')."""
-    return sum(1 for r in await emulator_requests(emulator) if f"{r['method']} {r['route']}" == route)
-
-
-async def emulator_requests(emulator: EmulatorServer) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"{emulator.origin}/_control/requests")
-    body: list[dict[str, Any]] = response.json()
-    return body
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from aiohttp import web
 import webcall
 from webcall import Agent, WebCallConfig
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 from webcall.events import CallEvent
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, ORIGIN_HEADERS, SESSION_SECRET, MakeHost, add_fault, runtime, upstream_count
+from .conftest import ORIGIN, ORIGIN_HEADERS, SESSION_SECRET, MakeHost, runtime
 from .offers import OFFER
 from .redis_server import RedisServer
 from .test_webhooks import NEW, delivery, post
@@ -135,7 +136,9 @@ async def test_host_end_call(make_host: MakeHost, emulator: EmulatorServer) -> N
     assert await runtime(handle).store.active_slots() == 0
 
 
-async def test_maximum_call_length_is_enforced_by_the_plugin(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_maximum_call_length_is_enforced_by_the_plugin(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host(max_call_seconds=1)
     session = await mint(client)
     assert session["max_call_seconds"] == 1
@@ -144,7 +147,7 @@ async def test_maximum_call_length_is_enforced_by_the_plugin(make_host: MakeHost
             break
         await asyncio.sleep(0.1)
     assert emulator.state.calls[session["call_id"]].ended
-    assert await upstream_count(emulator, "POST /v1/calls/{id}/end") == 1
+    assert await control.request_count("POST /v1/calls/{id}/end") == 1
 
 
 # -- call me back ---------------------------------------------------------------------------------------------------
@@ -200,20 +203,22 @@ async def test_callback_rate_limited_per_number(make_host: MakeHost, emulator: E
 
 
 async def test_callback_ambiguous_timeout_is_reconciled_not_retried(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host(callback_countries=CALLBACK_COUNTRIES, upstream_timeout=0.3)
-    await add_fault(emulator, route="POST /v1/calls", kind="latency", delay=0.6, count=1)
+    await control.add_fault(route="POST /v1/calls", kind="latency", delay=0.6, count=1)
     response = await callback(client)
     assert response.status == 202, await response.text()
     body = await response.json()
     assert list(emulator.state.calls) == [body["callback_id"]]
-    assert await upstream_count(emulator, "POST /v1/calls") == 1
+    assert await control.request_count("POST /v1/calls") == 1
 
 
-async def test_callback_upstream_refusal(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_callback_upstream_refusal(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host(callback_countries=CALLBACK_COUNTRIES)
-    await add_fault(emulator, route="POST /v1/calls", kind="status", status=402, count=1)
+    await control.add_fault(route="POST /v1/calls", kind="status", status=402, count=1)
     response = await callback(client)
     assert response.status == 502 and (await response.json())["code"] == "upstream_rejected"
 

@@ -20,12 +20,11 @@ from __future__ import annotations
 import asyncio
 import html
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -99,17 +98,6 @@ PAGE = """\
 
 def attributes(values: Mapping[str, str]) -> str:
     return "".join(f' {name}="{html.escape(value)}"' for name, value in values.items())
-
-
-# -- waiting ------------------------------------------------------------------------------------------------------
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0, *, what: str = "") -> None:
-    """Poll an async ``check`` every 50 ms until it is true; fail after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what or getattr(check, '__name__', 'condition')} still false after {within} s")
-        await asyncio.sleep(0.05)
 
 
 # -- audio files for the fake microphone ---------------------------------------------------------------------------
@@ -298,29 +286,6 @@ async def make_emulator() -> AsyncIterator[MakeEmulator]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def emu(make_emulator: MakeEmulator) -> EmulatorServer:
     return await make_emulator()
-
-
-async def control(emulator: EmulatorServer, method: str, path: str, **kwargs: Any) -> Any:
-    async with httpx.AsyncClient(base_url=emulator.origin, timeout=5) as http:
-        response = await http.request(method, path, **kwargs)
-    assert response.status_code < 300, f"{method} {path} -> {response.status_code} {response.text}"
-    return response.json()
-
-
-async def add_fault(emulator: EmulatorServer, **fault: Any) -> None:
-    await control(emulator, "POST", "/_control/faults", json=fault)
-
-
-async def media(emulator: EmulatorServer, call_id: str) -> dict[str, Any]:
-    """What the emulator observes of the call's audio (``GET /_control/media/{call_id}``)."""
-    body: dict[str, Any] = await control(emulator, "GET", f"/_control/media/{call_id}")
-    return body
-
-
-async def call_record(emulator: EmulatorServer, call_id: str) -> dict[str, Any]:
-    """The emulator's record of the call (``GET /_control/calls/{call_id}``)."""
-    body: dict[str, Any] = await control(emulator, "GET", f"/_control/calls/{call_id}")
-    return body
 
 
 def drop_media(emulator: EmulatorServer, call_id: str) -> None:

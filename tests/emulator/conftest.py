@@ -34,7 +34,6 @@ async def client(emu: EmulatorServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def control(emu: EmulatorServer) -> AsyncIterator[EmulatorControl]:
+def control(emu: EmulatorServer) -> EmulatorControl:
     """The emulator's control routes (faults, records, deliveries) through the typed client host suites use."""
-    async with EmulatorControl(emu.origin) as emulator_control:
-        yield emulator_control
+    return emu.control
