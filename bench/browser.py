@@ -30,6 +30,7 @@ from tests.browser.bidi import Firefox, firefox_prefs, launch_firefox
 from tests.browser.shared import PROBE_JS, TAG
 from tests.browser.tabs import open_tab
 from tests.net import free_port
+from webcall.emulator.testing import EmulatorControl
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -85,6 +86,7 @@ class EmulatorProcess:
         self.port = free_port()
         self.process: asyncio.subprocess.Process | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __aexit__
+        self.control = EmulatorControl(self.origin)
 
     @property
     def origin(self) -> str:
@@ -118,6 +120,7 @@ class EmulatorProcess:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.control.close()
         process = self.process
         if process is not None and process.returncode is None:
             process.terminate()
@@ -127,12 +130,6 @@ class EmulatorProcess:
                 process.kill()
                 await process.wait()
         self.log.close()
-
-    async def control(self, method: str, path: str, **kwargs: Any) -> Any:
-        async with httpx.AsyncClient(base_url=self.origin, timeout=5) as http:
-            response = await http.request(method, path, **kwargs)
-        response.raise_for_status()
-        return response.json()
 
     @property
     def pid(self) -> int:

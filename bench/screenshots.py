@@ -100,7 +100,7 @@ async def widget_states(browser: Browser, out: Path) -> None:
             await shoot(page, out / "widget-idle.png", await widget_box(page))
 
             whip = "POST /v1/web-calls/{call_id}/whip"
-            await emulator.control("POST", "/_control/faults", json={"route": whip, "kind": "latency", "delay": 2})
+            await emulator.control.add_fault(route=whip, kind="latency", delay=2)
             await button.click()
             await wait_state(page, ("connecting",))
             await page.mouse.move(0, 0)
@@ -122,8 +122,7 @@ async def widget_states(browser: Browser, out: Path) -> None:
             await page.mouse.move(0, 0)
             await shoot(page, out / "widget-ended.png", await widget_box(page))
 
-            fault = {"route": "POST /v1/web-calls", "kind": "status", "status": 503}
-            await emulator.control("POST", "/_control/faults", json=fault)
+            await emulator.control.add_fault(route="POST /v1/web-calls", kind="status", status=503)
             await page.get_by_role("button", name="Call again", exact=True).click()
             await wait_state(page, ("error",))
             await page.mouse.move(0, 0)

@@ -308,7 +308,7 @@ async def test_the_service_rings_no_satellite_or_premium_number_in_a_burst(tmp_p
             assert [(r.status_code, r.json().get("code")) for r in burst] == [(403, "callback_not_allowed")] * 30
             allowed = await ask("+1 415 555 0123")
             assert allowed.status_code == 202, allowed.text
-            requests = (await http.get(f"{emulator_origin}/_control/requests")).json()
-        rung = [r["json"]["phone_number"] for r in requests if (r["method"], r["route"]) == ("POST", "/v1/calls")]
+        async with EmulatorControl(emulator_origin) as control:
+            rung = [r["json"]["phone_number"] for r in await control.requests("POST /v1/calls")]
         assert rung == ["+14155550123"]
         assert service.stop() == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -83,8 +82,8 @@ async def test_embedded_emulator_when_no_api_key(aiohttp_client: Any) -> None:
     assert response.status == 201, await response.text()
     body = await response.json()
     assert body["answer"].startswith("v=0") and handle.media_origin not in await response.text()
-    async with httpx.AsyncClient() as http:
-        record = (await http.get(f"{handle.media_origin}/_control/calls/{body['call_id']}")).json()
+    async with EmulatorControl(handle.media_origin) as control:
+        record = await control.call(body["call_id"])
     assert record["metadata"] == {"name": "Ana"}
 
 

@@ -16,10 +16,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import pytest_asyncio
 from aiohttp import web
+
+from webcall.emulator.testing import EmulatorControl
 
 from ..service import Service, clean_environment, running_service
 from .conftest import LIVE, PAGE, SITE_CSS, NewTab, bind_loopback
@@ -173,6 +174,5 @@ async def web_calls_created(service: Service) -> int:
     """How many web calls the service's embedded emulator was asked for (its address is in the service's log)."""
     found = re.search(r"local DialNexa emulator at (http://\S+)/v1", service.output())
     assert found, service.output()
-    async with httpx.AsyncClient() as http:
-        requests = (await http.get(f"{found[1]}/_control/requests")).json()
-    return sum(1 for r in requests if r["method"] == "POST" and r["route"] == "/v1/web-calls")
+    async with EmulatorControl(found[1]) as control:
+        return await control.request_count("POST /v1/web-calls")
