@@ -13,25 +13,19 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 import webcall
-from webcall import Agent, WebCallConfig
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import EmulatorControl
 from webcall.keys import RUNTIME
 from webcall.runtime import Runtime
 
+from .hosting import ORIGIN, host_config
 from .offers import OFFER
 from .redis_server import RedisServer
 from .service import Service, clean_environment, running_service
 
-ORIGIN = "https://shop.example"
 ORIGIN_HEADERS = {"Origin": ORIGIN}
 """What a browser on the allowed site sends with every request."""
-SESSION_SECRET = "test-session-secret-0123456789-abcdef"
-AGENTS = {
-    "sales": Agent(id="agent_sales", visitor_variables=frozenset({"name", "company"})),
-    "support": Agent(id="agent_support"),
-}
 
 ERROR_KEYS = {"statusCode", "error", "message", "code"}
 Client = TestClient[web.Request, web.Application]
@@ -59,17 +53,8 @@ def make_host(aiohttp_client: Any, emulator: EmulatorServer) -> MakeHost:
     """Build a host app with the plugin mounted at /webcall against the emulator; options override the config."""
 
     async def make(**options: Any) -> tuple[Client, webcall.WebCall]:
-        settings: dict[str, Any] = {
-            "api_key": emulator.api_key,
-            "base_url": emulator.base_url,
-            "agents": AGENTS,
-            "allowed_origins": (ORIGIN,),
-            "session_secrets": (SESSION_SECRET,),
-            "upstream_timeout": 2.0,
-        }
-        settings.update(options)
         host = web.Application()
-        handle = webcall.setup(host, WebCallConfig(**settings))
+        handle = webcall.setup(host, host_config(emulator, **{"upstream_timeout": 2.0, **options}))
         client: Client = await aiohttp_client(host)
         return client, handle
 

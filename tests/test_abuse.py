@@ -23,15 +23,8 @@ from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import EmulatorControl, RequestEntry
 from webcall.tokens import AUDIENCE_CALL, ISSUER
 
-from .conftest import (
-    ORIGIN,
-    ORIGIN_HEADERS,
-    SESSION_SECRET,
-    MakeHost,
-    mint,
-    problem,
-    runtime,
-)
+from .conftest import ORIGIN_HEADERS, MakeHost, mint, problem, runtime
+from .hosting import ORIGIN, SESSION_SECRET
 
 MINT = "POST /v1/web-calls"
 PHONE = "POST /v1/calls"

@@ -22,7 +22,8 @@ from webcall import ConfigError, WebCallConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import EmulatorControl
 
-from .conftest import ORIGIN, ORIGIN_HEADERS, Client, MakeHost, problem
+from .conftest import ORIGIN_HEADERS, Client, MakeHost, problem
+from .hosting import ORIGIN
 from .service import clean_environment, running_service
 
 PHONE_CALL = "POST /v1/calls"

@@ -30,13 +30,8 @@ from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import EmulatorControl, RequestEntry
 from webcall.errors import DialNexaError
 
-from .conftest import (
-    ERROR_KEYS,
-    ORIGIN,
-    ORIGIN_HEADERS,
-    MakeHost,
-    runtime,
-)
+from .conftest import ERROR_KEYS, ORIGIN_HEADERS, MakeHost, runtime
+from .hosting import ORIGIN, served
 from .offers import OFFER
 
 MINT = "POST /v1/web-calls"
@@ -373,14 +368,8 @@ async def rate_limited_upstream(retry_after: str) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    finally:
-        await runner.cleanup()
+    async with served(app) as origin:
+        yield f"{origin}/v1"
 
 
 @pytest.mark.parametrize("value", ["0", "nan", "-5", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", "3600"])

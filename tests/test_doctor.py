@@ -24,7 +24,7 @@ from webcall.emulator.state import AgentVersion
 from webcall.emulator.testing import EmulatorControl
 from webcall.subscription import WebhookSubscription
 
-from .conftest import SESSION_SECRET
+from .hosting import SESSION_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "docs" / "doctor.md"

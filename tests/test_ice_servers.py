@@ -21,7 +21,8 @@ from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.ice import link_header_values, turn_rest_credentials, usable_servers
 
-from .conftest import ORIGIN, ORIGIN_HEADERS, MakeHost, mint, problem
+from .conftest import ORIGIN_HEADERS, MakeHost, mint, problem
+from .hosting import ORIGIN
 from .test_media_resource import authorized, started
 
 TURN_SECRET = "a-coturn-static-auth-secret"

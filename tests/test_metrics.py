@@ -6,7 +6,8 @@ from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import EmulatorControl
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, MakeHost, runtime
+from .conftest import MakeHost, runtime
+from .hosting import ORIGIN
 from .offers import OFFER
 
 SECRET = "metrics-webhook-secret-0123"

@@ -25,7 +25,8 @@ from webcall.runtime import Runtime
 from webcall.store import MemoryStore
 from webcall.store.redis import RedisStore
 
-from .conftest import AGENTS, ORIGIN, Client, MakeHost, mint, runtime
+from .conftest import Client, MakeHost, mint, runtime
+from .hosting import AGENTS, ORIGIN
 from .offers import OFFER
 from .redis_server import RedisServer
 from .test_relay import read_events

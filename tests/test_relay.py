@@ -13,13 +13,13 @@ import pytest
 from aiohttp import web
 
 import webcall
-from webcall import Agent, WebCallConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import EmulatorControl
 from webcall.events import CallEvent
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, ORIGIN_HEADERS, SESSION_SECRET, MakeHost, runtime
+from .conftest import ORIGIN_HEADERS, MakeHost, runtime
+from .hosting import ORIGIN, host_config
 from .offers import OFFER
 from .redis_server import RedisServer
 from .test_webhooks import NEW, delivery, post
@@ -94,16 +94,7 @@ async def test_streams_close_cleanly_on_shutdown(emulator: EmulatorServer) -> No
     """At shutdown the plugin ends every open event stream itself: the browser sees the stream end properly (it
     reconnects to another worker), and the server does not wait out its shutdown timeout for the handlers."""
     host = web.Application()
-    handle = webcall.setup(
-        host,
-        WebCallConfig(
-            api_key=emulator.api_key,
-            base_url=emulator.base_url,
-            agents={"sales": Agent(id="agent_sales")},
-            allowed_origins=(ORIGIN,),
-            session_secrets=(SESSION_SECRET,),
-        ),
-    )
+    handle = webcall.setup(host, host_config(emulator))
     shutdown_timeout = 10.0
     runner = web.AppRunner(host, shutdown_timeout=shutdown_timeout)  # a production runner, as web.run_app uses
     await runner.setup()

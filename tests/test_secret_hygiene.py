@@ -11,7 +11,8 @@ from webcall import Agent
 from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import EmulatorControl
 
-from .conftest import ORIGIN_HEADERS, SESSION_SECRET, MakeHost, runtime
+from .conftest import ORIGIN_HEADERS, MakeHost, runtime
+from .hosting import SESSION_SECRET
 from .offers import OFFER
 
 

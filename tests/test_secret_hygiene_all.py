@@ -20,7 +20,8 @@ from webcall.events import CallEvent
 from webcall.resources import static_dir, templates_dir
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, ORIGIN_HEADERS, MakeHost, runtime
+from .conftest import ORIGIN_HEADERS, MakeHost, runtime
+from .hosting import ORIGIN
 from .offers import OFFER
 
 NEW_WEBHOOK_SECRET = "hygiene-webhook-new-0123456789abcdef"

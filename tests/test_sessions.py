@@ -14,15 +14,8 @@ from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import EmulatorControl
 from webcall.tokens import AUDIENCE_CALL
 
-from .conftest import (
-    ORIGIN,
-    ORIGIN_HEADERS,
-    MakeHost,
-    mint,
-    problem,
-    runtime,
-    without_defaults,
-)
+from .conftest import ORIGIN_HEADERS, MakeHost, mint, problem, runtime, without_defaults
+from .hosting import ORIGIN
 
 
 async def test_mint_returns_what_the_browser_needs(make_host: MakeHost, emulator: EmulatorServer) -> None:

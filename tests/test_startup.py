@@ -16,7 +16,8 @@ from webcall.emulator.server import EmulatorServer
 from webcall.emulator.state import AgentVersion
 from webcall.emulator.testing import EmulatorControl
 
-from .conftest import ORIGIN, SESSION_SECRET, MakeHost, runtime, without_defaults
+from .conftest import MakeHost, runtime, without_defaults
+from .hosting import ORIGIN, SESSION_SECRET
 from .offers import OFFER
 
 
