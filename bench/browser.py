@@ -12,6 +12,7 @@ Also used by ``bench/screenshots.py``: :class:`EmulatorProcess`, :class:`HostSit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
@@ -27,8 +28,9 @@ from playwright.async_api import Browser, Page, Playwright, async_playwright
 
 import webcall
 from tests.browser.bidi import Firefox, firefox_prefs, launch_firefox
-from tests.browser.shared import PROBE_JS, TAG
+from tests.browser.shared import TAG, add_site_pages
 from tests.browser.tabs import open_tab
+from tests.hosting import host_config, served
 from tests.net import free_port
 from webcall.emulator.testing import EmulatorControl
 
@@ -48,35 +50,6 @@ SESSION_SECRET = "bench-browser-session-secret-0123456789"
 WEBHOOK_SECRET = "bench-browser-webhook-secret-0123456789"
 LIVE = ("listening", "thinking", "speaking")
 VIEWPORT = {"width": 1280, "height": 800}
-
-
-PAGE = """\
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Acme: talk to us</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="/site.css">
-<script src="/probe.js"></script>
-<script src="/webcall/widget.js" defer></script>
-</head>
-<body>
-<main>
-<h1>Acme</h1>
-<p>Questions about our plans? Talk to our assistant right here.</p>
-<dialnexa-webcall agent="sales"></dialnexa-webcall>
-</main>
-</body>
-</html>
-"""
-SITE_CSS = """\
-body{margin:0;font:16px/1.5 system-ui,sans-serif;color:#1f2937;background:#f8fafc}
-main{max-width:760px;margin:0 auto;padding:32px 24px 160px}
-h1{margin:0 0 8px;font-size:28px}
-dialnexa-webcall{margin-top:40px}
-"""
 
 
 class EmulatorProcess:
@@ -138,8 +111,9 @@ class EmulatorProcess:
 
 
 class HostSite:
-    """A customer's site in this process: the plugin at ``/webcall`` in front of the emulator, its page under the
-    plugin's strict CSP with the widget and the probe."""
+    """A customer's site in this process: the plugin at ``/webcall`` in front of the emulator, and the browser tests'
+    site pages (:func:`tests.browser.shared.add_site_pages`) under the plugin's strict CSP with the widget and the
+    probe."""
 
     def __init__(self, emulator: EmulatorProcess, **options: Any) -> None:
         self.port = free_port()
@@ -157,33 +131,19 @@ class HostSite:
         }
         settings.update(options)
         self.app = web.Application()
-        self.handle = webcall.setup(self.app, webcall.WebCallConfig(**settings))
-        self.app.router.add_get("/", self._page)
-        self.app.router.add_get("/probe.js", self._asset(PROBE_JS, "text/javascript"))
-        self.app.router.add_get("/site.css", self._asset(SITE_CSS, "text/css"))
-        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1)
-
-    async def _page(self, request: web.Request) -> web.Response:
-        csp = self.handle.content_security_policy
-        return web.Response(text=PAGE, content_type="text/html", headers={"Content-Security-Policy": csp})
-
-    @staticmethod
-    def _asset(text: str, content_type: str) -> Any:
-        async def serve(request: web.Request) -> web.Response:
-            return web.Response(text=text, content_type=content_type)
-
-        return serve
+        self.handle = webcall.setup(self.app, host_config(**settings))
+        add_site_pages(self.app, self.handle, {"agent": "sales"})
+        self._serving = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        await self._serving.enter_async_context(served(self.app, port=self.port, access_log=False))
         await self.handle.ensure_webhook(self.origin + "/webcall/webhooks")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.runner.cleanup()
+        await self._serving.aclose()
 
 
 def write_silence(path: Path, seconds: float = 2.0, rate: int = 48000) -> Path:

@@ -22,9 +22,10 @@ from aiohttp import web
 
 from webcall.emulator.testing import EmulatorControl
 
+from ..hosting import served
 from ..service import Service, clean_environment, running_service
-from .conftest import LIVE, PAGE, SITE_CSS, NewTab, bind_loopback
-from .shared import PROBE_JS, TAG
+from .conftest import LIVE, NewTab, bind_loopback
+from .shared import PAGE, PROBE_JS, SITE_CSS, TAG
 from .tabs import Tab
 
 pytestmark = [
@@ -84,7 +85,6 @@ async def static_site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
         tmp_path,
         env=clean_environment(PAGE_ORIGIN=origin, WEBCALL_TICKET_SECRETS=TICKET_SECRET, PYTHONPATH=str(ROOT)),
     )
-    runner: web.AppRunner | None = None
     service = await enter(service_process)
     try:
         backend = await enter(backend_process)
@@ -116,13 +116,9 @@ async def static_site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
             app.router.add_get("/probe.js", script)
             app.router.add_get("/page.js", script)
             app.router.add_get("/site.css", css)
-            runner = web.AppRunner(app, shutdown_timeout=1.0)
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-            yield StaticSite(origin=origin, service=service, backend=backend)
+            async with served(app, sock=sock):
+                yield StaticSite(origin=origin, service=service, backend=backend)
         finally:
-            if runner is not None:
-                await runner.cleanup()
             await asyncio.to_thread(backend_process.__exit__, None, None, None)
     finally:
         await asyncio.to_thread(service_process.__exit__, None, None, None)

@@ -21,7 +21,7 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
-from ..net import free_port
+from ..hosting import served
 from .conftest import LIVE, MakeSite, Site
 from .shared import TAG
 
@@ -210,14 +210,8 @@ async def frame_host(site: Site, *, allow: str | None) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/", page)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
+    async with served(app) as origin:
+        yield f"{origin}/"
 
 
 @pytest_asyncio.fixture(loop_scope="session")
