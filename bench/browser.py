@@ -28,27 +28,16 @@ from playwright.async_api import Browser, Page, Playwright, async_playwright
 
 import webcall
 from tests.browser.bidi import Firefox, firefox_prefs, launch_firefox
-from tests.browser.shared import TAG, add_site_pages
+from tests.browser.shared import CHROMIUM, CHROMIUM_ARGS, LIVE, TAG, add_site_pages
 from tests.browser.tabs import open_tab
 from tests.hosting import host_config, served
 from tests.net import free_port
 from webcall.emulator.testing import EmulatorControl
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = (
-    "--no-sandbox",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-)
 EMULATOR_KEY = "bench_key:bench_secret"
 SESSION_SECRET = "bench-browser-session-secret-0123456789"
 WEBHOOK_SECRET = "bench-browser-webhook-secret-0123456789"
-LIVE = ("listening", "thinking", "speaking")
 VIEWPORT = {"width": 1280, "height": 800}
 
 

@@ -21,7 +21,9 @@ from typing import Any
 from aiohttp import web
 from playwright.async_api import BrowserContext, async_playwright
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, EmulatorProcess, HostSite
+from tests.browser.shared import CHROMIUM, CHROMIUM_ARGS
+
+from .browser import EmulatorProcess, HostSite
 
 FLOWS_JS = """\
 // Bench script (a file: the page's CSP allows no inline script). window.runFlow(name) -> timings in ms.

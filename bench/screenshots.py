@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from playwright.async_api import Browser, Page, Playwright, async_playwright, expect
 
-from tests.browser.shared import TAG, start_demo
+from tests.browser.shared import LIVE, TAG, start_demo
 from webcall.emulator.media.tts import OUTPUT_RATE, get_synthesizer, write_wav
 
-from .browser import LIVE, ROOT, VIEWPORT, EmulatorProcess, HostSite, launch_chromium, wait_state
+from .browser import ROOT, VIEWPORT, EmulatorProcess, HostSite, launch_chromium, wait_state
 
 CALLER_LINE = "I would like to know more about pricing."
 MARGIN = 24  # px around the widget (its shadow included)

@@ -42,21 +42,9 @@ from webcall.events import CallEvent
 
 from ..hosting import host_config, served
 from .bidi import Firefox, firefox_prefs, launch_firefox
-from .shared import TAG, add_site_pages, start_demo
+from .shared import CHROMIUM, CHROMIUM_ARGS, TAG, add_site_pages, start_demo
 from .tabs import Tab, open_tab
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = (
-    "--no-sandbox",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-)
-LIVE = ("listening", "thinking", "speaking")
-"""The widget's states while a call is connected."""
 API_KEY = "emu_browser:BrowserTestsEmulatorKey"
 SESSION_SECRET = "browser-tests-session-secret-0123456789"
 WEBHOOK_SECRET = "browser-tests-webhook-secret-0123456789"

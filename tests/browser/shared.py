@@ -20,6 +20,18 @@ from ..net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "dialnexa-webcall"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+)
+LIVE = ("listening", "thinking", "speaking")
+"""The widget's states while a call is connected."""
 AUDIBLE = 0.01
 """RMS relative to full scale above which the page hears the agent (decoded silence is ~0)."""
 

@@ -16,8 +16,8 @@ import pytest
 
 from webcall.emulator.server import EmulatorServer
 
-from .conftest import LIVE, NewTab, Site
-from .shared import TAG
+from .conftest import NewTab, Site
+from .shared import LIVE, TAG
 from .tabs import ChromiumTab, Tab
 
 pytestmark = [

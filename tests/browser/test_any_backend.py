@@ -24,8 +24,8 @@ from webcall.emulator.testing import EmulatorControl
 
 from ..hosting import served
 from ..service import Service, clean_environment, running_service
-from .conftest import LIVE, NewTab, bind_loopback
-from .shared import PAGE, PROBE_JS, SITE_CSS, TAG
+from .conftest import NewTab, bind_loopback
+from .shared import LIVE, PAGE, PROBE_JS, SITE_CSS, TAG
 from .tabs import Tab
 
 pytestmark = [

@@ -15,8 +15,8 @@ import pytest
 from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import CallRecord, eventually
 
-from .conftest import LIVE, AnyBrowser, MakeBrowser, NewTab, Site
-from .shared import AUDIBLE
+from .conftest import AnyBrowser, MakeBrowser, NewTab, Site
+from .shared import AUDIBLE, LIVE
 from .tabs import VIEWPORT, Tab
 
 pytestmark = [

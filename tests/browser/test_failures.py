@@ -16,7 +16,8 @@ from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import eventually
 
 from ..offers import OFFER
-from .conftest import LIVE, MakeBrowser, MakeEmulator, MakeSite, NewTab, Site, bind_loopback, drop_media
+from .conftest import MakeBrowser, MakeEmulator, MakeSite, NewTab, Site, bind_loopback, drop_media
+from .shared import LIVE
 from .tabs import Tab
 
 pytestmark = [

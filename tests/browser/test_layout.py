@@ -22,8 +22,8 @@ from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
 from ..hosting import served
-from .conftest import LIVE, MakeSite, Site
-from .shared import TAG
+from .conftest import MakeSite, Site
+from .shared import LIVE, TAG
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 

@@ -10,7 +10,8 @@ import pytest
 from webcall.emulator.media import MEDIA_HUB
 from webcall.emulator.testing import eventually
 
-from .conftest import LIVE, MakeBrowser, NewTab, Site
+from .conftest import MakeBrowser, NewTab, Site
+from .shared import LIVE
 
 pytestmark = [
     pytest.mark.browser,

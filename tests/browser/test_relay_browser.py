@@ -14,7 +14,8 @@ from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import eventually
 from webcall.keys import RUNTIME
 
-from .conftest import HOST_VARIABLES, LIVE, MakeSite, NewTab, Site
+from .conftest import HOST_VARIABLES, MakeSite, NewTab, Site
+from .shared import LIVE
 
 pytestmark = [
     pytest.mark.browser,

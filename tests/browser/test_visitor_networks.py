@@ -19,8 +19,9 @@ from webcall.emulator.server import EmulatorServer
 from webcall.emulator.testing import eventually
 
 from ..turn_server import TurnServer
-from .conftest import LIVE, AnyBrowser, MakeSite, NewTab, Site
+from .conftest import AnyBrowser, MakeSite, NewTab, Site
 from .hostile import VisitorNetwork, turn, visitor_browser, visitor_network
+from .shared import LIVE
 from .tabs import Tab
 
 __all__ = ["turn", "visitor_browser", "visitor_network"]  # the fixtures this module uses
