@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import httpx
 import pytest
 
-from webcall.emulator import EmulatorServer
+from webcall.emulator import EmulatorServer, testing
 from webcall.emulator.testing import EmulatorControl, EmulatorControlError, eventually
 
 CREATE = {"agent_id": "agent_sales", "metadata": {"name": "Ann"}}
@@ -143,3 +146,20 @@ async def test_a_shared_session_is_left_open(emu: EmulatorServer) -> None:
         async with EmulatorControl(emu.origin, session=session) as control:
             assert (await control.stats())["faults_fired"] == 0
         assert not session.closed
+
+
+def test_the_client_needs_nothing_beyond_the_runtime_dependencies() -> None:
+    """Host suites install the plugin, not its test extra: the client speaks HTTP with aiohttp alone."""
+    tree = ast.parse(Path(testing.__file__).read_text())
+    imported = {
+        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    third_party = {name.split(".")[0] for name in imported} - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party == {"aiohttp", "webcall"}
+    assert {name for name in imported if name.startswith("webcall")} <= {
+        "webcall.emulator.stats",
+        "webcall.emulator.webhooks",
+    }
