@@ -42,11 +42,11 @@ GET = "GET /v1/calls/{id}"
 class Host:
     """A host app with the plugin, its webhook registered at the emulator, and what its callbacks received."""
 
-    def __init__(self, client: Client, runtime: Runtime, emulator: EmulatorServer, control: EmulatorControl) -> None:
+    def __init__(self, client: Client, runtime: Runtime, emulator: EmulatorServer) -> None:
         self.client = client
         self.runtime = runtime
         self.emulator = emulator
-        self.control = control
+        self.control = emulator.control
         self.events: list[CallEvent] = []
 
     async def start_call(self) -> dict[str, Any]:
@@ -63,10 +63,10 @@ class Host:
         return [e for e in self.events if e.call_id == call_id and e.type == "call.ended"]
 
 
-async def host_for(make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, **options: Any) -> Host:
+async def host_for(make_host: MakeHost, emulator: EmulatorServer, **options: Any) -> Host:
     client, handle = await make_host(webhook_secrets=(NEW,), **options)
     await handle.ensure_webhook(str(client.make_url("/webcall/webhooks")))
-    host = Host(client, runtime(handle), emulator, control)
+    host = Host(client, runtime(handle), emulator)
     handle.on_call_event.append(host.events.append)
     return host
 
@@ -91,9 +91,9 @@ async def ended_without_webhook(host: Host, call_id: str) -> None:
 
 # -- a lost webhook ---------------------------------------------------------------------------------------------------
 async def test_a_dropped_call_ended_webhook_is_reconciled_for_the_host_and_the_browser(
-    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+    make_host: MakeHost, emulator: EmulatorServer
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     session = await host.start_call()
     call_id = session["call_id"]
     stream = await host.client.get(session["events_url"], params={"token": session["token"]})
@@ -118,7 +118,7 @@ async def test_a_dropped_call_ended_webhook_is_reconciled_for_the_host_and_the_b
 async def test_a_late_webhook_after_the_reconciled_event_is_a_duplicate(
     make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     call_id = (await host.start_call())["call_id"]
     await control.add_webhook_fault(kind="delay", delay=1.0)
     await end_at_dialnexa(emulator, call_id)
@@ -137,7 +137,7 @@ async def test_a_late_webhook_after_the_reconciled_event_is_a_duplicate(
 async def test_a_call_whose_webhook_came_is_not_looked_up(
     make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     call_id = (await host.start_call())["call_id"]
     await end_at_dialnexa(emulator, call_id)
 
@@ -155,7 +155,7 @@ async def test_a_call_whose_webhook_came_is_not_looked_up(
 async def test_open_calls_are_looked_up_after_the_grace_together_and_at_most_once_an_interval(
     make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     clock = [time.time()]
     reconciler = Reconciler(host.runtime.desk, clock=lambda: clock[0])
     await reconciler.step()  # start-up: nothing is open yet
@@ -185,7 +185,7 @@ async def test_open_calls_are_looked_up_after_the_grace_together_and_at_most_onc
 async def test_two_workers_never_look_up_one_call_at_once(
     make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     call_id = (await host.start_call())["call_id"]
     await ended_without_webhook(host, call_id)
     await control.add_fault(route=LIST, kind="latency", delay=0.5)  # the first worker is still asking
@@ -198,7 +198,7 @@ async def test_two_workers_never_look_up_one_call_at_once(
 async def test_a_call_dialnexa_does_not_know_is_asked_for_alone_then_closed(
     make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     await host.runtime.desk.open_calls.add("call_00000000000000")
     await host.reconciler(later=CHECK_SECONDS + 1).step()
     assert [r["path"] for r in await control.requests(GET)] == ["/v1/calls/call_00000000000000"]
@@ -210,7 +210,7 @@ async def test_a_call_dialnexa_does_not_know_is_asked_for_alone_then_closed(
 async def test_a_failed_listing_leaves_the_calls_open_for_the_next_round(
     make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     call_id = (await host.start_call())["call_id"]
     await ended_without_webhook(host, call_id)
     await control.add_fault(route=LIST, kind="status", status=500)  # one look-up: a 500 is not retried
@@ -228,9 +228,9 @@ async def test_a_failed_listing_leaves_the_calls_open_for_the_next_round(
 
 # -- after a store outage, and after a store lost its data -----------------------------------------------------------
 async def test_right_after_a_store_outage_every_open_call_is_looked_up(
-    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
+    make_host: MakeHost, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     later = [0.0]
     reconciler = Reconciler(host.runtime.desk, clock=lambda: time.time() + later[0])
     await reconciler.step()  # start-up: nothing is open yet
@@ -254,9 +254,9 @@ async def test_right_after_a_store_outage_every_open_call_is_looked_up(
 
 
 async def test_a_store_that_lost_its_data_gets_the_open_calls_back(
-    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, redis: RedisServer
+    make_host: MakeHost, emulator: EmulatorServer, redis: RedisServer
 ) -> None:
-    host = await host_for(make_host, emulator, control, store=redis.url)
+    host = await host_for(make_host, emulator, store=redis.url)
     session = await host.start_call()
     call_id = session["call_id"]
     reconciler = host.reconciler()
@@ -307,7 +307,7 @@ async def hung_up(control: EmulatorControl) -> list[str]:
 async def test_a_start_whose_store_write_fails_hangs_the_call_up_and_frees_its_slot(
     make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     store = host.runtime.store
 
     async def store_down(*args: Any, **kwargs: Any) -> str | None:
@@ -324,7 +324,7 @@ async def test_a_start_whose_store_write_fails_hangs_the_call_up_and_frees_its_s
 async def test_a_slot_that_could_not_be_freed_is_freed_when_the_store_answers(
     make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     store = host.runtime.store
 
     async def store_down(*args: Any, **kwargs: Any) -> Any:
@@ -342,7 +342,7 @@ async def test_a_slot_that_could_not_be_freed_is_freed_when_the_store_answers(
 async def test_a_start_whose_media_is_refused_hangs_the_call_up_and_frees_its_slot(
     make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     await control.add_fault(route=WHIP, kind="status", status=500)
     response = await mint(host.client)
     assert response.status == 502
@@ -354,7 +354,7 @@ async def test_a_start_whose_media_is_refused_hangs_the_call_up_and_frees_its_sl
 async def test_a_visitor_who_leaves_during_the_start_leaves_no_call_and_no_slot(
     make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, route: str
 ) -> None:
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     await control.add_fault(route=route, kind="latency", delay=1.0)
     leaving = asyncio.create_task(mint(host.client))
 
@@ -378,7 +378,7 @@ async def test_a_start_cancelled_twice_still_hangs_the_call_up_and_frees_its_slo
 ) -> None:
     """A request cancelled again while its call is being hung up (a server shutting down cancels its handlers
     too) does not stop the hang-up half-way."""
-    host = await host_for(make_host, emulator, control)
+    host = await host_for(make_host, emulator)
     desk, store = host.runtime.desk, host.runtime.store
     caller = Caller(alias="sales", agent=AGENTS["sales"], variables={}, origin=ORIGIN, identity=None)
     assert await store.acquire_slot("slot_1", 10, 600)
