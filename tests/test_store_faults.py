@@ -31,12 +31,12 @@ import redis as redis_client
 
 from webcall.emulator.testing import EmulatorControl, eventually
 
+from .hosting import ORIGIN
 from .net import free_port
 from .offers import OFFER
 from .redis_server import RedisServer
 from .service import Service, clean_environment, running_service
 
-ORIGIN = "https://shop.example"
 API_KEY = "emu_key:emu_secret"
 WEBHOOK_SECRET = "store-faults-webhook-secret-0123456789"
 CALLS = 4
