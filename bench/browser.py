@@ -12,6 +12,7 @@ Also used by ``bench/screenshots.py``: :class:`EmulatorProcess`, :class:`HostSit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
@@ -27,55 +28,17 @@ from playwright.async_api import Browser, Page, Playwright, async_playwright
 
 import webcall
 from tests.browser.bidi import Firefox, firefox_prefs, launch_firefox
-from tests.browser.shared import PROBE_JS, TAG
+from tests.browser.shared import CHROMIUM, CHROMIUM_ARGS, LIVE, TAG, add_site_pages
 from tests.browser.tabs import open_tab
+from tests.hosting import host_config, served
 from tests.net import free_port
+from webcall.emulator.testing import EmulatorControl
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = (
-    "--no-sandbox",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-)
 EMULATOR_KEY = "bench_key:bench_secret"
 SESSION_SECRET = "bench-browser-session-secret-0123456789"
 WEBHOOK_SECRET = "bench-browser-webhook-secret-0123456789"
-LIVE = ("listening", "thinking", "speaking")
 VIEWPORT = {"width": 1280, "height": 800}
-
-
-PAGE = """\
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Acme: talk to us</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="/site.css">
-<script src="/probe.js"></script>
-<script src="/webcall/widget.js" defer></script>
-</head>
-<body>
-<main>
-<h1>Acme</h1>
-<p>Questions about our plans? Talk to our assistant right here.</p>
-<dialnexa-webcall agent="sales"></dialnexa-webcall>
-</main>
-</body>
-</html>
-"""
-SITE_CSS = """\
-body{margin:0;font:16px/1.5 system-ui,sans-serif;color:#1f2937;background:#f8fafc}
-main{max-width:760px;margin:0 auto;padding:32px 24px 160px}
-h1{margin:0 0 8px;font-size:28px}
-dialnexa-webcall{margin-top:40px}
-"""
 
 
 class EmulatorProcess:
@@ -85,6 +48,7 @@ class EmulatorProcess:
         self.port = free_port()
         self.process: asyncio.subprocess.Process | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __aexit__
+        self.control = EmulatorControl(self.origin)
 
     @property
     def origin(self) -> str:
@@ -118,6 +82,7 @@ class EmulatorProcess:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.control.close()
         process = self.process
         if process is not None and process.returncode is None:
             process.terminate()
@@ -128,12 +93,6 @@ class EmulatorProcess:
                 await process.wait()
         self.log.close()
 
-    async def control(self, method: str, path: str, **kwargs: Any) -> Any:
-        async with httpx.AsyncClient(base_url=self.origin, timeout=5) as http:
-            response = await http.request(method, path, **kwargs)
-        response.raise_for_status()
-        return response.json()
-
     @property
     def pid(self) -> int:
         assert self.process is not None
@@ -141,8 +100,9 @@ class EmulatorProcess:
 
 
 class HostSite:
-    """A customer's site in this process: the plugin at ``/webcall`` in front of the emulator, its page under the
-    plugin's strict CSP with the widget and the probe."""
+    """A customer's site in this process: the plugin at ``/webcall`` in front of the emulator, and the browser tests'
+    site pages (:func:`tests.browser.shared.add_site_pages`) under the plugin's strict CSP with the widget and the
+    probe."""
 
     def __init__(self, emulator: EmulatorProcess, **options: Any) -> None:
         self.port = free_port()
@@ -160,33 +120,19 @@ class HostSite:
         }
         settings.update(options)
         self.app = web.Application()
-        self.handle = webcall.setup(self.app, webcall.WebCallConfig(**settings))
-        self.app.router.add_get("/", self._page)
-        self.app.router.add_get("/probe.js", self._asset(PROBE_JS, "text/javascript"))
-        self.app.router.add_get("/site.css", self._asset(SITE_CSS, "text/css"))
-        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1)
-
-    async def _page(self, request: web.Request) -> web.Response:
-        csp = self.handle.content_security_policy
-        return web.Response(text=PAGE, content_type="text/html", headers={"Content-Security-Policy": csp})
-
-    @staticmethod
-    def _asset(text: str, content_type: str) -> Any:
-        async def serve(request: web.Request) -> web.Response:
-            return web.Response(text=text, content_type=content_type)
-
-        return serve
+        self.handle = webcall.setup(self.app, host_config(**settings))
+        add_site_pages(self.app, self.handle, {"agent": "sales"})
+        self._serving = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        await self._serving.enter_async_context(served(self.app, port=self.port, access_log=False))
         await self.handle.ensure_webhook(self.origin + "/webcall/webhooks")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.runner.cleanup()
+        await self._serving.aclose()
 
 
 def write_silence(path: Path, seconds: float = 2.0, rate: int = 48000) -> Path:

@@ -15,12 +15,15 @@ request pays it; the call's audio (ICE/UDP) does not.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from playwright.async_api import BrowserContext, async_playwright
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, EmulatorProcess, HostSite
+from tests.browser.shared import CHROMIUM, CHROMIUM_ARGS
+
+from .browser import EmulatorProcess, HostSite
 
 FLOWS_JS = """\
 // Bench script (a file: the page's CSP allows no inline script). window.runFlow(name) -> timings in ms.
@@ -146,6 +149,13 @@ class RoundTripSite(HostSite):
         self.app.router.add_get("/round-trips", self._round_trips_page)
         self.app.router.add_get("/flows.js", self._asset(FLOWS_JS, "text/javascript"))
         self.app.router.add_post("/two-step/mint", self._two_step_mint)
+
+    @staticmethod
+    def _asset(text: str, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def serve(request: web.Request) -> web.Response:
+            return web.Response(text=text, content_type=content_type)
+
+        return serve
 
     async def _round_trips_page(self, request: web.Request) -> web.Response:
         # The two-step flow needs DialNexa's media origin in connect-src; the one-round-trip flow does not.

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from playwright.async_api import Browser, Page, Playwright, async_playwright, expect
 
-from tests.browser.shared import TAG, start_demo
+from tests.browser.shared import LIVE, TAG, start_demo
 from webcall.emulator.media.tts import OUTPUT_RATE, get_synthesizer, write_wav
 
-from .browser import LIVE, ROOT, VIEWPORT, EmulatorProcess, HostSite, launch_chromium, wait_state
+from .browser import ROOT, VIEWPORT, EmulatorProcess, HostSite, launch_chromium, wait_state
 
 CALLER_LINE = "I would like to know more about pricing."
 MARGIN = 24  # px around the widget (its shadow included)
@@ -100,7 +100,7 @@ async def widget_states(browser: Browser, out: Path) -> None:
             await shoot(page, out / "widget-idle.png", await widget_box(page))
 
             whip = "POST /v1/web-calls/{call_id}/whip"
-            await emulator.control("POST", "/_control/faults", json={"route": whip, "kind": "latency", "delay": 2})
+            await emulator.control.add_fault(route=whip, kind="latency", delay=2)
             await button.click()
             await wait_state(page, ("connecting",))
             await page.mouse.move(0, 0)
@@ -122,8 +122,7 @@ async def widget_states(browser: Browser, out: Path) -> None:
             await page.mouse.move(0, 0)
             await shoot(page, out / "widget-ended.png", await widget_box(page))
 
-            fault = {"route": "POST /v1/web-calls", "kind": "status", "status": 503}
-            await emulator.control("POST", "/_control/faults", json=fault)
+            await emulator.control.add_fault(route="POST /v1/web-calls", kind="status", status=503)
             await page.get_by_role("button", name="Call again", exact=True).click()
             await wait_state(page, ("error",))
             await page.mouse.move(0, 0)

@@ -8,30 +8,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 import webcall
-from webcall import Agent, WebCallConfig
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 from webcall.keys import RUNTIME
 from webcall.runtime import Runtime
 
+from .hosting import ORIGIN, host_config
 from .offers import OFFER
 from .redis_server import RedisServer
 from .service import Service, clean_environment, running_service
 
-ORIGIN = "https://shop.example"
 ORIGIN_HEADERS = {"Origin": ORIGIN}
 """What a browser on the allowed site sends with every request."""
-SESSION_SECRET = "test-session-secret-0123456789-abcdef"
-AGENTS = {
-    "sales": Agent(id="agent_sales", visitor_variables=frozenset({"name", "company"})),
-    "support": Agent(id="agent_support"),
-}
 
 ERROR_KEYS = {"statusCode", "error", "message", "code"}
 Client = TestClient[web.Request, web.Application]
@@ -49,21 +43,18 @@ async def emulator() -> AsyncIterator[EmulatorServer]:
 
 
 @pytest.fixture
+def control(emulator: EmulatorServer) -> EmulatorControl:
+    """The emulator's control routes: faults, the requests it received, its call and media records."""
+    return emulator.control
+
+
+@pytest.fixture
 def make_host(aiohttp_client: Any, emulator: EmulatorServer) -> MakeHost:
     """Build a host app with the plugin mounted at /webcall against the emulator; options override the config."""
 
     async def make(**options: Any) -> tuple[Client, webcall.WebCall]:
-        settings: dict[str, Any] = {
-            "api_key": emulator.api_key,
-            "base_url": emulator.base_url,
-            "agents": AGENTS,
-            "allowed_origins": (ORIGIN,),
-            "session_secrets": (SESSION_SECRET,),
-            "upstream_timeout": 2.0,
-        }
-        settings.update(options)
         host = web.Application()
-        handle = webcall.setup(host, WebCallConfig(**settings))
+        handle = webcall.setup(host, host_config(emulator, **{"upstream_timeout": 2.0, **options}))
         client: Client = await aiohttp_client(host)
         return client, handle
 
@@ -99,24 +90,6 @@ def without_defaults(emulator: EmulatorServer, agent_id: str) -> None:
 def runtime(handle: webcall.WebCall) -> Runtime:
     """The plugin's internals behind a handle (store, bus, tokens, open streams), for tests to look at."""
     return handle.app[RUNTIME]
-
-
-async def add_fault(emulator: EmulatorServer, **fault: Any) -> None:
-    async with httpx.AsyncClient() as http:
-        response = await http.post(f"{emulator.origin}/_control/faults", json=fault)
-        assert response.status_code == 201, response.text
-
-
-async def upstream_count(emulator: EmulatorServer, route: str) -> int:
-    """How many requests the emulator received for ``route`` (e.g. 'POST /v1/web-calls')."""
-    return sum(1 for r in await emulator_requests(emulator) if f"{r['method']} {r['route']}" == route)
-
-
-async def emulator_requests(emulator: EmulatorServer) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"{emulator.origin}/_control/requests")
-    body: list[dict[str, Any]] = response.json()
-    return body
 
 
 @pytest.fixture

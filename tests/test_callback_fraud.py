@@ -20,8 +20,10 @@ import webcall
 from demo.app import create_demo_app
 from webcall import ConfigError, WebCallConfig
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 
-from .conftest import ORIGIN, ORIGIN_HEADERS, Client, MakeHost, emulator_requests, problem, upstream_count
+from .conftest import ORIGIN_HEADERS, Client, MakeHost, problem
+from .hosting import ORIGIN
 from .service import clean_environment, running_service
 
 PHONE_CALL = "POST /v1/calls"
@@ -64,13 +66,9 @@ async def refused(response: ClientResponse, message: str) -> None:
     assert body["message"].startswith(message), body
 
 
-async def rung_numbers(emulator: EmulatorServer) -> list[str]:
+async def rung_numbers(control: EmulatorControl) -> list[str]:
     """The numbers DialNexa was asked to ring, in order."""
-    return [
-        r["json"]["phone_number"]
-        for r in await emulator_requests(emulator)
-        if f"{r['method']} {r['route']}" == PHONE_CALL
-    ]
+    return [r["json"]["phone_number"] for r in await control.requests(PHONE_CALL)]
 
 
 def retry_after(response: ClientResponse) -> int:
@@ -80,7 +78,9 @@ def retry_after(response: ClientResponse) -> int:
 
 
 # -- which numbers are rung -----------------------------------------------------------------------------------------
-async def test_call_backs_are_off_until_the_site_names_countries(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_call_backs_are_off_until_the_site_names_countries(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     assert WebCallConfig().callback_countries == ()
     client, _ = await make_host()
     for number in ("+1 415 555 0123", "+44 20 7946 0018", "+881 632 000 000"):
@@ -88,20 +88,20 @@ async def test_call_backs_are_off_until_the_site_names_countries(make_host: Make
         await refused(response, "We don't offer call-backs on this site.")
     listed = await client.get("/webcall/callbacks", headers=ORIGIN_HEADERS)
     assert listed.status == 200 and await listed.json() == {"countries": []}
-    assert await upstream_count(emulator, PHONE_CALL) == 0
+    assert await control.request_count(PHONE_CALL) == 0
 
 
 async def test_satellite_and_international_network_numbers_are_never_rung(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host(callback_countries=HOME, rate_limit=1000)
     for number in SATELLITE_AND_NETWORKS:
         await refused(await call_back(client, number), KIND_OF_NUMBER)
-    assert await upstream_count(emulator, PHONE_CALL) == 0
+    assert await control.request_count(PHONE_CALL) == 0
 
 
 async def test_premium_shared_cost_and_personal_numbers_are_never_rung_even_in_listed_countries(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host(callback_countries=("FR", "GB", "US"), rate_limit=1000)
     for number in (
@@ -111,11 +111,11 @@ async def test_premium_shared_cost_and_personal_numbers_are_never_rung_even_in_l
         "+44 70 2412 3456",  # British personal number (follow-me, charged up to premium rates)
     ):
         await refused(await call_back(client, number), KIND_OF_NUMBER)
-    assert await upstream_count(emulator, PHONE_CALL) == 0
+    assert await control.request_count(PHONE_CALL) == 0
 
 
 async def test_north_american_pay_per_call_numbers_are_never_rung(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host(callback_countries=("US",), rate_limit=1000)
     for number in (
@@ -124,11 +124,11 @@ async def test_north_american_pay_per_call_numbers_are_never_rung(
         "+1 212 976 2345",  # exchange 976 (the numbering plan calls it an ordinary line)
     ):
         await refused(await call_back(client, number), KIND_OF_NUMBER)
-    assert await upstream_count(emulator, PHONE_CALL) == 0
+    assert await control.request_count(PHONE_CALL) == 0
 
 
 async def test_numbers_in_countries_the_site_did_not_name_are_never_rung(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host(callback_countries=("US",), rate_limit=1000)
     for number in (
@@ -138,24 +138,26 @@ async def test_numbers_in_countries_the_site_did_not_name_are_never_rung(
         "+33 1 23 45 67 89",  # France
     ):
         await refused(await call_back(client, number), THAT_COUNTRY)
-    assert await upstream_count(emulator, PHONE_CALL) == 0
+    assert await control.request_count(PHONE_CALL) == 0
 
 
 async def test_a_number_that_is_not_a_phone_number_is_a_bad_request(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host(callback_countries=HOME, rate_limit=1000)
     for number in ("+1 415 555 01", "+44 7700 900123", "4155550123", "+1 415 555 0123 ext. 4"):
         await problem(await call_back(client, number), 400, "invalid_phone_number")
-    assert await upstream_count(emulator, PHONE_CALL) == 0
+    assert await control.request_count(PHONE_CALL) == 0
 
 
-async def test_a_number_in_a_listed_country_is_rung_in_e164(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_a_number_in_a_listed_country_is_rung_in_e164(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host(callback_countries=HOME)
     for number in ("+1 (415) 555-0123", "+44 20.7946.0018", "+1 613 555 0123"):
         response = await call_back(client, number)
         assert response.status == 202, await response.text()
-    assert await rung_numbers(emulator) == ["+14155550123", "+442079460018", "+16135550123"]
+    assert await rung_numbers(control) == ["+14155550123", "+442079460018", "+16135550123"]
     listed = await client.get("/webcall/callbacks", headers=ORIGIN_HEADERS)
     assert await listed.json() == {"countries": ["CA", "GB", "US"]}
     assert listed.headers["Access-Control-Allow-Origin"] == ORIGIN, "a widget on the allowed site reads it"
@@ -164,7 +166,9 @@ async def test_a_number_in_a_listed_country_is_rung_in_e164(make_host: MakeHost,
 
 
 # -- how often ----------------------------------------------------------------------------------------------------
-async def test_each_country_has_an_hourly_budget(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_each_country_has_an_hourly_budget(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host(
         callback_countries=("US", "CA"), callback_country_hourly_limit=2, trusted_proxies=1, rate_limit=1000
     )
@@ -174,41 +178,45 @@ async def test_each_country_has_an_hourly_budget(make_host: MakeHost, emulator: 
     body = await problem(over, 429, "rate_limited")
     assert "that country" in body["message"] and retry_after(over) > 60
     assert (await call_back(client, "+1 613 555 0123", address="198.51.100.9")).status == 202, "Canada has its own"
-    assert await rung_numbers(emulator) == ["+14155550123", "+12025550125", "+16135550123"]
+    assert await rung_numbers(control) == ["+14155550123", "+12025550125", "+16135550123"]
 
 
-async def test_the_site_has_an_hourly_budget_across_countries(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_the_site_has_an_hourly_budget_across_countries(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host(callback_countries=HOME, callback_hourly_limit=3, trusted_proxies=1, rate_limit=1000)
     for index, number in enumerate(("+1 415 555 0123", "+1 613 555 0123", "+44 20 7946 0018")):
         assert (await call_back(client, number, address=f"198.51.100.{index + 1}")).status == 202
     over = await call_back(client, "+44 20 7946 0019", address="198.51.100.9")
     body = await problem(over, 429, "rate_limited")
     assert "call-backs" in body["message"] and retry_after(over) > 60
-    assert await upstream_count(emulator, PHONE_CALL) == 3
+    assert await control.request_count(PHONE_CALL) == 3
 
 
-async def test_refused_numbers_use_up_no_budget(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_refused_numbers_use_up_no_budget(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     """A flood of numbers the site never rings cannot spend the budgets that real visitors need."""
     client, _ = await make_host(callback_countries=("US",), callback_hourly_limit=1, callback_country_hourly_limit=1)
     for number in [*SATELLITE_AND_NETWORKS, "+1 900 555 0123", "+33 1 23 45 67 89"]:
         assert (await call_back(client, number)).status == 403
     assert (await call_back(client, "+1 415 555 0123")).status == 202
-    assert await rung_numbers(emulator) == ["+14155550123"]
+    assert await rung_numbers(control) == ["+14155550123"]
 
 
 async def test_a_call_back_refused_after_counting_gives_its_budget_back(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host(callback_countries=("US",), callback_hourly_limit=1, callback_rate_limit=1)
     not_allowed = await call_back(client, "+1 415 555 0123", variables={"plan": "free"})
     await problem(not_allowed, 400, "invalid_variables")
     assert (await call_back(client, "+1 415 555 0123")).status == 202
-    assert await upstream_count(emulator, PHONE_CALL) == 1
+    assert await control.request_count(PHONE_CALL) == 1
 
 
 # -- a customer's own number ----------------------------------------------------------------------------------------
 async def test_strangers_at_other_addresses_cannot_lock_a_customer_out_of_their_number(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host(callback_countries=("US",), trusted_proxies=1, rate_limit=1000)
     victim = "+1 415 555 0123"
@@ -219,11 +227,11 @@ async def test_strangers_at_other_addresses_cannot_lock_a_customer_out_of_their_
     retry_after(over)
     owner = await call_back(client, victim, address="198.51.100.20")
     assert owner.status == 202, await owner.text()
-    assert await upstream_count(emulator, PHONE_CALL) == 4
+    assert await control.request_count(PHONE_CALL) == 4
 
 
 async def test_strangers_signed_in_cannot_lock_a_customer_out_of_their_number(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     """Behind one address (an office, a carrier's NAT), each signed-in visitor has their own share of a number."""
     client, _ = await make_host(callback_countries=("US",), authorize=authorize_by_header, rate_limit=1000)
@@ -233,7 +241,7 @@ async def test_strangers_signed_in_cannot_lock_a_customer_out_of_their_number(
     await problem(await call_back(client, victim, user="mallory"), 429, "rate_limited")
     owner = await call_back(client, victim, user="alice")
     assert owner.status == 202, await owner.text()
-    assert await upstream_count(emulator, PHONE_CALL) == 4
+    assert await control.request_count(PHONE_CALL) == 4
 
 
 # -- configuration --------------------------------------------------------------------------------------------------
@@ -301,7 +309,7 @@ async def test_the_service_rings_no_satellite_or_premium_number_in_a_burst(tmp_p
             assert [(r.status_code, r.json().get("code")) for r in burst] == [(403, "callback_not_allowed")] * 30
             allowed = await ask("+1 415 555 0123")
             assert allowed.status_code == 202, allowed.text
-            requests = (await http.get(f"{emulator_origin}/_control/requests")).json()
-        rung = [r["json"]["phone_number"] for r in requests if (r["method"], r["route"]) == ("POST", "/v1/calls")]
+        async with EmulatorControl(emulator_origin) as control:
+            rung = [r["json"]["phone_number"] for r in await control.requests("POST /v1/calls")]
         assert rung == ["+14155550123"]
         assert service.stop() == 0

@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,18 +27,11 @@ from prometheus_client.samples import Sample
 
 from webcall.dialnexa.retry import RetryPolicy
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl, RequestEntry
 from webcall.errors import DialNexaError
 
-from .conftest import (
-    ERROR_KEYS,
-    ORIGIN,
-    ORIGIN_HEADERS,
-    MakeHost,
-    add_fault,
-    emulator_requests,
-    runtime,
-    upstream_count,
-)
+from .conftest import ERROR_KEYS, ORIGIN_HEADERS, MakeHost, runtime
+from .hosting import ORIGIN, served
 from .offers import OFFER
 
 MINT = "POST /v1/web-calls"
@@ -62,28 +54,23 @@ def each(rate: float, kinds: int) -> float:
     return float(1 - (1 - rate) ** (1 / kinds))
 
 
-async def control(emulator: EmulatorServer, path: str) -> Any:
-    async with httpx.AsyncClient() as http:
-        return (await http.get(f"{emulator.origin}/_control/{path}")).json()
-
-
-async def settled(emulator: EmulatorServer, route: str, within: float = 6.0) -> list[dict[str, Any]]:
+async def settled(control: EmulatorControl, route: str, within: float = 6.0) -> list[RequestEntry]:
     """The emulator's log for ``route`` once every request it is still holding (timeouts, latency) has finished."""
     deadline = time.monotonic() + within
     while True:
-        entries = [r for r in await emulator_requests(emulator) if f"{r['method']} {r['route']}" == route]
+        entries = await control.requests(route)
         if all(r["status"] is not None or r["fault"] == "reset" for r in entries) or time.monotonic() > deadline:
             return entries
         await asyncio.sleep(0.05)
 
 
-def faulted(entry: dict[str, Any]) -> bool:
+def faulted(entry: RequestEntry) -> bool:
     return entry["fault"] not in (None, "latency")
 
 
 # -- (a) reads ----------------------------------------------------------------------------------------------------
 async def test_reads_succeed_through_retries_when_a_fifth_of_answers_fail(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, handle = await make_host(upstream_timeout=TIMEOUT, upstream_deadline=15)
     calls = []
@@ -91,9 +78,9 @@ async def test_reads_succeed_through_retries_when_a_fifth_of_answers_fail(
         minted = await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS)
         assert minted.status == 201
         calls.append((await minted.json())["call_id"])
-    before = len(await emulator_requests(emulator))
+    before = len(await control.requests())
     for failure in FAILURES:
-        await add_fault(emulator, route="*", count=0, probability=each(FAULT_RATE, len(FAILURES)), **failure)
+        await control.add_fault(route="*", count=0, probability=each(FAULT_RATE, len(FAILURES)), **failure)
     dialnexa = runtime(handle).client
     per_worker = 15
 
@@ -113,8 +100,8 @@ async def test_reads_succeed_through_retries_when_a_fifth_of_answers_fail(
     workers["/v1/calls"] = read_list()
     outcomes = dict(zip(workers, await asyncio.gather(*workers.values()), strict=True))
 
-    log = (await emulator_requests(emulator))[before:]
-    stats = await control(emulator, "stats")
+    log = (await control.requests())[before:]
+    stats = await control.stats()
     assert sum(stats["requests"].values()) < 500, "the emulator's request log (500 entries) overflowed"
     attempts, retried, failed = 0, 0, 0
     for path, results in outcomes.items():
@@ -188,15 +175,15 @@ def chaos_host(make_host: MakeHost) -> Any:
 
 
 async def test_minting_under_failures_never_sends_the_billable_post_twice(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, handle = await chaos_host(make_host)
     for failure in FAILURES:
-        await add_fault(emulator, route=MINT, count=0, probability=each(FAULT_RATE, len(FAILURES)), **failure)
+        await control.add_fault(route=MINT, count=0, probability=each(FAULT_RATE, len(FAILURES)), **failure)
     mints = 150
     results = await mint_many(client, mints)
-    entries = await settled(emulator, MINT)
-    stats = await control(emulator, "stats")
+    entries = await settled(control, MINT)
+    stats = await control.stats()
 
     handed_out = [body["call_id"] for status, body in results if status == 201]
     created = {c.id for c in emulator.state.calls.values() if c.type == "web"}
@@ -249,15 +236,15 @@ async def test_minting_under_failures_never_sends_the_billable_post_twice(
 
 
 async def test_an_answer_slower_than_the_plugin_waits_leaves_an_orphan_never_handed_out(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     """DialNexa creates the call, but answers after the plugin gave up: the visitor gets a 504 and the call stays
     unused upstream (its single-use media token expires). The plugin must not retry, and must not hand it out."""
     client, handle = await chaos_host(make_host)
-    await add_fault(emulator, route=MINT, kind="latency", delay=TIMEOUT * 2.5, count=0, probability=FAULT_RATE)
+    await control.add_fault(route=MINT, kind="latency", delay=TIMEOUT * 2.5, count=0, probability=FAULT_RATE)
     mints = 60
     results = await mint_many(client, mints)
-    entries = await settled(emulator, MINT)
+    entries = await settled(control, MINT)
 
     handed_out = {body["call_id"] for status, body in results if status == 201}
     created = {c.id: c for c in emulator.state.calls.values() if c.type == "web"}
@@ -304,10 +291,16 @@ SECRET_DETAIL = "upstream-detail-7f3c9a: internal stack frame at dialnexa.billin
     ids=lambda v: str(v) if not isinstance(v, dict) else "-".join(str(x) for x in v.values()),
 )
 async def test_a_failed_mint_is_a_clear_answer_without_the_upstream_body(
-    make_host: MakeHost, emulator: EmulatorServer, fault: dict[str, Any], status: int, code: str, attempts: int
+    make_host: MakeHost,
+    emulator: EmulatorServer,
+    control: EmulatorControl,
+    fault: dict[str, Any],
+    status: int,
+    code: str,
+    attempts: int,
 ) -> None:
     client, handle = await make_host(upstream_timeout=TIMEOUT)
-    await add_fault(emulator, route=MINT, count=0, message=SECRET_DETAIL, **fault)
+    await control.add_fault(route=MINT, count=0, message=SECRET_DETAIL, **fault)
     response = await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS)
     text = await response.text()
     assert response.status == status, text
@@ -324,14 +317,16 @@ async def test_a_failed_mint_is_a_clear_answer_without_the_upstream_body(
         assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
     elif code == "upstream_rejected":
         assert "Retry-After" not in response.headers  # not worth retrying
-    assert await upstream_count(emulator, MINT) == attempts
+    assert await control.request_count(MINT) == attempts
     assert emulator.state.calls == {} and await runtime(handle).store.active_slots() == 0
 
 
 # -- call-backs: an ambiguous failure is looked up, never retried blindly -------------------------------------------
-async def test_a_slow_callback_is_found_not_placed_twice(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_a_slow_callback_is_found_not_placed_twice(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host(upstream_timeout=TIMEOUT, callback_countries=("US",))
-    await add_fault(emulator, route=PHONE, kind="latency", delay=TIMEOUT * 2, count=1)
+    await control.add_fault(route=PHONE, kind="latency", delay=TIMEOUT * 2, count=1)
     response = await client.post(
         "/webcall/callbacks",
         json={"agent": "sales", "phone_number": "+14155550123", "consent": True},
@@ -341,14 +336,14 @@ async def test_a_slow_callback_is_found_not_placed_twice(make_host: MakeHost, em
     body = await response.json()
     phone_calls = [c for c in emulator.state.calls.values() if c.type == "phone"]
     assert [c.id for c in phone_calls] == [body["callback_id"]]
-    assert await upstream_count(emulator, PHONE) == 1
+    assert await control.request_count(PHONE) == 1
 
 
 async def test_a_callback_that_never_arrived_is_a_timeout_not_a_second_call(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host(upstream_timeout=TIMEOUT, callback_countries=("US",))
-    await add_fault(emulator, route=PHONE, kind="timeout", delay=3.0, count=1)
+    await control.add_fault(route=PHONE, kind="timeout", delay=3.0, count=1)
     response = await client.post(
         "/webcall/callbacks",
         json={"agent": "sales", "phone_number": "+14155550123", "consent": True},
@@ -356,7 +351,7 @@ async def test_a_callback_that_never_arrived_is_a_timeout_not_a_second_call(
     )
     body = await response.json()
     assert response.status == 504 and body["code"] == "upstream_timeout", body
-    assert await upstream_count(emulator, PHONE) == 1 and emulator.state.calls == {}
+    assert await control.request_count(PHONE) == 1 and emulator.state.calls == {}
 
 
 # -- a hostile upstream ----------------------------------------------------------------------------------------------
@@ -373,14 +368,8 @@ async def rate_limited_upstream(retry_after: str) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    finally:
-        await runner.cleanup()
+    async with served(app) as origin:
+        yield f"{origin}/v1"
 
 
 @pytest.mark.parametrize("value", ["0", "nan", "-5", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", "3600"])

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from webcall.dialnexa import DialNexaClient, RetryPolicy
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 from webcall.errors import (
     ConfigError,
     DialNexaAPIError,
@@ -25,7 +26,6 @@ from webcall.errors import (
     DialNexaTransportError,
 )
 
-from .conftest import add_fault, upstream_count
 from .net import free_port
 
 OK_CALL = {
@@ -140,18 +140,20 @@ def emulator_client(emulator: EmulatorServer, sleeps: list[float], **options: An
     )
 
 
-async def test_a_get_is_retried_after_503s_then_succeeds(emulator: EmulatorServer) -> None:
-    await add_fault(emulator, route="GET /v1/user-webhooks", kind="status", status=503, count=2)
+async def test_a_get_is_retried_after_503s_then_succeeds(emulator: EmulatorServer, control: EmulatorControl) -> None:
+    await control.add_fault(route="GET /v1/user-webhooks", kind="status", status=503, count=2)
     sleeps: list[float] = []
     async with emulator_client(emulator, sleeps) as client:
         assert await client.list_webhooks() == []
     assert sleeps == [0.1, 0.2]
-    assert await upstream_count(emulator, "GET /v1/user-webhooks") == 3
+    assert await control.request_count("GET /v1/user-webhooks") == 3
 
 
-async def test_a_get_is_retried_after_a_timeout_and_a_dropped_connection(emulator: EmulatorServer) -> None:
-    await add_fault(emulator, route="GET /v1/user-webhooks", kind="timeout", delay=TIMEOUT * 10, count=1)
-    await add_fault(emulator, route="GET /v1/user-webhooks", kind="reset", count=1)
+async def test_a_get_is_retried_after_a_timeout_and_a_dropped_connection(
+    emulator: EmulatorServer, control: EmulatorControl
+) -> None:
+    await control.add_fault(route="GET /v1/user-webhooks", kind="timeout", delay=TIMEOUT * 10, count=1)
+    await control.add_fault(route="GET /v1/user-webhooks", kind="reset", count=1)
     sleeps: list[float] = []
     async with emulator_client(emulator, sleeps, timeout=TIMEOUT) as client:
         assert await client.list_webhooks() == []
@@ -168,9 +170,9 @@ async def test_a_get_is_retried_after_a_timeout_and_a_dropped_connection(emulato
     ids=["503", "dropped", "timeout"],
 )
 async def test_a_billable_post_is_not_sent_again_after_an_ambiguous_failure(
-    emulator: EmulatorServer, fault: dict[str, Any]
+    emulator: EmulatorServer, control: EmulatorControl, fault: dict[str, Any]
 ) -> None:
-    await add_fault(emulator, route="POST /v1/web-calls", count=1, **fault)
+    await control.add_fault(route="POST /v1/web-calls", count=1, **fault)
     sleeps: list[float] = []
     agent_id = next(iter(emulator.state.agents))
     async with emulator_client(emulator, sleeps, timeout=TIMEOUT) as client:
@@ -178,18 +180,20 @@ async def test_a_billable_post_is_not_sent_again_after_an_ambiguous_failure(
             await client.create_web_call(agent_id=agent_id, metadata={})
     assert not isinstance(raised.value, DialNexaConnectError)
     assert sleeps == []
-    assert await upstream_count(emulator, "POST /v1/web-calls") == 1
+    assert await control.request_count("POST /v1/web-calls") == 1
 
 
-async def test_a_billable_post_is_sent_again_after_a_429_honouring_retry_after(emulator: EmulatorServer) -> None:
-    await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=429, retry_after=2, count=1)
+async def test_a_billable_post_is_sent_again_after_a_429_honouring_retry_after(
+    emulator: EmulatorServer, control: EmulatorControl
+) -> None:
+    await control.add_fault(route="POST /v1/web-calls", kind="status", status=429, retry_after=2, count=1)
     sleeps: list[float] = []
     agent_id = next(iter(emulator.state.agents))
     async with emulator_client(emulator, sleeps) as client:
         session = await client.create_web_call(agent_id=agent_id, metadata={})
         await client.end_call(session.id)
     assert sleeps == [2.0]
-    assert await upstream_count(emulator, "POST /v1/web-calls") == 2
+    assert await control.request_count("POST /v1/web-calls") == 2
 
 
 # -- through a scripted server -----------------------------------------------------------------------------------------

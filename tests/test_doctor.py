@@ -21,9 +21,10 @@ from webcall.dialnexa import DialNexaClient
 from webcall.doctor import FAILED, OK, WARNING, Check, diagnose, failed
 from webcall.emulator.server import EmulatorServer
 from webcall.emulator.state import AgentVersion
+from webcall.emulator.testing import EmulatorControl
 from webcall.subscription import ManagedSubscription
 
-from .conftest import SESSION_SECRET, add_fault
+from .hosting import SESSION_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "docs" / "doctor.md"
@@ -106,8 +107,10 @@ async def test_a_refused_key_stops_at_the_key(emulator: EmulatorServer) -> None:
     assert "DIALNEXA_API_KEY" in key.fix
 
 
-async def test_a_key_without_access_is_not_called_refused_and_keeps_dialnexas_words(emulator: EmulatorServer) -> None:
-    await add_fault(emulator, route="GET /v1/user-webhooks", kind="status", status=403, message="KYC is not complete")
+async def test_a_key_without_access_is_not_called_refused_and_keeps_dialnexas_words(
+    emulator: EmulatorServer, control: EmulatorControl
+) -> None:
+    await control.add_fault(route="GET /v1/user-webhooks", kind="status", status=403, message="KYC is not complete")
     checks = await diagnose(config(emulator))
     assert outcomes(checks) == {"base URL": OK, "API key": FAILED}
     key = find(checks, "API key")
@@ -133,8 +136,10 @@ async def test_a_base_url_that_is_not_dialnexas_api(emulator: EmulatorServer) ->
     assert base.fix == "set DIALNEXA_BASE_URL to DialNexa's API, https://api.dialnexa.com/v1"
 
 
-async def test_dialnexa_failing_is_named_on_the_base_url_line(emulator: EmulatorServer) -> None:
-    await add_fault(emulator, route="GET /v1/user-webhooks", kind="status", status=500, count=0)
+async def test_dialnexa_failing_is_named_on_the_base_url_line(
+    emulator: EmulatorServer, control: EmulatorControl
+) -> None:
+    await control.add_fault(route="GET /v1/user-webhooks", kind="status", status=500, count=0)
     (base,) = await diagnose(config(emulator, upstream_deadline=1.0))
     assert base.outcome == FAILED and base.detail.endswith("failed (500: Internal server error)")
 
@@ -343,13 +348,12 @@ def stable(text: str, emulator: EmulatorServer) -> str:
     return text
 
 
-async def documented_reports(emulator: EmulatorServer) -> str:
+async def documented_reports(emulator: EmulatorServer, control: EmulatorControl) -> str:
     sections: list[tuple[str, list[Check]]] = []
     unreachable = config(emulator, base_url="http://127.0.0.1:9/v1", upstream_deadline=1.0)
     sections.append(("DialNexa cannot be reached", await diagnose(unreachable)))
     sections.append(("A refused key", await diagnose(config(emulator, api_key="emu_test:wrong"))))
-    await add_fault(
-        emulator,
+    await control.add_fault(
         route="GET /v1/user-webhooks",
         kind="status",
         status=403,
@@ -411,8 +415,8 @@ async def documented_reports(emulator: EmulatorServer) -> str:
     return stable("\n".join(parts), emulator)
 
 
-async def test_the_documented_reports_are_current(emulator: EmulatorServer) -> None:
-    report = await documented_reports(emulator)
+async def test_the_documented_reports_are_current(emulator: EmulatorServer, control: EmulatorControl) -> None:
+    report = await documented_reports(emulator, control)
     if os.environ.get("WEBCALL_WRITE_DOCS") == "1" or not REPORTS.exists():
         REPORTS.write_text(report, encoding="utf-8")
     assert REPORTS.read_text(encoding="utf-8") == report, (

@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -36,13 +36,13 @@ from schemathesis.generation import GenerationMode
 
 import webcall
 import webcall.views
-from webcall import Agent, WebCallConfig
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.tokens import AUDIENCE_CALL, ISSUER
 from webcall.webhooks import signature
 
-from .conftest import ERROR_KEYS, ORIGIN, MakeHost, runtime
+from .conftest import ERROR_KEYS, MakeHost, runtime
+from .hosting import ORIGIN, host_config, served
 from .offers import OFFER
 
 T = TypeVar("T")
@@ -98,7 +98,7 @@ class LiveHost:
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fuzz-host", daemon=True)
-        self._runner: web.AppRunner | None = None
+        self._serving = contextlib.AsyncExitStack()
         # Every mint that gets through opens a media session that never connects: room for them, a short wait.
         config = EmulatorConfig(api_keys=frozenset({API_KEY}), max_media_sessions=2000, media_connect_timeout=5.0)
         self.emulator = EmulatorServer(config)
@@ -117,14 +117,8 @@ class LiveHost:
         host = web.Application()
         self.handle = webcall.setup(
             host,
-            WebCallConfig(
-                api_key=self.emulator.api_key,
-                base_url=self.emulator.base_url,
-                agents={
-                    "sales": Agent(id="agent_sales", visitor_variables=frozenset({"name", "company"})),
-                    "support": Agent(id="agent_support"),
-                },
-                allowed_origins=(ORIGIN,),
+            host_config(
+                self.emulator,
                 session_secrets=(SESSION_SECRET,),
                 webhook_secrets=(WEBHOOK_SECRET,),
                 # Limits high enough that they never dominate what the fuzzer sees (test_abuse exercises them).
@@ -139,12 +133,7 @@ class LiveHost:
                 metrics=True,
             ),
         )
-        self._runner = web.AppRunner(host, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.base = f"http://127.0.0.1:{port}"
+        self.base = await self._serving.enter_async_context(served(host))
 
     def stop(self) -> None:
         try:
@@ -155,8 +144,7 @@ class LiveHost:
             self._loop.close()
 
     async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._serving.aclose()
         await self.emulator.stop()
 
     @property
@@ -765,20 +753,6 @@ async def test_last_event_id_never_breaks_the_stream(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-@contextlib.asynccontextmanager
-async def served(app: web.Application) -> AsyncIterator[str]:
-    """Serve ``app`` as ``web.run_app`` would (aiohttp's test server cancels handlers when a client leaves; a
-    production runner does not), and yield its base URL."""
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
 async def test_a_vanished_browser_is_not_a_server_error(
     emulator: EmulatorServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -787,16 +761,7 @@ async def test_a_vanished_browser_is_not_a_server_error(
     monkeypatch.setattr(webcall.views, "SSE_PING_SECONDS", 0.05)
     caplog.set_level(logging.WARNING)
     host = web.Application()
-    handle = webcall.setup(
-        host,
-        WebCallConfig(
-            api_key=emulator.api_key,
-            base_url=emulator.base_url,
-            agents={"sales": Agent(id="agent_sales")},
-            allowed_origins=(ORIGIN,),
-            session_secrets=(SESSION_SECRET,),
-        ),
-    )
+    handle = webcall.setup(host, host_config(emulator))
     async with served(host) as base, httpx.AsyncClient(base_url=base, timeout=5) as http:
         minted = await http.post(
             f"{PREFIX}/sessions", json={"agent": "sales", "offer": OFFER}, headers={"Origin": ORIGIN}

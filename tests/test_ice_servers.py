@@ -14,7 +14,6 @@ import hmac
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from webcall import ConfigError, WebCallConfig
@@ -22,7 +21,8 @@ from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.ice import link_header_values, turn_rest_credentials, usable_servers
 
-from .conftest import ORIGIN, ORIGIN_HEADERS, MakeHost, mint, problem
+from .conftest import ORIGIN_HEADERS, MakeHost, mint, problem
+from .hosting import ORIGIN
 from .test_media_resource import authorized, started
 
 TURN_SECRET = "a-coturn-static-auth-secret"
@@ -170,13 +170,6 @@ async def test_dialnexas_per_call_ice_servers_reach_the_browser_as_link_headers(
         assert cross_origin.status == 403
 
 
-async def emulator_media(emulator: EmulatorServer, call_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"{emulator.origin}/_control/media/{call_id}")
-        body: dict[str, Any] = response.json()
-        return body
-
-
 async def test_trickled_candidates_reach_the_media_server(make_host: MakeHost, emulator: EmulatorServer) -> None:
     client, _ = await make_host()
     call = await started(client)
@@ -189,7 +182,7 @@ async def test_trickled_candidates_reach_the_media_server(make_host: MakeHost, e
     host = "a=candidate:1 1 udp 2122194687 127.0.0.1 40000 typ host\r\n"
     last = await client.patch(url, data=OFFER_ICE + host + "a=end-of-candidates\r\n", headers=trickle)
     assert last.status == 204, await last.text()
-    media = await emulator_media(emulator, call["call_id"])
+    media = await emulator.control.media(call["call_id"])
     assert media["trickled_candidates"] == ["relay", "host"]
 
 
@@ -203,4 +196,4 @@ async def test_new_ice_credentials_are_a_restart_the_emulator_refuses(
         call["media_url"], data=restart, headers=authorized(call, **SDP_FRAGMENT, **{"If-Match": call["etag"]})
     )
     await problem(response, 405, "media_update_refused")
-    assert (await emulator_media(emulator, call["call_id"]))["trickled_candidates"] == []
+    assert (await emulator.control.media(call["call_id"]))["trickled_candidates"] == []

@@ -12,10 +12,11 @@ import pytest
 
 from webcall import ConfigError
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 from webcall.sdp import MAX_CANDIDATES, InvalidOffer, sanitize_fragment
 from webcall.views import MEDIA_UPDATES_PER_CALL
 
-from .conftest import ORIGIN_HEADERS, MakeHost, add_fault, mint, problem, runtime, upstream_count
+from .conftest import ORIGIN_HEADERS, MakeHost, mint, problem, runtime
 
 FRAGMENT = "a=ice-ufrag:NEW1\r\na=ice-pwd:newpasswordnewpassword1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
 
@@ -33,7 +34,7 @@ def authorized(body: dict[str, Any], **headers: str) -> dict[str, str]:
 
 
 async def test_a_start_without_an_offer_is_refused_before_anything_is_created(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host()
     for body in (
@@ -42,15 +43,15 @@ async def test_a_start_without_an_offer_is_refused_before_anything_is_created(
         {"agent": "sales", "offer": 3},
     ):
         await problem(await mint(client, body), 400, "offer_required")
-    assert await upstream_count(emulator, "POST /v1/web-calls") == 0
+    assert await control.request_count("POST /v1/web-calls") == 0
 
 
 async def test_an_offer_dialnexa_cannot_answer_ends_the_call_and_frees_its_slot(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, handle = await make_host(max_concurrent_calls=1)
     # The plugin passes the offer on (it is well formed); DialNexa's WHIP endpoint refuses it.
-    await add_fault(emulator, route="POST /v1/web-calls/{call_id}/whip", kind="status", status=400, count=1)
+    await control.add_fault(route="POST /v1/web-calls/{call_id}/whip", kind="status", status=400, count=1)
     body = await problem(await mint(client), 400, "invalid_offer")
     assert "refused" in body["message"]
     (call,) = emulator.state.calls.values()
@@ -60,10 +61,10 @@ async def test_an_offer_dialnexa_cannot_answer_ends_the_call_and_frees_its_slot(
 
 
 async def test_an_access_token_that_expired_before_the_offer_is_call_expired(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host()
-    await add_fault(emulator, route="POST /v1/web-calls/{call_id}/whip", kind="status", status=401, count=1)
+    await control.add_fault(route="POST /v1/web-calls/{call_id}/whip", kind="status", status=401, count=1)
     body = await problem(await mint(client), 502, "call_expired")
     assert "start it again" in body["message"]
 
@@ -156,16 +157,18 @@ def test_a_fragment_with_lines_that_do_not_belong_is_refused(fragment: str) -> N
         sanitize_fragment(fragment, local_upstream=True)
 
 
-async def test_a_call_cannot_flood_its_media_resource(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_a_call_cannot_flood_its_media_resource(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host()
     call = await started(client)
     url = call["media_url"]
     headers = authorized(call, **{"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*"})
     await problem(await client.patch(url, data="v=0\r\n", headers=headers), 400, "invalid_fragment")
-    assert await upstream_count(emulator, "PATCH /v1/web-calls/{call_id}/whip/{session_id}") == 0
+    assert await control.request_count("PATCH /v1/web-calls/{call_id}/whip/{session_id}") == 0
     statuses = [
         (await client.patch(url, data=fragment_with_candidates(40), headers=headers)).status
         for _ in range(MEDIA_UPDATES_PER_CALL + 1)
     ]
     assert statuses[-1] == 429 and 429 not in statuses[:-1], statuses
-    assert await upstream_count(emulator, "PATCH /v1/web-calls/{call_id}/whip/{session_id}") == MEDIA_UPDATES_PER_CALL
+    assert await control.request_count("PATCH /v1/web-calls/{call_id}/whip/{session_id}") == MEDIA_UPDATES_PER_CALL

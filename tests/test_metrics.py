@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, MakeHost, add_fault, runtime
+from .conftest import MakeHost, runtime
+from .hosting import ORIGIN
 from .offers import OFFER
 
 SECRET = "metrics-webhook-secret-0123"
@@ -17,7 +19,9 @@ async def test_metrics_are_off_by_default(make_host: MakeHost) -> None:
     assert response.status == 404 and (await response.json())["code"] == "not_found"
 
 
-async def test_metrics_count_sessions_refusals_upstream_webhooks(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_metrics_count_sessions_refusals_upstream_webhooks(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, handle = await make_host(metrics=True, webhook_secrets=(SECRET,))
     h = {"Origin": ORIGIN}
     session = await (await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=h)).json()
@@ -25,7 +29,7 @@ async def test_metrics_count_sessions_refusals_upstream_webhooks(make_host: Make
     await client.post(
         "/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers={"Origin": "https://evil.example"}
     )
-    await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=503, count=1)
+    await control.add_fault(route="POST /v1/web-calls", kind="status", status=503, count=1)
     await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=h)
     stream = await client.get(f"{session['events_url']}?token={session['token']}", headers=h)
     await stream.content.readline()

@@ -12,10 +12,11 @@ import pytest
 from webcall.embedded import embedded_emulator
 from webcall.emulator.media import MEDIA_HUB
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 from webcall.sdp import MAX_CANDIDATES, MAX_OFFER_BYTES, CheckedOffer, InvalidOffer, sanitize_offer
 from webcall.upstream import Upstream
 
-from .conftest import MakeHost, mint, problem, runtime, upstream_count
+from .conftest import MakeHost, mint, problem, runtime
 from .offers import CHROMIUM_OFFER, FIREFOX_OFFER, OFFER, TRANSPORT
 
 FINGERPRINT = (
@@ -329,20 +330,22 @@ REFUSED_OVER_HTTP = {case[0]: case[1] for case in REFUSED if case[0] != "too lar
 @pytest.mark.parametrize(
     "case", ["video", "no audio", "no fingerprint", "vertical tab", "data channel without credentials"]
 )
-async def test_a_refused_offer_costs_no_web_call(make_host: MakeHost, emulator: EmulatorServer, case: str) -> None:
+async def test_a_refused_offer_costs_no_web_call(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, case: str
+) -> None:
     client, handle = await make_host()
     body = await problem(await mint(client, {"agent": "sales", "offer": REFUSED_OVER_HTTP[case]}), 400, "invalid_offer")
     with pytest.raises(InvalidOffer) as refusal:
         checked(REFUSED_OVER_HTTP[case], local=True)
     assert body["message"] == str(refusal.value)
-    assert await upstream_count(emulator, "POST /v1/web-calls") == 0
-    assert await upstream_count(emulator, "POST /v1/web-calls/{call_id}/whip") == 0
+    assert await control.request_count("POST /v1/web-calls") == 0
+    assert await control.request_count("POST /v1/web-calls/{call_id}/whip") == 0
     assert emulator.state.calls == {}
     assert await runtime(handle).store.active_slots() == 0
 
 
 async def test_an_offer_with_250_candidates_reaches_dialnexa_with_16(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host()
     flood = [candidate("127.0.0.1", 20000 + n).replace("2122260223", "1") for n in range(250)]
@@ -352,7 +355,7 @@ async def test_an_offer_with_250_candidates_reaches_dialnexa_with_16(
     received, targets = received_candidates(emulator, call["call_id"])
     assert received == flood[:16]
     assert targets == 16
-    assert await upstream_count(emulator, "POST /v1/web-calls") == 1
+    assert await control.request_count("POST /v1/web-calls") == 1
 
 
 @pytest.mark.parametrize("local", [True, False], ids=["local", "remote"])

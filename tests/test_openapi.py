@@ -9,7 +9,8 @@ import jsonschema
 
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, MakeHost
+from .conftest import MakeHost
+from .hosting import ORIGIN
 from .offers import OFFER
 
 SECRET = "openapi-webhook-secret-0123"

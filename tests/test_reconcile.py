@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 
 from webcall.calls import Caller, Slot
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl, eventually
 from webcall.errors import StoreUnavailable
 from webcall.events import CallEvent
 from webcall.reconcile import CHECK_SECONDS, OpenCalls, Reconciler
@@ -25,7 +25,8 @@ from webcall.runtime import Runtime
 from webcall.store import MemoryStore
 from webcall.store.redis import RedisStore
 
-from .conftest import AGENTS, ORIGIN, Client, MakeHost, add_fault, emulator_requests, mint, runtime
+from .conftest import Client, MakeHost, mint, runtime
+from .hosting import AGENTS, ORIGIN
 from .offers import OFFER
 from .redis_server import RedisServer
 from .test_relay import read_events
@@ -45,6 +46,7 @@ class Host:
         self.client = client
         self.runtime = runtime
         self.emulator = emulator
+        self.control = emulator.control
         self.events: list[CallEvent] = []
 
     async def start_call(self) -> dict[str, Any]:
@@ -76,40 +78,15 @@ async def end_at_dialnexa(emulator: EmulatorServer, call_id: str) -> None:
         assert response.status_code == 200, response.text
 
 
-async def webhook_fault(emulator: EmulatorServer, **fault: Any) -> None:
-    async with httpx.AsyncClient() as http:
-        response = await http.post(f"{emulator.origin}/_control/webhook-faults", json=fault)
-        assert response.status_code == 201, response.text
-
-
-async def deliveries(emulator: EmulatorServer, call_id: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient() as http:
-        found: list[dict[str, Any]] = (
-            await http.get(f"{emulator.origin}/_control/deliveries", params={"call_id": call_id})
-        ).json()
-        return found
-
-
-async def eventually(condition: Callable[[], Any], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def ended_without_webhook(host: Host, call_id: str) -> None:
     """End the call at DialNexa with its call_ended delivery dropped, and wait until DialNexa gave it up."""
-    await webhook_fault(host.emulator, kind="drop")
+    await host.control.add_webhook_fault(kind="drop")
     await end_at_dialnexa(host.emulator, call_id)
 
     async def dropped() -> bool:
-        return any(d["fault"] == "drop" for d in await deliveries(host.emulator, call_id))
+        return any(d["fault"] == "drop" for d in await host.control.deliveries(call_id=call_id))
 
     await eventually(dropped)
-
-
-async def requests_for(emulator: EmulatorServer, route: str) -> list[dict[str, Any]]:
-    return [r for r in await emulator_requests(emulator) if f"{r['method']} {r['route']}" == route]
 
 
 # -- a lost webhook ---------------------------------------------------------------------------------------------------
@@ -139,42 +116,44 @@ async def test_a_dropped_call_ended_webhook_is_reconciled_for_the_host_and_the_b
 
 
 async def test_a_late_webhook_after_the_reconciled_event_is_a_duplicate(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     host = await host_for(make_host, emulator)
     call_id = (await host.start_call())["call_id"]
-    await webhook_fault(emulator, kind="delay", delay=1.0)
+    await control.add_webhook_fault(kind="delay", delay=1.0)
     await end_at_dialnexa(emulator, call_id)
     await host.reconciler(later=CHECK_SECONDS + 1).step()  # before the delayed webhook arrives
 
     async def answered() -> bool:
-        return any(d["status"] == 200 for d in await deliveries(emulator, call_id))
+        return any(d["status"] == 200 for d in await control.deliveries(call_id=call_id))
 
     await eventually(answered)
-    [delivery] = [d for d in await deliveries(emulator, call_id) if d["status"] == 200]
+    [delivery] = [d for d in await control.deliveries(call_id=call_id) if d["status"] == 200]
     assert '"duplicate":true' in (delivery["response"] or "")
     await host.runtime.bus.drain()
     assert [e.source for e in host.ended(call_id)] == ["reconciled"]
 
 
-async def test_a_call_whose_webhook_came_is_not_looked_up(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_a_call_whose_webhook_came_is_not_looked_up(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     host = await host_for(make_host, emulator)
     call_id = (await host.start_call())["call_id"]
     await end_at_dialnexa(emulator, call_id)
 
     async def delivered() -> bool:
-        return any(d["status"] == 200 for d in await deliveries(emulator, call_id))
+        return any(d["status"] == 200 for d in await control.deliveries(call_id=call_id))
 
     await eventually(delivered)
     await host.reconciler(later=CHECK_SECONDS + 1).step()
     await host.runtime.bus.drain()
     assert [e.source for e in host.ended(call_id)] == ["dialnexa"]
-    assert await requests_for(emulator, LIST) == [] and await requests_for(emulator, GET) == []
+    assert await control.requests(LIST) == [] and await control.requests(GET) == []
 
 
 # -- DialNexa's pace ------------------------------------------------------------------------------------------------
 async def test_open_calls_are_looked_up_after_the_grace_together_and_at_most_once_an_interval(
-    make_host: MakeHost, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     host = await host_for(make_host, emulator)
     clock = [time.time()]
@@ -200,45 +179,47 @@ async def test_open_calls_are_looked_up_after_the_grace_together_and_at_most_onc
     clock[0] = now + 2 * CHECK_SECONDS + 1.1
     await reconciler.step()
     assert asked == [call_ids, call_ids]
-    assert len(await requests_for(emulator, LIST)) == 2 and await requests_for(emulator, GET) == []
+    assert len(await control.requests(LIST)) == 2 and await control.requests(GET) == []
 
 
-async def test_two_workers_never_look_up_one_call_at_once(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_two_workers_never_look_up_one_call_at_once(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     host = await host_for(make_host, emulator)
     call_id = (await host.start_call())["call_id"]
     await ended_without_webhook(host, call_id)
-    await add_fault(emulator, route=LIST, kind="latency", delay=0.5)  # the first worker is still asking
+    await control.add_fault(route=LIST, kind="latency", delay=0.5)  # the first worker is still asking
     workers = [host.reconciler(later=CHECK_SECONDS + 1) for _ in range(2)]
     await asyncio.gather(*(worker.step() for worker in workers))
     await host.runtime.bus.drain()
-    assert len(await requests_for(emulator, LIST)) == 1 and len(host.ended(call_id)) == 1
+    assert len(await control.requests(LIST)) == 1 and len(host.ended(call_id)) == 1
 
 
 async def test_a_call_dialnexa_does_not_know_is_asked_for_alone_then_closed(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     host = await host_for(make_host, emulator)
     await host.runtime.desk.open_calls.add("call_00000000000000")
     await host.reconciler(later=CHECK_SECONDS + 1).step()
-    assert [r["path"] for r in await requests_for(emulator, GET)] == ["/v1/calls/call_00000000000000"]
+    assert [r["path"] for r in await control.requests(GET)] == ["/v1/calls/call_00000000000000"]
     assert await host.runtime.store.open_calls() == []
     await host.runtime.bus.drain()
     assert host.events == []  # nothing is guessed
 
 
 async def test_a_failed_listing_leaves_the_calls_open_for_the_next_round(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     host = await host_for(make_host, emulator)
     call_id = (await host.start_call())["call_id"]
     await ended_without_webhook(host, call_id)
-    await add_fault(emulator, route=LIST, kind="status", status=500)  # one look-up: a 500 is not retried
+    await control.add_fault(route=LIST, kind="status", status=500)  # one look-up: a 500 is not retried
     later = [CHECK_SECONDS + 1]
     reconciler = Reconciler(host.runtime.desk, clock=lambda: time.time() + later[0])
     await reconciler.step()
     await host.runtime.bus.drain()
     assert host.ended(call_id) == [] and await host.runtime.store.open_calls() == [call_id]
-    assert len(await requests_for(emulator, LIST)) == 1 and await requests_for(emulator, GET) == []  # no fallback
+    assert len(await control.requests(LIST)) == 1 and await control.requests(GET) == []  # no fallback
     later[0] += CHECK_SECONDS + 0.1
     await reconciler.step()
     await host.runtime.bus.drain()
@@ -318,13 +299,13 @@ async def test_a_redis_subscriber_misses_nothing_published_while_it_reconnects(r
 
 
 # -- a start that fails after DialNexa created the call --------------------------------------------------------------
-async def hung_up(emulator: EmulatorServer) -> list[str]:
+async def hung_up(control: EmulatorControl) -> list[str]:
     """The calls the plugin hung up at DialNexa."""
-    return [r["path"].split("/")[3] for r in await requests_for(emulator, END)]
+    return [r["path"].split("/")[3] for r in await control.requests(END)]
 
 
 async def test_a_start_whose_store_write_fails_hangs_the_call_up_and_frees_its_slot(
-    make_host: MakeHost, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     host = await host_for(make_host, emulator)
     store = host.runtime.store
@@ -336,12 +317,12 @@ async def test_a_start_whose_store_write_fails_hangs_the_call_up_and_frees_its_s
     response = await mint(host.client)
     assert response.status == 503
     [call_id] = emulator.state.calls
-    assert await hung_up(emulator) == [call_id] and emulator.state.calls[call_id].ended
+    assert await hung_up(control) == [call_id] and emulator.state.calls[call_id].ended
     assert await store.active_slots() == 0
 
 
 async def test_a_slot_that_could_not_be_freed_is_freed_when_the_store_answers(
-    make_host: MakeHost, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     host = await host_for(make_host, emulator)
     store = host.runtime.store
@@ -353,32 +334,32 @@ async def test_a_slot_that_could_not_be_freed_is_freed_when_the_store_answers(
         outage.setattr(store, "publish_new_call", store_down)
         outage.setattr(store, "release_slot", store_down)
         assert (await mint(host.client)).status == 503
-    assert await store.active_slots() == 1 and len(await hung_up(emulator)) == 1
+    assert await store.active_slots() == 1 and len(await hung_up(control)) == 1
     await host.reconciler().step()
     assert await store.active_slots() == 0
 
 
 async def test_a_start_whose_media_is_refused_hangs_the_call_up_and_frees_its_slot(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     host = await host_for(make_host, emulator)
-    await add_fault(emulator, route=WHIP, kind="status", status=500)
+    await control.add_fault(route=WHIP, kind="status", status=500)
     response = await mint(host.client)
     assert response.status == 502
     [call_id] = emulator.state.calls
-    assert await hung_up(emulator) == [call_id] and await host.runtime.store.active_slots() == 0
+    assert await hung_up(control) == [call_id] and await host.runtime.store.active_slots() == 0
 
 
 @pytest.mark.parametrize("route", [CREATE, WHIP], ids=["while-creating", "while-connecting"])
 async def test_a_visitor_who_leaves_during_the_start_leaves_no_call_and_no_slot(
-    make_host: MakeHost, emulator: EmulatorServer, route: str
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, route: str
 ) -> None:
     host = await host_for(make_host, emulator)
-    await add_fault(emulator, route=route, kind="latency", delay=1.0)
+    await control.add_fault(route=route, kind="latency", delay=1.0)
     leaving = asyncio.create_task(mint(host.client))
 
     async def waiting_on_dialnexa() -> bool:
-        return bool(await requests_for(emulator, route))
+        return bool(await control.requests(route))
 
     await eventually(waiting_on_dialnexa)
     await asyncio.sleep(0.2)
@@ -386,14 +367,14 @@ async def test_a_visitor_who_leaves_during_the_start_leaves_no_call_and_no_slot(
     await asyncio.gather(leaving, return_exceptions=True)
 
     async def cleaned_up() -> bool:
-        return len(emulator.state.calls) == 1 and await hung_up(emulator) == list(emulator.state.calls)
+        return len(emulator.state.calls) == 1 and await hung_up(control) == list(emulator.state.calls)
 
     await eventually(cleaned_up)
     assert await host.runtime.store.active_slots() == 0
 
 
 async def test_a_start_cancelled_twice_still_hangs_the_call_up_and_frees_its_slot(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     """A request cancelled again while its call is being hung up (a server shutting down cancels its handlers
     too) does not stop the hang-up half-way."""
@@ -402,12 +383,12 @@ async def test_a_start_cancelled_twice_still_hangs_the_call_up_and_frees_its_slo
     caller = Caller(alias="sales", agent=AGENTS["sales"], variables={}, origin=ORIGIN, identity=None)
     assert await store.acquire_slot("slot_1", 10, 600)
     session = await desk.create_call(caller, Slot("slot_1", taken=True))
-    await add_fault(emulator, route=WHIP, kind="latency", delay=1.0)
-    await add_fault(emulator, route=END, kind="latency", delay=0.5)
+    await control.add_fault(route=WHIP, kind="latency", delay=1.0)
+    await control.add_fault(route=END, kind="latency", delay=0.5)
     starting = asyncio.create_task(desk.connect(caller, session, OFFER, "slot_1"))
 
     async def sent(route: str) -> bool:
-        return bool(await requests_for(emulator, route))
+        return bool(await control.requests(route))
 
     await eventually(lambda: sent(WHIP))
     starting.cancel()
@@ -419,7 +400,7 @@ async def test_a_start_cancelled_twice_still_hangs_the_call_up_and_frees_its_slo
         return await store.active_slots() == 0
 
     await eventually(slot_freed)
-    assert emulator.state.calls[session.id].ended and await hung_up(emulator) == [session.id]
+    assert emulator.state.calls[session.id].ended and await hung_up(control) == [session.id]
 
 
 def test_no_call_is_looked_up_more_than_once_a_second() -> None:

@@ -13,12 +13,13 @@ import pytest
 from aiohttp import web
 
 import webcall
-from webcall import Agent, WebCallConfig
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 from webcall.events import CallEvent
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, ORIGIN_HEADERS, SESSION_SECRET, MakeHost, add_fault, runtime, upstream_count
+from .conftest import ORIGIN_HEADERS, MakeHost, runtime
+from .hosting import ORIGIN, host_config
 from .offers import OFFER
 from .redis_server import RedisServer
 from .test_webhooks import NEW, delivery, post
@@ -93,16 +94,7 @@ async def test_streams_close_cleanly_on_shutdown(emulator: EmulatorServer) -> No
     """At shutdown the plugin ends every open event stream itself: the browser sees the stream end properly (it
     reconnects to another worker), and the server does not wait out its shutdown timeout for the handlers."""
     host = web.Application()
-    handle = webcall.setup(
-        host,
-        WebCallConfig(
-            api_key=emulator.api_key,
-            base_url=emulator.base_url,
-            agents={"sales": Agent(id="agent_sales")},
-            allowed_origins=(ORIGIN,),
-            session_secrets=(SESSION_SECRET,),
-        ),
-    )
+    handle = webcall.setup(host, host_config(emulator))
     shutdown_timeout = 10.0
     runner = web.AppRunner(host, shutdown_timeout=shutdown_timeout)  # a production runner, as web.run_app uses
     await runner.setup()
@@ -135,7 +127,9 @@ async def test_host_end_call(make_host: MakeHost, emulator: EmulatorServer) -> N
     assert await runtime(handle).store.active_slots() == 0
 
 
-async def test_maximum_call_length_is_enforced_by_the_plugin(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_maximum_call_length_is_enforced_by_the_plugin(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host(max_call_seconds=1)
     session = await mint(client)
     assert session["max_call_seconds"] == 1
@@ -144,7 +138,7 @@ async def test_maximum_call_length_is_enforced_by_the_plugin(make_host: MakeHost
             break
         await asyncio.sleep(0.1)
     assert emulator.state.calls[session["call_id"]].ended
-    assert await upstream_count(emulator, "POST /v1/calls/{id}/end") == 1
+    assert await control.request_count("POST /v1/calls/{id}/end") == 1
 
 
 # -- call me back ---------------------------------------------------------------------------------------------------
@@ -200,20 +194,22 @@ async def test_callback_rate_limited_per_number(make_host: MakeHost, emulator: E
 
 
 async def test_callback_ambiguous_timeout_is_reconciled_not_retried(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host(callback_countries=CALLBACK_COUNTRIES, upstream_timeout=0.3)
-    await add_fault(emulator, route="POST /v1/calls", kind="latency", delay=0.6, count=1)
+    await control.add_fault(route="POST /v1/calls", kind="latency", delay=0.6, count=1)
     response = await callback(client)
     assert response.status == 202, await response.text()
     body = await response.json()
     assert list(emulator.state.calls) == [body["callback_id"]]
-    assert await upstream_count(emulator, "POST /v1/calls") == 1
+    assert await control.request_count("POST /v1/calls") == 1
 
 
-async def test_callback_upstream_refusal(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_callback_upstream_refusal(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host(callback_countries=CALLBACK_COUNTRIES)
-    await add_fault(emulator, route="POST /v1/calls", kind="status", status=402, count=1)
+    await control.add_fault(route="POST /v1/calls", kind="status", status=402, count=1)
     response = await callback(client)
     assert response.status == 502 and (await response.json())["code"] == "upstream_rejected"
 

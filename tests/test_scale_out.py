@@ -20,12 +20,12 @@ from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.webhooks import signature
 
+from .hosting import ORIGIN
 from .net import free_port
 from .offers import OFFER
 from .redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
-ORIGIN = "https://shop.example"
 WEBHOOK_SECRET = "scale-out-webhook-secret-0123456789"
 SESSION_SECRET = "scale-out-session-secret-0123456789abcdef"
 

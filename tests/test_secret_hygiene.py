@@ -9,13 +9,15 @@ import pytest
 
 from webcall import Agent
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 
-from .conftest import ORIGIN_HEADERS, SESSION_SECRET, MakeHost, add_fault, runtime
+from .conftest import ORIGIN_HEADERS, MakeHost, runtime
+from .hosting import SESSION_SECRET
 from .offers import OFFER
 
 
 async def test_no_secret_in_any_response_or_log(
-    make_host: MakeHost, emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client, handle = await make_host(
@@ -47,11 +49,11 @@ async def test_no_secret_in_any_response_or_log(
             "/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers={"Origin": "https://x.example"}
         )
     )
-    await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=500, count=1)
+    await control.add_fault(route="POST /v1/web-calls", kind="status", status=500, count=1)
     await record(
         await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS)
     )
-    await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=401, count=1)
+    await control.add_fault(route="POST /v1/web-calls", kind="status", status=401, count=1)
     await record(
         await client.post("/webcall/sessions", json={"offer": OFFER, "agent": "sales"}, headers=ORIGIN_HEADERS)
     )

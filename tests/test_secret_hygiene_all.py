@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 from webcall.events import CallEvent
 from webcall.resources import static_dir, templates_dir
 from webcall.webhooks import signature
 
-from .conftest import ORIGIN, ORIGIN_HEADERS, MakeHost, add_fault, runtime
+from .conftest import ORIGIN_HEADERS, MakeHost, runtime
+from .hosting import ORIGIN
 from .offers import OFFER
 
 NEW_WEBHOOK_SECRET = "hygiene-webhook-new-0123456789abcdef"
@@ -71,7 +73,7 @@ async def read_sse(response: Any, until: str = "call.ended") -> str:
 
 
 async def test_no_secret_on_any_path(
-    make_host: MakeHost, emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client, handle = await make_host(
@@ -152,7 +154,7 @@ async def test_no_secret_on_any_path(
         {"kind": "timeout", "delay": 1.0},
         {"kind": "reset"},
     ):
-        await add_fault(emulator, route="POST /v1/web-calls", count=1, **fault)
+        await control.add_fault(route="POST /v1/web-calls", count=1, **fault)
         await post_session(headers=visitor())
     while (await post_session(headers=visitor())).status == 201:  # up to the concurrent-call cap
         pass
@@ -205,7 +207,7 @@ async def test_no_secret_on_any_path(
     phone_call = seen.json()["callback_id"]
     await seen(await client.post("/webcall/callbacks", json={**callback, "phone_number": "555"}, headers=visitor()))
     await seen(await client.post("/webcall/callbacks", json={**callback, "consent": False}, headers=visitor()))
-    await add_fault(emulator, route="POST /v1/calls", kind="status", status=503, count=1)
+    await control.add_fault(route="POST /v1/calls", kind="status", status=503, count=1)
     await seen(await client.post("/webcall/callbacks", json=callback, headers=visitor()))
     for _ in range(200):  # the emulator's deliveries for the phone call arrive through our receiver
         if any(e.call_id == phone_call and e.type == "call.ended" for e in calls_seen):

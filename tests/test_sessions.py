@@ -11,19 +11,11 @@ from aiohttp import web
 
 from webcall import Agent, HTTPProblem
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 from webcall.tokens import AUDIENCE_CALL
 
-from .conftest import (
-    ORIGIN,
-    ORIGIN_HEADERS,
-    MakeHost,
-    add_fault,
-    mint,
-    problem,
-    runtime,
-    upstream_count,
-    without_defaults,
-)
+from .conftest import ORIGIN_HEADERS, MakeHost, mint, problem, runtime, without_defaults
+from .hosting import ORIGIN
 
 
 async def test_mint_returns_what_the_browser_needs(make_host: MakeHost, emulator: EmulatorServer) -> None:
@@ -95,12 +87,14 @@ async def test_bad_visitor_variables(
     assert emulator.state.calls == {}
 
 
-async def test_disallowed_origin_makes_no_upstream_call(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_disallowed_origin_makes_no_upstream_call(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host()
     response = await mint(client, headers={"Origin": "https://evil.example"})
     await problem(response, 403, "origin_not_allowed")
     assert "Access-Control-Allow-Origin" not in response.headers
-    assert await upstream_count(emulator, "POST /v1/web-calls") == 0
+    assert await control.request_count("POST /v1/web-calls") == 0
 
 
 async def test_missing_origin_is_refused(make_host: MakeHost, emulator: EmulatorServer) -> None:
@@ -273,31 +267,37 @@ async def test_upstream_4xx(make_host: MakeHost, emulator: EmulatorServer) -> No
     assert "Agent not found" not in body["message"]  # the upstream body is not echoed
 
 
-async def test_upstream_5xx_is_not_retried_for_the_billable_post(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_upstream_5xx_is_not_retried_for_the_billable_post(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host()
-    await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=500, count=1)
+    await control.add_fault(route="POST /v1/web-calls", kind="status", status=500, count=1)
     await problem(await mint(client), 502, "upstream_error")
-    assert await upstream_count(emulator, "POST /v1/web-calls") == 1
+    assert await control.request_count("POST /v1/web-calls") == 1
     assert emulator.state.calls == {}
     assert (await mint(client)).status == 201  # the slot was released
 
 
-async def test_upstream_5xx_after_retries_on_hang_up(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_upstream_5xx_after_retries_on_hang_up(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client, _ = await make_host()
     session = await (await mint(client)).json()
-    await add_fault(emulator, route="POST /v1/calls/{id}/end", kind="status", status=502, count=0)
+    await control.add_fault(route="POST /v1/calls/{id}/end", kind="status", status=502, count=0)
     response = await client.post(
         session["end_url"], headers={**ORIGIN_HEADERS, "Authorization": f"Bearer {session['token']}"}
     )
     await problem(response, 502, "upstream_error")
-    assert await upstream_count(emulator, "POST /v1/calls/{id}/end") == 3
+    assert await control.request_count("POST /v1/calls/{id}/end") == 3
 
 
-async def test_a_full_dialnexa_is_busy_not_broken(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_a_full_dialnexa_is_busy_not_broken(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     """DialNexa's media side answering 503 (the emulator does at its limit of live calls) is a busy service: 503
     upstream_busy with its Retry-After, and the call created for the start is hung up."""
     client, handle = await make_host()
-    await add_fault(emulator, route="POST /v1/web-calls/{call_id}/whip", kind="status", status=503, count=1)
+    await control.add_fault(route="POST /v1/web-calls/{call_id}/whip", kind="status", status=503, count=1)
     response = await mint(client)
     await problem(response, 503, "upstream_busy")
     assert int(response.headers["Retry-After"]) >= 1
@@ -306,16 +306,16 @@ async def test_a_full_dialnexa_is_busy_not_broken(make_host: MakeHost, emulator:
     assert await runtime(handle).store.active_slots() == 0
 
 
-async def test_upstream_429_is_retried(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_upstream_429_is_retried(make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl) -> None:
     client, _ = await make_host()
-    await add_fault(emulator, route="POST /v1/web-calls", kind="status", status=429, retry_after=0.05, count=1)
+    await control.add_fault(route="POST /v1/web-calls", kind="status", status=429, retry_after=0.05, count=1)
     assert (await mint(client)).status == 201
     assert len(emulator.state.calls) == 1
 
 
-async def test_upstream_timeout(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_upstream_timeout(make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl) -> None:
     client, _ = await make_host(upstream_timeout=0.3)
-    await add_fault(emulator, route="POST /v1/web-calls", kind="timeout", delay=3, count=1)
+    await control.add_fault(route="POST /v1/web-calls", kind="timeout", delay=3, count=1)
     await problem(await mint(client), 504, "upstream_timeout")
     assert emulator.state.calls == {}
 

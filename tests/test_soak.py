@@ -16,15 +16,14 @@ import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
-from typing import Any
 
-import httpx
 import pytest
 
 from webcall.bus import callback_name
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.keys import WEBHOOKS_KEY
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import DeliveryRecord, EmulatorControl
 from webcall.events import NAMES, CallEvent
 
 from .conftest import MakeHost, runtime
@@ -104,21 +103,11 @@ async def test_soak_every_valid_event_reaches_the_host_exactly_once(
         await handle.ensure_webhook(str(client.make_url("/webcall/webhooks")))
         emitted: set[str] = set()
         fates: dict[str, str] = {}
-        async with httpx.AsyncClient(base_url=emulator.origin, timeout=30.0) as control:
-            for kind, probability in (
-                ("duplicate", DUPLICATE_PROBABILITY),
-                ("bad_signature", BAD_SIGNATURE_PROBABILITY),
-            ):
-                response = await control.post(
-                    "/_control/webhook-faults", json={"kind": kind, "probability": probability, "count": 0}
-                )
-                assert response.status_code == 201
+        async with EmulatorControl(emulator.origin, timeout=30.0) as control:
+            await control.add_webhook_fault(kind="duplicate", probability=DUPLICATE_PROBABILITY, count=0)
+            await control.add_webhook_fault(kind="bad_signature", probability=BAD_SIGNATURE_PROBABILITY, count=0)
             for count, last, metadata in BATCHES:
-                response = await control.post(
-                    "/_control/emit", json={"count": count, "event_type": last, "metadata": metadata}
-                )
-                assert response.status_code == 201
-                body = response.json()
+                body = await control.emit(count=count, event_type=last, metadata=metadata)
                 assert len(body["call_ids"]) == count
                 assert body["events"] == body["deliveries"] == count * len(STAGES[last])
                 for call_id in body["call_ids"]:
@@ -127,14 +116,14 @@ async def test_soak_every_valid_event_reaches_the_host_exactly_once(
                     fates.update(dict.fromkeys(events, metadata.get("soak", "ok")))
             await emulator.app[WEBHOOKS_KEY].drain(within=60.0)
             await runtime(handle).bus.drain(within=30.0)
-            records: list[dict[str, Any]] = (await control.get("/_control/deliveries")).json()
+            records = await control.deliveries()
     finally:
         logging.getLogger("webcall").removeHandler(refusals)
 
     # Volume, and the log is complete (the emulator keeps the last 5000 attempts).
     assert len(emitted) == sum(count * len(STAGES[last]) for count, last, _ in BATCHES) == 1080
     assert 1000 <= len(records) < 5000
-    by_delivery: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_delivery: dict[str, list[DeliveryRecord]] = defaultdict(list)
     for record in records:
         by_delivery[record["delivery_id"]].append(record)
     assert {f"{r[0]['call_id']}:{NAMES[r[0]['event_type']]}" for r in by_delivery.values()} == emitted

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -15,8 +14,10 @@ import webcall.startup
 from webcall import Agent, ConfigError, WebCallConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.emulator.state import AgentVersion
+from webcall.emulator.testing import EmulatorControl
 
-from .conftest import ORIGIN, SESSION_SECRET, MakeHost, add_fault, runtime, without_defaults
+from .conftest import MakeHost, runtime, without_defaults
+from .hosting import ORIGIN, SESSION_SECRET
 from .offers import OFFER
 
 
@@ -82,8 +83,8 @@ async def test_embedded_emulator_when_no_api_key(aiohttp_client: Any) -> None:
     assert response.status == 201, await response.text()
     body = await response.json()
     assert body["answer"].startswith("v=0") and handle.media_origin not in await response.text()
-    async with httpx.AsyncClient() as http:
-        record = (await http.get(f"{handle.media_origin}/_control/calls/{body['call_id']}")).json()
+    async with EmulatorControl(handle.media_origin) as control:
+        record = await control.call(body["call_id"])
     assert record["metadata"] == {"name": "Ana"}
 
 
@@ -309,8 +310,8 @@ async def test_a_key_dialnexa_refuses_fails_a_strict_start_in_dialnexas_words(em
     )
 
 
-async def test_a_key_without_access_is_not_called_refused(emulator: EmulatorServer) -> None:
-    await add_fault(emulator, route="GET /v1/user-webhooks", kind="status", status=403, count=0)
+async def test_a_key_without_access_is_not_called_refused(emulator: EmulatorServer, control: EmulatorControl) -> None:
+    await control.add_fault(route="GET /v1/user-webhooks", kind="status", status=403, count=0)
     error = await start_strict(account_config(emulator, strict_agents=True))
     assert str(error).startswith(
         "DialNexa denied the key access (403: You do not have permission to access this resource): use a key of the "
@@ -348,16 +349,18 @@ async def test_an_unreachable_dialnexa_fails_a_strict_start_after_three_tries(
 
 
 async def test_a_slow_network_at_startup_is_not_a_refusal(
-    emulator: EmulatorServer, quick_startup_retries: None
+    emulator: EmulatorServer, control: EmulatorControl, quick_startup_retries: None
 ) -> None:
     """DialNexa failing twice (timeouts, 503) and then answering: the strict start goes on."""
-    await add_fault(emulator, route="GET /v1/user-webhooks", kind="status", status=503, count=6)
+    await control.add_fault(route="GET /v1/user-webhooks", kind="status", status=503, count=6)
     runner = await start(account_config(emulator, strict_agents=True))
     await runner.cleanup()
 
 
-async def test_a_webhook_dialnexa_will_not_register_fails_a_strict_start(emulator: EmulatorServer) -> None:
-    await add_fault(emulator, route="POST /v1/user-webhooks", kind="status", status=400, message="url is not allowed")
+async def test_a_webhook_dialnexa_will_not_register_fails_a_strict_start(
+    emulator: EmulatorServer, control: EmulatorControl
+) -> None:
+    await control.add_fault(route="POST /v1/user-webhooks", kind="status", status=400, message="url is not allowed")
     config = account_config(
         emulator, strict_agents=True, public_url="https://shop.example", webhook_secrets=("h" * 20,)
     )

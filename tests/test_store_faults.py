@@ -16,12 +16,11 @@ The host's callback is the service's own (one ``webcall.service`` log line per e
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,14 @@ import httpx
 import pytest
 import redis as redis_client
 
+from webcall.emulator.testing import EmulatorControl, eventually
+
+from .hosting import ORIGIN
 from .net import free_port
 from .offers import OFFER
 from .redis_server import RedisServer
 from .service import Service, clean_environment, running_service
 
-ORIGIN = "https://shop.example"
 API_KEY = "emu_key:emu_secret"
 WEBHOOK_SECRET = "store-faults-webhook-secret-0123456789"
 CALLS = 4
@@ -56,6 +57,12 @@ def dialnexa(tmp_path: Path) -> Iterator[Service]:
     ]  # fmt: skip
     with running_service(command, tmp_path, env=clean_environment(), ready_path="/_control/requests") as emulator:
         yield emulator
+
+
+@pytest.fixture
+async def control(dialnexa: Service) -> AsyncIterator[EmulatorControl]:
+    async with EmulatorControl(dialnexa.url) as emulator_control:
+        yield emulator_control
 
 
 @pytest.fixture
@@ -128,7 +135,11 @@ class Visitors:
             url = f"{self.plugin.url}{session['events_url']}?token={session['token']}"
             self._reading.append(asyncio.create_task(read_stream(self.http, url, browser.events)))
             browsers.append(browser)
-        await eventually(lambda: all(b.has("session.created") for b in browsers), 10)
+
+        async def streams_opened() -> bool:
+            return all(b.has("session.created") for b in browsers)
+
+        await eventually(streams_opened, 10)
         return browsers
 
     async def leave(self) -> None:
@@ -142,16 +153,6 @@ async def visitors(http: httpx.AsyncClient, plugin: Service) -> AsyncIterator[Vi
     visiting = Visitors(http, plugin)
     yield visiting
     await visiting.leave()
-
-
-async def eventually(condition: Callable[[], Awaitable[bool] | bool], within: float) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        met = condition()
-        if await met if inspect.isawaitable(met) else met:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 async def end_at_dialnexa(http: httpx.AsyncClient, dialnexa: Service, call_id: str) -> None:
@@ -170,19 +171,16 @@ async def record_at_dialnexa(http: httpx.AsyncClient, dialnexa: Service, call_id
     return record
 
 
-async def deliveries(http: httpx.AsyncClient, dialnexa: Service, call_id: str) -> list[dict[str, Any]]:
-    response = await http.get(f"{dialnexa.url}/_control/deliveries", params={"call_id": call_id})
-    found: list[dict[str, Any]] = response.json()
-    return found
-
-
 def host_heard(plugin: Service, call_id: str) -> int:
     """How many ``call.ended`` events about ``call_id`` the host's callback received."""
     return len(re.findall(rf"webcall\.service INFO call\.ended {call_id}\b", plugin.output()))
 
 
 async def outcomes_arrive(plugin: Service, browsers: list[Browser], within: float) -> None:
-    await eventually(lambda: all(b.has("call.ended") and host_heard(plugin, b.call_id) for b in browsers), within)
+    async def arrived() -> bool:
+        return all(b.has("call.ended") and host_heard(plugin, b.call_id) for b in browsers)
+
+    await eventually(arrived, within)
 
 
 async def no_duplicates_after_a_round(plugin: Service, browsers: list[Browser]) -> None:
@@ -204,7 +202,11 @@ async def test_redis_restarted_empty_mid_call_loses_no_call_ended(
     browsers = await visitors.start_calls(CALLS)
     redis.stop()
     redis.start()  # no persistence: every call's event log, its numbering and the dedupe keys are gone
-    await eventually(lambda: httpx.get(f"{plugin.url}/healthz").status_code == 200, 10)
+
+    async def healthy() -> bool:
+        return (await http.get(f"{plugin.url}/healthz")).status_code == 200
+
+    await eventually(healthy, 10)
     for browser in browsers:
         await end_at_dialnexa(http, dialnexa, browser.call_id)
     await outcomes_arrive(plugin, browsers, 20)
@@ -221,6 +223,7 @@ async def test_a_redis_outage_across_the_end_of_calls_loses_no_outcome(
     http: httpx.AsyncClient,
     redis: RedisServer,
     dialnexa: Service,
+    control: EmulatorControl,
     plugin: Service,
     visitors: Visitors,
     comes_back: str,
@@ -234,12 +237,11 @@ async def test_a_redis_outage_across_the_end_of_calls_loses_no_outcome(
         await end_at_dialnexa(http, dialnexa, browser.call_id)
 
     async def given_up() -> bool:
-        pending: int = (await http.get(f"{dialnexa.url}/_control/deliveries/pending")).json()["pending"]
-        return pending == 0
+        return await control.pending_deliveries() == 0
 
     await eventually(given_up, 15)
     for browser in browsers:  # every attempt DialNexa made was refused: the webhooks are lost for good
-        attempts = await deliveries(http, dialnexa, browser.call_id)
+        attempts = await control.deliveries(call_id=browser.call_id)
         assert [(a["event_type"], a["status"]) for a in attempts] == [("call_ended", 503)] * DELIVERY_ATTEMPTS
     outage = 30 if comes_back == "with-its-data" else 5  # 30 s: far past DialNexa's last retry
     await asyncio.sleep(max(0.0, outage - (time.monotonic() - down_at)))
@@ -257,17 +259,15 @@ async def test_a_redis_outage_across_the_end_of_calls_loses_no_outcome(
 
 # -- (c) ------------------------------------------------------------------------------------------------------------
 async def test_redis_down_during_a_start_hangs_the_call_up_and_frees_its_slot(
-    http: httpx.AsyncClient, redis: RedisServer, dialnexa: Service, plugin: Service
+    http: httpx.AsyncClient, redis: RedisServer, dialnexa: Service, control: EmulatorControl, plugin: Service
 ) -> None:
-    fault = {"route": "POST /v1/web-calls", "kind": "latency", "delay": 2.0}
-    assert (await http.post(f"{dialnexa.url}/_control/faults", json=fault)).status_code == 201
+    await control.add_fault(route="POST /v1/web-calls", kind="latency", delay=2.0)
     starting = asyncio.create_task(
         http.post(f"{plugin.url}/webcall/sessions", json={"agent": "sales", "offer": OFFER}, headers={"Origin": ORIGIN})
     )
 
     async def asked_dialnexa() -> bool:
-        requests = (await http.get(f"{dialnexa.url}/_control/requests")).json()
-        return any((r["method"], r["route"]) == ("POST", "/v1/web-calls") for r in requests)
+        return await control.request_count("POST /v1/web-calls") > 0
 
     await eventually(asked_dialnexa, 10)
     assert (await http.get(f"{plugin.url}/healthz")).json()["active_calls"] == 1  # the start holds its slot
@@ -275,16 +275,15 @@ async def test_redis_down_during_a_start_hangs_the_call_up_and_frees_its_slot(
     redis.stop()
     response = await starting
     assert response.status_code == 503 and response.json()["code"] == "store_unavailable"
-    requests = (await http.get(f"{dialnexa.url}/_control/requests")).json()
-    [created] = [r for r in requests if (r["method"], r["route"]) == ("POST", "/v1/web-calls")]
-    ended = [r["path"] for r in requests if (r["method"], r["route"]) == ("POST", "/v1/calls/{id}/end")]
+    [created] = await control.requests("POST /v1/web-calls")
+    ended = [r["path"] for r in await control.requests("POST /v1/calls/{id}/end")]
     assert len(ended) == 1 and created["status"] == 201
     call_id = ended[0].split("/")[3]
     assert (await record_at_dialnexa(http, dialnexa, call_id))["status"] == "cancelled"  # no longer billed
     redis.start()
 
-    def slot_freed() -> bool:
-        health = httpx.get(f"{plugin.url}/healthz")
+    async def slot_freed() -> bool:
+        health = await http.get(f"{plugin.url}/healthz")
         return health.status_code == 200 and health.json()["active_calls"] == 0
 
     await eventually(slot_freed, 10)

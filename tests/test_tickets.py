@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from webcall import Agent, ConfigError, WebCallConfig
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 from webcall.tickets import MAX_TICKET_SECONDS, TicketVerifier, sign_ticket
 
-from .conftest import ORIGIN_HEADERS, MakeHost, add_fault, mint, problem, runtime, upstream_count
+from .conftest import ORIGIN_HEADERS, MakeHost, mint, problem, runtime
 
 TICKET_SECRET = "ticket-secret-of-the-host-backend-0123456789"
 OLD_TICKET_SECRET = "the-previous-ticket-secret-still-verifying-42"
@@ -69,7 +70,7 @@ async def test_a_valid_ticket_starts_a_call_with_its_identity_and_variables(
 
 
 async def test_without_a_ticket_a_start_is_refused_when_one_is_required(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client = await ticketed_host(make_host)
     body = await problem(await start(client, None), 401, "ticket_required")
@@ -81,7 +82,7 @@ async def test_without_a_ticket_a_start_is_refused_when_one_is_required(
         headers=ORIGIN_HEADERS,
     )
     await problem(callback, 401, "ticket_required")
-    assert await upstream_count(emulator, MINT) == 0 and await upstream_count(emulator, PHONE) == 0
+    assert await control.request_count(MINT) == 0 and await control.request_count(PHONE) == 0
 
 
 async def test_tickets_are_optional_unless_required(make_host: MakeHost, emulator: EmulatorServer) -> None:
@@ -120,12 +121,18 @@ async def test_tickets_are_optional_unless_required(make_host: MakeHost, emulato
     ids=lambda value: value if isinstance(value, str) else None,
 )
 async def test_each_ticket_rule_refuses_before_any_upstream_call(
-    make_host: MakeHost, emulator: EmulatorServer, ticket: Any, status: int, code: str, fragment: str
+    make_host: MakeHost,
+    emulator: EmulatorServer,
+    control: EmulatorControl,
+    ticket: Any,
+    status: int,
+    code: str,
+    fragment: str,
 ) -> None:
     client = await ticketed_host(make_host)
     body = await problem(await start(client, ticket()), status, code)
     assert fragment in body["message"], body
-    assert await upstream_count(emulator, MINT) == 0
+    assert await control.request_count(MINT) == 0
 
 
 def unsigned(payload: dict[str, Any], header: dict[str, Any]) -> str:
@@ -135,7 +142,9 @@ def unsigned(payload: dict[str, Any], header: dict[str, Any]) -> str:
     return f"{part(header)}.{part(payload)}."
 
 
-async def test_alg_none_and_public_key_algorithms_are_refused(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_alg_none_and_public_key_algorithms_are_refused(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client = await ticketed_host(make_host)
     for header in ({"alg": "none", "typ": "JWT"}, {"alg": "None"}, {"alg": "HS512"}):
         body = await problem(await start(client, unsigned(claims(), header)), 401, "ticket_invalid")
@@ -148,16 +157,18 @@ async def test_alg_none_and_public_key_algorithms_are_refused(make_host: MakeHos
         warnings.simplefilter("ignore")
         hs512 = jwt.encode(claims(), TICKET_SECRET, algorithm="HS512")  # right secret, algorithm the token chose
     await problem(await start(client, hs512), 401, "ticket_invalid")
-    assert await upstream_count(emulator, MINT) == 0
+    assert await control.request_count(MINT) == 0
 
 
-async def test_a_ticket_admits_one_start(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_a_ticket_admits_one_start(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client = await ticketed_host(make_host)
     ticket = signed()
     assert (await start(client, ticket)).status == 201
     body = await problem(await start(client, ticket), 409, "ticket_used")
     assert "reload" in body["message"]
-    assert await upstream_count(emulator, MINT) == 1
+    assert await control.request_count(MINT) == 1
 
 
 async def test_a_refused_start_does_not_spend_the_ticket(make_host: MakeHost, emulator: EmulatorServer) -> None:
@@ -184,12 +195,12 @@ async def test_a_start_refused_because_every_line_is_busy_does_not_spend_the_tic
 
 
 async def test_a_start_dialnexa_refuses_gives_back_its_slot_and_its_ticket(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     """DialNexa refused to create the call: no call exists, so the only line is free again and "Try again" may use
     the same ticket."""
     client, handle = await make_host(ticket_secrets=(TICKET_SECRET,), require_ticket=True, max_concurrent_calls=1)
-    await add_fault(emulator, route=MINT, kind="status", status=400, count=1)
+    await control.add_fault(route=MINT, kind="status", status=400, count=1)
     ticket = signed()
     refused = await start(client, ticket)
     assert refused.status >= 400 and emulator.state.calls == {}, await refused.text()
@@ -219,12 +230,12 @@ async def test_a_little_clock_difference_is_tolerated(make_host: MakeHost, emula
 
 
 async def test_a_ticket_to_a_service_without_ticket_secrets_is_refused(
-    make_host: MakeHost, emulator: EmulatorServer
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
 ) -> None:
     client, _ = await make_host()
     body = await problem(await start(client, signed()), 400, "ticket_invalid")
     assert "WEBCALL_TICKET_SECRETS" in body["message"]
-    assert await upstream_count(emulator, MINT) == 0
+    assert await control.request_count(MINT) == 0
 
 
 async def test_the_ticket_subject_is_rate_limited_per_identity(make_host: MakeHost, emulator: EmulatorServer) -> None:
@@ -235,7 +246,9 @@ async def test_the_ticket_subject_is_rate_limited_per_identity(make_host: MakeHo
     assert (await start(client, signed(sub="someone-else"))).status == 201
 
 
-async def test_a_ticket_never_widens_what_the_hooks_allow(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_a_ticket_never_widens_what_the_hooks_allow(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     def authorize(request: web.Request) -> bool:
         return request.headers.get("X-Signed-In") == "yes"
 
@@ -252,17 +265,19 @@ async def test_a_ticket_never_widens_what_the_hooks_allow(make_host: MakeHost, e
     assert response.status == 201, await response.text()
     metadata = emulator.state.calls[(await response.json())["call_id"]].metadata
     assert metadata == {"name": "Ada", "company": "Acme Corp"}, "the host's hook wins over the ticket"
-    assert await upstream_count(emulator, MINT) == 1
+    assert await control.request_count(MINT) == 1
 
 
-async def test_a_call_back_takes_a_ticket_too(make_host: MakeHost, emulator: EmulatorServer) -> None:
+async def test_a_call_back_takes_a_ticket_too(
+    make_host: MakeHost, emulator: EmulatorServer, control: EmulatorControl
+) -> None:
     client = await ticketed_host(make_host, callback_countries=("US",))
     request = {"agent": "sales", "phone_number": "+14155550123", "consent": True, "ticket": signed()}
     response = await client.post("/webcall/callbacks", json=request, headers=ORIGIN_HEADERS)
     assert response.status == 202, await response.text()
     again = await client.post("/webcall/callbacks", json=request, headers=ORIGIN_HEADERS)
     await problem(again, 409, "ticket_used")
-    assert await upstream_count(emulator, PHONE) == 1
+    assert await control.request_count(PHONE) == 1
 
 
 def test_sign_ticket_makes_what_the_readme_snippets_make() -> None:

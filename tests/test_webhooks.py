@@ -20,7 +20,8 @@ from webcall.errors import WebhookSignatureError
 from webcall.events import CallEvent
 from webcall.webhooks import signature, verify
 
-from .conftest import ORIGIN, MakeHost, runtime
+from .conftest import MakeHost, runtime
+from .hosting import ORIGIN
 from .offers import OFFER
 
 OLD, NEW = "old-secret-0123456789abcdef", "new-secret-0123456789abcdef"

@@ -18,14 +18,13 @@ engine with the permission refused. All async fixtures share the session's event
 from __future__ import annotations
 
 import asyncio
-import html
+import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -33,7 +32,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Playwright, async_playwright
 
 import webcall
-from webcall import Agent, WebCallConfig
+from webcall import Agent
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.media import MEDIA_HUB
 from webcall.emulator.media.liveness import ice_connections
@@ -41,22 +40,11 @@ from webcall.emulator.media.tts import OUTPUT_RATE, get_synthesizer, write_wav
 from webcall.emulator.server import EmulatorServer
 from webcall.events import CallEvent
 
+from ..hosting import host_config, served
 from .bidi import Firefox, firefox_prefs, launch_firefox
-from .shared import PROBE_JS, TAG, start_demo
+from .shared import CHROMIUM, CHROMIUM_ARGS, TAG, add_site_pages, start_demo
 from .tabs import Tab, open_tab
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = (
-    "--no-sandbox",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-)
-LIVE = ("listening", "thinking", "speaking")
-"""The widget's states while a call is connected."""
 API_KEY = "emu_browser:BrowserTestsEmulatorKey"
 SESSION_SECRET = "browser-tests-session-secret-0123456789"
 WEBHOOK_SECRET = "browser-tests-webhook-secret-0123456789"
@@ -66,50 +54,6 @@ AGENTS = {
     "support": Agent(id="agent_support", label="Support"),
 }
 CALLER_LINE = "I would like to know more about pricing."
-
-
-SITE_CSS = """\
-body{margin:0;font:16px/1.5 system-ui,sans-serif;color:#1f2937;background:#f8fafc}
-main{max-width:760px;margin:0 auto;padding:32px 24px 160px}
-h1{margin:0 0 8px;font-size:28px}
-"""
-
-PAGE = """\
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Acme: talk to us</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="/site.css">
-<script src="/probe.js"></script>
-{script}
-</head>
-<body>
-<main>
-<h1>Acme</h1>
-<p>Questions about our plans? Talk to our assistant right here.</p>
-{element}
-</main>
-</body>
-</html>
-"""
-
-
-def attributes(values: Mapping[str, str]) -> str:
-    return "".join(f' {name}="{html.escape(value)}"' for name, value in values.items())
-
-
-# -- waiting ------------------------------------------------------------------------------------------------------
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0, *, what: str = "") -> None:
-    """Poll an async ``check`` every 50 ms until it is true; fail after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what or getattr(check, '__name__', 'condition')} still false after {within} s")
-        await asyncio.sleep(0.05)
 
 
 # -- audio files for the fake microphone ---------------------------------------------------------------------------
@@ -300,29 +244,6 @@ async def emu(make_emulator: MakeEmulator) -> EmulatorServer:
     return await make_emulator()
 
 
-async def control(emulator: EmulatorServer, method: str, path: str, **kwargs: Any) -> Any:
-    async with httpx.AsyncClient(base_url=emulator.origin, timeout=5) as http:
-        response = await http.request(method, path, **kwargs)
-    assert response.status_code < 300, f"{method} {path} -> {response.status_code} {response.text}"
-    return response.json()
-
-
-async def add_fault(emulator: EmulatorServer, **fault: Any) -> None:
-    await control(emulator, "POST", "/_control/faults", json=fault)
-
-
-async def media(emulator: EmulatorServer, call_id: str) -> dict[str, Any]:
-    """What the emulator observes of the call's audio (``GET /_control/media/{call_id}``)."""
-    body: dict[str, Any] = await control(emulator, "GET", f"/_control/media/{call_id}")
-    return body
-
-
-async def call_record(emulator: EmulatorServer, call_id: str) -> dict[str, Any]:
-    """The emulator's record of the call (``GET /_control/calls/{call_id}``)."""
-    body: dict[str, Any] = await control(emulator, "GET", f"/_control/calls/{call_id}")
-    return body
-
-
 def drop_media(emulator: EmulatorServer, call_id: str) -> None:
     """Cut the call's media path both ways, as a network drop would, while the emulator itself stays up.
 
@@ -405,77 +326,49 @@ def host_variables(request: web.Request, alias: str, agent: Agent) -> dict[str, 
 async def make_site(make_emulator: MakeEmulator) -> AsyncIterator[MakeSite]:
     """Build and serve a host site. ``widget`` adds attributes to the page's ``<dialnexa-webcall agent="sales">``;
     options override the plugin's configuration (``base_url`` without an emulator: DialNexa unreachable)."""
-    runners: list[web.AppRunner] = []
+    async with contextlib.AsyncExitStack() as serving:
 
-    async def make(emulator: EmulatorServer | None, *, widget: Mapping[str, str] | None = None, **options: Any) -> Site:
-        sock = bind_loopback()
-        try:
-            return await serve(sock, emulator, widget, options)
-        except BaseException:
-            sock.close()
-            raise
+        async def make(
+            emulator: EmulatorServer | None, *, widget: Mapping[str, str] | None = None, **options: Any
+        ) -> Site:
+            sock = bind_loopback()
+            try:
+                return await serve(sock, emulator, widget, options)
+            except BaseException:
+                sock.close()
+                raise
 
-    async def serve(
-        sock: socket.socket, emulator: EmulatorServer | None, widget: Mapping[str, str] | None, options: dict[str, Any]
-    ) -> Site:
-        origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        settings: dict[str, Any] = {
-            "agents": AGENTS,
-            "allowed_origins": (origin,),
-            "session_secrets": (SESSION_SECRET,),
-            "webhook_secrets": (WEBHOOK_SECRET,),
-            "variables": host_variables,
-            "upstream_timeout": 2.0,
-            "upstream_deadline": 4.0,
-            "callback_countries": ("US", "CA", "GB"),  # call-backs are off until a site names where they may ring
-        }
-        if emulator is not None:
-            settings.update(api_key=emulator.api_key, base_url=emulator.base_url)
-        else:
-            settings.update(api_key=API_KEY)
-        settings.update(options)
-        app = web.Application()
-        handle = webcall.setup(app, WebCallConfig(**settings))
-        site = Site(origin=origin, handle=handle, emulator=emulator)
-        handle.on_call_event.append(site.record)
-        inline = {"agent": "sales", **(widget or {})}
+        async def serve(
+            sock: socket.socket,
+            emulator: EmulatorServer | None,
+            widget: Mapping[str, str] | None,
+            options: dict[str, Any],
+        ) -> Site:
+            origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
+            settings: dict[str, Any] = {
+                "agents": AGENTS,
+                "allowed_origins": (origin,),
+                "session_secrets": (SESSION_SECRET,),
+                "webhook_secrets": (WEBHOOK_SECRET,),
+                "variables": host_variables,
+                "upstream_timeout": 2.0,
+                "upstream_deadline": 4.0,
+                "callback_countries": ("US", "CA", "GB"),  # call-backs are off until a site names where they ring
+            }
+            if emulator is None:
+                settings.update(api_key=API_KEY)
+            settings.update(options)
+            app = web.Application()
+            handle = webcall.setup(app, host_config(emulator, **settings))
+            site = Site(origin=origin, handle=handle, emulator=emulator)
+            handle.on_call_event.append(site.record)
+            add_site_pages(app, handle, {"agent": "sales", **(widget or {})})
+            await serving.enter_async_context(served(app, sock=sock))
+            if emulator is not None:
+                await handle.ensure_webhook(origin + "/webcall/webhooks")
+            return site
 
-        def page(script: str, element: str) -> web.Response:
-            body = PAGE.format(script=script, element=element)
-            headers = {"Content-Security-Policy": handle.content_security_policy}
-            return web.Response(text=body, content_type="text/html", headers=headers)
-
-        async def index(request: web.Request) -> web.Response:
-            return page('<script src="/webcall/widget.js" defer></script>', f"<{TAG}{attributes(inline)}></{TAG}>")
-
-        async def zero_markup(request: web.Request) -> web.Response:
-            return page('<script src="/webcall/widget.js" data-agent="sales" defer></script>', "")
-
-        async def probe(request: web.Request) -> web.Response:
-            return web.Response(text=PROBE_JS, content_type="text/javascript")
-
-        async def favicon(request: web.Request) -> web.Response:
-            return web.Response(status=204)
-
-        async def css(request: web.Request) -> web.Response:
-            return web.Response(text=SITE_CSS, content_type="text/css")
-
-        app.router.add_get("/", index)
-        app.router.add_get("/zero", zero_markup)
-        app.router.add_get("/probe.js", probe)
-        app.router.add_get("/site.css", css)
-        app.router.add_get("/favicon.ico", favicon)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        runners.append(runner)
-        await web.SockSite(runner, sock).start()
-        if emulator is not None:
-            await handle.ensure_webhook(origin + "/webcall/webhooks")
-        return site
-
-    yield make
-    for runner in reversed(runners):
-        await runner.cleanup()
+        yield make
 
 
 @pytest_asyncio.fixture(loop_scope="session")

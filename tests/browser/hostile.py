@@ -58,7 +58,8 @@ from playwright.async_api import Playwright
 
 from ..turn_server import TurnServer
 from .bidi import Firefox, firefox_prefs, launch_firefox
-from .conftest import CHROMIUM, CHROMIUM_ARGS, AnyBrowser
+from .conftest import AnyBrowser
+from .shared import CHROMIUM, CHROMIUM_ARGS
 
 PREFIX = "wcv"
 """Names of namespaces and links made here: ``wcv<pid>x<n>`` (namespace), ``wcv<pid>h<n>`` / ``wcv<pid>n<n>`` (the

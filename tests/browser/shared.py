@@ -1,19 +1,37 @@
-"""What the browser tests and the browser benchmarks share: the page probe, and starting ``python -m demo``."""
+"""What the browser tests and the browser benchmarks share: the test site's pages, the page probe, and starting
+``python -m demo``."""
 
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+from aiohttp import web
+
+import webcall
 
 from ..net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "dialnexa-webcall"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+)
+LIVE = ("listening", "thinking", "speaking")
+"""The widget's states while a call is connected."""
 AUDIBLE = 0.01
 """RMS relative to full scale above which the page hears the agent (decoded silence is ~0)."""
 
@@ -91,6 +109,73 @@ PROBE_JS = """\
   setInterval(tick, 10);
 })();
 """.replace("__AUDIBLE__", str(AUDIBLE)).replace("__TAG__", TAG)
+
+
+SITE_CSS = """\
+body{margin:0;font:16px/1.5 system-ui,sans-serif;color:#1f2937;background:#f8fafc}
+main{max-width:760px;margin:0 auto;padding:32px 24px 160px}
+h1{margin:0 0 8px;font-size:28px}
+"""
+
+PAGE = """\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Acme: talk to us</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/site.css">
+<script src="/probe.js"></script>
+{script}
+</head>
+<body>
+<main>
+<h1>Acme</h1>
+<p>Questions about our plans? Talk to our assistant right here.</p>
+{element}
+</main>
+</body>
+</html>
+"""
+"""The test site's page: ``{script}`` goes in the head after the probe, ``{element}`` in the main column."""
+WIDGET_SCRIPT = '<script src="/webcall/widget.js" defer></script>'
+
+
+def attributes(values: Mapping[str, str]) -> str:
+    return "".join(f' {name}="{html.escape(value)}"' for name, value in values.items())
+
+
+def add_site_pages(app: web.Application, handle: webcall.WebCall, widget: Mapping[str, str]) -> None:
+    """The test site's pages on ``app``, which has the plugin (``handle``) at ``/webcall``, under the plugin's CSP:
+    ``/`` with the widget element (``widget`` its attributes), ``/zero`` with the zero-markup script alone, and
+    ``/probe.js``, ``/site.css`` and an empty ``/favicon.ico``."""
+
+    def page(script: str, element: str) -> web.Response:
+        body = PAGE.format(script=script, element=element)
+        headers = {"Content-Security-Policy": handle.content_security_policy}
+        return web.Response(text=body, content_type="text/html", headers=headers)
+
+    async def index(request: web.Request) -> web.Response:
+        return page(WIDGET_SCRIPT, f"<{TAG}{attributes(widget)}></{TAG}>")
+
+    async def zero_markup(request: web.Request) -> web.Response:
+        return page('<script src="/webcall/widget.js" data-agent="sales" defer></script>', "")
+
+    async def probe(request: web.Request) -> web.Response:
+        return web.Response(text=PROBE_JS, content_type="text/javascript")
+
+    async def css(request: web.Request) -> web.Response:
+        return web.Response(text=SITE_CSS, content_type="text/css")
+
+    async def favicon(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    app.router.add_get("/", index)
+    app.router.add_get("/zero", zero_markup)
+    app.router.add_get("/probe.js", probe)
+    app.router.add_get("/site.css", css)
+    app.router.add_get("/favicon.ico", favicon)
 
 
 async def start_demo(*, stderr: int = asyncio.subprocess.DEVNULL) -> tuple[asyncio.subprocess.Process, str, float]:

@@ -16,8 +16,8 @@ import pytest
 
 from webcall.emulator.server import EmulatorServer
 
-from .conftest import LIVE, NewTab, Site, add_fault
-from .shared import TAG
+from .conftest import NewTab, Site
+from .shared import LIVE, TAG
 from .tabs import ChromiumTab, Tab
 
 pytestmark = [
@@ -96,7 +96,7 @@ async def test_the_widget_in_every_state_theme_and_size_has_no_axe_violation(
     found += await violations(tab, "call-back form")
     await tab.button("Back").click()
 
-    await add_fault(emu, route="POST /v1/web-calls/{call_id}/whip", kind="status", status=500, count=1)
+    await emu.control.add_fault(route="POST /v1/web-calls/{call_id}/whip", kind="status", status=500, count=1)
     await start.click()
     await tab.wait_state("error", within=15)
     found += await violations(tab, "error")

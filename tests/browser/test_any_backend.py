@@ -16,14 +16,16 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from webcall.emulator.testing import EmulatorControl
+
+from ..hosting import served
 from ..service import Service, clean_environment, running_service
-from .conftest import LIVE, PAGE, SITE_CSS, NewTab, bind_loopback
-from .shared import PROBE_JS, TAG
+from .conftest import NewTab, bind_loopback
+from .shared import LIVE, PAGE, PROBE_JS, SITE_CSS, TAG
 from .tabs import Tab
 
 pytestmark = [
@@ -83,7 +85,6 @@ async def static_site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
         tmp_path,
         env=clean_environment(PAGE_ORIGIN=origin, WEBCALL_TICKET_SECRETS=TICKET_SECRET, PYTHONPATH=str(ROOT)),
     )
-    runner: web.AppRunner | None = None
     service = await enter(service_process)
     try:
         backend = await enter(backend_process)
@@ -115,13 +116,9 @@ async def static_site(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
             app.router.add_get("/probe.js", script)
             app.router.add_get("/page.js", script)
             app.router.add_get("/site.css", css)
-            runner = web.AppRunner(app, shutdown_timeout=1.0)
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-            yield StaticSite(origin=origin, service=service, backend=backend)
+            async with served(app, sock=sock):
+                yield StaticSite(origin=origin, service=service, backend=backend)
         finally:
-            if runner is not None:
-                await runner.cleanup()
             await asyncio.to_thread(backend_process.__exit__, None, None, None)
     finally:
         await asyncio.to_thread(service_process.__exit__, None, None, None)
@@ -173,6 +170,5 @@ async def web_calls_created(service: Service) -> int:
     """How many web calls the service's embedded emulator was asked for (its address is in the service's log)."""
     found = re.search(r"local DialNexa emulator at (http://\S+)/v1", service.output())
     assert found, service.output()
-    async with httpx.AsyncClient() as http:
-        requests = (await http.get(f"{found[1]}/_control/requests")).json()
-    return sum(1 for r in requests if r["method"] == "POST" and r["route"] == "/v1/web-calls")
+    async with EmulatorControl(found[1]) as control:
+        return await control.request_count("POST /v1/web-calls")

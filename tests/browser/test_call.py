@@ -13,19 +13,10 @@ from pathlib import Path
 import pytest
 
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import CallRecord, eventually
 
-from .conftest import (
-    LIVE,
-    AnyBrowser,
-    MakeBrowser,
-    NewTab,
-    Site,
-    add_fault,
-    call_record,
-    eventually,
-    media,
-)
-from .shared import AUDIBLE
+from .conftest import AnyBrowser, MakeBrowser, NewTab, Site
+from .shared import AUDIBLE, LIVE
 from .tabs import VIEWPORT, Tab
 
 pytestmark = [
@@ -39,16 +30,16 @@ FIRST_REPLY = "Great question. Our voice agents answer every call in under a sec
 SPEECH = 0.02  # caller RMS the emulator treats as voice
 
 
-async def ended_record(site: Site, call_id: str) -> dict[str, object]:
+async def ended_record(site: Site, call_id: str) -> CallRecord:
     """The emulator's call record once it has ended."""
     assert site.emulator is not None
-    emulator = site.emulator
-
-    async def ended() -> bool:
-        return bool((await call_record(emulator, call_id))["ended"])
-
-    await eventually(ended, 5, what=f"call {call_id} ended at the emulator")
-    return await call_record(emulator, call_id)
+    control = site.emulator.control
+    return await control.wait_for(
+        lambda: control.call(call_id),
+        lambda call: call["ended"],
+        within=5,
+        what=f"call {call_id} ended at the emulator",
+    )
 
 
 async def start_call(site: Site, tab: Tab) -> str:
@@ -62,7 +53,7 @@ async def welcome_spoken(emulator: EmulatorServer, call_id: str) -> None:
     """Wait until the emulator has sent the whole welcome (its first agent turn) and listens."""
 
     async def spoken() -> bool:
-        seen = await media(emulator, call_id)
+        seen = await emulator.control.media(call_id)
         return bool(seen["agent_turns"] >= 1 and seen["agent_state"] == "listening")
 
     await eventually(spoken, 15, what="the emulator finished its welcome")
@@ -76,7 +67,7 @@ async def test_start_connects_and_the_agent_is_heard_greeting_with_host_variable
     await tab.status.wait_text("Ready")
     await tab.shot("idle")
     # Hold the WHIP answer a moment, so the connecting state can be seen.
-    await add_fault(site.emulator, route="POST /v1/web-calls/{call_id}/whip", kind="latency", delay=1.0)
+    await site.emulator.control.add_fault(route="POST /v1/web-calls/{call_id}/whip", kind="latency", delay=1.0)
 
     await start.click()
     await tab.wait_state("connecting")
@@ -95,7 +86,7 @@ async def test_start_connects_and_the_agent_is_heard_greeting_with_host_variable
     await welcome_spoken(site.emulator, call_id)
     await tab.wait_state("listening")
     await tab.wait_quiet(AUDIBLE / 2, within=3)
-    assert (await media(site.emulator, call_id))["agent_turns"] == 1
+    assert (await site.emulator.control.media(call_id))["agent_turns"] == 1
     await tab.assert_clean()
 
 
@@ -119,7 +110,7 @@ async def test_caller_speaks_and_the_agent_takes_its_turn(
     assert lines[user][1].strip(), "the caller's line is transcribed as empty"
     assert ("agent", FIRST_REPLY) in lines[user + 1 :]
     await tab.transcript.wait_contains(lines[user][1])
-    assert (await media(site.emulator, call_id))["caller_turns"] >= 1
+    assert (await site.emulator.control.media(call_id))["caller_turns"] >= 1
     await tab.shot("live-transcript")
     await tab.assert_clean()
 
@@ -131,10 +122,10 @@ async def test_mute_makes_the_emulator_hear_silence(site: Site, new_tab: NewTab,
     call_id = await start_call(site, tab)
 
     async def hears_caller() -> bool:
-        return float((await media(emulator, call_id))["caller_rms_recent"]) >= SPEECH
+        return float((await emulator.control.media(call_id))["caller_rms_recent"]) >= SPEECH
 
     async def hears_silence() -> bool:
-        seen = await media(emulator, call_id)
+        seen = await emulator.control.media(call_id)
         return float(seen["caller_rms_recent"]) < 0.001 and (seen["caller_silent_for"] or 0) >= 1.5
 
     await eventually(hears_caller, 10, what="the emulator hears the caller")
@@ -189,7 +180,7 @@ async def test_hang_up_ends_the_call_as_user_disconnected_and_shows_the_summary(
     tab = await new_tab(site)
     call_id = await start_call(site, tab)
     await tab.transcript.wait_contains("Hello Priya")
-    await add_fault(site.emulator, route="POST /v1/calls/{id}/end", kind="latency", delay=0.5)
+    await site.emulator.control.add_fault(route="POST /v1/calls/{id}/end", kind="latency", delay=0.5)
 
     await tab.button("End call").click()
     await tab.wait_state("ended")
@@ -215,7 +206,9 @@ async def test_hang_up_is_recorded_as_user_disconnected_when_the_whip_delete_is_
     assert site.emulator is not None
     tab = await new_tab(site)
     call_id = await start_call(site, tab)
-    await add_fault(site.emulator, route="DELETE /v1/web-calls/{call_id}/whip/{session_id}", kind="latency", delay=0.5)
+    await site.emulator.control.add_fault(
+        route="DELETE /v1/web-calls/{call_id}/whip/{session_id}", kind="latency", delay=0.5
+    )
 
     await tab.button("End call").click()
     await tab.wait_state("ended")

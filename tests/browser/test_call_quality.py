@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from .conftest import LIVE, NewTab, Site
+from .conftest import NewTab, Site
+from .shared import LIVE
 
 pytestmark = [
     pytest.mark.browser,

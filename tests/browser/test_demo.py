@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
-from .conftest import LIVE, NewTab
-from .shared import TAG, start_demo
+from .conftest import NewTab
+from .shared import LIVE, TAG, start_demo
 from .tabs import ChromiumTab
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]

@@ -13,22 +13,11 @@ import pytest
 
 from webcall.emulator.keys import TASKS_KEY
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import eventually
 
 from ..offers import OFFER
-from .conftest import (
-    LIVE,
-    MakeBrowser,
-    MakeEmulator,
-    MakeSite,
-    NewTab,
-    Site,
-    add_fault,
-    bind_loopback,
-    call_record,
-    drop_media,
-    eventually,
-    media,
-)
+from .conftest import MakeBrowser, MakeEmulator, MakeSite, NewTab, Site, bind_loopback, drop_media
+from .shared import LIVE
 from .tabs import Tab
 
 pytestmark = [
@@ -77,7 +66,7 @@ async def test_microphone_denied_keeps_the_agent_audible(
     await tab.transcript.wait_contains("Hello Priya")
     await tab.button("Mute").wait_disabled()
     await tab.button("Call me back instead").wait_visible()
-    seen = await media(site.emulator, call_id)
+    seen = await site.emulator.control.media(call_id)
     assert seen["connected"] and seen["frames_received"] == 0, "a receive-only call sends no audio"
     await tab.shot("no-microphone")
     await tab.assert_clean(warnings=[r"^\[webcall\] no microphone \(NotAllowedError\)"])
@@ -151,7 +140,7 @@ async def test_media_token_expired_at_whip_shows_the_expired_message(
     emulator = await make_emulator(token_ttl=0.3)
     await emulator.app[TASKS_KEY].cancel_all()  # the emulator's sweep of unused calls has not come round yet
     site = await make_site(emulator)
-    await add_fault(emulator, route="POST /v1/web-calls/{call_id}/whip", kind="latency", delay=0.6)
+    await emulator.control.add_fault(route="POST /v1/web-calls/{call_id}/whip", kind="latency", delay=0.6)
     tab = await new_tab(site)
 
     await tab.button("Start call").click()
@@ -160,7 +149,7 @@ async def test_media_token_expired_at_whip_shows_the_expired_message(
     assert len(call_ids) == 1
 
     async def released() -> bool:
-        return bool((await call_record(emulator, call_ids[0]))["ended"])
+        return bool((await emulator.control.call(call_ids[0]))["ended"])
 
     await eventually(released, 5, what="the expired call was hung up")
     await tab.shot("error-expired")
@@ -174,7 +163,7 @@ async def test_media_token_expiring_before_whip_shows_the_expired_message(
     call (``token_expired``) and refuses the late offer; the visitor is told the call expired."""
     emulator = await make_emulator(token_ttl=0.3)
     site = await make_site(emulator, upstream_timeout=5.0, upstream_deadline=8.0)  # the plugin waits for the answer
-    await add_fault(emulator, route="POST /v1/web-calls/{call_id}/whip", kind="latency", delay=2.5)
+    await emulator.control.add_fault(route="POST /v1/web-calls/{call_id}/whip", kind="latency", delay=2.5)
     tab = await new_tab(site)
 
     await tab.button("Start call").click()
@@ -206,10 +195,10 @@ async def test_connection_lost_mid_call(site: Site, new_tab: NewTab) -> None:
 
     # The widget sent no hang-up: DialNexa notices that nothing arrives any more and records a network failure.
     async def recorded() -> bool:
-        return bool((await call_record(emulator, call_id))["ended"])
+        return bool((await emulator.control.call(call_id))["ended"])
 
     await eventually(recorded, 15, what="the emulator recorded the dropped call")
-    record = await call_record(emulator, call_id)
+    record = await emulator.control.call(call_id)
     assert (record["status"], record["end_reason"]) == ("completed", "network_failure"), record
     await tab.part("summary").wait_contains("the connection was lost")
     await tab.shot("connection-lost")

@@ -22,6 +22,7 @@ from playwright.async_api import Playwright
 
 from webcall.ice import turn_rest_credentials
 
+from ..hosting import served
 from ..turn_server import TurnServer
 from .conftest import AnyBrowser
 from .hostile import (
@@ -102,15 +103,8 @@ async def gather_page(visitor_network: VisitorNetwork) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/", index)
     app.router.add_get("/gather.js", script)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, visitor_network.host_address, 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://{visitor_network.host_address}:{port}/"
-    finally:
-        await runner.cleanup()
+    async with served(app, host=visitor_network.host_address) as origin:
+        yield f"{origin}/"
 
 
 async def gather(tab: Tab, turn: TurnServer, urls: list[str], within: float) -> dict[str, dict[str, Any]]:

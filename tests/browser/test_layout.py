@@ -22,10 +22,12 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
-from ..net import free_port
+from webcall.emulator.testing import eventually
+
+from ..hosting import served
 from .bidi import Firefox
-from .conftest import LIVE, MakeSite, SessionBrowsers, Site, eventually
-from .shared import TAG
+from .conftest import MakeSite, SessionBrowsers, Site
+from .shared import LIVE, TAG
 from .tabs import FirefoxTab, open_tab
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
@@ -213,14 +215,8 @@ async def frame_host(site: Site, *, allow: str | None) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/", page)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
+    async with served(app) as origin:
+        yield f"{origin}/"
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -8,8 +8,10 @@ import asyncio
 import pytest
 
 from webcall.emulator.media import MEDIA_HUB
+from webcall.emulator.testing import eventually
 
-from .conftest import LIVE, MakeBrowser, NewTab, Site, call_record, eventually, media
+from .conftest import MakeBrowser, NewTab, Site
+from .shared import LIVE
 
 pytestmark = [
     pytest.mark.browser,
@@ -39,9 +41,9 @@ async def test_visitor_without_microphone_still_hears_the_agent_after_a_minute(
 
     assert await tab.state() in LIVE, await tab.status.text()
     assert not await tab.events("ended")
-    record = await call_record(emulator, call_id)
+    record = await emulator.control.call(call_id)
     assert not record["ended"], record
-    seen = await media(emulator, call_id)
+    seen = await emulator.control.media(call_id)
     assert seen["connected"] and seen["frames_received"] == 0, seen
     # The agent speaks again: the visitor hears it a minute into the call.
     heard_before = (await tab.audio())["audible"]
@@ -61,9 +63,9 @@ async def test_visitor_without_microphone_still_hears_the_agent_after_a_minute(
     assert (await tab.events("ended"))[0]["detail"]["reason"] == "hangup"
 
     async def ended() -> bool:
-        return bool((await call_record(emulator, call_id))["ended"])
+        return bool((await emulator.control.call(call_id))["ended"])
 
     await eventually(ended, 5, what="the emulator recorded the hang-up")
-    record = await call_record(emulator, call_id)
+    record = await emulator.control.call(call_id)
     assert (record["status"], record["end_reason"]) == ("completed", "user_disconnected"), record
     await tab.assert_clean(warnings=[r"^\[webcall\] no microphone \(NotAllowedError\)"])

@@ -11,9 +11,11 @@ import re
 import pytest
 
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import eventually
 from webcall.keys import RUNTIME
 
-from .conftest import HOST_VARIABLES, LIVE, MakeSite, NewTab, Site, call_record, control, eventually
+from .conftest import HOST_VARIABLES, MakeSite, NewTab, Site
+from .shared import LIVE
 
 pytestmark = [
     pytest.mark.browser,
@@ -44,12 +46,12 @@ async def test_call_ended_reaches_the_host_with_its_mint_context_and_the_widget_
     assert context["origin"] == site.origin
     assert context["variables"] == HOST_VARIABLES
     assert ended.agent == "sales"
-    record = await call_record(site.emulator, call_id)
+    record = await site.emulator.control.call(call_id)
     assert ended.call["status"] == record["status"] == "completed"
     assert ended.call["summary"] == record["summary"] and record["summary"]
     types = [e.type for e in site.events if e.call_id == call_id]
     assert types == ["session.created", "call.started", "call.ended"]
-    deliveries = await control(site.emulator, "GET", "/_control/deliveries", params={"call_id": call_id})
+    deliveries = await site.emulator.control.deliveries(call_id=call_id)
     assert {(d["event_type"], d["status"]) for d in deliveries} == {("call_initiated", 200), ("call_ended", 200)}
 
     # The widget got the same event over SSE, without the host's private context.
@@ -94,7 +96,7 @@ async def test_call_me_back_sends_the_number_and_dialnexa_rings_it(
     requested = await site.event("callback.requested", call_id)
     assert requested.context is not None and requested.context["phone_number"] == PHONE
     # The emulator places the phone call with the host's variables, and it runs through to its end.
-    record = await call_record(emu, call_id)
+    record = await emu.control.call(call_id)
     assert (record["type"], record["to_number"]) == ("phone", PHONE)
     assert record["metadata"] == HOST_VARIABLES
     ended = await site.event("call.ended", call_id)
@@ -132,7 +134,7 @@ async def test_visitor_leaving_mid_call_ends_it_without_server_errors(
     call_id = await site.call_id()
     await tab.transcript.wait_contains("Hello Priya")
     # DialNexa's call_ended webhook comes a second later, once the browser's connections are gone for sure.
-    await control(site.emulator, "POST", "/_control/webhook-faults", json={"kind": "delay", "delay": 1.0})
+    await site.emulator.control.add_webhook_fault(kind="delay", delay=1.0)
     await tab.assert_clean()
 
     await tab.leave()

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from webcall.emulator.server import EmulatorServer
+from webcall.emulator.testing import eventually
 
 from ..turn_server import TurnServer
-from .conftest import LIVE, AnyBrowser, MakeSite, NewTab, Site, eventually, media
+from .conftest import AnyBrowser, MakeSite, NewTab, Site
 from .hostile import VisitorNetwork, turn, visitor_browser, visitor_network
+from .shared import LIVE
 from .tabs import Tab
 
 __all__ = ["turn", "visitor_browser", "visitor_network"]  # the fixtures this module uses
@@ -79,7 +81,7 @@ async def test_with_udp_dropped_turn_carries_the_call_and_the_agent_is_heard(
     await tab.wait_state(*LIVE, within=15)
     await tab.wait_audible(within=15)
     call_id = await site.call_id()
-    seen = await media(emu, call_id)
+    seen = await emu.control.media(call_id)
     assert seen["ice_pair"] is not None and seen["ice_pair"]["remote_type"] == "relay", seen
     assert "relay" in seen["trickled_candidates"], "the relay candidate should have trickled through the plugin"
     times = await click_to_audio(tab)
@@ -139,6 +141,6 @@ async def test_a_lossy_network_shows_a_weak_connection_notice_until_it_recovers(
     assert quality is not None and quality["weak_s"] >= 2 and quality["loss_in"] > 0.01, quality
 
     async def ended() -> bool:
-        return bool((await media(emu, call_id))["closed"])
+        return bool((await emu.control.media(call_id))["closed"])
 
     await eventually(ended, 5, what="the call's media closed")

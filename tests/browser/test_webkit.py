@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from .conftest import Site, eventually
+from webcall.emulator.testing import eventually
+
+from .conftest import Site
 from .shared import TAG
 from .webkit import WebKit, missing, webkit_session
 

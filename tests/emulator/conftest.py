@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from webcall.emulator import EmulatorConfig, EmulatorServer
+from webcall.emulator.testing import EmulatorControl
 
 
 def make_config(**overrides: Any) -> EmulatorConfig:
@@ -30,3 +31,9 @@ async def client(emu: EmulatorServer) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {emu.api_key}"}
     async with httpx.AsyncClient(base_url=emu.origin, headers=headers, timeout=5.0) as http:
         yield http
+
+
+@pytest.fixture
+def control(emu: EmulatorServer) -> EmulatorControl:
+    """The emulator's control routes (faults, records, deliveries) through the typed client host suites use."""
+    return emu.control

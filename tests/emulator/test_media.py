@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from webcall.emulator.media.tracks import PacedAudioTrack, frame_to_mono
 from webcall.emulator.media.tts import get_synthesizer, write_wav
 from webcall.emulator.media.vad import rms
 from webcall.emulator.state import AgentVersion, EmulatedAgent, EmulatorState, default_agents
+from webcall.emulator.testing import EmulatorControl, eventually
 
 API_KEY = "emu_media:MediaTestSecretKey"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -87,6 +88,12 @@ async def emu(aiohttp_client: Callable[..., Any]) -> Client:
     config = EmulatorConfig(api_keys=frozenset({API_KEY}), agents=AGENTS)
     client: Client = await aiohttp_client(create_emulator_app(config))
     return client
+
+
+@pytest.fixture
+async def control(emu: Client) -> AsyncIterator[EmulatorControl]:
+    async with EmulatorControl(str(emu.make_url(""))) as emulator_control:
+        yield emulator_control
 
 
 def emulator_state(emu: Client) -> EmulatorState:
@@ -218,29 +225,6 @@ async def connect(emu: Client, browser: Browser, agent_id: str = "agent_quick", 
     return web_call
 
 
-async def media(emu: Client, call_id: str) -> dict[str, Any]:
-    response = await emu.get(f"/_control/media/{call_id}")
-    assert response.status == 200
-    body: dict[str, Any] = await response.json()
-    return body
-
-
-async def call_record(emu: Client, call_id: str) -> dict[str, Any]:
-    response = await emu.get(f"/v1/calls/{call_id}", headers=AUTH)
-    assert response.status == 200
-    body: dict[str, Any] = await response.json()
-    return body
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    """Poll an async ``check`` every 50 ms until it returns True; fail after ``within`` seconds."""
-    for _ in range(int(within / 0.05)):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{check.__name__} still false after {within} s")
-
-
 # -- signalling ---------------------------------------------------------------------------------------------------
 async def test_offer_is_answered_with_sdp_location_and_etag(emu: Client, browser: Browser) -> None:
     web_call = await mint(emu)
@@ -255,7 +239,7 @@ async def test_offer_is_answered_with_sdp_location_and_etag(emu: Client, browser
     assert "location" in answer.headers["Access-Control-Expose-Headers"]
 
 
-async def test_agent_speaks_the_rendered_welcome(emu: Client, browser: Browser) -> None:
+async def test_agent_speaks_the_rendered_welcome(emu: Client, browser: Browser, control: EmulatorControl) -> None:
     web_call = await connect(emu, browser, "agent_sales", name="Priya", company="Acme")
 
     line = await browser.message(type="transcript", role="agent")
@@ -263,12 +247,12 @@ async def test_agent_speaks_the_rendered_welcome(emu: Client, browser: Browser) 
     assert line["final"] is True
     await browser.until(browser.hears_agent, within=3)
     assert browser.messages[0] == {"type": "agent_state", "state": "speaking"}
-    record = await call_record(emu, web_call["id"])
+    record = await control.call(web_call["id"])
     assert record["status"] == "initiated"
 
 
 async def test_caller_turn_gets_a_user_transcript_and_a_reply(
-    emu: Client, browser: Browser, caller_speech: np.ndarray[Any, np.dtype[np.int16]]
+    emu: Client, browser: Browser, caller_speech: np.ndarray[Any, np.dtype[np.int16]], control: EmulatorControl
 ) -> None:
     web_call = await connect(emu, browser, "agent_quick", name="Priya")
     await browser.message(type="agent_state", state="listening")
@@ -279,28 +263,28 @@ async def test_caller_turn_gets_a_user_transcript_and_a_reply(
     assert heard["text"]
     reply = await browser.message(type="transcript", role="agent", text="Sure.")
     assert browser.messages.index(heard) < browser.messages.index(reply)
-    observed = await media(emu, web_call["id"])
+    observed = await control.media(web_call["id"])
     assert observed["caller_turns"] == 1
     assert observed["frames_received"] > 50
 
 
 async def test_muted_caller_is_observed_as_silent(
-    emu: Client, browser: Browser, caller_speech: np.ndarray[Any, np.dtype[np.int16]]
+    emu: Client, browser: Browser, caller_speech: np.ndarray[Any, np.dtype[np.int16]], control: EmulatorControl
 ) -> None:
     web_call = await connect(emu, browser, "agent_quick", name="Priya")
     await browser.message(type="agent_state", state="listening")
 
     playing = browser.mic.play(caller_speech)
     await asyncio.sleep(0.8)
-    speaking = await media(emu, web_call["id"])
+    speaking = await control.media(web_call["id"])
     await playing.finished  # then the microphone sends silence, as a muted track does
     await asyncio.sleep(0.8)
-    muted = await media(emu, web_call["id"])
+    muted = await control.media(web_call["id"])
 
     assert speaking["caller_rms_recent"] > AUDIBLE
-    assert speaking["caller_silent_for"] < 0.3
+    assert speaking["caller_silent_for"] is not None and speaking["caller_silent_for"] < 0.3
     assert muted["caller_rms_recent"] < 0.001
-    assert muted["caller_silent_for"] >= 0.6
+    assert muted["caller_silent_for"] is not None and muted["caller_silent_for"] >= 0.6
     assert muted["frames_received"] > speaking["frames_received"]
 
 
@@ -340,7 +324,11 @@ def no_candidates(sdp: str) -> str:
 
 @pytest.mark.parametrize("rewrite", [mdns_candidates_only, no_candidates], ids=["mdns-only", "no-candidates"])
 async def test_offer_without_usable_candidates_is_answered_with_candidates_and_connects(
-    emu: Client, browser: Browser, rewrite: Callable[[str], str], caplog: pytest.LogCaptureFixture
+    emu: Client,
+    browser: Browser,
+    rewrite: Callable[[str], str],
+    caplog: pytest.LogCaptureFixture,
+    control: EmulatorControl,
 ) -> None:
     """The emulator offers its own addresses and learns the browser's from the browser's connectivity checks."""
     web_call = await mint(emu, "agent_quick", name="Priya")
@@ -352,7 +340,7 @@ async def test_offer_without_usable_candidates_is_answered_with_candidates_and_c
     line = await browser.message(type="transcript", role="agent")
     assert line["text"] == "Hi Priya."
     await browser.until(browser.hears_agent, within=3)
-    assert (await media(emu, web_call["id"]))["connected"]
+    assert (await control.media(web_call["id"]))["connected"]
     assert not [r for r in caplog.records if "no ICE candidates" in r.getMessage()]
 
 
@@ -379,21 +367,23 @@ def test_usable_offer_keeps_real_candidates_and_their_end() -> None:
 
 
 # -- ending -------------------------------------------------------------------------------------------------------
-async def test_delete_ends_the_call_as_user_disconnected(emu: Client, browser: Browser) -> None:
+async def test_delete_ends_the_call_as_user_disconnected(
+    emu: Client, browser: Browser, control: EmulatorControl
+) -> None:
     web_call = await connect(emu, browser, "agent_quick", name="Priya")
     await browser.message(type="agent_state", state="listening")
-    session_url = f"{whip_path(web_call)}/{(await media(emu, web_call['id']))['session_id']}"
+    session_url = f"{whip_path(web_call)}/{(await control.media(web_call['id']))['session_id']}"
 
     response = await emu.delete(session_url, headers={"Authorization": f"Bearer {web_call['access_token']}"})
 
     assert response.status == 200
-    record = await call_record(emu, web_call["id"])
+    record = await control.call(web_call["id"])
     assert record["status"] == "completed"
     assert record["end_reason"] == "user_disconnected"
-    assert record["duration"] > 0
+    assert record["duration"] is not None and record["duration"] > 0
     assert record["transcript"] == "Agent: Hi Priya."
     assert record["summary"]
-    assert (await media(emu, web_call["id"]))["connected"] is False
+    assert (await control.media(web_call["id"]))["connected"] is False
 
 
 async def test_delete_of_an_unknown_session_is_404(emu: Client) -> None:
@@ -404,7 +394,7 @@ async def test_delete_of_an_unknown_session_is_404(emu: Client) -> None:
 
 
 async def test_agent_hangs_up_after_its_closing_line(
-    emu: Client, browser: Browser, caller_speech: np.ndarray[Any, np.dtype[np.int16]]
+    emu: Client, browser: Browser, caller_speech: np.ndarray[Any, np.dtype[np.int16]], control: EmulatorControl
 ) -> None:
     web_call = await connect(emu, browser, "agent_closing", name="Priya")
     await browser.message(type="agent_state", state="listening")
@@ -414,12 +404,14 @@ async def test_agent_hangs_up_after_its_closing_line(
     await browser.message(type="transcript", role="agent", text="Bye Priya.")
     ended = await browser.message(type="call_ended")
     assert ended == {"type": "call_ended", "reason": "agent_disconnected"}
-    record = await call_record(emu, web_call["id"])
+    record = await control.call(web_call["id"])
     assert (record["status"], record["end_reason"]) == ("completed", "agent_disconnected")
     assert [line["role"] for line in record["transcript_object"]] == ["agent", "user", "agent"]
 
 
-async def test_ending_through_the_rest_api_sends_call_ended(emu: Client, browser: Browser) -> None:
+async def test_ending_through_the_rest_api_sends_call_ended(
+    emu: Client, browser: Browser, control: EmulatorControl
+) -> None:
     web_call = await connect(emu, browser, "agent_quick", name="Priya")
     await browser.message(type="agent_state", state="listening")
 
@@ -430,31 +422,35 @@ async def test_ending_through_the_rest_api_sends_call_ended(emu: Client, browser
     assert ended["reason"] == "agent_disconnected"
 
     async def media_closed() -> bool:
-        return bool((await media(emu, web_call["id"]))["closed"])
+        return bool((await control.media(web_call["id"]))["closed"])
 
     await eventually(media_closed)
 
 
-async def test_browser_closing_its_connection_ends_the_call(emu: Client, browser: Browser) -> None:
+async def test_browser_closing_its_connection_ends_the_call(
+    emu: Client, browser: Browser, control: EmulatorControl
+) -> None:
     web_call = await connect(emu, browser, "agent_quick", name="Priya")
     await browser.message(type="agent_state", state="listening")
 
     await browser.pc.close()
 
     async def ended() -> bool:
-        return bool((await call_record(emu, web_call["id"]))["end_reason"] == "user_disconnected")
+        return bool((await control.call(web_call["id"]))["end_reason"] == "user_disconnected")
 
     await eventually(ended)
 
 
-async def test_max_call_length_ends_with_max_duration_reached(emu: Client, browser: Browser) -> None:
+async def test_max_call_length_ends_with_max_duration_reached(
+    emu: Client, browser: Browser, control: EmulatorControl
+) -> None:
     web_call = await connect(emu, browser, "agent_brief", name="Priya")
 
     ended = await browser.message(type="call_ended", within=10)
 
     assert ended["reason"] == "max_duration_reached"
     assert any(m.get("text") == MAX_DURATION_LINE for m in browser.messages)
-    record = await call_record(emu, web_call["id"])
+    record = await control.call(web_call["id"])
     assert (record["status"], record["end_reason"]) == ("completed", "max_duration_reached")
 
 
@@ -566,9 +562,9 @@ async def test_offer_without_audio_is_400_and_keeps_the_token(emu: Client) -> No
     assert call.token_used is False
 
 
-async def test_patch_says_ice_restart_is_not_supported(emu: Client, browser: Browser) -> None:
+async def test_patch_says_ice_restart_is_not_supported(emu: Client, browser: Browser, control: EmulatorControl) -> None:
     web_call = await connect(emu, browser)
-    session_id = (await media(emu, web_call["id"]))["session_id"]
+    session_id = (await control.media(web_call["id"]))["session_id"]
 
     response = await emu.patch(
         f"{whip_path(web_call)}/{session_id}",
@@ -622,7 +618,9 @@ async def _send_nothing(*args: Any) -> None:
 
 
 @pytest.mark.parametrize("microphone", ["none", "recvonly"])
-async def test_receive_only_call_is_not_ended_for_silence(emu: Client, microphone: str) -> None:
+async def test_receive_only_call_is_not_ended_for_silence(
+    emu: Client, microphone: str, control: EmulatorControl
+) -> None:
     """A caller without a microphone sends no audio at all, yet its connection lives: the call goes on (the
     defaults would have ended a silent call after 4 s + 5 s)."""
     settings = MediaSettings()
@@ -635,9 +633,9 @@ async def test_receive_only_call_is_not_ended_for_silence(emu: Client, microphon
 
         await asyncio.sleep(20)
 
-        record = await call_record(emu, web_call["id"])
+        record = await control.call(web_call["id"])
         assert record["end_reason"] is None, record
-        seen = await media(emu, web_call["id"])
+        seen = await control.media(web_call["id"])
         assert seen["connected"] and seen["frames_received"] == 0, seen
         assert not any(m.get("type") == "call_ended" for m in browser.messages)
         frames = browser.audio_frames

@@ -21,6 +21,7 @@ from pytest_aiohttp import AiohttpServer
 
 from webcall.emulator import EmulatorConfig, EmulatorServer
 from webcall.emulator.keys import WEBHOOKS_KEY
+from webcall.emulator.testing import EmulatorControl
 from webcall.emulator.webhooks import CALL_SUBSCRIPTIONS, subscribed
 from webcall.errors import WebhookSignatureError
 from webcall.webhooks import verify
@@ -149,37 +150,16 @@ async def register(
     return hook_id
 
 
-async def emit(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    response = await client.post("/_control/emit", json=body)
-    assert response.status_code == 201, response.text
-    data: dict[str, Any] = response.json()
-    return data
-
-
-async def add_webhook_fault(client: httpx.AsyncClient, **fault: Any) -> str:
-    response = await client.post("/_control/webhook-faults", json=fault)
-    assert response.status_code == 201, response.text
-    fault_id: str = response.json()["id"]
-    return fault_id
-
-
-async def deliveries(client: httpx.AsyncClient, **query: str) -> list[dict[str, Any]]:
-    response = await client.get("/_control/deliveries", params=query)
-    assert response.status_code == 200
-    records: list[dict[str, Any]] = response.json()
-    return records
-
-
 async def drain(emu: EmulatorServer) -> None:
     await emu.app[WEBHOOKS_KEY].drain(within=5.0)
 
 
 # -- signature and envelope -----------------------------------------------------------------------------------------
 async def test_deliveries_are_signed_over_the_exact_raw_body(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
 ) -> None:
     await register(client, site.url("a"))
-    await emit(client)
+    await control.emit()
     await drain(emu)
     hits = site.receivers["a"].hits
     assert len(hits) == 2
@@ -191,14 +171,14 @@ async def test_deliveries_are_signed_over_the_exact_raw_body(
             verify(hit.body + b" ", hit.headers, [SECRET])
         with pytest.raises(WebhookSignatureError):
             verify(hit.body, hit.headers, ["another-secret-0123456789"])
-    assert all(r["signed_ok"] for r in await deliveries(client))
+    assert all(r["signed_ok"] for r in await control.deliveries())
 
 
 async def test_envelope_carries_the_call_as_it_was_at_each_event(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
 ) -> None:
     await register(client, site.url("a"))
-    (call_id,) = (await emit(client, metadata={"name": "Priya", "crm": "CRM-7"}))["call_ids"]
+    (call_id,) = (await control.emit(metadata={"name": "Priya", "crm": "CRM-7"}))["call_ids"]
     await drain(emu)
     assert len(site.receivers["a"].hits) == 2
     started, ended = site.receivers["a"].one("call_initiated"), site.receivers["a"].one("call_ended")
@@ -258,7 +238,7 @@ async def test_undocumented_subscription_names_are_refused(client: httpx.AsyncCl
 
 
 async def test_only_active_matching_subscriptions_receive(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
 ) -> None:
     await register(client, site.url("a"), ["call.completed"])
     await register(client, site.url("b"), ["call.failed"])
@@ -267,7 +247,7 @@ async def test_only_active_matching_subscriptions_receive(
     await register(client, site.url("e"), ["campaign.completed"])
     paused = await register(client, site.url("f"), ["call.completed"])
     assert (await client.patch(f"/v1/user-webhooks/{paused}", json={"is_active": False})).status_code == 200
-    result = await emit(client)  # a call that starts and completes
+    result = await control.emit()  # a call that starts and completes
     assert result["deliveries"] == 5
     await drain(emu)
     got = {name: r.types() for name, r in site.receivers.items()}
@@ -283,15 +263,19 @@ async def test_only_active_matching_subscriptions_receive(
 
 # -- retries --------------------------------------------------------------------------------------------------------
 async def test_non_2xx_is_retried_until_accepted(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, caplog: pytest.LogCaptureFixture
+    emu: EmulatorServer,
+    client: httpx.AsyncClient,
+    site: Site,
+    caplog: pytest.LogCaptureFixture,
+    control: EmulatorControl,
 ) -> None:
     caplog.set_level(logging.INFO, logger="webcall.emulator")
     hook = await register(client, site.url("a"))
     site.receivers["a"].script = [500, 500, 200]
-    (call_id,) = (await emit(client, event_type="call_initiated"))["call_ids"]
+    (call_id,) = (await control.emit(event_type="call_initiated"))["call_ids"]
     await drain(emu)
     assert len(site.receivers["a"].hits) == 3
-    records = await deliveries(client)
+    records = await control.deliveries()
     assert [(r["attempt"], r["status"], r["webhook_id"], r["call_id"]) for r in records] == [
         (1, 500, hook, call_id),
         (2, 500, hook, call_id),
@@ -307,20 +291,20 @@ async def test_no_retry_when_webhook_retries_is_zero(make_emu: MakeEmu, site: Si
     async with api(emu) as client:
         await register(client, site.url("a"))
         site.receivers["a"].script = [500]
-        await emit(client, event_type="call_initiated")
+        await emu.control.emit(event_type="call_initiated")
         await drain(emu)
-        assert [r["status"] for r in await deliveries(client)] == [500]
+        assert [r["status"] for r in await emu.control.deliveries()] == [500]
     assert len(site.receivers["a"].hits) == 1
 
 
 async def test_gives_up_after_three_retries_on_any_non_2xx(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
 ) -> None:
     await register(client, site.url("a"))
     site.receivers["a"].script = [302, 404, 503, 500, 200]
-    await emit(client, event_type="call_initiated")
+    await control.emit(event_type="call_initiated")
     await drain(emu)
-    assert [(r["attempt"], r["status"]) for r in await deliveries(client)] == [(1, 302), (2, 404), (3, 503), (4, 500)]
+    assert [(r["attempt"], r["status"]) for r in await control.deliveries()] == [(1, 302), (2, 404), (3, 503), (4, 500)]
     assert len(site.receivers["a"].hits) == 4
 
 
@@ -329,23 +313,25 @@ async def test_timeout_is_retried(make_emu: MakeEmu, site: Site) -> None:
     async with api(emu) as client:
         await register(client, site.url("a"))
         site.receivers["a"].script = [HANG, 200]
-        await emit(client, event_type="call_initiated")
+        await emu.control.emit(event_type="call_initiated")
         await drain(emu)
-        records = await deliveries(client)
+        records = await emu.control.deliveries()
     assert [(r["attempt"], r["status"]) for r in records] == [(1, None), (2, 200)]
     assert records[0]["error"] == "timed out after 1 s"
 
 
-async def test_connection_errors_are_retried(emu: EmulatorServer, client: httpx.AsyncClient) -> None:
+async def test_connection_errors_are_retried(
+    emu: EmulatorServer, client: httpx.AsyncClient, control: EmulatorControl
+) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     await register(client, f"http://127.0.0.1:{port}/hooks")
-    await emit(client, event_type="call_initiated")
+    await control.emit(event_type="call_initiated")
     await drain(emu)
-    records = await deliveries(client)
+    records = await control.deliveries()
     assert [r["attempt"] for r in records] == [1, 2, 3, 4]
-    assert all(r["status"] is None and "Connect" in r["error"] for r in records)
+    assert all(r["status"] is None and "Connect" in (r["error"] or "") for r in records)
 
 
 def test_config_bounds() -> None:
@@ -358,17 +344,17 @@ def test_config_bounds() -> None:
 
 # -- faults ---------------------------------------------------------------------------------------------------------
 async def test_duplicate_sends_identical_bytes_twice(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
 ) -> None:
     await register(client, site.url("a"))
-    await add_webhook_fault(client, kind="duplicate")
-    await emit(client)
+    await control.add_webhook_fault(kind="duplicate")
+    await control.emit()
     await drain(emu)
     hits = site.receivers["a"].hits
     first, second = (h for h in hits if h.event_type == "call_initiated")
     assert (first.body, first.headers["x-nexa-signature"]) == (second.body, second.headers["x-nexa-signature"])
     assert len(hits) == 3  # count 1: only the first delivery was doubled
-    records = sorted(await deliveries(client), key=lambda r: (r["delivery_id"], r["copy"]))
+    records = sorted(await control.deliveries(), key=lambda r: (r["delivery_id"], r["copy"]))
     assert [(r["event_type"], r["attempt"], r["copy"], r["fault"], r["status"]) for r in records] == [
         ("call_initiated", 1, 1, "duplicate", 200),
         ("call_initiated", 1, 2, "duplicate", 200),
@@ -376,13 +362,15 @@ async def test_duplicate_sends_identical_bytes_twice(
     ]
 
 
-async def test_drop_never_sends_and_is_not_retried(emu: EmulatorServer, client: httpx.AsyncClient, site: Site) -> None:
+async def test_drop_never_sends_and_is_not_retried(
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
+) -> None:
     await register(client, site.url("a"))
-    await add_webhook_fault(client, kind="drop")
-    await emit(client)
+    await control.add_webhook_fault(kind="drop")
+    await control.emit()
     await drain(emu)
     assert site.receivers["a"].types() == ["call_ended"]
-    records = sorted(await deliveries(client), key=lambda r: str(r["delivery_id"]))
+    records = sorted(await control.deliveries(), key=lambda r: str(r["delivery_id"]))
     assert [(r["event_type"], r["status"], r["fault"]) for r in records] == [
         ("call_initiated", None, "drop"),
         ("call_ended", 200, None),
@@ -390,20 +378,20 @@ async def test_drop_never_sends_and_is_not_retried(emu: EmulatorServer, client: 
 
 
 async def test_bad_signature_is_refused_then_retried_correctly_signed(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
 ) -> None:
     receiver = site.receivers["a"]
     receiver.check_signature = True
     await register(client, site.url("a"))
-    await add_webhook_fault(client, kind="bad_signature")
-    await emit(client, event_type="call_initiated")
+    await control.add_webhook_fault(kind="bad_signature")
+    await control.emit(event_type="call_initiated")
     await drain(emu)
     bad, good = receiver.hits
     assert bad.body == good.body
     with pytest.raises(WebhookSignatureError):
         verify(bad.body, bad.headers, [SECRET])
     assert verify(good.body, good.headers, [SECRET]) == 0
-    records = await deliveries(client)
+    records = await control.deliveries()
     assert [(r["attempt"], r["status"], r["fault"], r["signed_ok"]) for r in records] == [
         (1, 401, "bad_signature", False),
         (2, 200, None, True),
@@ -411,17 +399,17 @@ async def test_bad_signature_is_refused_then_retried_correctly_signed(
 
 
 async def test_delay_waits_before_sending_without_blocking_the_api(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
 ) -> None:
     await register(client, site.url("a"))
-    await add_webhook_fault(client, kind="delay", delay=0.4)
+    await control.add_webhook_fault(kind="delay", delay=0.4)
     started = time.monotonic()
-    await emit(client, event_type="call_initiated")
+    await control.emit(event_type="call_initiated")
     answered = time.monotonic() - started
     await drain(emu)
     delivered = time.monotonic() - started
     assert answered < 0.3 and delivered >= 0.4
-    assert [(r["fault"], r["status"]) for r in await deliveries(client)] == [("delay", 200)]
+    assert [(r["fault"], r["status"]) for r in await control.deliveries()] == [("delay", 200)]
 
 
 async def test_seeded_probabilistic_faults_are_reproducible(make_emu: MakeEmu, site: Site) -> None:
@@ -429,10 +417,10 @@ async def test_seeded_probabilistic_faults_are_reproducible(make_emu: MakeEmu, s
         emu = await make_emu()
         async with api(emu) as client:
             await register(client, site.url("a"))
-            await add_webhook_fault(client, kind="duplicate", probability=0.5, count=0, seed=seed)
-            await emit(client, count=20)
+            await emu.control.add_webhook_fault(kind="duplicate", probability=0.5, count=0, seed=seed)
+            await emu.control.emit(count=20)
             await drain(emu)
-            records = await deliveries(client)
+            records = await emu.control.deliveries()
         return sorted(r["delivery_id"] for r in records if r["copy"] == 2)
 
     first, again, other = await doubled(7), await doubled(7), await doubled(8)
@@ -441,16 +429,18 @@ async def test_seeded_probabilistic_faults_are_reproducible(make_emu: MakeEmu, s
     assert first != other
 
 
-async def test_count_zero_lasts_until_cleared(emu: EmulatorServer, client: httpx.AsyncClient, site: Site) -> None:
+async def test_count_zero_lasts_until_cleared(
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
+) -> None:
     await register(client, site.url("a"))
-    fault_id = await add_webhook_fault(client, kind="drop", count=0)
+    fault_id = await control.add_webhook_fault(kind="drop", count=0)
     listed = (await client.get("/_control/webhook-faults")).json()["faults"]
     assert [(f["id"], f["kind"], f["count"], f["probability"]) for f in listed] == [(fault_id, "drop", 0, 1.0)]
-    await emit(client, count=3)
+    await control.emit(count=3)
     await drain(emu)
     assert site.receivers["a"].hits == []
     assert (await client.delete("/_control/webhook-faults")).json() == {"cleared": 1}
-    await emit(client)
+    await control.emit()
     await drain(emu)
     assert len(site.receivers["a"].hits) == 2
 
@@ -473,10 +463,10 @@ async def test_webhook_fault_validation(client: httpx.AsyncClient, fault: dict[s
 
 # -- control routes -------------------------------------------------------------------------------------------------
 async def test_transfer_route_emits_transfer_completed_for_a_live_call(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
 ) -> None:
     await register(client, site.url("a"), ["call.completed"])
-    (call_id,) = (await emit(client, event_type="call_initiated"))["call_ids"]
+    (call_id,) = (await control.emit(event_type="call_initiated"))["call_ids"]
     response = await client.post(f"/_control/calls/{call_id}/transfer")
     assert response.status_code == 200 and response.json()["status"] == "initiated"
     await drain(emu)
@@ -489,7 +479,7 @@ async def test_transfer_route_emits_transfer_completed_for_a_live_call(
 
 
 async def test_phone_calls_emit_initiated_then_ended(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
 ) -> None:
     await register(client, site.url("a"))
     body = {"agent_id": "agent_sales", "phone_number": "+14155550100", "metadata": {"name": "Bob"}}
@@ -506,26 +496,26 @@ async def test_phone_calls_emit_initiated_then_ended(
     assert {h.call["id"] for h in receiver.hits} == {call_id}
     ended = receiver.one("call_ended").call
     assert ended["to_number"] == "+14155550100" and "Bob" in ended["transcript"]
-    scheduled = sorted(await deliveries(client), key=lambda r: str(r["delivery_id"]))
+    scheduled = sorted(await control.deliveries(), key=lambda r: str(r["delivery_id"]))
     assert [r["event_type"] for r in scheduled] == ["call_initiated", "call_ended"]
 
 
 async def test_emit_runs_each_call_up_to_the_event_type(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
 ) -> None:
     await register(client, site.url("a"))
-    result = await emit(client, count=3, event_type="transfer_completed", agent_id="agent_support", type="web")
+    result = await control.emit(count=3, event_type="transfer_completed", agent_id="agent_support", call_type="web")
     assert len(result["call_ids"]) == 3 and result["events"] == result["deliveries"] == 9
     await drain(emu)
     hits = site.receivers["a"].hits
-    records = sorted(await deliveries(client), key=lambda r: str(r["delivery_id"]))
+    records = sorted(await control.deliveries(), key=lambda r: str(r["delivery_id"]))
     for call_id in result["call_ids"]:
         mine = [h for h in hits if h.call["id"] == call_id]
         assert all(h.call["agent_id"] == "agent_support" and h.call["type"] == "web_call" for h in mine)
         in_order = [r["event_type"] for r in records if r["call_id"] == call_id]
         assert in_order == ["call_initiated", "transfer_completed", "call_ended"]
         assert sorted(h.event_type for h in mine) == sorted(in_order)
-    live = await emit(client, count=2, event_type="call_initiated")
+    live = await control.emit(count=2, event_type="call_initiated")
     assert all(emu.state.calls[c].status == "initiated" for c in live["call_ids"])
 
 
@@ -537,15 +527,17 @@ async def test_emit_validation(client: httpx.AsyncClient, body: dict[str, Any], 
     assert (await client.post("/_control/emit", json=body)).status_code == status
 
 
-async def test_delivery_log_filters_and_reset(emu: EmulatorServer, client: httpx.AsyncClient, site: Site) -> None:
+async def test_delivery_log_filters_and_reset(
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
+) -> None:
     await register(client, site.url("a"))
-    first, second = (await emit(client, count=2))["call_ids"]
+    first, second = (await control.emit(count=2))["call_ids"]
     await drain(emu)
-    await add_webhook_fault(client, kind="drop", count=0)
-    assert {r["call_id"] for r in await deliveries(client, call_id=second)} == {second}
-    assert sorted(r["call_id"] for r in await deliveries(client, event_type="call_ended")) == sorted([first, second])
+    await control.add_webhook_fault(kind="drop", count=0)
+    assert {r["call_id"] for r in await control.deliveries(call_id=second)} == {second}
+    assert sorted(r["call_id"] for r in await control.deliveries(event_type="call_ended")) == sorted([first, second])
     assert (await client.post("/_control/reset")).status_code == 200
-    assert await deliveries(client) == []
+    assert await control.deliveries() == []
     assert (await client.get("/_control/webhook-faults")).json()["faults"] == []
     assert (await client.get("/_control/deliveries/pending")).json() == {"pending": 0}
 
@@ -555,7 +547,7 @@ async def test_shutdown_cancels_deliveries_waiting_to_retry(make_emu: MakeEmu, s
     async with api(emu) as client:
         await register(client, site.url("a"))
         site.receivers["a"].script = [500]
-        await emit(client, event_type="call_initiated")
+        await emu.control.emit(event_type="call_initiated")
         for _ in range(100):
             if site.receivers["a"].hits:
                 break
@@ -569,19 +561,19 @@ async def test_shutdown_cancels_deliveries_waiting_to_retry(make_emu: MakeEmu, s
 
 
 async def test_an_agents_binding_decides_where_its_events_go(
-    emu: EmulatorServer, client: httpx.AsyncClient, site: Site
+    emu: EmulatorServer, client: httpx.AsyncClient, site: Site, control: EmulatorControl
 ) -> None:
     first = await register(client, site.url("a"))
     await register(client, site.url("b"))
     sales = emu.state.agents["agent_sales"]
     sales.webhook_id = first  # bound to one subscription: only that one hears of its calls
-    await emit(client, agent_id="agent_sales")
+    await control.emit(agent_id="agent_sales")
     await drain(emu)
     assert (site.receivers["a"].types(), site.receivers["b"].types()) == (["call_ended", "call_initiated"], [])
     agent = (await client.get("/v1/agents/agent_sales")).json()
     assert (agent["webhook_id"], agent["webhook_enabled"]) == (first, True)
 
     sales.webhook_enabled = False  # "Enable Webhook" off: nothing at all
-    assert (await emit(client, agent_id="agent_sales"))["deliveries"] == 0
+    assert (await control.emit(agent_id="agent_sales"))["deliveries"] == 0
     await drain(emu)
     assert len(site.receivers["a"].hits) == 2 and site.receivers["b"].hits == []

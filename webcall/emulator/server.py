@@ -13,6 +13,7 @@ from webcall.emulator.app import create_emulator_app
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.keys import STATE_KEY
 from webcall.emulator.state import EmulatorState
+from webcall.emulator.testing import EmulatorControl
 
 SHUTDOWN_TIMEOUT = 2.0
 
@@ -36,6 +37,9 @@ class EmulatorServer:
 
         async with EmulatorServer() as emu:
             client = DialNexaClient(base_url=emu.base_url, api_key=emu.api_key)
+            await emu.control.add_fault(route="POST /v1/web-calls", kind="status", status=503)
+
+    :attr:`control` is a :class:`~webcall.emulator.testing.EmulatorControl` on this server, closed by :meth:`stop`.
     """
 
     def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -45,6 +49,7 @@ class EmulatorServer:
         self._origin: str | None = None
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
+        self._control: EmulatorControl | None = None
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -83,6 +88,9 @@ class EmulatorServer:
         return sock
 
     async def stop(self) -> None:
+        control, self._control = self._control, None
+        if control is not None:
+            await control.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -118,6 +126,13 @@ class EmulatorServer:
     def origin(self) -> str:
         """``http://HOST:PORT``, the origin the server was bound to."""
         return self._started()[1]
+
+    @property
+    def control(self) -> EmulatorControl:
+        """The control routes of this server (faults, call and media records, deliveries), typed."""
+        if self._control is None:
+            self._control = EmulatorControl(self.origin)
+        return self._control
 
     @property
     def base_url(self) -> str:
