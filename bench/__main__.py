@@ -576,11 +576,11 @@ async def bench_round_trips(quick: bool) -> None:
 async def bench_latency(quick: bool) -> None:
     """Click -> first agent audio with 100 ms added to the whole call's round trip (HTTP and media, user-space delay
     on loopback) beside loopback, in Chromium and Firefox; the two ways a click comes, call by call."""
-    from .latency import FLOWS, measure, median_ms
+    from .latency import VARIANTS, measure, median_ms
 
     calls = 4 if quick else 10
     results = await measure(calls)
-    for (engine, added, flow), timings in results.calls.items():
+    for (engine, added, label), timings in results.calls.items():
         where = "loopback" if added == 0 else f"+{added} ms RTT"
         name = engine.capitalize()
 
@@ -589,21 +589,21 @@ async def bench_latency(quick: bool) -> None:
 
         row(
             "latency",
-            f"{name}, {where}, {flow}: connected / 1st packet / played",
+            f"{name}, {where}, {label}: connected / 1st packet / played",
             f"{since_click('connected')} / {since_click('first packet')} / {since_click('first played')} ms",
         )
         audible = statistics.median(t.since_click["audible (getStats)"] for t in timings)
-        target = added == 100 and flow == FLOWS[0]
+        target = added == 100 and label == VARIANTS[1].label
         row(
             "latency",
-            f"{name}, {where}, {flow}: audible getStats / analyser",
+            f"{name}, {where}, {label}: audible getStats / analyser",
             f"{audible:.0f} / {since_click('audible (analyser)')} ms",
             "median <= 650 ms" if target else "",
             audible <= 650 if target else None,
         )
         if added:
             sources = ", ".join(sorted({t.round_trip_source for t in timings}))
-            row("latency", f"{name}, {where}, {flow}: round trip measured ({sources})",
+            row("latency", f"{name}, {where}, {label}: round trip measured ({sources})",
                 f"{median_ms([t.round_trip_ms for t in timings])} ms")  # fmt: skip
     for engine, took in results.audio_output_start_ms.items():
         row(

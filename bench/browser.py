@@ -81,7 +81,9 @@ dialnexa-webcall{margin-top:40px}
 class EmulatorProcess:
     """``python -m webcall.emulator`` on a free loopback port, started and stopped with ``async with``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
+        """``options``: more of the emulator's command-line options (``--dtls-setup active``)."""
+        self.options = options
         self.port = free_port()
         self.process: asyncio.subprocess.Process | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __aexit__
@@ -96,6 +98,7 @@ class EmulatorProcess:
 
     async def __aenter__(self) -> Self:
         args = ["-m", "webcall.emulator", "--port", str(self.port), "--api-key", EMULATOR_KEY, "--log-level", "WARNING"]
+        args += self.options
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, *args, cwd=ROOT, stdout=self.log, stderr=self.log
         )

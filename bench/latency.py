@@ -30,8 +30,9 @@ first time it has played out decoded samples (``totalSamplesReceived - concealed
 Firefox's candidate pair reports a ``currentRoundTripTime`` of 0; there the round trip shown is the time from ICE
 ``checking`` to ``connected`` (one check and its answer), or RTCP's when it has one.
 
-Each engine makes its calls on loopback and with +100 ms alternately, each click coming both ways of
-:data:`FLOWS`; once a round, a fresh ``AudioContext`` with no call shows how long that browser's sound output takes
+Each engine makes its calls on loopback and with +100 ms alternately, in each of the :data:`VARIANTS` (the
+emulator's DTLS role as before and as now; a click with and without the pointer resting on the widget first);
+once a round, a fresh ``AudioContext`` with no call shows how long that browser's sound output takes
 to start (Firefox's audio graph runs on its output's clock, and plays nothing, WebRTC audio included, before it).
 
 ``python -m bench.latency [CALLS] [chromium,firefox]`` prints each figure with every call's value.
@@ -409,19 +410,34 @@ class CallTimings:
     jitter_buffer_ms: float | None
 
 
-FLOWS = ("pointer rests 0.5 s", "pointer lands and clicks")
-"""How the click comes: a visitor's pointer reaches the widget before the click (the widget asks for its ICE servers
-on that interest, so they are there at the click), or an automated click with the pointer's arrival and the click in
-one instant (the ICE servers request and the start then run one after the other)."""
+@dataclass(frozen=True)
+class Variant:
+    """One way of making the call, compared with the others call by call."""
+
+    label: str
+    dtls_setup: str
+    """The emulator's answer: ``active`` opens the DTLS handshake itself (as before), ``passive`` waits for the
+    browser's (``python -m webcall.emulator --dtls-setup``)."""
+    pointer_rests: bool
+    """A visitor's pointer reaches the widget half a second before the click (the widget asks for its ICE servers on
+    that interest, so they are there at the click); otherwise the pointer's arrival and the click are one instant, as
+    an automated click makes them, and the ICE servers request and the start run one after the other."""
+
+
+VARIANTS = (
+    Variant("as before (emulator opens DTLS)", "active", pointer_rests=True),
+    Variant("browser opens DTLS", "passive", pointer_rests=True),
+    Variant("browser opens DTLS, no hover", "passive", pointer_rests=False),
+)
 REST_BEFORE_CLICK = 0.5
 
 
-async def one_call(browser: Browser | Firefox, url: str, shots: Path, flow: str = FLOWS[0]) -> CallTimings:
+async def one_call(browser: Browser | Firefox, url: str, shots: Path, *, pointer_rests: bool = True) -> CallTimings:
     tab = await open_tab(browser, url, shots)
     try:
         start = tab.button("Start call")
         await start.wait_visible()
-        if flow == FLOWS[0]:
+        if pointer_rests:
             await tab.call("(tag) => document.querySelector(tag).dispatchEvent(new PointerEvent('pointerenter'))", TAG)
             await asyncio.sleep(REST_BEFORE_CLICK)
         await start.click()
@@ -519,7 +535,7 @@ async def audio_output_start_ms(browser: Browser | Firefox, url: str, shots: Pat
 @dataclass
 class Results:
     calls: dict[tuple[str, int, str], list[CallTimings]] = field(default_factory=dict)
-    """(engine, added round trip in ms, flow) -> each call's timings."""
+    """(engine, added round trip in ms, variant's label) -> each call's timings."""
     audio_output_start_ms: dict[str, list[float]] = field(default_factory=dict)
     """engine -> how long a fresh AudioContext took to run, with no call, once per round of calls."""
 
@@ -527,24 +543,36 @@ class Results:
 async def measure(
     calls: int, engines: tuple[str, ...] = ("chromium", "firefox"), round_trips_ms: tuple[int, ...] = (0, 100)
 ) -> Results:
-    """``calls`` calls of each flow in each engine at each added round trip, alternating call by call."""
+    """``calls`` calls of each variant in each engine at each added round trip, alternating call by call."""
     results = Results()
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         microphone = write_silence(Path(tmp) / "silence.wav")
-        async with EmulatorProcess() as emulator, async_playwright() as driver, contextlib.AsyncExitStack() as stack:
-            networks = [await stack.enter_async_context(Network(ms, emulator)) for ms in round_trips_ms]
+        async with async_playwright() as driver, contextlib.AsyncExitStack() as stack:
+            emulators = {
+                setup: await stack.enter_async_context(EmulatorProcess("--dtls-setup", setup))
+                for setup in sorted({variant.dtls_setup for variant in VARIANTS})
+            }
+            networks = {
+                (setup, ms): await stack.enter_async_context(Network(ms, emulator))
+                for setup, emulator in emulators.items()
+                for ms in round_trips_ms
+            }
             for engine in engines:
                 browser = await launch(engine, driver, microphone)
                 try:
-                    for network in networks:  # warm-up: first synthesis, first connections
+                    for network in networks.values():  # warm-up: first synthesis, first connections
                         await one_call(browser, network.url, Path(tmp))
                     for _ in range(calls):
-                        for network in networks:
-                            for flow in FLOWS:
-                                timings = await one_call(browser, network.url, Path(tmp), flow)
-                                key = (engine, network.added_round_trip_ms, flow)
-                                results.calls.setdefault(key, []).append(timings)
-                        took = await audio_output_start_ms(browser, networks[0].url, Path(tmp))
+                        for ms in round_trips_ms:
+                            for variant in VARIANTS:
+                                network = networks[(variant.dtls_setup, ms)]
+                                timings = await one_call(
+                                    browser, network.url, Path(tmp), pointer_rests=variant.pointer_rests
+                                )
+                                results.calls.setdefault((engine, ms, variant.label), []).append(timings)
+                        took = await audio_output_start_ms(
+                            browser, networks[(VARIANTS[0].dtls_setup, 0)].url, Path(tmp)
+                        )
                         results.audio_output_start_ms.setdefault(engine, []).append(took)
                 finally:
                     await browser.close()
@@ -562,8 +590,8 @@ if __name__ == "__main__":
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     chosen = tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else ("chromium", "firefox")
     measured = asyncio.run(measure(count, chosen))
-    for (engine, added, flow), timings in measured.calls.items():
-        print(f"{engine}, +{added} ms round trip, {flow}: {len(timings)} calls, medians")
+    for (engine, added, label), timings in measured.calls.items():
+        print(f"{engine}, +{added} ms round trip, {label}: {len(timings)} calls, medians")
         for name in TIMINGS:
             values = [t.since_click[name] for t in timings]
             print(f"  click -> {name:<20} {median_ms(list(values)):>6} ms   ", " ".join(f"{v:.0f}" for v in values))
