@@ -36,6 +36,7 @@ from webcall.emulator.state import Call, EmulatedAgent, EmulatorState, InvalidTr
 
 from .agent import MAX_DURATION_LINE, run_agent, welcome_line
 from .candidates import host_addresses, offer_ice_credentials, usable_offer
+from .checks import recheck_on_incoming
 from .liveness import InboundWatch, ice_connections
 from .stt import Transcriber
 from .tracks import PacedAudioTrack, frame_to_mono
@@ -203,6 +204,8 @@ class MediaSession:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             self.inbound.attach(pc)
+            for connection in ice_connections(pc):
+                recheck_on_incoming(connection)
             if not any(t.kind == "audio" for t in pc.getTransceivers()):
                 raise NegotiationError("The SDP offer has no audio section.")
             pc.addTrack(self.voice)
