@@ -593,7 +593,7 @@ async def bench_latency(quick: bool) -> None:
             f"{since_click('connected')} / {since_click('first packet')} / {since_click('first played')} ms",
         )
         audible = statistics.median(t.since_click["audible (getStats)"] for t in timings)
-        target = added == 100 and label == VARIANTS[1].label
+        target = added == 100 and label == VARIANTS[1].label  # now, as a visitor clicks
         row(
             "latency",
             f"{name}, {where}, {label}: audible getStats / analyser",

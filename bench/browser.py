@@ -12,6 +12,7 @@ Also used by ``bench/screenshots.py``: :class:`EmulatorProcess`, :class:`HostSit
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -81,9 +82,11 @@ dialnexa-webcall{margin-top:40px}
 class EmulatorProcess:
     """``python -m webcall.emulator`` on a free loopback port, started and stopped with ``async with``."""
 
-    def __init__(self, *options: str) -> None:
-        """``options``: more of the emulator's command-line options (``--dtls-setup active``)."""
+    def __init__(self, *options: str, source: Path = ROOT) -> None:
+        """``options``: more of the emulator's command-line options (``--dtls-setup active``); ``source``: the
+        checkout whose ``webcall`` package runs (another commit's, to compare)."""
         self.options = options
+        self.source = source
         self.port = free_port()
         self.process: asyncio.subprocess.Process | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __aexit__
@@ -99,8 +102,9 @@ class EmulatorProcess:
     async def __aenter__(self) -> Self:
         args = ["-m", "webcall.emulator", "--port", str(self.port), "--api-key", EMULATOR_KEY, "--log-level", "WARNING"]
         args += self.options
+        environment = {**os.environ, "PYTHONPATH": str(self.source)}
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, *args, cwd=ROOT, stdout=self.log, stderr=self.log
+            sys.executable, *args, cwd=self.source, stdout=self.log, stderr=self.log, env=environment
         )
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient(timeout=1) as http:

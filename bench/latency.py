@@ -19,21 +19,22 @@ would be that of a relayed call, not of a visitor reaching a media server direct
 the delay.
 
 The added round trip is measured, not assumed: each call reports the selected candidate pair's
-``currentRoundTripTime`` (ICE's own checks) or, where the browser has none (Firefox), the RTCP round trip of
-``remote-inbound-rtp``.
+``currentRoundTripTime`` (ICE's own checks).
 
 What a visitor hears is taken from the receiver's ``getStats``: the first time ``inbound-rtp`` has a packet, the
-first time it has played out decoded samples (``totalSamplesReceived - concealedSamples``) and the first time its
-``audioLevel`` reaches the probe's audible level. Beside them, as ``bench/run --only browser`` measures, the
+first time it has played out decoded samples (``totalSamplesReceived - concealedSamples``) and the first time the
+level of what it played out since the last poll (``totalAudioEnergy`` over ``totalSamplesDuration``) reaches the
+probe's audible level. Beside them, as ``bench/run --only browser`` measures, the
 ``AnalyserNode`` on the widget's stream.
 
 Firefox's candidate pair reports a ``currentRoundTripTime`` of 0; there the round trip shown is the time from ICE
 ``checking`` to ``connected`` (one check and its answer), or RTCP's when it has one.
 
-Each engine makes its calls on loopback and with +100 ms alternately, in each of the :data:`VARIANTS` (the
-emulator's DTLS role as before and as now; a click with and without the pointer resting on the widget first);
-once a round, a fresh ``AudioContext`` with no call shows how long that browser's sound output takes
-to start (Firefox's audio graph runs on its output's clock, and plays nothing, WebRTC audio included, before it).
+Each engine makes its calls on loopback and with +100 ms alternately, in each of the :data:`VARIANTS`: the emulator
+of commit :data:`BEFORE` (run from ``git archive``) beside this checkout's, this one with its former DTLS role, and
+a click without the pointer resting on the widget first; once a round, a fresh ``AudioContext`` with no call shows
+how long that browser's sound output takes to start (Firefox's audio graph runs on its output's clock, and plays
+nothing, WebRTC audio included, before it).
 
 ``python -m bench.latency [CALLS] [chromium,firefox]`` prints each figure with every call's value.
 """
@@ -44,8 +45,9 @@ import asyncio
 import contextlib
 import re
 import statistics
+import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -60,7 +62,7 @@ from tests.browser.shared import AUDIBLE, TAG
 from tests.browser.tabs import open_tab
 from tests.net import free_port
 
-from .browser import LIVE, PAGE, EmulatorProcess, HostSite, launch, write_silence
+from .browser import LIVE, PAGE, ROOT, EmulatorProcess, HostSite, launch, write_silence
 
 Address = tuple[str, int]
 ROUND_TRIPS = (0, 100)
@@ -90,6 +92,7 @@ MEDIA_JS = """\
         seen.iceCheckMs = performance.now() - checkingAt;
       }
     });
+    let lastEnergy = 0, lastDuration = 0;
     const poll = setInterval(async () => {
       if (peer.connectionState === "closed") return clearInterval(poll);
       let report;
@@ -108,7 +111,13 @@ MEDIA_JS = """\
           if (seen.firstPacketAt === null && entry.packetsReceived > 0) seen.firstPacketAt = now;
           const played = (entry.totalSamplesReceived || 0) - (entry.concealedSamples || 0);
           if (seen.firstPlayedAt === null && played > 0) seen.firstPlayedAt = now;
-          if (seen.firstAudibleAt === null && (entry.audioLevel || 0) >= AUDIBLE) {
+          // The level of what played out since the last poll, from the energy the receiver adds up frame by frame
+          // (audioLevel itself is refreshed only every few frames); audioLevel where there is no energy.
+          const energy = entry.totalAudioEnergy, duration = entry.totalSamplesDuration;
+          const level = energy === undefined || !duration ? entry.audioLevel || 0
+            : duration > lastDuration ? Math.sqrt((energy - lastEnergy) / (duration - lastDuration)) : 0;
+          if (duration !== undefined) [lastEnergy, lastDuration] = [energy, duration];
+          if (seen.firstAudibleAt === null && level >= AUDIBLE) {
             seen.firstAudibleAt = now;
             if (entry.jitterBufferEmittedCount) {
               seen.jitterBufferMs = (1000 * entry.jitterBufferDelay) / entry.jitterBufferEmittedCount;
@@ -410,24 +419,30 @@ class CallTimings:
     jitter_buffer_ms: float | None
 
 
+BEFORE = "1f227a9"
+"""The commit measured as "before": the emulator as it was when the issue measured 1,284 ms (its agent already spoke
+as soon as media connected)."""
+
+
 @dataclass(frozen=True)
 class Variant:
     """One way of making the call, compared with the others call by call."""
 
     label: str
-    dtls_setup: str
-    """The emulator's answer: ``active`` opens the DTLS handshake itself (as before), ``passive`` waits for the
-    browser's (``python -m webcall.emulator --dtls-setup``)."""
-    pointer_rests: bool
+    emulator: str
+    """Which emulator answers: ``before`` (commit :data:`BEFORE`), ``now``, or ``now, active`` (this checkout with
+    ``--dtls-setup active``: the emulator opens the DTLS handshake, as before)."""
+    pointer_rests: bool = True
     """A visitor's pointer reaches the widget half a second before the click (the widget asks for its ICE servers on
     that interest, so they are there at the click); otherwise the pointer's arrival and the click are one instant, as
     an automated click makes them, and the ICE servers request and the start run one after the other."""
 
 
 VARIANTS = (
-    Variant("as before (emulator opens DTLS)", "active", pointer_rests=True),
-    Variant("browser opens DTLS", "passive", pointer_rests=True),
-    Variant("browser opens DTLS, no hover", "passive", pointer_rests=False),
+    Variant(f"before ({BEFORE})", "before"),
+    Variant("now", "now"),
+    Variant("now, emulator opens DTLS", "now, active"),
+    Variant("now, no hover", "now", pointer_rests=False),
 )
 REST_BEFORE_CLICK = 0.5
 
@@ -540,21 +555,31 @@ class Results:
     """engine -> how long a fresh AudioContext took to run, with no call, once per round of calls."""
 
 
+@contextlib.contextmanager
+def checkout(commit: str) -> Iterator[Path]:
+    """This repository's ``webcall`` package as of ``commit``, in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{commit}-") as directory:
+        archive = subprocess.run(["git", "archive", commit, "webcall"], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", directory], input=archive.stdout, check=True)
+        yield Path(directory)
+
+
 async def measure(
     calls: int, engines: tuple[str, ...] = ("chromium", "firefox"), round_trips_ms: tuple[int, ...] = (0, 100)
 ) -> Results:
     """``calls`` calls of each variant in each engine at each added round trip, alternating call by call."""
     results = Results()
-    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp, checkout(BEFORE) as before:
         microphone = write_silence(Path(tmp) / "silence.wav")
         async with async_playwright() as driver, contextlib.AsyncExitStack() as stack:
             emulators = {
-                setup: await stack.enter_async_context(EmulatorProcess("--dtls-setup", setup))
-                for setup in sorted({variant.dtls_setup for variant in VARIANTS})
+                "before": await stack.enter_async_context(EmulatorProcess(source=before)),
+                "now": await stack.enter_async_context(EmulatorProcess()),
+                "now, active": await stack.enter_async_context(EmulatorProcess("--dtls-setup", "active")),
             }
             networks = {
-                (setup, ms): await stack.enter_async_context(Network(ms, emulator))
-                for setup, emulator in emulators.items()
+                (name, ms): await stack.enter_async_context(Network(ms, emulator))
+                for name, emulator in emulators.items()
                 for ms in round_trips_ms
             }
             for engine in engines:
@@ -565,14 +590,12 @@ async def measure(
                     for _ in range(calls):
                         for ms in round_trips_ms:
                             for variant in VARIANTS:
-                                network = networks[(variant.dtls_setup, ms)]
+                                network = networks[(variant.emulator, ms)]
                                 timings = await one_call(
                                     browser, network.url, Path(tmp), pointer_rests=variant.pointer_rests
                                 )
                                 results.calls.setdefault((engine, ms, variant.label), []).append(timings)
-                        took = await audio_output_start_ms(
-                            browser, networks[(VARIANTS[0].dtls_setup, 0)].url, Path(tmp)
-                        )
+                        took = await audio_output_start_ms(browser, networks[("now", 0)].url, Path(tmp))
                         results.audio_output_start_ms.setdefault(engine, []).append(took)
                 finally:
                     await browser.close()
