@@ -1,6 +1,7 @@
 """Click -> first agent audio with a real added round trip on the whole call, HTTP and media, in Chromium and Firefox.
 
-This machine's kernel has no ``netem``, so the round trip is added in user space, on loopback addresses only:
+This machine's kernel has no ``netem``, so the round trip is added in user space, and nothing leaves the machine
+(the TCP proxy listens on 127.0.0.1; each relay port is bound on the local address of the candidate it stands for):
 
 - **HTTP**: a delaying TCP proxy (:class:`DelayingTcpProxy`) in front of the host site. The browser opens the site
   through it, so the page, the widget and ``POST /webcall/sessions`` pay the delay on every byte, each way.
@@ -28,14 +29,15 @@ browser tests' audible level. The page has no ``AnalyserNode`` (``bench/run --on
 in Firefox an ``AudioContext`` of the page's own holds the call's playout back by a further ~250 ms, so it would
 measure itself rather than what the visitor hears.
 
-Firefox's candidate pair reports a ``currentRoundTripTime`` of 0; there the round trip shown is the time from ICE
-``checking`` to ``connected`` (one check and its answer), or RTCP's when it has one.
+Firefox's candidate pair reports a ``currentRoundTripTime`` of 0; there the round trip shown is RTCP's
+(``remote-inbound-rtp``) when it has one, else the time from ICE ``checking`` to ``connected`` (one check and its
+answer).
 
-Each engine makes its calls on loopback and with +100 ms alternately, in each of the :data:`VARIANTS`: the emulator
-of commit :data:`BEFORE` (run from ``git archive``) beside this checkout's, this one with its former DTLS role, and
-a click without the pointer resting on the widget first; once a round, a fresh ``AudioContext`` with no call shows
-how long that browser's sound output takes to start (Firefox's audio graph runs on its output's clock, and plays
-nothing, WebRTC audio included, before it).
+Each engine makes its calls with nothing added (loopback) and with +100 ms alternately, in each of the
+:data:`VARIANTS`: the emulator of commit :data:`BEFORE` (run from ``git archive``) beside this checkout's, this one
+with its former DTLS role, and a click without the pointer resting on the widget first. Once a round, a fresh
+``AudioContext`` with no call shows how long that browser's sound output takes to start (Firefox's audio graph runs
+on its output's clock, and plays nothing, WebRTC audio included, before it).
 
 ``python -m bench.latency [CALLS] [chromium,firefox]`` prints each figure with every call's value.
 """

@@ -81,7 +81,7 @@ class MediaSettings:
     """The DTLS role the answer takes (``a=setup``). ``passive``: the browser opens the handshake as soon as its ICE
     check succeeds, and the emulator finishes it first, its first audio leaving with its last handshake flight, so
     the browser has it as it reports the connection. ``active`` (aiortc's own choice): the emulator opens the
-    handshake, the browser finishes it first, and the first audio leaves one round trip after the browser reports
+    handshake, the browser finishes it first, and the first audio arrives one round trip after the browser reports
     the connection."""
 
     def __post_init__(self) -> None:
