@@ -3,7 +3,9 @@
 Rows: widget size; session minting through the full plugin vs a bare aiohttp handler making the same upstream call
 (memory and Redis stores, concurrency 1/50/200); webhook-to-browser relay latency in one process and across two
 workers through Redis; webhook ingest throughput; server memory per idle SSE stream; click-to-connected and
-click-to-first-agent-audio in headless Chromium; simultaneous emulator calls with agent audio flowing.
+click-to-first-agent-audio in headless Chromium; the same with 100 ms added to the whole call's round trip (HTTP and
+media) beside loopback, in Chromium and Firefox, against the emulator of an earlier commit; simultaneous emulator
+calls with agent audio flowing.
 """
 
 from __future__ import annotations
