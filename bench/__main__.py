@@ -3,7 +3,9 @@
 Rows: widget size; session minting through the full plugin vs a bare aiohttp handler making the same upstream call
 (memory and Redis stores, concurrency 1/50/200); webhook-to-browser relay latency in one process and across two
 workers through Redis; webhook ingest throughput; server memory per idle SSE stream; click-to-connected and
-click-to-first-agent-audio in headless Chromium; simultaneous emulator calls with agent audio flowing.
+click-to-first-agent-audio in headless Chromium; the same with 100 ms added to the whole call's round trip (HTTP and
+media) beside loopback, in Chromium and Firefox, against the emulator of an earlier commit; simultaneous emulator
+calls with agent audio flowing.
 """
 
 from __future__ import annotations
@@ -573,6 +575,46 @@ async def bench_round_trips(quick: bool) -> None:
     )
 
 
+async def bench_latency(quick: bool) -> None:
+    """Click -> first agent audio with 100 ms added to the whole call's round trip (HTTP and media, user-space delay
+    on loopback) beside loopback, in Chromium and Firefox; the two ways a click comes, call by call."""
+    from .latency import VARIANTS, measure, median_ms
+
+    calls = 4 if quick else 10
+    results = await measure(calls)
+    for (engine, added, label), timings in results.calls.items():
+        where = "loopback" if added == 0 else f"+{added} ms RTT"
+        name = engine.capitalize()
+
+        def since_click(what: str, timings: list[Any] = timings) -> str:
+            return median_ms([t.since_click[what] for t in timings])
+
+        row(
+            "latency",
+            f"{name}, {where}, {label}: connected / 1st packet / played",
+            f"{since_click('connected')} / {since_click('first packet')} / {since_click('first played')} ms",
+        )
+        audible = statistics.median(t.since_click["audible"] for t in timings)
+        target = added == 100 and label == VARIANTS[1].label  # now, as a visitor clicks
+        row(
+            "latency",
+            f"{name}, {where}, {label}: audible (getStats)",
+            f"{audible:.0f} ms",
+            "median <= 650 ms" if target else "",
+            audible <= 650 if target else None,
+        )
+        if added:
+            sources = ", ".join(sorted({t.round_trip_source for t in timings}))
+            row("latency", f"{name}, {where}, {label}: round trip measured ({sources})",
+                f"{median_ms([t.round_trip_ms for t in timings])} ms")  # fmt: skip
+    for engine, took in results.audio_output_start_ms.items():
+        row(
+            "latency",
+            f"{engine.capitalize()}: a fresh AudioContext runs after (no call)",
+            f"{median_ms(list(took))} ms",
+        )
+
+
 async def bench_capacity(quick: bool) -> None:
     from .capacity import simultaneous_calls
 
@@ -588,6 +630,7 @@ SECTIONS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
     "sse": bench_sse_memory,
     "browser": bench_browser,
     "turn": bench_turn,
+    "latency": bench_latency,
     "emulator": bench_capacity,
 }
 

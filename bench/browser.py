@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ from playwright.async_api import Browser, Page, Playwright, async_playwright
 
 import webcall
 from tests.browser.bidi import Firefox, firefox_prefs, launch_firefox
-from tests.browser.shared import CHROMIUM, CHROMIUM_ARGS, LIVE, TAG, add_site_pages
+from tests.browser.shared import CHROMIUM, CHROMIUM_ARGS, LIVE, PROBE_JS, TAG, add_site_pages
 from tests.browser.tabs import open_tab
 from tests.hosting import host_config, served
 from tests.net import free_port
@@ -44,7 +45,11 @@ VIEWPORT = {"width": 1280, "height": 800}
 class EmulatorProcess:
     """``python -m webcall.emulator`` on a free loopback port, started and stopped with ``async with``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str, source: Path = ROOT) -> None:
+        """``options``: more of the emulator's command-line options (``--dtls-setup active``); ``source``: the
+        checkout whose ``webcall`` package runs (another commit's, to compare)."""
+        self.options = options
+        self.source = source
         self.port = free_port()
         self.process: asyncio.subprocess.Process | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __aexit__
@@ -60,8 +65,10 @@ class EmulatorProcess:
 
     async def __aenter__(self) -> Self:
         args = ["-m", "webcall.emulator", "--port", str(self.port), "--api-key", EMULATOR_KEY, "--log-level", "WARNING"]
+        args += self.options
+        environment = {**os.environ, "PYTHONPATH": str(self.source)}
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, *args, cwd=ROOT, stdout=self.log, stderr=self.log
+            sys.executable, *args, cwd=self.source, stdout=self.log, stderr=self.log, env=environment
         )
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient(timeout=1) as http:
@@ -104,7 +111,7 @@ class HostSite:
     site pages (:func:`tests.browser.shared.add_site_pages`) under the plugin's strict CSP with the widget and the
     probe."""
 
-    def __init__(self, emulator: EmulatorProcess, **options: Any) -> None:
+    def __init__(self, emulator: EmulatorProcess, *, probe: str = PROBE_JS, **options: Any) -> None:
         self.port = free_port()
         self.origin = f"http://127.0.0.1:{self.port}"
         settings: dict[str, Any] = {
@@ -121,7 +128,7 @@ class HostSite:
         settings.update(options)
         self.app = web.Application()
         self.handle = webcall.setup(self.app, host_config(**settings))
-        add_site_pages(self.app, self.handle, {"agent": "sales"})
+        add_site_pages(self.app, self.handle, {"agent": "sales"}, probe=probe)
         self._serving = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:

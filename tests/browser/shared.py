@@ -146,10 +146,13 @@ def attributes(values: Mapping[str, str]) -> str:
     return "".join(f' {name}="{html.escape(value)}"' for name, value in values.items())
 
 
-def add_site_pages(app: web.Application, handle: webcall.WebCall, widget: Mapping[str, str]) -> None:
+def add_site_pages(
+    app: web.Application, handle: webcall.WebCall, widget: Mapping[str, str], *, probe: str = PROBE_JS
+) -> None:
     """The test site's pages on ``app``, which has the plugin (``handle``) at ``/webcall``, under the plugin's CSP:
     ``/`` with the widget element (``widget`` its attributes), ``/zero`` with the zero-markup script alone, and
-    ``/probe.js``, ``/site.css`` and an empty ``/favicon.ico``."""
+    ``/probe.js`` (``probe``: the page probe, or a bench's script that watches the page its own way), ``/site.css``
+    and an empty ``/favicon.ico``."""
 
     def page(script: str, element: str) -> web.Response:
         body = PAGE.format(script=script, element=element)
@@ -162,8 +165,8 @@ def add_site_pages(app: web.Application, handle: webcall.WebCall, widget: Mappin
     async def zero_markup(request: web.Request) -> web.Response:
         return page('<script src="/webcall/widget.js" data-agent="sales" defer></script>', "")
 
-    async def probe(request: web.Request) -> web.Response:
-        return web.Response(text=PROBE_JS, content_type="text/javascript")
+    async def probe_script(request: web.Request) -> web.Response:
+        return web.Response(text=probe, content_type="text/javascript")
 
     async def css(request: web.Request) -> web.Response:
         return web.Response(text=SITE_CSS, content_type="text/css")
@@ -173,7 +176,7 @@ def add_site_pages(app: web.Application, handle: webcall.WebCall, widget: Mappin
 
     app.router.add_get("/", index)
     app.router.add_get("/zero", zero_markup)
-    app.router.add_get("/probe.js", probe)
+    app.router.add_get("/probe.js", probe_script)
     app.router.add_get("/site.css", css)
     app.router.add_get("/favicon.ico", favicon)
 

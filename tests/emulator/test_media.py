@@ -239,6 +239,38 @@ async def test_offer_is_answered_with_sdp_location_and_etag(emu: Client, browser
     assert "location" in answer.headers["Access-Control-Expose-Headers"]
 
 
+async def test_answer_waits_for_the_browser_to_open_dtls_and_the_agent_is_heard(emu: Client, browser: Browser) -> None:
+    web_call = await mint(emu)
+    answer = await browser.offer(emu, whip_path(web_call), web_call["access_token"])
+
+    # passive: the browser opens the handshake at its first working ICE check, and the emulator, finishing it first,
+    # sends the agent's first audio with its last flight
+    assert re.findall(r"^a=setup:(\S+)", answer.text, re.M) == ["passive", "passive"]
+    await browser.until(browser.hears_agent, within=5)
+
+
+async def test_answer_can_open_dtls_itself(aiohttp_client: Callable[..., Any], browser: Browser) -> None:
+    app = web.Application()
+    state = EmulatorState(api_keys={API_KEY}, agents=dict(AGENTS))
+    setup_media(app, state, settings=MediaSettings(dtls_setup="active"))
+    emu: Client = await aiohttp_client(app)
+    agent = state.agents["agent_quick"]
+    call = state.create_call(type="web", agent=agent, version=agent.versions[0], metadata={})
+    assert call.access_token is not None
+
+    answer = await browser.offer(emu, f"/v1/web-calls/{call.id}/whip", call.access_token)
+
+    assert re.findall(r"^a=setup:(\S+)", answer.text, re.M) == ["active", "active"]
+    await browser.until(browser.hears_agent, within=5)
+
+
+def test_a_dtls_role_other_than_passive_or_active_is_refused() -> None:
+    with pytest.raises(ValueError, match="passive, active"):
+        MediaSettings(dtls_setup="actpass")
+    with pytest.raises(ValueError, match="passive or active"):
+        EmulatorConfig(media_dtls_setup="holdconn")
+
+
 async def test_agent_speaks_the_rendered_welcome(emu: Client, browser: Browser, control: EmulatorControl) -> None:
     web_call = await connect(emu, browser, "agent_sales", name="Priya", company="Acme")
 

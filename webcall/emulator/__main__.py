@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         help="end a WHIP session whose media has not connected by then (default: 30)",
     )
     parser.add_argument(
+        "--dtls-setup",
+        choices=["passive", "active"],
+        default="passive",
+        help="the DTLS role of the SDP answers: passive, the browser opens the handshake and the agent's first audio "
+        "arrives as the browser connects; active, the emulator opens it, one round trip later (default: passive)",
+    )
+    parser.add_argument(
         "--agents",
         type=Path,
         metavar="FILE",
@@ -88,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             public_url=args.public_url,
             max_media_sessions=args.max_media_sessions,
             media_connect_timeout=args.media_connect_timeout,
+            media_dtls_setup=args.dtls_setup,
         )
         if args.agents is not None:
             config = dataclasses.replace(config, agents=load_agents(args.agents))

@@ -53,7 +53,11 @@ def _mount_media(app: web.Application, state: EmulatorState, config: EmulatorCon
     except ImportError as err:  # the 'emulator' extra (aiortc) is not installed
         log.info("emulator: WHIP media is unavailable (%s); REST only", err)
         return
-    settings = MediaSettings(max_sessions=config.max_media_sessions, connect_timeout=config.media_connect_timeout)
+    settings = MediaSettings(
+        max_sessions=config.max_media_sessions,
+        connect_timeout=config.media_connect_timeout,
+        dtls_setup=config.media_dtls_setup,
+    )
     setup_media(app, state, settings=settings)
 
 

@@ -27,7 +27,9 @@ class EmulatorConfig:
     copy); ``token_ttl`` the lifetime in seconds of a web call's media token; ``public_url`` the origin a browser
     uses to reach the emulator (default: the origin of each request); ``phone_ring_seconds`` and
     ``phone_talk_seconds`` pace the simulated phone calls; ``max_media_sessions`` caps simultaneous WHIP sessions
-    (further offers get 503) and ``media_connect_timeout`` ends a session whose media never connects.
+    (further offers get 503), ``media_connect_timeout`` ends a session whose media never connects, and
+    ``media_dtls_setup`` is the DTLS role of its SDP answers: ``passive`` (the browser opens the handshake and the
+    agent's first audio arrives as the browser reports the connection) or ``active`` (one round trip later).
 
     Webhook deliveries follow DialNexa's semantics: ``webhook_retries`` further attempts (0 to 3) after a timeout, a
     connection error or a non-2xx answer, each attempt limited to ``webhook_timeout`` seconds (1 to 60), waiting
@@ -47,6 +49,7 @@ class EmulatorConfig:
     webhook_seed: int | None = None
     max_media_sessions: int = 16
     media_connect_timeout: float = 30.0
+    media_dtls_setup: str = "passive"
     ice_servers: tuple[Mapping[str, Any], ...] = ()
     """The ``media.ice_servers`` of every web call it creates (DialNexa's own STUN/TURN for the call)."""
 
@@ -71,6 +74,10 @@ class EmulatorConfig:
         if not WEBHOOK_TIMEOUT_MIN <= self.webhook_timeout <= WEBHOOK_TIMEOUT_MAX:
             raise ValueError(
                 f"EmulatorConfig.webhook_timeout must be from 1 to 60 seconds, not {self.webhook_timeout:g}"
+            )
+        if self.media_dtls_setup not in ("passive", "active"):
+            raise ValueError(
+                f"EmulatorConfig.media_dtls_setup must be passive or active, not {self.media_dtls_setup!r}"
             )
         if self.max_media_sessions < 1 or self.media_connect_timeout <= 0:
             raise ValueError("EmulatorConfig.max_media_sessions and media_connect_timeout must be positive")

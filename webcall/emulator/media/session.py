@@ -36,6 +36,7 @@ from webcall.emulator.state import Call, EmulatedAgent, EmulatorState, InvalidTr
 
 from .agent import MAX_DURATION_LINE, run_agent, welcome_line
 from .candidates import host_addresses, offer_ice_credentials, usable_offer
+from .checks import recheck_on_incoming
 from .liveness import InboundWatch, ice_connections
 from .stt import Transcriber
 from .tracks import PacedAudioTrack, frame_to_mono
@@ -46,6 +47,9 @@ __all__ = ["MediaSession", "MediaSettings", "NegotiationError"]
 
 log = logging.getLogger("webcall.emulator.media")
 
+
+DTLS_SETUPS = ("passive", "active")
+"""The DTLS roles an answer may take (RFC 8842): ``passive`` waits for the browser's handshake, ``active`` opens it."""
 
 MAX_WAITING_MESSAGES = 64
 """Data-channel messages kept for a browser that has not opened the channel yet (state and transcript lines)."""
@@ -73,6 +77,18 @@ class MediaSettings:
     max_sessions: int = 16
     """Concurrent media sessions; further offers get 503."""
     max_offer_bytes: int = 64 * 1024
+    dtls_setup: str = "passive"
+    """The DTLS role the answer takes (``a=setup``). ``passive``: the browser opens the handshake as soon as its ICE
+    check succeeds, and the emulator finishes it first, its first audio leaving with its last handshake flight, so
+    the browser has it as it reports the connection. ``active`` (aiortc's own choice): the emulator opens the
+    handshake, the browser finishes it first, and the first audio arrives one round trip after the browser reports
+    the connection."""
+
+    def __post_init__(self) -> None:
+        if self.dtls_setup not in DTLS_SETUPS:
+            raise ValueError(
+                f"MediaSettings.dtls_setup must be one of {', '.join(DTLS_SETUPS)}, not {self.dtls_setup!r}"
+            )
 
 
 class NegotiationError(Exception):
@@ -188,9 +204,13 @@ class MediaSession:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             self.inbound.attach(pc)
+            for connection in ice_connections(pc):
+                recheck_on_incoming(connection)
             if not any(t.kind == "audio" for t in pc.getTransceivers()):
                 raise NegotiationError("The SDP offer has no audio section.")
             pc.addTrack(self.voice)
+            if self.settings.dtls_setup == "passive":
+                self._answer_as_dtls_server()
             # aiortc gathers every candidate in setLocalDescription: the answer is complete (no trickle needed).
             await pc.setLocalDescription(await pc.createAnswer())
         except (ValueError, KeyError, IndexError, InternalError, InvalidAccessError, OperationError) as err:
@@ -213,6 +233,16 @@ class MediaSession:
         self.spawn(self._connect_deadline(), "connect-deadline")
         self.log(logging.INFO, "WHIP session %s answered", self.id)
         return local.sdp
+
+    def _answer_as_dtls_server(self) -> None:
+        """Make the answer ``a=setup:passive``: aiortc answers ``active`` unless its DTLS transports already have a
+        role, and has no public way to choose one, so each transport of the offer (one when bundled) is given the
+        server's role before the answer is made; the answer then says so, and the transports keep it."""
+        transports = {transceiver.receiver.transport for transceiver in self.pc.getTransceivers()}
+        if self.pc.sctp is not None:
+            transports.add(self.pc.sctp.transport)
+        for transport in transports:
+            transport._set_role("server")
 
     # -- trickle ICE ------------------------------------------------------------------------------------------------
     def is_current_ice(self, username_fragment: str, password: str) -> bool:
