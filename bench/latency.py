@@ -64,6 +64,7 @@ from playwright.async_api import Browser, async_playwright
 from tests.browser.bidi import Firefox
 from tests.browser.shared import AUDIBLE, LIVE, TAG
 from tests.browser.tabs import open_tab
+from tests.hosting import served
 from tests.net import free_port
 
 from .browser import ROOT, EmulatorProcess, HostSite, launch, write_silence
@@ -340,7 +341,7 @@ class DelayingApiProxy:
         self.relays: dict[str, MediaRelay] = {}
         self.app = web.Application()
         self.app.router.add_route("*", "/{path:.*}", self._forward)
-        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1)
+        self._serving = contextlib.AsyncExitStack()
         self._http: aiohttp.ClientSession | None = None
 
     @property
@@ -353,14 +354,13 @@ class DelayingApiProxy:
 
     async def __aenter__(self) -> Self:
         self._http = aiohttp.ClientSession(auto_decompress=False)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        await self._serving.enter_async_context(served(self.app, port=self.port, access_log=False))
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.runner.cleanup()
+        await self._serving.aclose()
         if self._http is not None:
             await self._http.close()
         for relay in self.relays.values():
