@@ -223,8 +223,13 @@
   };
 
   // Where the stylesheet could not be adopted: where a floating widget stays, and how its panel stands out.
-  const UNSTYLED_FLOATING = { position: "fixed", bottom: "16px", right: "16px", "z-index": "2147483000", "max-width": "22rem" };
+  const UNSTYLED_FLOATING = {
+    position: "fixed", bottom: "16px", right: "16px", "z-index": "2147483000", "max-width": "22rem",
+  };
   const UNSTYLED_PANEL = { background: "Canvas", color: "CanvasText", border: "1px solid", padding: "8px" };
+  const setStyles = (target, declarations) => {
+    for (const name in declarations) target.style.setProperty(name, declarations[name]);
+  };
 
   // The <dialnexa-webcall> element. Its state (the `state` attribute and webcall:state) goes idle → microphone →
   // connecting → listening / thinking / speaking → ended, or error from any of them. It renders everything from its
@@ -644,10 +649,9 @@
     // attributes and elements) keep a floating widget in the corner of the window, and its panel readable over the
     // page, instead of in the page's flow below its footer.
     #placeUnstyled() {
-      const declarations = this.#floating ? [[this, UNSTYLED_FLOATING], [this.#parts.panel, UNSTYLED_PANEL]] : [];
-      for (const [target, styles] of declarations) {
-        for (const name in styles) target.style.setProperty(name, styles[name]);
-      }
+      if (!this.#floating) return;
+      setStyles(this, UNSTYLED_FLOATING);
+      setStyles(this.#parts.panel, UNSTYLED_PANEL);
     }
 
     #setState(state, { statusText = "" } = {}) {
