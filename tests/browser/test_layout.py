@@ -11,7 +11,7 @@ constructable stylesheets, the screen wake lock kept through a hidden page, and 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,23 +282,23 @@ async def test_firefox_in_a_frame_without_microphone_permission_advises_the_site
                 assert result["type"] == "success", result
                 return result["result"].get("value")
 
-            await in_frame(f"document.querySelector('{TAG}').start()")
+            def advice() -> list[str]:
+                return [text for kind, text in tab.console if kind == "warning" and 'allow="microphone"' in text]
 
             async def advised() -> bool:
-                return any('allow="microphone"' in text for kind, text in tab.console if kind == "warning")
+                return bool(advice())
 
+            async def live() -> bool:
+                return await in_frame(f"document.querySelector('{TAG}').state") in LIVE
+
+            await in_frame(f"document.querySelector('{TAG}').start()")
             await eventually(advised, 15, what="the allow=microphone advice")
-            await eventually(lambda: _state_is_live(in_frame), 15, what="the call live, receive-only")
-            advice = [text for kind, text in tab.console if kind == "warning" and 'allow="microphone"' in text]
-            assert len(advice) == 1 and advice[0].startswith("[webcall]"), tab.console
+            await eventually(live, 15, what="the call live, receive-only")
+            assert len(advice()) == 1 and advice()[0].startswith("[webcall]"), tab.console
             await in_frame(f"document.querySelector('{TAG}').end()")
         finally:
             firefox.tabs.pop(frame, None)
             await tab.close()
-
-
-async def _state_is_live(in_frame: Callable[[str], Awaitable[Any]]) -> bool:
-    return await in_frame(f"document.querySelector('{TAG}').state") in LIVE
 
 
 WITHOUT_CONSTRUCTABLE_STYLESHEETS = """
@@ -491,14 +491,20 @@ LOOKS = """tag => {
 }"""
 
 
+async def open_demo_widget(chromium: Browser, contexts: list[BrowserContext], demo_url: str, **media: Any) -> Page:
+    """The demo at a laptop's size under the emulated ``media`` features, its widget's panel open."""
+    opened = await open_page(chromium, contexts, demo_url + "/?agent=sales", viewport=SIZES["laptop-1280"])
+    page = opened.page
+    await page.emulate_media(**media)
+    await widget_ready(page)
+    await page.get_by_role("button", name="Open voice call", exact=True).click()
+    return page
+
+
 async def test_forced_colours_keep_every_button_outlined_and_the_level_meter_visible(
     chromium: Browser, contexts: list[BrowserContext], demo_url: str, tmp_path: Path
 ) -> None:
-    opened = await open_page(chromium, contexts, demo_url + "/?agent=sales", viewport=SIZES["laptop-1280"])
-    page = opened.page
-    await page.emulate_media(forced_colors="active")
-    await widget_ready(page)
-    await page.get_by_role("button", name="Open voice call", exact=True).click()
+    page = await open_demo_widget(chromium, contexts, demo_url, forced_colors="active")
     start = page.get_by_role("button", name="Start call", exact=True)
     edge = await start.evaluate(
         "b => { const s = getComputedStyle(b); return s.borderTopStyle !== 'none' && parseFloat(s.borderTopWidth); }"
@@ -516,11 +522,7 @@ async def test_forced_colours_keep_every_button_outlined_and_the_level_meter_vis
 async def test_reduced_motion_stops_every_animation(
     chromium: Browser, contexts: list[BrowserContext], demo_url: str
 ) -> None:
-    opened = await open_page(chromium, contexts, demo_url + "/?agent=sales", viewport=SIZES["laptop-1280"])
-    page = opened.page
-    await page.emulate_media(reduced_motion="reduce")
-    await widget_ready(page)
-    await page.get_by_role("button", name="Open voice call", exact=True).click()
+    page = await open_demo_widget(chromium, contexts, demo_url, reduced_motion="reduce")
     await page.get_by_role("button", name="Start call", exact=True).click()
     await expect(page.locator(TAG)).to_have_attribute("state", "speaking", timeout=15_000)  # the orb pulses here
     looks = await page.evaluate(LOOKS, TAG)
