@@ -35,7 +35,7 @@ from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 
 import webcall
-import webcall.views
+import webcall.sse
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.server import EmulatorServer
 from webcall.tokens import AUDIENCE_CALL, ISSUER
@@ -288,7 +288,7 @@ def live() -> Iterator[tuple[LiveHost, Records, Calls]]:
     host = LiveHost()
     with pytest.MonkeyPatch.context() as patch:
         # Pings every fifth of a second: the event streams the fuzzer opens and drops are noticed while it runs.
-        patch.setattr(webcall.views, "SSE_PING_SECONDS", 0.2)
+        patch.setattr(webcall.sse, "PING_SECONDS", 0.2)
         try:
             host.start()
             with httpx.Client(base_url=host.base, timeout=10) as http:
@@ -758,7 +758,7 @@ async def test_a_vanished_browser_is_not_a_server_error(
 ) -> None:
     """The next ping to a stream whose browser left fails to write; that is the end of the stream, not an error.
     Only a production runner shows it: aiohttp's test server cancels the handler as soon as the client leaves."""
-    monkeypatch.setattr(webcall.views, "SSE_PING_SECONDS", 0.05)
+    monkeypatch.setattr(webcall.sse, "PING_SECONDS", 0.05)
     caplog.set_level(logging.WARNING)
     host = web.Application()
     handle = webcall.setup(host, host_config(emulator))

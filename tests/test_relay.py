@@ -215,7 +215,7 @@ async def test_callback_upstream_refusal(
 
 
 async def test_idle_stream_is_pinged(make_host: MakeHost, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("webcall.views.SSE_PING_SECONDS", 0.05)
+    monkeypatch.setattr("webcall.sse.PING_SECONDS", 0.05)
     client, _ = await make_host()
     session = await mint(client)
     stream = await client.get(f"{session['events_url']}?token={session['token']}", headers=ORIGIN_HEADERS)

@@ -78,11 +78,13 @@ class EventStream:
         *,
         as_event: Callable[[T], ServerSentEvent | None],
         backlog: Iterable[T] = (),
-        ping_seconds: float = PING_SECONDS,
+        ping_seconds: float | None = None,
     ) -> web.StreamResponse:
         """Open the stream and send what the browser should see: the ``backlog`` first, then each item of ``source``
-        as it comes, each as ``as_event`` makes it (None: not sent), pinging while the source is quiet. Returns the
-        response when the source closes, a message is the last, or the browser goes away."""
+        as it comes, each as ``as_event`` makes it (None: not sent), pinging after ``ping_seconds`` of quiet
+        (:data:`PING_SECONDS` unless given). Returns the response when the source closes, a message is the last, or
+        the browser goes away."""
+        quiet_limit = PING_SECONDS if ping_seconds is None else ping_seconds
         try:
             await self.open()
             for earlier in backlog:
@@ -90,7 +92,7 @@ class EventStream:
                     return self._response
             while True:
                 try:
-                    async with asyncio.timeout(ping_seconds):
+                    async with asyncio.timeout(quiet_limit):
                         item = await source.get()
                 except TimeoutError:
                     await self.ping()  # also how a vanished browser is noticed

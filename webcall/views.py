@@ -417,7 +417,6 @@ async def receive_webhook(request: web.Request) -> web.Response:
 
 
 # -- browser events (SSE) ---------------------------------------------------------------------------------------
-SSE_PING_SECONDS = 15.0
 
 
 def _last_event_id(request: web.Request) -> EventId | None:
@@ -453,7 +452,7 @@ async def _relay_events(
         return ServerSentEvent(json.dumps(event), id=str(event_id), last=event["type"] == "call.ended")
 
     stream = EventStream(request, guard.cors_headers(request, runtime.config))
-    return await stream.relay(subscription, as_event=as_event, backlog=backlog, ping_seconds=SSE_PING_SECONDS)
+    return await stream.relay(subscription, as_event=as_event, backlog=backlog)
 
 
 # -- "call me back" --------------------------------------------------------------------------------------------
