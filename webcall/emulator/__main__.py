@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from webcall.emulator.agent_file import AgentFileError, load_agents
-from webcall.emulator.config import DEFAULT_API_KEY, EmulatorConfig
+from webcall.emulator.config import DEFAULT_API_KEY, DTLS_SETUPS, EmulatorConfig
 from webcall.emulator.server import EmulatorServer
 
 
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--dtls-setup",
-        choices=["passive", "active"],
+        choices=DTLS_SETUPS,
         default="passive",
         help="the DTLS role of the SDP answers: passive, the browser opens the handshake and the agent's first audio "
         "arrives as the browser connects; active, the emulator opens it, one round trip later (default: passive)",

@@ -19,6 +19,10 @@ def _default_api_keys() -> frozenset[str]:
     return frozenset({DEFAULT_API_KEY})
 
 
+DTLS_SETUPS = ("passive", "active")
+"""The DTLS roles an answer may take (RFC 8842): ``passive`` waits for the browser's handshake, ``active`` opens it."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class EmulatorConfig:
     """How one emulator instance behaves.
@@ -75,7 +79,7 @@ class EmulatorConfig:
             raise ValueError(
                 f"EmulatorConfig.webhook_timeout must be from 1 to 60 seconds, not {self.webhook_timeout:g}"
             )
-        if self.media_dtls_setup not in ("passive", "active"):
+        if self.media_dtls_setup not in DTLS_SETUPS:
             raise ValueError(
                 f"EmulatorConfig.media_dtls_setup must be passive or active, not {self.media_dtls_setup!r}"
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from aiohttp import web
 
@@ -13,7 +13,9 @@ from webcall.emulator.app import create_emulator_app
 from webcall.emulator.config import EmulatorConfig
 from webcall.emulator.keys import STATE_KEY
 from webcall.emulator.state import EmulatorState
-from webcall.emulator.testing import EmulatorControl
+
+if TYPE_CHECKING:
+    from webcall.emulator.testing import EmulatorControl
 
 SHUTDOWN_TIMEOUT = 2.0
 
@@ -131,6 +133,8 @@ class EmulatorServer:
     def control(self) -> EmulatorControl:
         """The control routes of this server (faults, call and media records, deliveries), typed."""
         if self._control is None:
+            from webcall.emulator.testing import EmulatorControl  # for test suites only: not loaded by a host
+
             self._control = EmulatorControl(self.origin)
         return self._control
 

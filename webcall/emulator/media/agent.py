@@ -24,11 +24,11 @@ def welcome_line(session: MediaSession) -> str:
     return render(welcome, session.state.variables_for(call)) if welcome else ""
 
 
-async def run_agent(session: MediaSession) -> None:
-    """Run the conversation on a connected session until the agent hangs up (``agent_disconnected``)."""
+async def run_agent(session: MediaSession, welcome: str) -> None:
+    """Run the conversation on a connected session, opening with ``welcome`` (:func:`welcome_line`; "" for none),
+    until the agent hangs up (``agent_disconnected``)."""
     state, call, agent = session.state, session.call, session.agent
     variables = state.variables_for(call)
-    welcome = welcome_line(session)
     if welcome:
         await session.say(welcome)
     session.set_agent_state("listening")

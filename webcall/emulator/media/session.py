@@ -32,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame
 
+from webcall.emulator.config import DTLS_SETUPS
 from webcall.emulator.state import Call, EmulatedAgent, EmulatorState, InvalidTransition
 
 from .agent import MAX_DURATION_LINE, run_agent, welcome_line
@@ -47,9 +48,6 @@ __all__ = ["MediaSession", "MediaSettings", "NegotiationError"]
 
 log = logging.getLogger("webcall.emulator.media")
 
-
-DTLS_SETUPS = ("passive", "active")
-"""The DTLS roles an answer may take (RFC 8842): ``passive`` waits for the browser's handshake, ``active`` opens it."""
 
 MAX_WAITING_MESSAGES = 64
 """Data-channel messages kept for a browser that has not opened the channel yet (state and transcript lines)."""
@@ -430,7 +428,7 @@ class MediaSession:
         if welcome:
             self.spawn(self._synthesize_ahead(welcome), "welcome-synthesis")
         await self.connected.wait()
-        await run_agent(self)
+        await run_agent(self, welcome)
 
     async def _synthesize_ahead(self, text: str) -> None:
         await self.synthesizer.synthesize(text, self.agent.voice)
