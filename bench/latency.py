@@ -51,7 +51,7 @@ import re
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -70,7 +70,6 @@ from tests.net import free_port
 from .browser import ROOT, EmulatorProcess, HostSite, launch, write_silence
 
 Address = tuple[str, int]
-ROUND_TRIPS = (0, 100)
 
 MEDIA_JS = """\
 // Bench script: every peer connection the page makes is watched through getStats from its creation, and
@@ -249,37 +248,44 @@ class MediaRelay:
 
     one_way: float
     _toward_emulator: dict[Address, _Endpoint] = field(default_factory=dict)  # by the emulator candidate it faces
-    _emulator_of: dict[Address, Address] = field(default_factory=dict)  # browser-facing port -> emulator candidate
     _facing_emulator: dict[Address, _Endpoint] = field(default_factory=dict)  # by the browser address it stands for
-    _browser_of: dict[Address, Address] = field(default_factory=dict)  # emulator-facing port -> browser address
     _opening: set[asyncio.Task[None]] = field(default_factory=set)
+    _closed: bool = False
 
     async def browser_port_for(self, emulator: Address) -> Address:
         """The relay port the browser is told instead of the emulator's candidate ``emulator``."""
-        if emulator not in self._toward_emulator:
-            endpoint = await self._open(emulator[0], lambda data, source: self._from_browser(emulator, data, source))
-            self._toward_emulator[emulator] = endpoint
-            self._emulator_of[endpoint.address] = emulator
-        return self._toward_emulator[emulator].address
+        return await self._port(self._toward_emulator, emulator, self._from_browser)
 
     async def emulator_port_for(self, browser: Address) -> Address:
         """The relay port the emulator sees (or is told) instead of the browser's address ``browser``."""
-        if browser not in self._facing_emulator:
-            endpoint = await self._open(browser[0], lambda data, source: self._from_emulator(browser, data, source))
-            self._facing_emulator[browser] = endpoint
-            self._browser_of[endpoint.address] = browser
-        return self._facing_emulator[browser].address
+        return await self._port(self._facing_emulator, browser, self._from_emulator)
 
     def close(self) -> None:
+        self._closed = True
+        for opening in self._opening:
+            opening.cancel()
         for endpoint in (*self._toward_emulator.values(), *self._facing_emulator.values()):
             if endpoint.transport is not None:
                 endpoint.transport.close()
 
-    async def _open(self, host: str, on_datagram: Any) -> _Endpoint:
-        loop = asyncio.get_running_loop()
-        transport, endpoint = await loop.create_datagram_endpoint(lambda: _Endpoint(on_datagram), local_addr=(host, 0))
-        endpoint.transport = transport  # connection_made comes a loop turn later
-        return endpoint
+    async def _port(
+        self,
+        ports: dict[Address, _Endpoint],
+        stands_for: Address,
+        on_datagram: Callable[[Address, bytes, Address], None],
+    ) -> Address:
+        """The relay's port in ``ports`` standing for ``stands_for``, opened on its host the first time."""
+        if stands_for not in ports:
+            loop = asyncio.get_running_loop()
+            transport, endpoint = await loop.create_datagram_endpoint(
+                lambda: _Endpoint(lambda data, source: on_datagram(stands_for, data, source)),
+                local_addr=(stands_for[0], 0),
+            )
+            endpoint.transport = transport  # connection_made comes a loop turn later
+            if self._closed:  # the relay closed while the port was opening
+                transport.close()
+            ports[stands_for] = endpoint
+        return ports[stands_for].address
 
     def _from_browser(self, emulator: Address, data: bytes, browser: Address) -> None:
         """A datagram from ``browser`` to the port standing for ``emulator``: sent on from the browser's own port."""
@@ -337,24 +343,16 @@ class DelayingApiProxy:
     def __init__(self, emulator: EmulatorProcess, one_way: float) -> None:
         self.emulator_origin = emulator.origin
         self.one_way = one_way
-        self.port = free_port()
+        self.origin = ""  # once serving, on a port of its own
         self.relays: dict[str, MediaRelay] = {}
         self.app = web.Application()
         self.app.router.add_route("*", "/{path:.*}", self._forward)
         self._serving = contextlib.AsyncExitStack()
         self._http: aiohttp.ClientSession | None = None
 
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.origin}/v1"
-
     async def __aenter__(self) -> Self:
         self._http = aiohttp.ClientSession(auto_decompress=False)
-        await self._serving.enter_async_context(served(self.app, port=self.port, access_log=False))
+        self.origin = await self._serving.enter_async_context(served(self.app, access_log=False))
         return self
 
     async def __aexit__(
@@ -506,7 +504,7 @@ class Network:
         one_way = self.added_round_trip_ms / 2000
         api = await self.stack.enter_async_context(DelayingApiProxy(self.emulator, one_way))
         front = DelayingTcpProxy(("127.0.0.1", 0), one_way)
-        site = LatencySite(self.emulator, api.base_url, front.origin)
+        site = LatencySite(self.emulator, api.origin + "/v1", front.origin)
         await self.stack.enter_async_context(site)
         front.target = ("127.0.0.1", site.port)
         await self.stack.enter_async_context(front)
