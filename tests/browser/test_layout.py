@@ -482,6 +482,7 @@ LOOKS = """tag => {
   const level = root.querySelector(".meter i");
   return {
     launcher: edge("[part=launcher]"),
+    start: edge("[part=button]"),
     hangUp: edge(".hang-up"),
     meter: { adjust: getComputedStyle(level).forcedColorAdjust, fill: getComputedStyle(level).backgroundColor,
              track: style(".meter").backgroundColor },
@@ -505,12 +506,8 @@ async def test_forced_colours_keep_every_button_outlined_and_the_level_meter_vis
     chromium: Browser, contexts: list[BrowserContext], demo_url: str, tmp_path: Path
 ) -> None:
     page = await open_demo_widget(chromium, contexts, demo_url, forced_colors="active")
-    start = page.get_by_role("button", name="Start call", exact=True)
-    edge = await start.evaluate(
-        "b => { const s = getComputedStyle(b); return s.borderTopStyle !== 'none' && parseFloat(s.borderTopWidth); }"
-    )
-    assert edge, "Start call has no visible edge with forced colours"
-    await start.click()
+    assert (await page.evaluate(LOOKS, TAG))["start"]["border"], "Start call has no visible edge with forced colours"
+    await page.get_by_role("button", name="Start call", exact=True).click()
     await expect(page.locator(TAG)).to_have_attribute("state", re.compile("listening|speaking"), timeout=15_000)
     looks = await page.evaluate(LOOKS, TAG)
     assert looks["launcher"]["border"] and looks["hangUp"]["border"], looks
