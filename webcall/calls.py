@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from .bus import EventBus
 from .catalog import AgentCatalog, placeholders
 from .config import Agent
 from .dialnexa import DialNexaClient
-from .dialnexa.models import CallRecord, WebCallSession, iso
+from .dialnexa.models import CallRecord, MediaUpdate, WebCallSession, iso
 from .errors import (
     CallRefused,
     DialNexaAPIError,
@@ -288,12 +288,10 @@ class CallDesk:
             raise CallRefused("not_found", "This call has no media session (it ended, or never started).")
         return media
 
-    async def update_media(
-        self, call_id: str, fragment: str, *, content_type: str, if_match: str
-    ) -> tuple[int, str, str, dict[str, str]]:
+    async def update_media(self, call_id: str, fragment: str, *, content_type: str, if_match: str) -> MediaUpdate:
         """Relay an ICE restart or trickled candidates to DialNexa's WHIP resource. ``if_match`` is ``*`` or the
-        resource's current ETag (412 otherwise). Returns DialNexa's status, body, content type and the headers to
-        pass on (``ETag``, ``Allow``)."""
+        resource's current ETag (:class:`CallRefused` ``precondition_failed`` otherwise). Returns DialNexa's answer,
+        its media type filled in when DialNexa named none."""
         media = await self.media(call_id)
         current = media.get("etag")
         if if_match != "*" and (current is None or if_match != current):
@@ -312,8 +310,7 @@ class CallDesk:
         if etag is not None and etag != current:
             ttl = self.max_call_seconds + TOKEN_GRACE_SECONDS
             await self.store.remember_media(call_id, {**media, "etag": etag}, ttl=ttl)
-        kind = update.content_type or "application/trickle-ice-sdpfrag"
-        return update.status, update.body, kind, update.headers
+        return replace(update, content_type=update.content_type or "application/trickle-ice-sdpfrag")
 
     async def keep_quality(self, call_id: str, summary: dict[str, Any]) -> bool:
         """Keep the browser's quality summary with the call's media record; False when one was kept already."""

@@ -350,13 +350,14 @@ async def update_media(request: web.Request) -> web.Response:
     except InvalidOffer as err:
         raise HTTPProblem(400, "invalid_fragment", str(err)) from None
     await _limit_media_updates(runtime, call_id)
-    status, body, kind, headers = await runtime.desk.update_media(
-        call_id, fragment.sdp, content_type=SDP_FRAGMENT, if_match=if_match
+    update = await runtime.desk.update_media(call_id, fragment.sdp, content_type=SDP_FRAGMENT, if_match=if_match)
+    if update.status >= 400:
+        message = "DialNexa refused the ICE update" + (" (not supported)" if update.status in (405, 501) else "")
+        raise HTTPProblem(update.status, "media_update_refused", message + ".", headers=update.headers)
+    body = update.body or None
+    return web.Response(
+        status=update.status, text=body, content_type=update.content_type if body else None, headers=update.headers
     )
-    if status >= 400:
-        message = "DialNexa refused the ICE update" + (" (not supported)" if status in (405, 501) else "")
-        raise HTTPProblem(status, "media_update_refused", message + ".", headers=headers)
-    return web.Response(status=status, text=body or None, content_type=kind if body else None, headers=headers)
 
 
 async def delete_media(request: web.Request) -> web.Response:
