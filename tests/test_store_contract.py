@@ -133,8 +133,10 @@ async def test_dead_letters(store: Store) -> None:
     a = await store.dead_add({"callback": "a"})
     b = await store.dead_add({"callback": "b"})
     assert [i for i, _ in await store.dead_list()] == [a, b]
+    assert await store.dead_count() == 2
     assert await store.dead_take(a) == {"callback": "a"}
     assert await store.dead_take(a) is None
+    assert await store.dead_count() == 1
 
 
 async def publish(store: Store, call_id: str, kind: str) -> str | None:

@@ -522,7 +522,7 @@ async def _sample_outbox(runtime: Runtime) -> None:
     """Set the outbox and dead-letter gauges from the store as it is now (the queue every worker shares); while the
     store is unreachable they keep their last values."""
     try:
-        runtime.metrics.depths(await runtime.store.outbox_depth(), len(await runtime.store.dead_list()))
+        runtime.metrics.depths(await runtime.store.outbox_depth(), await runtime.store.dead_count())
     except StoreUnavailable as err:
         store_outage(runtime.store).failed(err, by="metrics")
 

@@ -284,6 +284,10 @@ class Store(ABC):
         """Every dead letter, oldest first."""
 
     @abstractmethod
+    async def dead_count(self) -> int:
+        """How many dead letters there are, without reading them (the metrics gauge)."""
+
+    @abstractmethod
     async def dead_take(self, letter_id: str) -> dict[str, Any] | None:
         """Remove and return one dead letter (for replay); None when unknown."""
 

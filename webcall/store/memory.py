@@ -240,6 +240,9 @@ class MemoryStore(Store):
     async def dead_list(self) -> list[tuple[str, dict[str, Any]]]:
         return [(k, copy.deepcopy(v)) for k, v in self._dead.items()]
 
+    async def dead_count(self) -> int:
+        return len(self._dead)
+
     async def dead_take(self, letter_id: str) -> dict[str, Any] | None:
         return self._dead.pop(letter_id, None)
 

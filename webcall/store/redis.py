@@ -966,6 +966,10 @@ class RedisStore(Store):
         return sorted(decoded.items())
 
     @_unavailable
+    async def dead_count(self) -> int:
+        return int(await self._client.hlen(self._keys.dead("letters")))
+
+    @_unavailable
     async def dead_take(self, letter_id: str) -> dict[str, Any] | None:
         raw = await self._dead_take(keys=[self._keys.dead("letters")], args=[letter_id])
         return json.loads(raw) if raw else None
