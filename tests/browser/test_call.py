@@ -75,7 +75,10 @@ async def test_start_connects_and_the_agent_is_heard_greeting_with_host_variable
     await tab.shot("connecting")
     await tab.wait_state(*LIVE)
 
-    assert (await tab.states())[:3] == ["microphone", "connecting", "listening"]
+    # Live in the state the agent last reported: "speaking" when its welcome's first state message came before the
+    # browser reported the connection (the emulator's audio can lead it), else "listening" until that message.
+    states = await tab.states()
+    assert states[:2] == ["microphone", "connecting"] and states[2] in ("listening", "speaking"), states
     await tab.button("End call").wait_visible()
     await tab.button("Mute").wait_enabled()
     await tab.wait_audible()
