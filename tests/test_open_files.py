@@ -78,30 +78,65 @@ def port_of(service: Service) -> int:
 
 
 @contextlib.contextmanager
-def idle_sockets(port: int, count: int, *, within: float = 30) -> Iterator[list[socket.socket]]:
-    """``count`` connections to ``port`` from 127.0.0.1 that never send a byte, opened all at once (one after the
-    other, each would wait out the SYN retries of a full accept queue); closed on exit. Connected means the handshake
-    is done: the service may not have accepted them all yet."""
+def idle_sockets(
+    port: int, count: int, *, within: float = 30, accepted_by: int | None = None
+) -> Iterator[list[socket.socket]]:
+    """``count`` connections to ``port`` from 127.0.0.1 that never send a byte, closed on exit. Connected means the
+    handshake is done: the service may not have accepted them all yet.
+
+    They are opened all at once (one after the other, each would wait out the SYN retries of a full accept queue).
+    Past the listening socket's queue the kernel answers with SYN cookies, and a cookie connection whose last ACK
+    finds the accept queue full is lost to the service for good, since nothing follows that ACK. With
+    ``accepted_by`` (the service's pid) they are opened a batch at a time instead, each batch once the service has
+    accepted the one before, until it stops accepting: then every connection it could take has reached it."""
     sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
-            sock = socket.socket()
-            sockets.append(sock)
-            sock.setblocking(False)
-            sock.connect_ex(("127.0.0.1", port))
-        waiting = select.poll()
-        pending = {sock.fileno() for sock in sockets}
-        for fd in pending:
-            waiting.register(fd, select.POLLOUT)
-        deadline = time.monotonic() + within
-        while pending and time.monotonic() < deadline:
-            for fd, _ in waiting.poll(200):
-                waiting.unregister(fd)
-                pending.discard(fd)
+        remaining = count
+        while remaining > 0:
+            batch = min(remaining, ACCEPT_BATCH) if accepted_by is not None else remaining
+            held_before = sockets_of(accepted_by) if accepted_by is not None else 0
+            sockets.extend(connected_sockets(port, batch, within=within))
+            remaining -= batch
+            if accepted_by is not None and not accepts_batch(accepted_by, held_before + batch):
+                accepted_by = None  # it has stopped accepting: the rest at once
         yield sockets
     finally:
         for sock in sockets:
             sock.close()
+
+
+ACCEPT_BATCH = 64  # half aiohttp's listen backlog of 128
+
+
+def connected_sockets(port: int, count: int, *, within: float) -> list[socket.socket]:
+    """``count`` non-blocking connections to ``port``, returned once their handshakes are done or ``within`` s
+    have passed."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sockets.append(sock)
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+    waiting = select.poll()
+    pending = {sock.fileno() for sock in sockets}
+    for fd in pending:
+        waiting.register(fd, select.POLLOUT)
+    deadline = time.monotonic() + within
+    while pending and time.monotonic() < deadline:
+        for fd, _ in waiting.poll(200):
+            waiting.unregister(fd)
+            pending.discard(fd)
+    return sockets
+
+
+def accepts_batch(pid: int, sockets: int, *, within: float = 2) -> bool:
+    """Whether process ``pid`` comes to hold ``sockets`` sockets within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while sockets_of(pid) < sockets:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def sockets_of(pid: int) -> int:
@@ -136,6 +171,19 @@ def healthz_from_another_address(service: Service, *, times: int = 3) -> list[fl
             took.append(time.monotonic() - started)
             assert response.status_code == 200, response.text
     return took
+
+
+FULL_TABLE_REPORTED = "accept() failed for want of file descriptors ([Errno 24] Too many open files"
+
+
+def wait_for_output(service: Service, text: str, *, within: float) -> bool:
+    """Whether the service's log says ``text`` within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while text not in service.output():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def grown_by(service: Service, before: str) -> tuple[int, int]:
@@ -214,11 +262,12 @@ def test_a_full_descriptor_table_is_logged_once_per_interval_and_passes(tmp_path
     env = clean_environment(WEBCALL_MAX_CONNECTIONS_PER_ADDRESS="100000")
     with running_service(serve_with_open_files(1024, 1024), tmp_path, env=env) as service:
         before = service.output()
-        with idle_sockets(port_of(service), ATTACK_SOCKETS, within=5):
-            time.sleep(4)
+        with idle_sockets(port_of(service), ATTACK_SOCKETS, within=2, accepted_by=service.process.pid):
+            filled = wait_for_output(service, FULL_TABLE_REPORTED, within=5)
+            assert filled, f"the table never filled: the service holds {sockets_of(service.process.pid)} sockets"
+            time.sleep(4)  # accept() keeps failing, thousands of times a second
         lines, size = grown_by(service, before)
         assert lines <= 3 and size <= 1000, service.output()[len(before) :][:3000]
-        assert "accept() failed for want of file descriptors ([Errno 24] Too many open files" in service.output()
         deadline = time.monotonic() + 10
         while True:  # the service notices the closed sockets and accepts again
             try:
