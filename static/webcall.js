@@ -1175,30 +1175,35 @@
       } else if (state === "failed" && !this.#everConnected) {
         this.#failToConnect();
       } else if ((state === "failed" || state === "disconnected") && this.#everConnected && !this.#graceTimer) {
-        // A grace period for the network, and an ICE restart: at once when ICE failed; when it is only
-        // disconnected (lost checks on a lossy network; the path usually comes back by itself), once the agent's
-        // audio has stopped arriving. When the grace period passes, no hang-up is sent: the network is gone, and
-        // DialNexa records a network failure.
-        this.#handlers.onReconnecting();
+        // A grace period for the network, and an ICE restart, said to the visitor: at once when ICE failed; when
+        // it is only disconnected (lost checks on a lossy network; the path usually comes back by itself), once the
+        // agent's audio has stopped arriving. When the grace period passes, no hang-up is sent: the network is gone,
+        // and DialNexa records a network failure.
         this.#graceTimer = setTimeout(() => this.#onGracePeriodOver(), MediaConnection.GRACE_PERIOD_MS);
-        if (state === "failed") this.#restartIce();
-        else this.#restartTimer = setTimeout(() => this.#restartOnceUnheard(), MediaConnection.RESTART_AFTER_MS);
+        if (state === "failed") this.#reconnect();
+        else this.#restartTimer = setTimeout(() => this.#reconnectOnceUnheard(), MediaConnection.RESTART_AFTER_MS);
       } else if (state === "failed" && this.#graceTimer) {
         clearTimeout(this.#restartTimer);
-        this.#restartIce();
+        this.#reconnect();
       }
     }
 
-    // Firefox calls a lossy connection "disconnected" while the agent's audio still flows: restarting ICE then
-    // gains nothing and risks the call (a media server that refuses the restart leaves an offer to roll back).
-    async #restartOnceUnheard() {
+    // Firefox calls a lossy connection "disconnected" while the agent's audio still flows: the visitor still hears
+    // the agent, and restarting ICE then gains nothing and risks the call (a media server that refuses the restart
+    // leaves an offer to roll back).
+    async #reconnectOnceUnheard() {
       const stillHeard = await this.#quality.audioArrivedWithin(MediaConnection.RESTART_AFTER_MS / 2);
       if (this.#closed || !this.#graceTimer) return;
       if (stillHeard) {
-        this.#restartTimer = setTimeout(() => this.#restartOnceUnheard(), MediaConnection.RESTART_AFTER_MS);
+        this.#restartTimer = setTimeout(() => this.#reconnectOnceUnheard(), MediaConnection.RESTART_AFTER_MS);
       } else {
-        this.#restartIce();
+        this.#reconnect();
       }
+    }
+
+    #reconnect() {
+      this.#handlers.onReconnecting();
+      this.#restartIce();
     }
 
     // The browser says the connection is down, but the agent's audio may still be arriving: some browsers (Firefox)
