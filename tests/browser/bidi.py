@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -126,10 +127,13 @@ class BiDi:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def connect(cls, url: str) -> BiDi:
+    async def connect(cls, url: str, *, host: str | None = None) -> BiDi:
+        """The session at ``url``; ``host`` is the ``Host`` header when ``url`` is not the address Firefox announced
+        (a forward from another network namespace): its Remote Agent answers only a ``Host`` naming its own."""
         http = aiohttp.ClientSession()
         try:
-            ws = await http.ws_connect(url, max_msg_size=64 * 1024 * 1024)
+            headers = {"Host": host} if host is not None else None
+            ws = await http.ws_connect(url, max_msg_size=64 * 1024 * 1024, headers=headers)
         except BaseException:
             await http.close()
             raise
@@ -349,10 +353,10 @@ async def launch_firefox(
     )
     stderr: list[str] = []
     try:
-        url = await asyncio.wait_for(_bidi_address(process, stderr), within)
-        if reach is not None:
-            url = await reach(url)
-        bidi = await BiDi.connect(url.rstrip("/") + "/session")
+        announced = await asyncio.wait_for(_bidi_address(process, stderr), within)
+        url = announced if reach is None else await reach(announced)
+        host = None if url == announced else urlsplit(announced).netloc
+        bidi = await BiDi.connect(url.rstrip("/") + "/session", host=host)
         try:
             await bidi.command("session.new", {"capabilities": {"alwaysMatch": {"unhandledPromptBehavior": "ignore"}}})
         except BaseException:

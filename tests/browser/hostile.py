@@ -38,7 +38,6 @@ import ctypes
 import ipaddress
 import itertools
 import os
-import random
 import re
 import shutil
 import signal
@@ -310,9 +309,8 @@ class VisitorNetwork:
         return sock
 
     async def forward(self, host: str, port: int) -> tuple[str, int]:
-        """An address on this process's loopback whose connections go on to ``host:port`` inside the namespace: the
-        same port number (Firefox's Remote Agent refuses a ``Host`` header naming another port), on 127.0.0.1 or,
-        when that is taken here, on another loopback address."""
+        """An address on this process's loopback (a port of its own on 127.0.0.1) whose connections go on to
+        ``host:port`` inside the namespace."""
 
         async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
@@ -323,15 +321,10 @@ class VisitorNetwork:
                 return
             self._pipe_both(reader, writer, inner_reader, inner_writer)
 
-        candidates = ["127.0.0.1", *(f"127.{random.randrange(256)}.{random.randrange(256)}.1" for _ in range(20))]
-        for address in candidates:
-            try:
-                server = await asyncio.start_server(accepted, address, port)
-            except OSError:
-                continue
-            self.forwarders.append(server)
-            return address, port
-        raise RuntimeError(f"port {port} is taken on every loopback address tried")
+        server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+        self.forwarders.append(server)
+        address, own_port = server.sockets[0].getsockname()[:2]
+        return address, own_port
 
     async def expose(self, port: int, *, host: str = "127.0.0.1") -> None:
         """Make this process's ``host:port`` (loopback) reachable inside the namespace at ``127.0.0.1:port``: for a
@@ -372,7 +365,9 @@ class VisitorNetwork:
             task.add_done_callback(self.pipes.discard)
 
     async def reach(self, url: str) -> str:
-        """``url`` (e.g. Firefox's ``ws://127.0.0.1:PORT``, on the namespace's loopback) as this process reaches it."""
+        """``url`` (e.g. Firefox's ``ws://127.0.0.1:PORT``, on the namespace's loopback) as this process reaches it
+        (Firefox's Remote Agent refuses a ``Host`` header naming another address: the client sends the one Firefox
+        announced)."""
         parts = urlsplit(url)
         assert parts.hostname is not None and parts.port is not None, url
         address, port = await self.forward(parts.hostname, parts.port)
