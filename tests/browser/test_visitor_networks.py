@@ -130,7 +130,11 @@ async def test_a_lossy_network_shows_a_weak_connection_notice_until_it_recovers(
     await asyncio.sleep(4.5)
     assert not await notice.describe(), "no notice while the network is fine"
     await visitor_network.drop_share(15)  # hotel Wi-Fi on a bad day: speech breaks up, the call holds
-    await notice.wait_visible(within=8)
+    try:
+        await notice.wait_visible(within=8)
+    except AssertionError as missing:  # say whether the call was still on, and how it ended if not
+        changes = [(e["at"], e["type"], e["detail"]) for e in await tab.events() if e["type"] in ("state", "ended")]
+        raise AssertionError(f"{missing}; the widget's states: {changes}") from None
     await tab.shot(f"weak-connection-{engine}")
     await asyncio.sleep(4)  # a lossy stretch long enough to show in the call's loss figure, whenever the notice came
     assert await notice.describe(), "the notice stays while the network is lossy"
